@@ -1,0 +1,1 @@
+"""Image bytes in and out: decoding inputs, encoding outputs."""

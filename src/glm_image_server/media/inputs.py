@@ -1,0 +1,51 @@
+"""Decode untrusted image bytes into RGB pictures the model can take."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..types import InvalidRequest
+
+MAX_INPUT_PIXELS = 50_000_000  # decompression-bomb guard; a 4000x3000 photo is 12 MP
+
+
+def decode_image(data: bytes, field: str = "image", max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
+    """Bytes -> upright RGB image.
+
+    EXIF orientation is applied, alpha is composited over white (transparent areas would otherwise turn
+    black), and grayscale, palette and CMYK images are converted. The pixel count is checked from the
+    header, before any pixel is decoded.
+    """
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise InvalidRequest(field, str(exc), f"at most {max_pixels} pixels") from exc
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InvalidRequest(field, "is not a readable image", "PNG, JPEG, WEBP, GIF or BMP bytes") from exc
+    if image.width * image.height > max_pixels:
+        raise InvalidRequest(
+            field,
+            f"has {image.width}x{image.height} = {image.width * image.height} pixels",
+            f"at most {max_pixels} pixels",
+        )
+    try:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except (OSError, ValueError) as exc:
+        raise InvalidRequest(field, f"could not be decoded: {exc}", "a complete image file") from exc
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def read_image(path: str | Path, field: str = "image") -> Image.Image:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidRequest(field, f"cannot read {path}: {exc.strerror}", "a readable image file") from exc
+    return decode_image(data, field)

@@ -1,0 +1,1 @@
+"""The GLM-Image runtime: loading, the tiny offline model, and the engine. Knows nothing of HTTP."""

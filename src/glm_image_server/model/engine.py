@@ -1,0 +1,172 @@
+"""Engine: a batch of GenerationRequests -> images, through AR -> DiT -> VAE.
+
+Every image of every request is one row; rows of requests that share a batch key share one batched AR
+call, then go through the DiT and VAE one by one. Each row draws from generators seeded with its own seed (AR sampling on the model's device,
+initial latents on the CPU), so with one row the output equals a direct `GlmImagePipeline` call with
+that seed. The engine is not re-entrant (the diffusers pipeline keeps per-call state on itself): calls
+are serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from ..types import (
+    Cancelled,
+    GenerationRequest,
+    GenerationResult,
+    Progress,
+    StageTimings,
+    image_seed,
+    random_seed,
+)
+from .prior import PriorTokens, generate_prior_tokens
+from .references import fit_reference, side_bounds
+
+ProgressCallback = Callable[[Progress], None]
+CancelCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class _Row:
+    request: int
+    prompt: str
+    seed: int
+    references: tuple[Image.Image, ...]
+
+
+class Engine:
+    def __init__(self, pipe) -> None:
+        self.pipe = pipe
+        self.device: torch.device = pipe._execution_device
+        self.min_ref_side, self.max_ref_side = side_bounds(pipe.processor.image_processor)
+        self._lock = threading.Lock()
+
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        on_progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> list[GenerationResult]:
+        """Run the requests; results come back in request order. Raises Cancelled when told to stop."""
+        seeds = [r.seed if r.seed is not None else random_seed() for r in requests]
+        images: dict[int, list[Image.Image]] = {i: [] for i in range(len(requests))}
+        timings: dict[int, StageTimings] = {}
+        groups: dict[tuple, list[int]] = {}
+        for i, request in enumerate(requests):
+            groups.setdefault(request.batch_key(), []).append(i)
+        with self._lock, torch.inference_mode():
+            for members in groups.values():
+                rows = [
+                    _Row(i, requests[i].prompt, image_seed(seeds[i], k), self._fit(requests[i].references))
+                    for i in members
+                    for k in range(requests[i].num_images)
+                ]
+                decoded, stage_timings = self._run_group(
+                    requests[members[0]], rows, on_progress, should_cancel
+                )
+                for row, image in zip(rows, decoded, strict=True):
+                    images[row.request].append(image)
+                    timings[row.request] = stage_timings
+        return [GenerationResult(images[i], seeds[i], timings[i]) for i in range(len(requests))]
+
+    def _fit(self, references: tuple[Image.Image, ...]) -> tuple[Image.Image, ...]:
+        return tuple(fit_reference(ref, self.min_ref_side, self.max_ref_side) for ref in references)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _run_group(
+        self,
+        spec: GenerationRequest,
+        rows: list[_Row],
+        on_progress: ProgressCallback | None,
+        should_cancel: CancelCheck | None,
+    ) -> tuple[list[Image.Image], StageTimings]:
+        """One batch of rows that share size, steps, guidance and reference count."""
+        report = on_progress or (lambda _: None)
+        cancel = should_cancel or (lambda: False)
+
+        # 1. AR: prior tokens for all rows in one batched generate(), one generator per row.
+        start = time.perf_counter()
+        prior = generate_prior_tokens(
+            self.pipe,
+            [row.prompt for row in rows],
+            spec.height,
+            spec.width,
+            [list(row.references) for row in rows] if spec.references else None,
+            [torch.Generator(self.device).manual_seed(row.seed) for row in rows],
+            on_token=lambda done, total: report(Progress("ar", done, total)),
+            should_cancel=cancel,
+        )
+        self._sync()
+        ar_time = time.perf_counter() - start
+
+        # 2. DiT, then 3. VAE, one row at a time: batching them changes float rounding (a row's image would
+        # depend on its neighbours) and buys little, as the AR stage dominates.
+        total_steps = spec.num_inference_steps * len(rows)
+        dit_time = vae_time = 0.0
+        decoded: list[Image.Image] = []
+        for r, row in enumerate(rows):
+            if cancel():
+                raise Cancelled("cancelled before the DiT stage")
+            start = time.perf_counter()
+            latents = self._denoise(
+                spec, row, prior.row(r), r * spec.num_inference_steps, total_steps, report, cancel
+            )
+            self._sync()
+            dit_time += time.perf_counter() - start
+            start = time.perf_counter()
+            decoded.append(self._decode(latents))
+            vae_time += time.perf_counter() - start
+            report(Progress("vae", r + 1, len(rows)))
+        return decoded, StageTimings(ar=ar_time, dit=dit_time, vae=vae_time)
+
+    def _denoise(
+        self,
+        spec: GenerationRequest,
+        row: _Row,
+        prior: PriorTokens,
+        steps_before: int,
+        total_steps: int,
+        report: ProgressCallback,
+        cancel: CancelCheck,
+    ) -> torch.Tensor:
+        """The pipeline's DiT loop from given prior tokens; it stops before its own VAE decode."""
+
+        def step_end(_pipe, step: int, _timestep, tensors: dict) -> dict:
+            report(Progress("dit", steps_before + step + 1, total_steps))
+            if cancel():
+                raise Cancelled("cancelled during the DiT stage")
+            return tensors
+
+        return self.pipe(
+            prompt=row.prompt,
+            image=list(row.references) or None,
+            height=spec.height,
+            width=spec.width,
+            num_inference_steps=spec.num_inference_steps,
+            guidance_scale=spec.guidance_scale,
+            prior_token_ids=prior.token_ids,
+            prior_token_image_ids=prior.image_token_ids,
+            source_image_grid_thw=prior.image_grids,
+            generator=torch.Generator("cpu").manual_seed(row.seed),
+            output_type="latent",
+            callback_on_step_end=step_end,
+        ).images
+
+    def _decode(self, latents: torch.Tensor) -> Image.Image:
+        vae = self.pipe.vae
+        shape = (1, vae.config.latent_channels, 1, 1)
+        latents = latents.to(vae.dtype)
+        mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device, latents.dtype)
+        std = torch.tensor(vae.config.latents_std).view(shape).to(latents.device, latents.dtype)
+        pixels = vae.decode(latents * std + mean, return_dict=False)[0]
+        return self.pipe.image_processor.postprocess(pixels, output_type="pil")[0]

@@ -1,0 +1,205 @@
+"""A tiny random-weight GLM-Image, built offline from the real component classes and saved in HF format.
+
+Tests and the demo load it with `from_pretrained`, the code path real weights take. Component configs
+follow diffusers' GLM-Image pipeline test; the pieces that test pulls from the hub are built locally:
+a ByT5 tokenizer (needs no files) with a small T5, and a character-level GLM tokenizer that keeps the real
+special-token ids so `GlmImageConfig` defaults hold. Images it makes are noise; shapes and code paths are
+those of the real model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+from transformers import (
+    ByT5Tokenizer,
+    GlmImageConfig,
+    GlmImageForConditionalGeneration,
+    GlmImageImageProcessorPil,
+    GlmImageProcessor,
+    PreTrainedTokenizerFast,
+    T5Config,
+    T5EncoderModel,
+)
+
+# Bump when the recipe changes so cached copies are rebuilt.
+RECIPE_VERSION = "1"
+VOCAB_SIZE = 168064  # the real model's text vocabulary
+VISION_VOCAB = 16512  # <|dit_token_0..16511|>: codes, then image start (16384) and end (16385)
+SPECIAL_TOKENS = {
+    "<|endoftext|>": 167841,  # pad
+    "<sop>": 167845,  # grid begin
+    "<eop>": 167846,  # grid end
+    "<|image|>": 167855,  # image placeholder
+}
+# Reconstructed template: an image becomes <image start><|image|><image end>, text is kept raw.
+CHAT_TEMPLATE = (
+    "{%- for m in messages -%}"
+    "{%- if m.content is string -%}{{ m.content }}"
+    "{%- else -%}{%- for item in m.content -%}"
+    "{%- if item.type == 'image' -%}<|dit_token_16384|><|image|><|dit_token_16385|>"
+    "{%- elif item.type == 'text' -%}{{ item.text }}"
+    "{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "{%- endfor -%}"
+)
+# Reference-image bounds of the tiny processor (sides 32..256 px) so that small test images are not
+# upscaled to the real model's 512 px minimum; the real processor uses 512..2048.
+TINY_MIN_PIXELS, TINY_MAX_PIXELS = 32 * 32, 256 * 256
+
+
+def build_glm_tokenizer() -> PreTrainedTokenizerFast:
+    """Character-level tokenizer whose special tokens sit at the real GLM-Image ids."""
+    vocab = {f"<|dit_token_{i}|>": i for i in range(VISION_VOCAB)}
+    for ch in [chr(c) for c in range(32, 127)] + ["\n", "<unk>"]:
+        vocab[ch] = len(vocab)
+    vocab.update(SPECIAL_TOKENS)
+    used = set(vocab.values())
+    vocab.update({f"<|reserved_{i}|>": i for i in range(VOCAB_SIZE) if i not in used})
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<|dit_token_16384|>",
+        eos_token="<|dit_token_16385|>",
+        pad_token="<|endoftext|>",
+        unk_token="<unk>",
+        padding_side="left",  # batched AR generation relies on left padding
+        extra_special_tokens={
+            "image_token": "<|image|>",
+            "grid_bos_token": "<sop>",
+            "grid_eos_token": "<eop>",
+        },
+    )
+
+
+def build_tiny_pipeline(seed: int = 0):
+    """A GlmImagePipeline with random weights, deterministic for a given seed."""
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        GlmImagePipeline,
+        GlmImageTransformer2DModel,
+    )
+
+    glyph_tokenizer = ByT5Tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = T5EncoderModel(
+        T5Config(
+            vocab_size=len(glyph_tokenizer),
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            dropout_rate=0.0,
+            feed_forward_proj="relu",
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+    glm_config = GlmImageConfig(
+        text_config={
+            "vocab_size": VOCAB_SIZE,
+            "hidden_size": 32,
+            "intermediate_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 512,
+            "vision_vocab_size": 128,
+            "rope_parameters": {"mrope_section": (4, 2, 2)},
+        },
+        # patch 16 as in the real model: the processor halves a reference, so (H/2)/16 == H/32 keeps the
+        # reference's token grid in step with the DiT grid (the diffusers test's 8 breaks image-to-image).
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "num_heads": 2,
+            "image_size": 32,
+            "patch_size": 16,
+            "intermediate_size": 32,
+        },
+        vq_config={"embed_dim": 32, "num_embeddings": 128, "latent_channels": 32},
+    )
+    torch.manual_seed(seed)
+    vision_language_encoder = GlmImageForConditionalGeneration(glm_config)
+    generation = vision_language_encoder.generation_config
+    generation.do_sample, generation.temperature, generation.top_p = True, 0.9, 0.75  # the release's values
+
+    image_processor = GlmImageImageProcessorPil(
+        patch_size=16,
+        temporal_patch_size=1,
+        merge_size=1,
+        size={"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    processor = GlmImageProcessor(
+        image_processor=image_processor, tokenizer=build_glm_tokenizer(), chat_template=CHAT_TEMPLATE
+    )
+    torch.manual_seed(seed)
+    transformer = GlmImageTransformer2DModel(
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=8,
+        num_attention_heads=2,
+        text_embed_dim=text_encoder.config.hidden_size,
+        time_embed_dim=16,
+        condition_dim=8,
+        prior_vq_quantizer_codebook_size=128,
+    )
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        block_out_channels=(4, 8, 16, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=128,
+        latents_mean=[0.0] * 4,
+        latents_std=[1.0] * 4,
+    )
+    return GlmImagePipeline(
+        tokenizer=glyph_tokenizer,
+        processor=processor,
+        text_encoder=text_encoder,
+        vision_language_encoder=vision_language_encoder,
+        vae=vae,
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+    )
+
+
+def ensure_tiny_model(cache_dir: Path) -> Path:
+    """Build the tiny model into `cache_dir` once and return its directory.
+
+    The build goes to a temporary sibling that is renamed into place, so concurrent callers never see a
+    half-written model.
+    """
+    target = Path(cache_dir) / f"tiny-glm-image-v{RECIPE_VERSION}"
+    if (target / "model_index.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
+    try:
+        with torch.random.fork_rng():  # the build seeds torch; leave the caller's RNG as it was
+            build_tiny_pipeline().save_pretrained(staging)
+        try:
+            os.rename(staging, target)
+        except OSError:  # another process won the race
+            if not (target / "model_index.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

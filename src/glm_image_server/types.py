@@ -1,0 +1,156 @@
+"""The one internal request/result model every dialect translates to and from."""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field
+from typing import Literal
+
+from PIL import Image
+
+# GLM-Image works on a 32-px grid: AR tokens are d32, upsampled 2x to the DiT's d16 patches.
+SIZE_MULTIPLE = 32
+MIN_SIDE, MAX_SIDE = 64, 2048
+MAX_STEPS = 100
+MAX_GUIDANCE = 50.0
+MAX_IMAGES = 20
+MAX_REFERENCES = 4
+MAX_PROMPT_CHARS = 10_000
+MAX_SEED = 2**63 - 1
+
+# fal's image_size presets (fal toolkit), width x height.
+SIZE_PRESETS: dict[str, tuple[int, int]] = {
+    "square_hd": (1024, 1024),
+    "square": (512, 512),
+    "portrait_4_3": (768, 1024),
+    "portrait_16_9": (576, 1024),
+    "landscape_4_3": (1024, 768),
+    "landscape_16_9": (1024, 576),
+}
+AUTO_SIZE_PIXELS = 1024 * 1024
+
+Stage = Literal["ar", "dit", "vae"]
+
+
+class InvalidRequest(ValueError):
+    """A request field is out of range; says which field and what would have been valid."""
+
+    def __init__(self, field: str, message: str, allowed: str = "") -> None:
+        self.field, self.message, self.allowed = field, message, allowed
+        super().__init__(f"{field}: {message}" + (f" (allowed: {allowed})" if allowed else ""))
+
+
+class Cancelled(Exception):
+    """Raised inside the engine when the cancel check says stop."""
+
+
+def _round_to_grid(value: float) -> int:
+    return max(MIN_SIDE, min(MAX_SIDE, int(round(value / SIZE_MULTIPLE)) * SIZE_MULTIPLE))
+
+
+def size_like(image: Image.Image, pixels: int = AUTO_SIZE_PIXELS) -> tuple[int, int]:
+    """Output size for `size=auto`: the reference's aspect ratio at about `pixels`, on the 32-px grid."""
+    aspect = image.width / image.height
+    return _round_to_grid(math.sqrt(pixels * aspect)), _round_to_grid(math.sqrt(pixels / aspect))
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """A preset name or `WIDTHxHEIGHT`, as (width, height); raises InvalidRequest for anything else."""
+    if text in SIZE_PRESETS:
+        return SIZE_PRESETS[text]
+    width, sep, height = text.lower().partition("x")
+    if sep and width.isdigit() and height.isdigit():
+        return int(width), int(height)
+    raise InvalidRequest(
+        "size", f"unknown size {text!r}", f"WIDTHxHEIGHT or one of {', '.join(SIZE_PRESETS)}"
+    )
+
+
+def random_seed() -> int:
+    return secrets.randbelow(2**32)
+
+
+def image_seed(seed: int, index: int) -> int:
+    """Seed of the index-th image of a request: image i of seed s equals image 0 of seed s+i."""
+    return (seed + index) % (MAX_SEED + 1)
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise InvalidRequest(name, f"must be between {low} and {high}, got {value}", f"{low}..{high}")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation: text-to-image, or an edit when `references` holds 1-4 images.
+
+    Validated on construction, so an instance that exists is one the engine can run. `seed=None` means
+    "pick one"; the engine reports the seed it used. Image i of a request is generated with seed+i.
+    """
+
+    prompt: str
+    width: int = 1024
+    height: int = 1024
+    num_inference_steps: int = 50
+    guidance_scale: float = 1.5
+    seed: int | None = None
+    num_images: int = 1
+    references: tuple[Image.Image, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise InvalidRequest("prompt", "must be a non-empty string", f"1..{MAX_PROMPT_CHARS} characters")
+        if len(self.prompt) > MAX_PROMPT_CHARS:
+            raise InvalidRequest(
+                "prompt", f"is {len(self.prompt)} characters long", f"1..{MAX_PROMPT_CHARS} characters"
+            )
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            allowed = f"multiples of {SIZE_MULTIPLE} from {MIN_SIDE} to {MAX_SIDE}"
+            if not isinstance(value, int) or not MIN_SIDE <= value <= MAX_SIDE or value % SIZE_MULTIPLE:
+                raise InvalidRequest(name, f"must be a multiple of {SIZE_MULTIPLE}, got {value}", allowed)
+        _check_range("num_inference_steps", self.num_inference_steps, 1, MAX_STEPS)
+        _check_range("guidance_scale", self.guidance_scale, 0.0, MAX_GUIDANCE)
+        _check_range("num_images", self.num_images, 1, MAX_IMAGES)
+        if self.seed is not None:
+            _check_range("seed", self.seed, 0, MAX_SEED)
+        if len(self.references) > MAX_REFERENCES:
+            raise InvalidRequest(
+                "references", f"got {len(self.references)} images", f"0..{MAX_REFERENCES} images"
+            )
+        if not all(isinstance(ref, Image.Image) for ref in self.references):
+            raise InvalidRequest("references", "must be decoded images", "PIL images")
+
+    def batch_key(self) -> tuple[int, int, int, float, int]:
+        """Requests with equal keys can share one engine batch."""
+        return (self.width, self.height, self.num_inference_steps, self.guidance_scale, len(self.references))
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Seconds spent in each stage of the batch that produced a result."""
+
+    ar: float = 0.0
+    dit: float = 0.0
+    vae: float = 0.0
+
+    @property
+    def inference(self) -> float:
+        return self.ar + self.dit + self.vae
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    images: list[Image.Image]
+    seed: int
+    timings: StageTimings = field(default_factory=StageTimings)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """AR: tokens generated of expected; DiT: denoising steps done of total; VAE: images decoded."""
+
+    stage: Stage
+    done: int
+    total: int
