@@ -42,7 +42,8 @@ def stock_pipeline(pipe) -> GlmImagePipeline:
             if isinstance(hidden_states, torch.Tensor) and hidden_states.dim() == 2:
                 chunks = torch.split(hidden_states, image_grid_thw.prod(-1).tolist())
                 hidden_states = [
-                    c.T.reshape(-1, int(g[1]), int(g[2])) for c, g in zip(chunks, image_grid_thw)
+                    c.T.reshape(-1, int(g[1]), int(g[2]))
+                    for c, g in zip(chunks, image_grid_thw, strict=False)
                 ]
             return tokens(self, hidden_states, image_grid_thw)
 

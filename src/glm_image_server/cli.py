@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         type=Path,
         default=Path("out.png"),
-        help="output file; .png, .jpg or .webp. With -n > 1: NAME-1.png, NAME-2.png, ... (default %(default)s)",
+        help="output file: .png, .jpg or .webp; with -n > 1, NAME-1.png, NAME-2.png, ... "
+        "(default %(default)s)",
     )
     _model_flags(gen)
     return parser
@@ -187,7 +188,9 @@ def generate(args: argparse.Namespace) -> int:
         (result,) = engine.generate([request], on_progress=bars)
     finally:
         bars.close()
-    for i, (path, image) in enumerate(zip(_output_paths(args.output, len(result.images)), result.images)):
+    for i, (path, image) in enumerate(
+        zip(_output_paths(args.output, len(result.images)), result.images, strict=True)
+    ):
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path)
         print(f"{path}  {image.width}x{image.height}  seed {image_seed(result.seed, i)}")

@@ -46,7 +46,7 @@ class Cancelled(Exception):
 
 
 def _round_to_grid(value: float) -> int:
-    return max(MIN_SIDE, min(MAX_SIDE, int(round(value / SIZE_MULTIPLE)) * SIZE_MULTIPLE))
+    return max(MIN_SIDE, min(MAX_SIDE, round(value / SIZE_MULTIPLE) * SIZE_MULTIPLE))
 
 
 def size_like(image: Image.Image, pixels: int = AUTO_SIZE_PIXELS) -> tuple[int, int]:

@@ -1,10 +1,10 @@
 """Engine: a batch of GenerationRequests -> images, through AR -> DiT -> VAE.
 
 Every image of every request is one row; rows of requests that share a batch key share one batched AR
-call, then go through the DiT and VAE one by one. Each row draws from generators seeded with its own seed (AR sampling on the model's device,
-initial latents on the CPU), so with one row the output equals a direct `GlmImagePipeline` call with
-that seed. The engine is not re-entrant (the diffusers pipeline keeps per-call state on itself): calls
-are serialised by a lock.
+call, then go through the DiT and VAE one by one. Each row draws from generators seeded with its own
+seed (AR sampling on the model's device, initial latents on the CPU), so with one row the output equals
+a direct `GlmImagePipeline` call with that seed. The engine is not re-entrant (the diffusers pipeline
+keeps per-call state on itself): calls are serialised by a lock.
 """
 
 from __future__ import annotations

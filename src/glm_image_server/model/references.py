@@ -53,7 +53,7 @@ def fit_reference(image: Image.Image, min_side: int, max_side: int) -> Image.Ima
         scale = max_side / max(w, h)
 
     def snap(side: float) -> int:
-        return max(GRID, min(max_side, int(round(side * scale / GRID)) * GRID))
+        return max(GRID, min(max_side, round(side * scale / GRID) * GRID))
 
     new_w, new_h = snap(w), snap(h)
     if (new_w, new_h) == image.size:
