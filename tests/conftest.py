@@ -16,17 +16,17 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(model_cache: Path):
+def tiny_settings(model_cache: Path):
     from glm_image_server.settings import Settings
 
     return Settings(model="tiny", device="cpu", cache_dir=model_cache)
 
 
 @pytest.fixture(scope="session")
-def pipe(settings):
+def pipe(tiny_settings):
     from glm_image_server.model.loader import load_pipeline
 
-    return load_pipeline(settings)
+    return load_pipeline(tiny_settings)
 
 
 @pytest.fixture(scope="session")

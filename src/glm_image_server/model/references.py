@@ -38,24 +38,25 @@ def crop_to_aspect(image: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.
     return image
 
 
-def fit_reference(image: Image.Image, min_side: int, max_side: int) -> Image.Image:
-    """Resize to sides on the 32-px grid, shortest side >= min_side, longest side <= max_side.
+def fitted_size(width: int, height: int, min_side: int, max_side: int) -> tuple[int, int]:
+    """Sides on the 32-px grid, shortest >= min_side, longest <= max_side, aspect kept as the grid allows.
 
-    Aspect ratio is kept as closely as the grid allows (after cropping to what the bounds can hold); an
-    image already on the grid is returned as is.
+    Assumes the aspect ratio fits the bounds (crop_to_aspect first).
     """
-    image = crop_to_aspect(image, min(MAX_ASPECT, max_side / min_side))
-    w, h = image.size
     scale = 1.0
-    if min(w, h) < min_side:
-        scale = min_side / min(w, h)
-    if max(w, h) * scale > max_side:
-        scale = max_side / max(w, h)
+    if min(width, height) < min_side:
+        scale = min_side / min(width, height)
+    if max(width, height) * scale > max_side:
+        scale = max_side / max(width, height)
 
-    def snap(side: float) -> int:
+    def snap(side: int) -> int:
         return max(GRID, min(max_side, round(side * scale / GRID) * GRID))
 
-    new_w, new_h = snap(w), snap(h)
-    if (new_w, new_h) == image.size:
-        return image
-    return image.resize((new_w, new_h), Image.Resampling.LANCZOS)
+    return snap(width), snap(height)
+
+
+def fit_reference(image: Image.Image, min_side: int, max_side: int) -> Image.Image:
+    """Crop what the bounds cannot hold, then resize onto the grid; an image already there is kept."""
+    image = crop_to_aspect(image, min(MAX_ASPECT, max_side / min_side))
+    size = fitted_size(image.width, image.height, min_side, max_side)
+    return image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
