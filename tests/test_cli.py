@@ -88,3 +88,10 @@ def test_invalid_requests_exit_2_naming_the_field(run, args: list[str], message:
 def test_empty_prompt_is_refused(run) -> None:
     done = run("generate", "  ")
     assert done.returncode == 2 and "prompt: must be a non-empty string" in done.stderr
+
+
+def test_missing_weights_exit_1_with_a_hint(run) -> None:
+    done = run("generate", PROMPT, "--model", "/nonexistent/GLM-Image")
+    assert done.returncode == 1
+    assert "could not load GLM-Image from '/nonexistent/GLM-Image'" in done.stderr
+    assert "Traceback" not in done.stderr

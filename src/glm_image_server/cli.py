@@ -162,25 +162,15 @@ class _ProgressBars:
             bar.close()  # type: ignore[attr-defined]
 
 
-def _quiet_libraries() -> None:
-    """Our own bars replace the libraries' load bars and per-call chatter."""
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def generate(args: argparse.Namespace) -> int:
     request = _request(args)  # validate before the (slow) model load
     settings = Settings(model=args.model, device=args.device, dtype=args.dtype, cpu_offload=args.cpu_offload)
     if settings.model == "tiny":
         log.warning(TINY_NOTICE)
-    _quiet_libraries()
     from .model.engine import Engine
-    from .model.loader import load_pipeline
+    from .model.loader import load_pipeline, quiet_library_logs
+
+    quiet_library_logs()
 
     engine = Engine(load_pipeline(settings))
     bars = _ProgressBars()
@@ -208,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidRequest as exc:
         print(f"glm-image: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # e.g. weights that cannot be loaded
+        print(f"glm-image: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 1

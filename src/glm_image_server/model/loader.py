@@ -43,6 +43,16 @@ def resolve_model_path(model: str, cache_dir: Path) -> str:
     return model
 
 
+def quiet_library_logs() -> None:
+    """Silence diffusers/transformers load bars and per-call chatter where our own progress is shown."""
+    import diffusers
+    import transformers
+
+    for library in (diffusers, transformers):
+        library.utils.logging.set_verbosity_error()
+        library.utils.logging.disable_progress_bar()
+
+
 def load_pipeline(settings: Settings):
     """Load the pipeline with `from_pretrained`, placed on its device (or set up for CPU offload)."""
     from diffusers import GlmImagePipeline
@@ -52,7 +62,7 @@ def load_pipeline(settings: Settings):
     log.info("loading GLM-Image from %s on %s (%s)", source, placement.device, placement.dtype)
     try:
         pipe = GlmImagePipeline.from_pretrained(source, dtype=placement.dtype)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # hub unreachable, no such repo, no such directory
         raise RuntimeError(
             f"could not load GLM-Image from {source!r}: {exc}. Pass a Hugging Face id with network access "
             f"to the hub, a local directory holding the diffusers-format weights, or 'tiny'."
