@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from . import __version__
 from .settings import Settings
 from .types import (
@@ -139,27 +141,22 @@ def _request(args: argparse.Namespace) -> GenerationRequest:
 
 
 class _ProgressBars:
-    """One tqdm bar per stage, opened when the stage starts."""
+    """One tqdm bar per stage, opened when the stage first reports; rows alternate DiT and VAE."""
 
     def __init__(self) -> None:
-        from tqdm import tqdm
-
-        self._tqdm = tqdm
-        self._bars: dict[str, object] = {}
+        self._bars: dict[str, tqdm] = {}
 
     def __call__(self, progress: Progress) -> None:
         bar = self._bars.get(progress.stage)
         if bar is None:
-            for other in self._bars.values():
-                other.close()  # type: ignore[attr-defined]
-            bar = self._bars[progress.stage] = self._tqdm(
+            bar = self._bars[progress.stage] = tqdm(
                 total=progress.total, desc=STAGE_LABELS[progress.stage], unit="", leave=True
             )
-        bar.update(progress.done - bar.n)  # type: ignore[attr-defined]
+        bar.update(progress.done - bar.n)
 
     def close(self) -> None:
         for bar in self._bars.values():
-            bar.close()  # type: ignore[attr-defined]
+            bar.close()
 
 
 def generate(args: argparse.Namespace) -> int:

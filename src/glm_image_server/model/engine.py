@@ -63,8 +63,9 @@ class Engine:
             groups.setdefault(request.batch_key(), []).append(i)
         with self._lock, torch.inference_mode():
             for members in groups.values():
+                fitted = {i: self._fit(requests[i].references) for i in members}
                 rows = [
-                    _Row(i, requests[i].prompt, image_seed(seeds[i], k), self._fit(requests[i].references))
+                    _Row(i, requests[i].prompt, image_seed(seeds[i], k), fitted[i])
                     for i in members
                     for k in range(requests[i].num_images)
                 ]
