@@ -141,7 +141,7 @@ def _request(args: argparse.Namespace) -> GenerationRequest:
 
 
 class _ProgressBars:
-    """One tqdm bar per stage, opened when the stage first reports; rows alternate DiT and VAE."""
+    """A tqdm bar per stage, open from its first report until it completes (DiT and VAE interleave)."""
 
     def __init__(self) -> None:
         self._bars: dict[str, tqdm] = {}
@@ -153,6 +153,9 @@ class _ProgressBars:
                 total=progress.total, desc=STAGE_LABELS[progress.stage], unit="", leave=True
             )
         bar.update(progress.done - bar.n)
+        if bar.n >= bar.total:
+            bar.close()
+            del self._bars[progress.stage]
 
     def close(self) -> None:
         for bar in self._bars.values():
