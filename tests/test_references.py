@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from transformers import GlmImageImageProcessorPil, GlmImageProcessor
 
 from glm_image_server.media.inputs import decode_image
 from glm_image_server.model.engine import Engine
 from glm_image_server.model.references import MAX_ASPECT, crop_to_aspect, fitted_size
+from glm_image_server.model.tiny import build_processor
 from glm_image_server.types import GenerationRequest, InvalidRequest, size_like
 
 REAL_BOUNDS = (512, 2048)  # the real processor's sides: min_pixels 512^2, max_pixels 2048^2
@@ -102,19 +102,7 @@ def real_bounds_engine(pipe) -> Engine:
     from diffusers import GlmImagePipeline
 
     low, high = REAL_BOUNDS
-    image_processor = GlmImageImageProcessorPil(
-        patch_size=16,
-        temporal_patch_size=1,
-        merge_size=1,
-        size={"shortest_edge": low * low, "longest_edge": high * high},
-        image_mean=[0.5] * 3,
-        image_std=[0.5] * 3,
-    )
-    processor = GlmImageProcessor(
-        image_processor=image_processor,
-        tokenizer=pipe.processor.tokenizer,
-        chat_template=pipe.processor.chat_template,
-    )
+    processor = build_processor(pipe.processor.tokenizer, low * low, high * high)
     variant = GlmImagePipeline(**{**pipe.components, "processor": processor})
     variant.set_progress_bar_config(disable=True)
     return Engine(variant)

@@ -26,7 +26,7 @@ from ..types import Cancelled
 def sampling_warpers(config: GenerationConfig) -> list[LogitsProcessor]:
     """The warpers `generate(do_sample=True)` would apply for this config, in its order."""
     params = GenerationConfig._get_default_generation_params()
-    params.update({k: v for k, v in config.to_dict().items() if k in params and v is not None})
+    params.update({k: v for k, v in config.to_dict().items() if v is not None})
     unsupported = [k for k in ("top_h", "min_p") if params.get(k) is not None] + [
         k for k in ("typical_p", "epsilon_cutoff", "eta_cutoff") if 0.0 < (params.get(k) or 0.0) < 1.0
     ]
@@ -55,7 +55,7 @@ class RowSampler(LogitsProcessor):
         warpers: Sequence[LogitsProcessor],
         prompt_length: int,
         max_new_tokens: int,
-        eos_token_id: int | None,
+        eos_token_id: int | list[int] | None,
         on_token: Callable[[int, int], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> None:
@@ -63,7 +63,7 @@ class RowSampler(LogitsProcessor):
         self.warpers = list(warpers)
         self.prompt_length = prompt_length
         self.max_new_tokens = max_new_tokens
-        self.eos_token_id = eos_token_id
+        self.eos_token_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
         self.on_token = on_token
         self.should_cancel = should_cancel
 
@@ -71,10 +71,10 @@ class RowSampler(LogitsProcessor):
         step = input_ids.shape[1] - self.prompt_length
         if self.should_cancel is not None and self.should_cancel():
             raise Cancelled("cancelled during the AR stage")
-        eos = self.eos_token_id
-        if eos is not None and eos < scores.shape[-1] and step < self.max_new_tokens - 1:
+        early_eos = [e for e in self.eos_token_ids if e < scores.shape[-1]]
+        if early_eos and step < self.max_new_tokens - 1:
             scores = scores.clone()
-            scores[:, eos] = -float("inf")
+            scores[:, early_eos] = -float("inf")
         for warper in self.warpers:
             scores = warper(input_ids, scores)
         probs = torch.nn.functional.softmax(scores, dim=-1)

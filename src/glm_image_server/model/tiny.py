@@ -77,6 +77,25 @@ def build_glm_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
+def build_processor(tokenizer, min_pixels: int, max_pixels: int) -> GlmImageProcessor:
+    """The AR processor; min/max_pixels bound reference images (the real model: 512², 2048²).
+
+    patch_size matches the vision tower; temporal_patch_size and merge_size 1 as the vision patch embed
+    views pixels as (-1, 3, patch, patch). The PIL image processor avoids needing torchvision.
+    """
+    image_processor = GlmImageImageProcessorPil(
+        patch_size=16,
+        temporal_patch_size=1,
+        merge_size=1,
+        size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    return GlmImageProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
+    )
+
+
 def build_tiny_pipeline(seed: int = 0):
     """A GlmImagePipeline with random weights, deterministic for a given seed."""
     from diffusers import (
@@ -133,17 +152,7 @@ def build_tiny_pipeline(seed: int = 0):
     generation = vision_language_encoder.generation_config
     generation.do_sample, generation.temperature, generation.top_p = True, 0.9, 0.75  # the release's values
 
-    image_processor = GlmImageImageProcessorPil(
-        patch_size=16,
-        temporal_patch_size=1,
-        merge_size=1,
-        size={"shortest_edge": TINY_MIN_PIXELS, "longest_edge": TINY_MAX_PIXELS},
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
-    )
-    processor = GlmImageProcessor(
-        image_processor=image_processor, tokenizer=build_glm_tokenizer(), chat_template=CHAT_TEMPLATE
-    )
+    processor = build_processor(build_glm_tokenizer(), TINY_MIN_PIXELS, TINY_MAX_PIXELS)
     torch.manual_seed(seed)
     transformer = GlmImageTransformer2DModel(
         patch_size=2,
