@@ -18,9 +18,8 @@ MAX_ASPECT = 4.0  # smart_resize rejects anything wider
 
 def side_bounds(image_processor: object) -> tuple[int, int]:
     """(min side, max side) in pixels from the processor's min/max pixel settings."""
-    size = image_processor.size  # type: ignore[attr-defined]
-    min_pixels = size.get("shortest_edge") if hasattr(size, "get") else size.shortest_edge
-    max_pixels = size.get("longest_edge") if hasattr(size, "get") else size.longest_edge
+    size = image_processor.size  # type: ignore[attr-defined]  # a dict or transformers' SizeDict
+    min_pixels, max_pixels = size.get("shortest_edge"), size.get("longest_edge")
     low = math.ceil(round(math.sqrt(min_pixels)) / GRID) * GRID
     high = round(math.sqrt(max_pixels)) // GRID * GRID
     return max(GRID, low), high
