@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 from pathlib import Path
@@ -100,6 +101,48 @@ def build_parser() -> argparse.ArgumentParser:
         "(default %(default)s)",
     )
     _model_flags(gen)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP server (fal.ai API)",
+        description="Serve GLM-Image over the fal.ai API: sync runs at /fal-ai/glm-image[/image-to-image], "
+        "the queue under /queue/... Point fal clients at it with FAL_RUN_HOST=HOST:PORT and "
+        "FAL_QUEUE_RUN_HOST=HOST:PORT/queue. Every flag can also be set as GLM_IMAGE_<FLAG> in the "
+        "environment.",
+    )
+    defaults = Settings()
+    serve.add_argument("--host", default=defaults.host, help="address to bind (default %(default)s)")
+    serve.add_argument("--port", type=int, default=defaults.port, help="port (default %(default)s)")
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        default=defaults.data_dir,
+        help="job database and generated files (default %(default)s)",
+    )
+    serve.add_argument(
+        "--public-url",
+        default=defaults.public_url,
+        help="base URL clients reach this server at, for URLs in responses behind a reverse proxy "
+        "(default: the URL of each request)",
+    )
+    serve.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        default=None,
+        metavar="KEY",
+        help="accept this API key (repeat for several; env GLM_IMAGE_API_KEYS=k1,k2). Without keys the "
+        "server is open and binds only to loopback addresses",
+    )
+    serve.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        default=defaults.allow_unauthenticated,
+        help="allow binding a non-loopback address with no API keys",
+    )
+    serve.add_argument("--ssl-certfile", type=Path, default=defaults.ssl_certfile, help="serve HTTPS")
+    serve.add_argument("--ssl-keyfile", type=Path, default=defaults.ssl_keyfile)
+    _model_flags(serve)
     return parser
 
 
@@ -189,12 +232,68 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(args: argparse.Namespace) -> int:
+    overrides = {
+        name: getattr(args, name)
+        for name in (
+            "host",
+            "port",
+            "data_dir",
+            "public_url",
+            "allow_unauthenticated",
+            "ssl_certfile",
+            "ssl_keyfile",
+            "model",
+            "device",
+            "dtype",
+            "cpu_offload",
+        )
+    }
+    if args.api_keys is not None:
+        overrides["api_keys"] = args.api_keys
+    settings = Settings(**overrides)
+    if not settings.api_keys and not _is_loopback(settings.host) and not settings.allow_unauthenticated:
+        print(
+            f"glm-image: error: refusing to serve {settings.host} with no API keys: anyone who can reach it "
+            "could use your GPU. Pass --api-key KEY, or --allow-unauthenticated if that is intended.",
+            file=sys.stderr,
+        )
+        return 2
+    if settings.model == "tiny":
+        log.warning(TINY_NOTICE)
+    import uvicorn
+
+    from .api.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=settings.ssl_certfile,
+        ssl_keyfile=settings.ssl_keyfile,
+        log_level="info",
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
     try:
         if args.command == "generate":
             return generate(args)
+        if args.command == "serve":
+            return serve(args)
     except InvalidRequest as exc:
         print(f"glm-image: error: {exc}", file=sys.stderr)
         return 2

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "zai-org/GLM-Image"
 
@@ -14,6 +14,7 @@ DEFAULT_MODEL = "zai-org/GLM-Image"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GLM_IMAGE_", extra="ignore")
 
+    # The model.
     model: str = Field(
         default="tiny",
         description=f"'tiny' (random-weight demo model, built offline), a Hugging Face id such as "
@@ -23,3 +24,60 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     cpu_offload: bool = Field(default=False, description="move each component to the GPU only while it runs")
     cache_dir: Path = Field(default=Path.home() / ".cache" / "glm-image-server")
+
+    # The server.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Field(
+        default=Path.home() / ".local" / "share" / "glm-image-server",
+        description="the job database (jobs.sqlite3) and generated files (files/)",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="base URL clients reach the server at (behind a reverse proxy); "
+        "default: the URL each request came in on",
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="accepted API keys, comma-separated in the environment"
+    )
+    allow_unauthenticated: bool = Field(
+        default=False, description="serve a non-loopback address with no API keys configured"
+    )
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    # Jobs.
+    result_retention_s: float = Field(default=7 * 24 * 3600, gt=0, description="keep results this long")
+    max_job_attempts: int = Field(
+        default=3, ge=1, description="runs of a job interrupted by a restart before it is failed"
+    )
+
+    # URLs the server fetches (image inputs) or calls (webhooks).
+    fetch_timeout_s: float = Field(default=20.0, gt=0)
+    fetch_max_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
+    fetch_max_redirects: int = Field(default=5, ge=0)
+    input_max_pixels: int = Field(default=40_000_000, gt=0, description="decompression-bomb guard")
+    allow_loopback_urls: bool = Field(default=False, description="let URLs point at 127.0.0.0/8 and ::1")
+    allow_private_urls: bool = Field(
+        default=False, description="let URLs point at private, link-local and other non-global addresses"
+    )
+    webhook_max_attempts: int = Field(default=10, ge=1)
+    webhook_retry_base_s: float = Field(
+        default=5.0, gt=0, description="first retry delay; doubles per attempt up to webhook_retry_max_s"
+    )
+    webhook_retry_max_s: float = Field(default=1800.0, gt=0)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"

@@ -38,7 +38,8 @@ class InvalidRequest(ValueError):
 
     def __init__(self, field: str, message: str, allowed: str = "") -> None:
         self.field, self.message, self.allowed = field, message, allowed
-        super().__init__(f"{field}: {message}" + (f" (allowed: {allowed})" if allowed else ""))
+        self.explanation = message + (f" (allowed: {allowed})" if allowed else "")
+        super().__init__(f"{field}: {self.explanation}")
 
 
 class Cancelled(Exception):

@@ -1,0 +1,1 @@
+"""HTTP dialects: each module translates one public API to and from the job records."""

@@ -1,0 +1,188 @@
+"""The ASGI app: wires store, scheduler, storage and engine, and mounts the dialects."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse
+
+from .. import __version__
+from ..jobs.records import Job
+from ..jobs.retention import RetentionSweeper
+from ..jobs.runner import JobRunner
+from ..jobs.scheduler import Scheduler
+from ..jobs.sqlite import SqliteJobStore
+from ..jobs.store import JobStore
+from ..jobs.webhooks import WebhookSender
+from ..media.fetch import ImageFetcher
+from ..media.storage import LocalStorage
+from ..settings import Settings
+from . import fal
+from .changes import ChangeFeed
+
+log = logging.getLogger("glm_image_server")
+T = TypeVar("T")
+
+
+@dataclass
+class Services:
+    """Everything a request handler needs; built once at startup."""
+
+    settings: Settings
+    store: JobStore
+    storage: LocalStorage
+    scheduler: Scheduler
+    webhooks: WebhookSender
+    sweeper: RetentionSweeper
+    fetcher: ImageFetcher
+    changes: ChangeFeed
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking store or file work off the event loop."""
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    def enqueue(self, job: Job) -> None:
+        """Durable before it returns: the caller acknowledges the job only after this."""
+        self.store.create(job)
+        self.scheduler.wake()
+
+    def file_url(self, job: Job, key: str) -> str:
+        base = (self.settings.public_url or job.base_url).rstrip("/")
+        return f"{base}/files/{key}"
+
+    def stop(self) -> None:
+        self.scheduler.stop()
+        self.webhooks.stop()
+        self.sweeper.stop()
+        self.fetcher.close()
+
+
+def _load_engine(settings: Settings):
+    from ..model.engine import Engine
+    from ..model.loader import load_pipeline, quiet_library_logs
+
+    quiet_library_logs()
+    return Engine(load_pipeline(settings))
+
+
+def start_services(settings: Settings, engine, loop: asyncio.AbstractEventLoop) -> Services:
+    """Load the model (unless given), recover jobs a previous run left, start the worker threads."""
+    if engine is None:
+        engine = _load_engine(settings)
+    store = SqliteJobStore(settings.database_path)
+    requeued, failed = store.recover(settings.max_job_attempts)
+    if requeued or failed:
+        log.info("recovered jobs from the last run: %d queued again, %d failed", requeued, failed)
+    storage = LocalStorage(settings.files_dir)
+    fetcher = ImageFetcher(settings)
+    changes = ChangeFeed(loop)
+    webhooks = WebhookSender(
+        store, settings, {"fal": fal.webhook_payload_for(storage, settings)}, fetcher.guard
+    )
+
+    def on_change(job_id: str) -> None:
+        changes.notify(job_id)
+        webhooks.wake()
+
+    runner = JobRunner(engine, store, storage, fetcher, on_change)
+    services = Services(
+        settings=settings,
+        store=store,
+        storage=storage,
+        scheduler=Scheduler(store, runner),
+        webhooks=webhooks,
+        sweeper=RetentionSweeper(store, storage, settings.result_retention_s),
+        fetcher=fetcher,
+        changes=changes,
+    )
+    services.sweeper.sweep()
+    for worker in (services.scheduler, services.webhooks, services.sweeper):
+        worker.start()
+    return services
+
+
+def require_api_key(request: Request) -> None:
+    """`Authorization: Key <key>` (fal) or `Bearer <key>`; open when no keys are configured."""
+    keys = request.app.state.services.settings.api_keys
+    if not keys:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip().encode()
+    if scheme.lower() in ("key", "bearer") and any(hmac.compare_digest(token, k.encode()) for k in keys):
+        return
+    raise HTTPException(401, "missing or invalid API key: send 'Authorization: Key <key>' or 'Bearer <key>'")
+
+
+class RequestIdAndQueueHost:
+    """Pure ASGI middleware: an `x-fal-request-id` header on every response (the job id where there is
+    one), and requests for a host named `queue.*` routed to the queue paths, as fal's clients expect of
+    `queue.<run host>`."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        host = next((v for k, v in scope["headers"] if k == b"host"), b"")
+        if host.startswith(b"queue.") and scope["path"].startswith(f"/{fal.OWNER}/"):
+            scope = {**scope, "path": "/queue" + scope["path"], "raw_path": b"/queue" + scope["raw_path"]}
+            state["queue_host"] = True
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                request_id = state.get("request_id") or str(uuid.uuid4())
+                headers = [*message.get("headers", []), (b"x-fal-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def create_app(settings: Settings, engine=None) -> FastAPI:
+    """`engine`: an already loaded Engine (tests); by default the model in `settings` is loaded."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loop = asyncio.get_running_loop()
+        services = await anyio.to_thread.run_sync(start_services, settings, engine, loop)
+        app.state.services = services
+        log.info("ready: model %s, data in %s", settings.model, settings.data_dir)
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(services.stop)
+
+    app = FastAPI(
+        title="glm-image-server",
+        version=__version__,
+        description="GLM-Image behind the fal.ai API (Runware and OpenAI dialects to follow).",
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestIdAndQueueHost)
+    app.include_router(fal.router, dependencies=[Depends(require_api_key)])
+
+    @app.get("/health", tags=["server"])
+    async def health() -> dict:
+        return {"status": "ok", "model": settings.model}
+
+    @app.get("/files/{key}", tags=["server"], include_in_schema=False)
+    async def file(key: str, request: Request) -> FileResponse:
+        services: Services = request.app.state.services
+        path = await services.call(services.storage.path, key)
+        if path is None:
+            raise HTTPException(404, "no such file (it may have expired)")
+        return FileResponse(path, headers={"cache-control": "public, max-age=31536000, immutable"})
+
+    return app

@@ -1,0 +1,1 @@
+"""Durable jobs: records, the store, the scheduler that runs them and the webhook outbox."""

@@ -1,0 +1,42 @@
+"""Delete finished jobs, their logs and their files once the retention period is over."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ..media.storage import LocalStorage
+from .store import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class RetentionSweeper:
+    def __init__(self, store: JobStore, storage: LocalStorage, retention_s: float) -> None:
+        self.store, self.storage, self.retention_s = store, storage, retention_s
+        self.interval_s = min(60.0, retention_s / 4)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="retention", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+
+    def sweep(self) -> int:
+        jobs = self.store.delete_finished_before(time.time() - self.retention_s)
+        for job in jobs:
+            for image in job.result.images if job.result else ():
+                self.storage.delete(image.key)
+        return len(jobs)
+
+    def _loop(self) -> None:
+        while not self._stopping.wait(self.interval_s):
+            try:
+                if count := self.sweep():
+                    log.info("retention: deleted %d finished jobs and their files", count)
+            except Exception:
+                log.exception("retention sweep failed")

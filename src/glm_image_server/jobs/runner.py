@@ -1,0 +1,147 @@
+"""Run one claimed job: fetch its references, generate, encode, store the files, record the result."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from PIL import Image
+
+from ..media.encode import CONTENT_TYPES, EXTENSIONS, encode_image
+from ..media.fetch import ImageFetcher
+from ..media.storage import LocalStorage
+from ..model.engine import Engine
+from ..types import Cancelled, InvalidRequest, Progress, image_seed
+from .records import Job, JobError, JobResult, JobStatus, LogLevel, StoredImage
+from .store import JobStore
+
+log = logging.getLogger(__name__)
+
+STAGE_UNITS = {"ar": "AR: {} tokens", "dit": "DiT: {} steps", "vae": "VAE: {} images decoded"}
+
+
+class Interrupted(Exception):
+    """The server is stopping: leave the job to be run again after the restart."""
+
+
+class _ProgressLog:
+    """Turns per-token/per-step progress into a few log lines: each quarter of each stage."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self.write = write
+
+    def __call__(self, progress: Progress) -> None:
+        quarter = max(1, progress.total // 4)
+        if progress.done == progress.total or progress.done % quarter == 0:
+            self.write(STAGE_UNITS[progress.stage].format(f"{progress.done}/{progress.total}"))
+
+
+class JobRunner:
+    def __init__(
+        self,
+        engine: Engine,
+        store: JobStore,
+        storage: LocalStorage,
+        fetcher: ImageFetcher,
+        on_change: Callable[[str], None] = lambda _id: None,
+    ) -> None:
+        self.engine, self.store, self.storage, self.fetcher = engine, store, storage, fetcher
+        self.on_change = on_change
+        self._fetch_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fetch")
+
+    def _log(self, job: Job, message: str, level: LogLevel = "INFO") -> None:
+        self.store.add_log(job.id, level, message)
+        self.on_change(job.id)
+
+    def run(self, job: Job, should_cancel: Callable[[], bool], stopping: Callable[[], bool]) -> None:
+        """Runs to a final state, except when `stopping` turns true (then raises Interrupted)."""
+        try:
+            result = self._generate(job, should_cancel)
+        except Cancelled:
+            if stopping():
+                raise Interrupted from None
+            self._finish(job, JobStatus.CANCELLED, error=JobError(kind="cancelled", message="cancelled"))
+        except InvalidRequest as exc:
+            self._log(job, f"Invalid input: {exc}", "ERROR")
+            error = JobError(kind="input", message=exc.explanation, field=exc.field)
+            self._finish(job, JobStatus.FAILED, error=error)
+        except Exception as exc:
+            log.exception("job %s failed", job.id)
+            message = f"generation failed: {type(exc).__name__}: {exc}"
+            self._log(job, message, "ERROR")
+            self._finish(job, JobStatus.FAILED, error=JobError(kind="internal", message=message))
+        else:
+            self._finish(job, JobStatus.SUCCEEDED, result=result)
+
+    def _finish(self, job: Job, status: JobStatus, **outcome) -> None:
+        self.store.finish(job.id, status, **outcome)
+        self.on_change(job.id)
+
+    def _generate(self, job: Job, should_cancel: Callable[[], bool]) -> JobResult:
+        spec = job.spec
+        started = time.time()
+        queued_s = max(0.0, (job.started_at or started) - job.created_at)
+        attempt = f" (attempt {job.attempts}, after a restart)" if job.attempts > 1 else ""
+        self._log(job, f"Started after {queued_s:.2f} s in the queue{attempt}")
+        spec.to_request()  # out-of-range values fail before any fetch
+
+        fetch_start = time.perf_counter()
+        references: tuple[Image.Image, ...] = ()
+        if spec.image_urls:
+            self._log(job, f"Fetching {len(spec.image_urls)} reference image(s)")
+            fields = [f"references[{i}]" for i in range(len(spec.image_urls))]
+            references = tuple(self._fetch_pool.map(self.fetcher.fetch, spec.image_urls, fields))
+        fetch_s = time.perf_counter() - fetch_start
+        request = spec.to_request(references)
+
+        if spec.expand_prompt:
+            self._log(job, "Prompt expansion is not available in this version; the prompt was used as given")
+        self._log(
+            job,
+            f"Generating {spec.num_images} image(s) at {spec.width}x{spec.height}, "
+            f"{spec.num_inference_steps} steps, guidance {spec.guidance_scale:g}, seed {spec.seed}",
+        )
+        (generated,) = self.engine.generate(
+            [request], on_progress=_ProgressLog(lambda m: self._log(job, m)), should_cancel=should_cancel
+        )
+
+        encode_start = time.perf_counter()
+        stored = []
+        ext = EXTENSIONS[spec.output_format]
+        for i, image in enumerate(generated.images):
+            data = encode_image(image, spec.output_format, spec.output_quality)
+            key = f"{job.file_prefix}-{i}.{ext}"
+            self.storage.save(key, data)
+            stored.append(
+                StoredImage(
+                    key=key,
+                    content_type=CONTENT_TYPES[spec.output_format],
+                    width=image.width,
+                    height=image.height,
+                    file_size=len(data),
+                    seed=image_seed(generated.seed, i),
+                )
+            )
+        encode_s = time.perf_counter() - encode_start
+        if spec.safety_check:
+            self._log(job, "No safety checker ran (not available yet): has_nsfw_concepts is false")
+        t = generated.timings
+        timings = {
+            "queue": queued_s,
+            "fetch": fetch_s,
+            "ar": t.ar,
+            "dit": t.dit,
+            "vae": t.vae,
+            "encode": encode_s,
+            "inference": t.inference,
+        }
+        self._log(job, f"Done: AR {t.ar:.2f} s, DiT {t.dit:.2f} s, VAE {t.vae:.2f} s")
+        return JobResult(
+            images=tuple(stored),
+            seed=generated.seed,
+            prompt=spec.prompt,
+            has_nsfw_concepts=tuple(False for _ in stored),
+            timings=timings,
+        )

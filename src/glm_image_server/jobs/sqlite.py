@@ -1,0 +1,227 @@
+"""The embedded job store: one SQLite file in WAL mode, safe across threads and processes.
+
+A job row holds the whole Job as JSON plus the columns that queries need. Writes use BEGIN IMMEDIATE
+and synchronous=FULL, so a job that was acknowledged survives a crash of the process or the machine.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .records import Job, JobError, JobResult, JobStatus, LogEntry, LogLevel
+from .store import CancelOutcome, Delivery
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    finished_at REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (finished_at);
+CREATE TABLE IF NOT EXISTS job_logs (
+    job_id TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_logs_by_job ON job_logs (job_id);
+CREATE TABLE IF NOT EXISTS webhooks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL,
+    delivered_at REAL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (next_at);
+"""
+
+
+class SqliteJobStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._local = threading.local()
+        self._db().executescript(SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @staticmethod
+    def _save(db: sqlite3.Connection, job: Job) -> None:
+        db.execute(
+            "UPDATE jobs SET status = ?, finished_at = ?, cancel_requested = ?, body = ? WHERE id = ?",
+            (job.status.value, job.finished_at, int(job.cancel_requested), job.model_dump_json(), job.id),
+        )
+
+    @staticmethod
+    def _load(db: sqlite3.Connection, job_id: str) -> Job | None:
+        row = db.execute("SELECT body FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return Job.model_validate_json(row[0]) if row else None
+
+    def create(self, job: Job) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO jobs (id, status, finished_at, cancel_requested, body) VALUES (?, ?, ?, ?, ?)",
+                (job.id, job.status.value, job.finished_at, int(job.cancel_requested), job.model_dump_json()),
+            )
+
+    def get(self, job_id: str) -> Job | None:
+        return self._load(self._db(), job_id)
+
+    def queue_position(self, job_id: str) -> int:
+        row = (
+            self._db()
+            .execute(
+                "SELECT COUNT(*) FROM jobs WHERE status = 'queued'"
+                " AND seq < (SELECT seq FROM jobs WHERE id = ?)",
+                (job_id,),
+            )
+            .fetchone()
+        )
+        return row[0]
+
+    def claim_next(self) -> Job | None:
+        with self._write() as db:
+            row = db.execute("SELECT body FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1").fetchone()
+            if row is None:
+                return None
+            job = Job.model_validate_json(row[0])
+            job = job.model_copy(
+                update={"status": JobStatus.RUNNING, "started_at": time.time(), "attempts": job.attempts + 1}
+            )
+            self._save(db, job)
+            return job
+
+    def add_log(self, job_id: str, level: LogLevel, message: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO job_logs (job_id, timestamp, level, message) VALUES (?, ?, ?, ?)",
+                (job_id, time.time(), level, message),
+            )
+
+    def logs(self, job_id: str) -> list[LogEntry]:
+        rows = self._db().execute(
+            "SELECT timestamp, level, message FROM job_logs WHERE job_id = ? ORDER BY rowid", (job_id,)
+        )
+        return [LogEntry(timestamp=t, level=level, message=m) for t, level, m in rows]
+
+    def _finish(
+        self,
+        db: sqlite3.Connection,
+        job: Job,
+        status: JobStatus,
+        result: JobResult | None,
+        error: JobError | None,
+    ) -> None:
+        now = time.time()
+        done = job.model_copy(update={"status": status, "finished_at": now, "result": result, "error": error})
+        self._save(db, done)
+        if job.webhook_url:
+            db.execute(
+                "INSERT INTO webhooks (job_id, url, next_at) VALUES (?, ?, ?)", (job.id, job.webhook_url, now)
+            )
+
+    def finish(
+        self, job_id: str, status: JobStatus, result: JobResult | None = None, error: JobError | None = None
+    ) -> bool:
+        with self._write() as db:
+            job = self._load(db, job_id)
+            if job is None or job.status.finished:
+                return False
+            self._finish(db, job, status, result, error)
+            return True
+
+    def request_cancel(self, job_id: str) -> CancelOutcome:
+        with self._write() as db:
+            job = self._load(db, job_id)
+            if job is None:
+                return "missing"
+            if job.status.finished:
+                return "finished"
+            job = job.model_copy(update={"cancel_requested": True})
+            if job.status == JobStatus.QUEUED:
+                error = JobError(kind="cancelled", message="cancelled before it started")
+                self._finish(db, job, JobStatus.CANCELLED, None, error)
+                return "cancelled"
+            self._save(db, job)
+            return "requested"
+
+    def cancel_requested(self, job_id: str) -> bool:
+        row = self._db().execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return bool(row and row[0])
+
+    def recover(self, max_attempts: int) -> tuple[int, int]:
+        requeued = failed = 0
+        with self._write() as db:
+            for (body,) in db.execute("SELECT body FROM jobs WHERE status = 'running'").fetchall():
+                job = Job.model_validate_json(body)
+                if job.cancel_requested:
+                    error = JobError(kind="cancelled", message="cancelled while the server restarted")
+                    self._finish(db, job, JobStatus.CANCELLED, None, error)
+                elif job.attempts >= max_attempts:
+                    message = f"the server stopped during this job {job.attempts} times; giving up"
+                    self._finish(db, job, JobStatus.FAILED, None, JobError(kind="internal", message=message))
+                    failed += 1
+                else:
+                    self._save(db, job.model_copy(update={"status": JobStatus.QUEUED}))
+                    requeued += 1
+        return requeued, failed
+
+    def delete_finished_before(self, when: float) -> list[Job]:
+        with self._write() as db:
+            rows = db.execute("SELECT body FROM jobs WHERE finished_at < ?", (when,)).fetchall()
+            jobs = [Job.model_validate_json(body) for (body,) in rows]
+            for job in jobs:
+                db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
+                db.execute("DELETE FROM job_logs WHERE job_id = ?", (job.id,))
+                db.execute("DELETE FROM webhooks WHERE job_id = ?", (job.id,))
+        return jobs
+
+    def due_webhooks(self, now: float, limit: int = 20) -> list[Delivery]:
+        rows = self._db().execute(
+            "SELECT id, job_id, url, attempts FROM webhooks WHERE next_at <= ? ORDER BY next_at LIMIT ?",
+            (now, limit),
+        )
+        return [Delivery(*row) for row in rows]
+
+    def webhook_delivered(self, delivery_id: int) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE webhooks SET attempts = attempts + 1, delivered_at = ?, next_at = NULL WHERE id = ?",
+                (time.time(), delivery_id),
+            )
+
+    def webhook_failed(self, delivery_id: int, error: str, retry_at: float | None) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE webhooks SET attempts = attempts + 1, last_error = ?, next_at = ? WHERE id = ?",
+                (error, retry_at, delivery_id),
+            )

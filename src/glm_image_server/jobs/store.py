@@ -1,0 +1,62 @@
+"""The job store contract. Every state change of a job goes through it, so any API process can answer
+for any job and a restart loses nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from .records import Job, JobError, JobResult, JobStatus, LogEntry, LogLevel
+
+CancelOutcome = Literal["cancelled", "requested", "finished", "missing"]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A webhook to POST: the job's final state, rendered by its dialect at send time."""
+
+    id: int
+    job_id: str
+    url: str
+    attempts: int
+
+
+class JobStore(Protocol):
+    def create(self, job: Job) -> None:
+        """Persist a new queued job; returns only once it is durable."""
+
+    def get(self, job_id: str) -> Job | None: ...
+
+    def queue_position(self, job_id: str) -> int:
+        """How many queued jobs are ahead of this one."""
+
+    def claim_next(self) -> Job | None:
+        """Atomically move the oldest queued job to running (one claimant wins)."""
+
+    def add_log(self, job_id: str, level: LogLevel, message: str) -> None: ...
+
+    def logs(self, job_id: str) -> list[LogEntry]: ...
+
+    def finish(
+        self, job_id: str, status: JobStatus, result: JobResult | None = None, error: JobError | None = None
+    ) -> bool:
+        """Record the final state (and queue its webhook) unless the job already finished."""
+
+    def request_cancel(self, job_id: str) -> CancelOutcome:
+        """Queued: cancelled now. Running: flagged for the worker. Finished or unknown: said so."""
+
+    def cancel_requested(self, job_id: str) -> bool: ...
+
+    def recover(self, max_attempts: int) -> tuple[int, int]:
+        """After a restart: running jobs go back to the queue, or fail after max_attempts runs.
+        Returns (requeued, failed)."""
+
+    def delete_finished_before(self, when: float) -> list[Job]:
+        """Drop finished jobs (with logs and webhooks) older than `when`; returns them for file cleanup."""
+
+    def due_webhooks(self, now: float, limit: int = 20) -> list[Delivery]: ...
+
+    def webhook_delivered(self, delivery_id: int) -> None: ...
+
+    def webhook_failed(self, delivery_id: int, error: str, retry_at: float | None) -> None:
+        """Record a failed attempt; retry_at None means give up."""

@@ -1,0 +1,37 @@
+"""Where output files live: a local directory, served by the API at /files/{key}."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+KEY = re.compile(r"^[A-Za-z0-9_-]+\.[a-z]+$")
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path | None:
+        """The file for a key, or None for a key that is malformed or absent."""
+        if not KEY.match(key):
+            return None
+        path = self.root / key
+        return path if path.is_file() else None
+
+    def save(self, key: str, data: bytes) -> None:
+        """Atomic: a reader sees the whole file or none (a re-run job overwrites its own keys)."""
+        if not KEY.match(key):
+            raise ValueError(f"bad storage key {key!r}")
+        partial = self.root / f".{key}.partial"
+        partial.write_bytes(data)
+        os.replace(partial, self.root / key)
+
+    def read(self, key: str) -> bytes:
+        return (self.root / key).read_bytes()
+
+    def delete(self, key: str) -> None:
+        if KEY.match(key):
+            (self.root / key).unlink(missing_ok=True)

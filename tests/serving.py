@@ -1,0 +1,130 @@
+"""Test helpers: the real server as a subprocess, and a tiny HTTP server for inputs and webhooks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """`glm-image serve` in a subprocess; its output goes to a log file the tests can read."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        model_cache: Path,
+        port: int | None = None,
+        tls: tuple[Path, Path] | None = None,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
+        self.data_dir, self.model_cache, self.tls = data_dir, model_cache, tls
+        self.port = port or free_port()
+        self.extra_env, self.args = env or {}, args
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 180.0) -> ServerProcess:
+        command = [sys.executable, "-m", "glm_image_server.cli", "serve", "--port", str(self.port)]
+        command += ["--data-dir", str(self.data_dir), "--model", "tiny", "--device", "cpu", *self.args]
+        if self.tls:
+            command += ["--ssl-certfile", str(self.tls[0]), "--ssl-keyfile", str(self.tls[1])]
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "GLM_IMAGE_CACHE_DIR": str(self.model_cache),
+            "GLM_IMAGE_ALLOW_LOOPBACK_URLS": "1",
+            "GLM_IMAGE_WEBHOOK_RETRY_BASE_S": "0.3",
+            **self.extra_env,
+        }
+        log = self.log_path.open("a")
+        self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
+                    return self
+            time.sleep(0.2)
+        self.kill()
+        raise RuntimeError(f"server did not start in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+Route = Callable[[BaseHTTPRequestHandler], tuple[int, bytes, dict[str, str]]]
+
+
+class WebServer:
+    """A threaded HTTP server with routes the test sets: serves inputs, receives webhooks and PUTs."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, Route | tuple[int, bytes, dict[str, str]]] = {}
+        self.received: list[tuple[str, str, bytes]] = []  # (method, path, body)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                outer.received.append((self.command, self.path, body))
+                route = outer.routes.get(self.path.split("?")[0], (404, b"not found", {}))
+                status, data, headers = route(self) if callable(route) else route
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

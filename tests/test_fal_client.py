@@ -1,0 +1,199 @@
+"""The real fal-client library against `glm-image serve`, over TLS, unpatched: only its documented
+environment (FAL_RUN_HOST, FAL_QUEUE_RUN_HOST, FAL_KEY, SSL_CERT_FILE; set in conftest)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+
+import fal_client
+import httpx
+import pytest
+from PIL import Image
+
+T2I = "fal-ai/glm-image"
+I2I = "fal-ai/glm-image/image-to-image"
+SMALL = {"image_size": {"width": 96, "height": 64}, "num_inference_steps": 10}
+
+
+def png_bytes(size=(80, 60), color=(200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def data_uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def download(url: str) -> tuple[bytes, Image.Image]:
+    response = httpx.get(url, timeout=30)
+    response.raise_for_status()
+    return response.content, Image.open(io.BytesIO(response.content))
+
+
+def check_images(result: dict, width: int, height: int, count: int = 1, fmt: str = "JPEG") -> list[bytes]:
+    assert len(result["images"]) == count
+    assert result["has_nsfw_concepts"] == [False] * count
+    blobs = []
+    for image in result["images"]:
+        data, decoded = download(image["url"])
+        assert decoded.format == fmt
+        assert decoded.size == (width, height) == (image["width"], image["height"])
+        assert image["file_size"] == len(data)
+        assert image["content_type"] == f"image/{fmt.lower()}"
+        blobs.append(data)
+    return blobs
+
+
+def test_run_text_to_image(fal_server) -> None:
+    result = fal_client.run(T2I, arguments={"prompt": "a sign that reads 'OPEN'", "seed": 7, **SMALL})
+    assert result["seed"] == 7
+    assert result["prompt"] == "a sign that reads 'OPEN'"
+    assert result["timings"]["inference"] > 0
+    (first,) = check_images(result, 96, 64)
+    again = fal_client.run(T2I, arguments={"prompt": "a sign that reads 'OPEN'", "seed": 7, **SMALL})
+    assert check_images(again, 96, 64) == [first]  # same seed, same bytes
+    assert again["images"][0]["url"] != result["images"][0]["url"]  # each request its own files
+
+
+def test_run_image_to_image_with_url_and_data_uri(fal_server, web) -> None:
+    web.routes["/ref.png"] = (200, png_bytes((120, 90)), {"content-type": "image/png"})
+    result = fal_client.run(
+        I2I,
+        arguments={
+            "prompt": "make it blue",
+            "image_urls": [web.url("/ref.png"), data_uri(png_bytes((50, 70), (0, 0, 255)))],
+            "num_images": 2,
+            "output_format": "png",
+            **SMALL,
+        },
+    )
+    check_images(result, 96, 64, count=2, fmt="PNG")
+    assert ("GET", "/ref.png", b"") in web.received
+
+
+def test_subscribe_sees_queue_progress_and_logs(fal_server, web) -> None:
+    web.routes["/ref.png"] = (200, png_bytes(), {"content-type": "image/png"})
+    # A job ahead of ours, so ours is seen waiting in the queue.
+    blocker = fal_client.submit(T2I, arguments={"prompt": "ahead", "image_size": "square"})
+    updates = []
+    result = fal_client.subscribe(
+        I2I,
+        arguments={"prompt": "edit", "image_urls": web.url("/ref.png"), **SMALL},
+        with_logs=True,
+        on_queue_update=updates.append,
+    )
+    check_images(result, 96, 64)
+    kinds = [type(update).__name__ for update in updates]
+    assert kinds[0] == "Queued" and updates[0].position == 0  # the blocker runs; none waits ahead
+    assert "InProgress" in kinds and kinds[-1] == "Completed"
+    assert kinds.index("Queued") < kinds.index("InProgress") < kinds.index("Completed")
+    messages = [log["message"] for log in updates[-1].logs]
+    assert any(m.startswith("Fetching 1 reference") for m in messages)
+    assert any(m.startswith("DiT: 10/10 steps") for m in messages)
+    assert all(log["level"] in ("INFO", "WARN", "ERROR", "DEBUG") for log in updates[-1].logs)
+    assert updates[-1].metrics["inference_time"] > 0
+    progress_logs = [u.logs for u in updates if type(u).__name__ == "InProgress"]
+    assert any(progress_logs), "no logs while in progress"
+    assert fal_client.result(T2I, blocker.request_id)["images"]
+
+
+@pytest.mark.parametrize("app", [T2I, I2I])
+def test_submit_status_result(fal_server, app: str) -> None:
+    arguments = {"prompt": "poster", "seed": 11, **SMALL}
+    if app == I2I:
+        arguments["image_urls"] = [data_uri(png_bytes())]
+    handle = fal_client.submit(app, arguments=arguments)
+    # The app's sub-path is dropped from status/result URLs: both apps share one request store.
+    assert "/image-to-image/" not in handle.status_url
+    deadline = time.monotonic() + 60
+    while not isinstance(
+        status := fal_client.status(app, handle.request_id, with_logs=True), fal_client.Completed
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert status.error is None and status.logs
+    result = fal_client.result(app, handle.request_id)
+    assert result["seed"] == 11
+    check_images(result, 96, 64)
+    # The other app's name finds the same request.
+    other = I2I if app == T2I else T2I
+    assert fal_client.result(other, handle.request_id) == result
+
+
+def test_cancel_queued_and_running(fal_server, fal_http) -> None:
+    long = {"prompt": "long", "image_size": "square_hd", "num_inference_steps": 100}
+    running = fal_client.submit(T2I, arguments=long)
+    queued = fal_client.submit(T2I, arguments={"prompt": "never runs", **SMALL})
+    deadline = time.monotonic() + 60
+    while not isinstance(fal_client.status(T2I, running.request_id), fal_client.InProgress):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    response = fal_http.put(f"/queue/{T2I}/requests/{queued.request_id}/cancel")
+    assert (response.status_code, response.json()) == (200, {"status": "OK"})
+    cancelled_at = time.monotonic()
+    fal_client.cancel(T2I, running.request_id)  # raises on an error status
+
+    for handle in (running, queued):
+        while not isinstance(status := fal_client.status(T2I, handle.request_id), fal_client.Completed):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert status.error_type == "request_cancelled"
+        with pytest.raises(fal_client.client.FalClientHTTPError):
+            fal_client.result(T2I, handle.request_id)
+    assert time.monotonic() - cancelled_at < 5  # stopped at a token or step, not after 100 steps
+
+    again = fal_http.put(f"/queue/{T2I}/requests/{running.request_id}/cancel")
+    assert (again.status_code, again.json()) == (400, {"status": "ALREADY_COMPLETED"})
+    missing = fal_http.put(f"/queue/{T2I}/requests/00000000-0000-4000-8000-000000000000/cancel")
+    assert (missing.status_code, missing.json()) == (404, {"status": "NOT_FOUND"})
+
+
+def test_status_stream_events(fal_server, fal_http) -> None:
+    submitted = fal_http.post(f"/queue/{T2I}", json={"prompt": "stream", **SMALL}).json()
+    events = []
+    with fal_http.stream("GET", submitted["status_url"] + "/stream", params={"logs": "1"}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[len("data: ") :]))
+    assert events[-1]["status"] == "COMPLETED"
+    assert events[-1]["logs"] and events[-1]["response_url"] == submitted["response_url"]
+    assert {"IN_QUEUE", "IN_PROGRESS"} & {event["status"] for event in events[:-1]}
+
+
+def test_http_details(fal_server, fal_http) -> None:
+    submitted = fal_http.post(f"/queue/{T2I}", json={"prompt": "headers", **SMALL})
+    body = submitted.json()
+    assert submitted.headers["x-fal-request-id"] == body["request_id"]
+    assert body["status"] == "IN_QUEUE" and isinstance(body["queue_position"], int)
+    status = fal_http.get(body["status_url"], params={"logs": "0"})
+    assert status.headers["x-fal-request-id"] == body["request_id"]
+    assert status.status_code in (200, 202) and status.json()["logs"] is None
+    pending = status.json()["status"] != "COMPLETED"
+    assert status.status_code == (202 if pending else 200)
+    for flag in ("1", "0", "true", "false"):
+        assert fal_http.get(body["status_url"], params={"logs": flag}).status_code in (200, 202)
+    assert fal_http.get(body["status_url"], params={"logs": "maybe"}).status_code == 422
+    missing = fal_http.get(f"/queue/{T2I}/requests/nope/status")
+    assert missing.status_code == 404 and "x-fal-request-id" in missing.headers
+
+    # sync_mode: images come back inline as data URIs.
+    inline = fal_http.post(f"/{T2I}", json={"prompt": "inline", "sync_mode": True, **SMALL})
+    url = inline.json()["images"][0]["url"]
+    assert url.startswith("data:image/jpeg;base64,")
+    assert Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size == (96, 64)
+
+
+def test_api_key_required(fal_server) -> None:
+    url = f"{fal_server.base_url}/{T2I}"
+    body = {"prompt": "x", **SMALL}
+    assert httpx.post(url, json=body).status_code == 401
+    assert httpx.post(url, json=body, headers={"authorization": "Key wrong"}).status_code == 401
+    bearer = httpx.post(url, json=body, headers={"authorization": "Bearer test-key-123"}, timeout=60)
+    assert bearer.status_code == 200
+    assert httpx.get(f"{fal_server.base_url}/health").status_code == 200  # health stays open
