@@ -1,0 +1,126 @@
+"""Jobs and webhooks survive a SIGKILL of the server; webhooks are retried until accepted."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter, defaultdict
+
+import fal_client
+import httpx
+from serving import ServerProcess
+from test_fal_client import SMALL
+
+T2I = "fal-ai/glm-image"
+
+
+def statuses(client: httpx.Client, ids: list[str]) -> dict[str, dict]:
+    return {i: client.get(f"/queue/{T2I}/requests/{i}/status").json() for i in ids}
+
+
+def test_sigkill_mid_run_loses_nothing(tmp_path, model_cache, web) -> None:
+    hooks: list[dict] = []
+    web.routes["/hook"] = lambda handler: (200, b"ok", {})
+    server = ServerProcess(tmp_path / "data", model_cache).start()
+    client = httpx.Client(base_url=server.base_url, timeout=60)
+    try:
+        body = {"image_size": {"width": 256, "height": 256}, "num_inference_steps": 10}
+        ids = [
+            client.post(
+                f"/queue/{T2I}", params={"fal_webhook": web.url("/hook")}, json={"prompt": f"job {n}", **body}
+            ).json()["request_id"]
+            for n in range(10)
+        ]
+        deadline = time.monotonic() + 120
+        while True:  # kill once two jobs are done and a third is part-way
+            now = statuses(client, ids)
+            done = [i for i in ids if now[i]["status"] == "COMPLETED"]
+            running = [i for i in ids if now[i]["status"] == "IN_PROGRESS"]
+            if len(done) >= 2 and running:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        before = {i: client.get(f"/queue/{T2I}/requests/{i}").json() for i in done}
+        server.kill()
+
+        server.start()  # same port, same data directory
+        deadline = time.monotonic() + 180
+        while True:
+            now = statuses(client, ids)
+            if all(s["status"] == "COMPLETED" for s in now.values()):
+                break
+            assert time.monotonic() < deadline, now
+            time.sleep(0.2)
+        assert all("error" not in s for s in now.values()), now
+        assert "queued again" in server.log()
+
+        results = {i: client.get(f"/queue/{T2I}/requests/{i}").json() for i in ids}
+        for result in results.values():
+            (image,) = result["images"]
+            assert httpx.get(image["url"]).status_code == 200
+        for i, earlier in before.items():  # finished before the kill: the very same result
+            assert results[i] == earlier
+        # The interrupted job, run again, made the images its seed makes.
+        interrupted = results[running[0]]
+        fresh = client.post(
+            f"/{T2I}", json={"prompt": interrupted["prompt"], "seed": interrupted["seed"], **body}
+        )
+        fresh_bytes = httpx.get(fresh.json()["images"][0]["url"]).content
+        assert httpx.get(interrupted["images"][0]["url"]).content == fresh_bytes
+
+        # Webhooks: every request delivered; a repeat (a kill between POST and bookkeeping) is identical.
+        deadline = time.monotonic() + 30
+        while len({json.loads(b)["request_id"] for m, p, b in web.received if p == "/hook"}) < 10:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        for _method, path, raw in web.received:
+            if path == "/hook":
+                hooks.append(json.loads(raw))
+        by_id = defaultdict(list)
+        for hook in hooks:
+            by_id[hook["request_id"]].append(hook)
+        assert set(by_id) == set(ids)
+        for i, deliveries in by_id.items():
+            assert all(d == deliveries[0] for d in deliveries)
+            assert deliveries[0]["status"] == "OK" and deliveries[0]["payload"] == results[i]
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_webhook_retried_until_accepted(fal_server, fal_http, web) -> None:
+    attempts: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def flaky(handler) -> tuple[int, bytes, dict]:
+        with lock:
+            request_id = json.loads(web.received[-1][2])["request_id"]
+            attempts[request_id] += 1
+            return (500, b"try again", {}) if attempts[request_id] <= 2 else (200, b"ok", {})
+
+    web.routes["/hook"] = flaky
+    ok = fal_client.submit(T2I, arguments={"prompt": "hooked", **SMALL}, webhook_url=web.url("/hook"))
+    bad = fal_http.post(
+        "/queue/fal-ai/glm-image/image-to-image",
+        params={"fal_webhook": web.url("/hook")},
+        json={"prompt": "x", "image_urls": ["http://127.0.0.1:9/none.png"], **SMALL},
+    ).json()
+    ids = {ok.request_id, bad["request_id"]}
+    deadline = time.monotonic() + 60
+    while not all(attempts[i] >= 3 for i in ids):
+        assert time.monotonic() < deadline, attempts
+        time.sleep(0.1)
+    time.sleep(1.5)  # no further deliveries once one was accepted
+    assert {i: attempts[i] for i in ids} == {i: 3 for i in ids}
+
+    accepted = {}
+    for _method, _path, raw in web.received:
+        hook = json.loads(raw)
+        accepted[hook["request_id"]] = hook  # the last attempt for each is the accepted one
+    good = accepted[ok.request_id]
+    assert good["status"] == "OK" and good["error"] is None and good["gateway_request_id"] == ok.request_id
+    assert good["payload"] == fal_client.result(T2I, ok.request_id)
+    failed = accepted[bad["request_id"]]
+    assert failed["status"] == "ERROR" and "could not fetch" in failed["error"]
+    assert failed["payload"]["detail"][0]["loc"] == ["body", "image_urls", 0]
