@@ -50,6 +50,7 @@ _CA.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to
 )
 FAL_PORT = free_port()
 FAL_KEY = "test-key-123"
+PLAIN_KEY = "plain-key-456"
 os.environ["FAL_RUN_HOST"] = f"127.0.0.1:{FAL_PORT}"
 os.environ["FAL_QUEUE_RUN_HOST"] = f"127.0.0.1:{FAL_PORT}/queue"
 os.environ["SSL_CERT_FILE"] = str(_TLS_DIR / "ca.pem")
@@ -84,3 +85,20 @@ def web():
     server = WebServer()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def plain_server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path):
+    """Default settings (loopback and private URLs refused) on plain HTTP, with an API key; `.client`
+    sends it."""
+    server = ServerProcess(
+        tmp_path_factory.mktemp("plain") / "data",
+        model_cache,
+        env={"GLM_IMAGE_ALLOW_LOOPBACK_URLS": "0"},
+        args=("--api-key", PLAIN_KEY),
+    ).start()
+    with httpx.Client(
+        base_url=server.base_url, headers={"authorization": f"Key {PLAIN_KEY}"}, timeout=120
+    ) as server.client:
+        yield server
+    server.stop()

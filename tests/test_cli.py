@@ -95,3 +95,15 @@ def test_missing_weights_exit_1_with_a_hint(run) -> None:
     assert done.returncode == 1
     assert "could not load GLM-Image from '/nonexistent/GLM-Image'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_serve_refuses_an_open_public_bind(run) -> None:
+    done = run("serve", "--host", "0.0.0.0", "--port", "1")
+    assert done.returncode == 2
+    assert "refusing to serve 0.0.0.0 with no API keys" in done.stderr and "--api-key" in done.stderr
+
+
+def test_serve_help_names_the_fal_hosts(run) -> None:
+    done = run("serve", "--help")
+    assert done.returncode == 0
+    assert "FAL_QUEUE_RUN_HOST=HOST:PORT/queue" in " ".join(done.stdout.split())

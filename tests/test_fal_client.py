@@ -197,3 +197,15 @@ def test_api_key_required(fal_server) -> None:
     bearer = httpx.post(url, json=body, headers={"authorization": "Bearer test-key-123"}, timeout=60)
     assert bearer.status_code == 200
     assert httpx.get(f"{fal_server.base_url}/health").status_code == 200  # health stays open
+
+
+def test_queue_host_routes_to_the_queue(fal_server, fal_http) -> None:
+    """fal clients derive `queue.<run host>`; such a host reaches the queue without the /queue prefix."""
+    host = f"queue.localhost:{fal_server.port}"
+    response = fal_http.post(f"/{T2I}", headers={"host": host}, json={"prompt": "via host", **SMALL})
+    body = response.json()
+    assert body["status"] == "IN_QUEUE"
+    assert body["status_url"] == f"https://{host}/{T2I}/requests/{body['request_id']}/status"
+    status = fal_http.get(f"/{T2I}/requests/{body['request_id']}/status", headers={"host": host})
+    assert status.json()["request_id"] == body["request_id"]
+    assert fal_http.get("/health", headers={"host": host}).status_code == 200

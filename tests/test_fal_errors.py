@@ -9,7 +9,6 @@ import time
 import httpx
 import pytest
 from PIL import Image
-from serving import ServerProcess
 from test_fal_client import SMALL, data_uri, png_bytes
 
 T2I, I2I = "fal-ai/glm-image", "fal-ai/glm-image/image-to-image"
@@ -110,16 +109,6 @@ def test_bad_reference_images(fal_http, web, case: str) -> None:
     assert result.status_code == 422 and result.json()["detail"][0]["loc"] == ["body", "image_urls", 1]
 
 
-@pytest.fixture(scope="module")
-def guarded_server(tmp_path_factory, model_cache):
-    """Default settings: loopback and private URLs refused; no keys, loopback bind."""
-    server = ServerProcess(
-        tmp_path_factory.mktemp("guarded") / "data", model_cache, env={"GLM_IMAGE_ALLOW_LOOPBACK_URLS": "0"}
-    ).start()
-    yield server
-    server.stop()
-
-
 @pytest.mark.parametrize(
     ("url", "message"),
     [
@@ -131,12 +120,10 @@ def guarded_server(tmp_path_factory, model_cache):
         ("http://192.168.1.1/a.png", "non-public"),
     ],
 )
-def test_ssrf_guard(guarded_server, web, url: str, message: str) -> None:
+def test_ssrf_guard(plain_server, web, url: str, message: str) -> None:
     web.routes["/ref.png"] = (200, png_bytes(), {"content-type": "image/png"})
     url = url.format(port=web.server.server_address[1])
-    response = httpx.post(
-        f"{guarded_server.base_url}/{I2I}", json={"prompt": "x", "image_urls": [url], **SMALL}, timeout=60
-    )
+    response = plain_server.client.post(f"/{I2I}", json={"prompt": "x", "image_urls": [url], **SMALL})
     assert response.status_code == 422
     assert message in response.json()["detail"][0]["msg"] and "refused" in response.json()["detail"][0]["msg"]
     assert not web.received  # never contacted

@@ -1,0 +1,33 @@
+"""docs/api.md's curl examples, run as written against a server with the tiny model."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from conftest import PLAIN_KEY
+
+DOC = Path(__file__).parent.parent / "docs" / "api.md"
+
+
+def test_api_doc_examples_run(plain_server, tmp_path) -> None:
+    blocks = re.findall(r"```bash\n(.*?)```", DOC.read_text(), flags=re.S)
+    assert len(blocks) >= 8
+    script = "set -euo pipefail\n" + "\n".join(blocks)
+    run = subprocess.run(
+        ["timeout", "300", "bash", "-c", script],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "BASE": plain_server.base_url, "FAL_KEY": PLAIN_KEY},
+        capture_output=True,
+        text=True,
+    )
+    out = run.stdout
+    assert run.returncode == 0, run.stderr + out
+    assert '"status":"ok"' in out  # health
+    assert '"seed": 42' in out and (tmp_path / "sign.jpg").stat().st_size > 0
+    assert '"data:image/jpeg;base64,' in out  # sync_mode
+    assert '"COMPLETED"' in out and "data: {" in out  # status and stream
+    assert re.search(r'"status":"(OK|CANCELLATION_REQUESTED)"', out)
+    assert '"request_id"' in out  # webhook submit
+    assert "multiples of 32" in out  # the 422
