@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     ssl_keyfile: Path | None = None
 
     # Jobs.
+    price_per_megapixel: float = Field(
+        default=0.05, ge=0, description="USD per output megapixel (fal's GLM-Image price), reported as cost"
+    )
     result_retention_s: float = Field(default=7 * 24 * 3600, gt=0, description="keep results this long")
     max_job_attempts: int = Field(
         default=3, ge=1, description="runs of a job interrupted by a restart before it is failed"

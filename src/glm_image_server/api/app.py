@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import secrets
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -13,10 +15,11 @@ from typing import Any, TypeVar
 
 import anyio
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .. import __version__
-from ..jobs.records import Job
+from .. import __version__, metrics
+from ..jobs.records import Job, JobSpec, JobStatus
 from ..jobs.retention import RetentionSweeper
 from ..jobs.runner import JobRunner
 from ..jobs.scheduler import Scheduler
@@ -31,6 +34,7 @@ from .changes import ChangeFeed
 
 log = logging.getLogger("glm_image_server")
 T = TypeVar("T")
+WAIT_POLL_S = 1.0  # re-read the store at least this often while waiting for a change
 
 
 @dataclass
@@ -50,10 +54,36 @@ class Services:
         """Run blocking store or file work off the event loop."""
         return await anyio.to_thread.run_sync(fn, *args)
 
-    def enqueue(self, job: Job) -> None:
-        """Durable before it returns: the caller acknowledges the job only after this."""
-        self.store.create(job)
-        self.scheduler.wake()
+    def new_job(self, api: str, app: str, spec: JobSpec, request: Request, **fields: Any) -> Job:
+        """A queued job for `spec`; `fields` are the Job's optional ones (id, webhook_url, options...)."""
+        megapixels = spec.width * spec.height / 1e6 * spec.num_images
+        return Job(
+            **{"id": str(uuid.uuid4()), **fields},
+            api=api,
+            app=app,
+            spec=spec,
+            status=JobStatus.QUEUED,
+            created_at=time.time(),
+            file_prefix=secrets.token_urlsafe(18),
+            base_url=str(request.base_url),
+            cost=round(megapixels * self.settings.price_per_megapixel, 6),
+        )
+
+    async def enqueue(self, job: Job) -> bool:
+        """Durable before it returns: acknowledge the job only after this. False: the id exists."""
+        created = await self.call(self.store.create, job)
+        if created:
+            metrics.JOBS_SUBMITTED.labels(job.api).inc()
+            self.scheduler.wake()
+        return created
+
+    async def wait_finished(self, job_id: str) -> Job | None:
+        """The job once it is finished (None if it vanished: expired, or never existed)."""
+        while True:
+            job = await self.call(self.store.get, job_id)
+            if job is None or job.status.finished:
+                return job
+            await self.changes.wait(job_id, WAIT_POLL_S)
 
     def file_url(self, job: Job, key: str) -> str:
         base = (self.settings.public_url or job.base_url).rstrip("/")
@@ -85,9 +115,7 @@ def start_services(settings: Settings, engine, loop: asyncio.AbstractEventLoop) 
     storage = LocalStorage(settings.files_dir)
     fetcher = ImageFetcher(settings)
     changes = ChangeFeed(loop)
-    webhooks = WebhookSender(
-        store, settings, {"fal": fal.webhook_payload_for(storage, settings)}, fetcher.guard
-    )
+    webhooks = WebhookSender(store, settings, {"fal": fal.deliveries_for(storage, settings)}, fetcher.guard)
 
     def on_change(job_id: str) -> None:
         changes.notify(job_id)
@@ -176,6 +204,10 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
     @app.get("/health", tags=["server"])
     async def health() -> dict:
         return {"status": "ok", "model": settings.model}
+
+    @app.get("/metrics", tags=["server"], include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/files/{key}", tags=["server"], include_in_schema=False)
     async def file(key: str, request: Request) -> FileResponse:

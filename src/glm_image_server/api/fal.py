@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
-import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -21,6 +18,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..jobs.records import Job, JobError, JobSpec, JobStatus
+from ..jobs.webhooks import Outgoing
 from ..media.storage import LocalStorage
 from ..settings import Settings
 from ..types import (
@@ -41,7 +39,7 @@ OWNER, ALIAS = "fal-ai", "glm-image"
 TEXT_TO_IMAGE = f"{OWNER}/{ALIAS}"
 IMAGE_TO_IMAGE = f"{OWNER}/{ALIAS}/image-to-image"
 REQUEST_PATH = f"/queue/{OWNER}/{ALIAS}/requests/{{request_id}}"
-WAIT_POLL_S = 1.0  # re-read the store at least this often while waiting for a change
+STREAM_POLL_S = 1.0  # re-read the store at least this often while streaming a status
 
 router = APIRouter(tags=["fal"])
 
@@ -179,18 +177,21 @@ def render_output(job: Job, storage: LocalStorage, settings: Settings) -> dict:
     }
 
 
-def webhook_payload_for(storage: LocalStorage, settings: Settings) -> Callable[[Job], dict]:
+def webhook_payload(job: Job, storage: LocalStorage, settings: Settings) -> dict:
     """fal's webhook body: {request_id, gateway_request_id, status: OK|ERROR, payload, error}."""
+    body = {"request_id": job.id, "gateway_request_id": job.id}
+    if job.status == JobStatus.SUCCEEDED:
+        return {**body, "status": "OK", "payload": render_output(job, storage, settings), "error": None}
+    error = job.error or JobError(kind="internal", message="failed")
+    detail = _detail(error) if error.kind == "input" else error.message
+    return {**body, "status": "ERROR", "payload": {"detail": detail}, "error": _error_text(error)}
 
-    def payload(job: Job) -> dict:
-        body = {"request_id": job.id, "gateway_request_id": job.id}
-        if job.status == JobStatus.SUCCEEDED:
-            return {**body, "status": "OK", "payload": render_output(job, storage, settings), "error": None}
-        error = job.error or JobError(kind="internal", message="failed")
-        detail = _detail(error) if error.kind == "input" else error.message
-        return {**body, "status": "ERROR", "payload": {"detail": detail}, "error": _error_text(error)}
 
-    return payload
+def deliveries_for(storage: LocalStorage, settings: Settings) -> Callable[[Job], list[Outgoing]]:
+    def deliveries(job: Job) -> list[Outgoing]:
+        return [Outgoing("POST", job.webhook_url, json=webhook_payload(job, storage, settings))]
+
+    return deliveries
 
 
 def _queue_base(request: Request, settings: Settings) -> str:
@@ -256,32 +257,14 @@ def _new_job(request: Request, app: str, body: TextToImageInput, webhook: str | 
         expand_prompt=body.enable_prompt_expansion,
     )
     spec.to_request()  # the model's own limits, beyond the schema's
-    return Job(
-        id=str(uuid.uuid4()),
-        api="fal",
-        app=app,
-        spec=spec,
-        status=JobStatus.QUEUED,
-        created_at=time.time(),
-        file_prefix=secrets.token_urlsafe(18),
-        base_url=str(request.base_url),
-        webhook_url=webhook,
-        options={"sync_mode": body.sync_mode},
-    )
+    options = {"sync_mode": body.sync_mode}
+    return _services(request).new_job("fal", app, spec, request, webhook_url=webhook, options=options)
 
 
 def _invalid(exc: InvalidRequest) -> JSONResponse:
     return JSONResponse(
         {"detail": _detail(JobError(kind="input", message=exc.explanation, field=exc.field))}, 422
     )
-
-
-async def _wait_finished(services: Services, job_id: str) -> Job:
-    while True:
-        job = await services.call(services.store.get, job_id)
-        if job is None or job.status.finished:
-            return job
-        await services.changes.wait(job_id, WAIT_POLL_S)
 
 
 async def _run(request: Request, app: str, body: TextToImageInput) -> JSONResponse:
@@ -291,8 +274,8 @@ async def _run(request: Request, app: str, body: TextToImageInput) -> JSONRespon
     except InvalidRequest as exc:
         return _invalid(exc)
     request.state.request_id = job.id
-    await services.call(services.enqueue, job)
-    job = await _wait_finished(services, job.id)
+    await services.enqueue(job)
+    job = await services.wait_finished(job.id)
     if job is None:
         return JSONResponse({"detail": "the request expired before it finished"}, 410)
     if job.status != JobStatus.SUCCEEDED:
@@ -310,7 +293,7 @@ async def _submit(request: Request, app: str, body: TextToImageInput, webhook: s
     except InvalidRequest as exc:
         return _invalid(exc)
     request.state.request_id = job.id
-    await services.call(services.enqueue, job)
+    await services.enqueue(job)
     position = await services.call(services.store.queue_position, job.id)
     urls = _urls(request, services.settings, job.id)
     return JSONResponse(
@@ -403,7 +386,7 @@ async def status_stream(
                 last = text
             if current is None or current.status.finished:
                 return
-            await services.changes.wait(request_id, WAIT_POLL_S)
+            await services.changes.wait(request_id, STREAM_POLL_S)
             current, body_now = await _status(request, request_id, _logs_on(logs))
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-cache"})

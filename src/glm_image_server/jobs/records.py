@@ -33,6 +33,9 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+STORED = "stored:"
+
+
 class JobSpec(_Frozen):
     """A GenerationRequest before its reference images are fetched, plus what to do with the output.
 
@@ -47,6 +50,7 @@ class JobSpec(_Frozen):
     guidance_scale: float
     seed: int
     num_images: int = 1
+    # http(s) URLs, data URIs, or `stored:<key>` for an image already in our storage (an upload)
     image_urls: tuple[str, ...] = Field(default=(), max_length=MAX_REFERENCES)
     output_format: OutputFormat = "jpeg"
     output_quality: int = Field(default=95, ge=1, le=100)
@@ -110,8 +114,11 @@ class Job(_Frozen):
     attempts: int = 0
     cancel_requested: bool = False
     file_prefix: str  # unguessable; output files are {file_prefix}-{i}.{ext}
+    cost: float = 0.0  # what the configured price makes of this job's output
     base_url: str  # where the client reached us, for URLs in results (unless public_url is set)
     webhook_url: str | None = None
+    upload_url: str | None = None  # each output file is PUT here when the job succeeds
+    ttl_s: float | None = None  # keep the result this long instead of the server's retention
     options: dict[str, Any] = Field(default_factory=dict)  # the dialect's own rendering options
     result: JobResult | None = None
     error: JobError | None = None

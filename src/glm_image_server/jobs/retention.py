@@ -1,4 +1,5 @@
-"""Delete finished jobs, their logs and their files once the retention period is over."""
+"""Delete finished jobs, their logs and their files once their ttl or the retention period is over;
+and uploaded images older than the retention period."""
 
 from __future__ import annotations
 
@@ -27,10 +28,12 @@ class RetentionSweeper:
         self._thread.join(5)
 
     def sweep(self) -> int:
-        jobs = self.store.delete_finished_before(time.time() - self.retention_s)
+        now = time.time()
+        jobs = self.store.delete_expired(now, self.retention_s)
         for job in jobs:
             for image in job.result.images if job.result else ():
                 self.storage.delete(image.key)
+        self.storage.delete_uploads_before(now - self.retention_s)
         return len(jobs)
 
     def _loop(self) -> None:

@@ -9,12 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
+from .. import metrics
 from ..media.encode import CONTENT_TYPES, EXTENSIONS, encode_image
 from ..media.fetch import ImageFetcher
+from ..media.inputs import decode_image
 from ..media.storage import LocalStorage
 from ..model.engine import Engine
 from ..types import Cancelled, InvalidRequest, Progress, image_seed
-from .records import Job, JobError, JobResult, JobStatus, LogLevel, StoredImage
+from .records import STORED, Job, JobError, JobResult, JobStatus, LogLevel, StoredImage
 from .store import JobStore
 
 log = logging.getLogger(__name__)
@@ -76,8 +78,17 @@ class JobRunner:
             self._finish(job, JobStatus.SUCCEEDED, result=result)
 
     def _finish(self, job: Job, status: JobStatus, **outcome) -> None:
-        self.store.finish(job.id, status, **outcome)
+        if self.store.finish(job.id, status, **outcome):
+            metrics.JOBS_FINISHED.labels(job.api, status.value).inc()
         self.on_change(job.id)
+
+    def _reference(self, url: str, field: str) -> Image.Image:
+        if not url.startswith(STORED):
+            return self.fetcher.fetch(url, field)
+        path = self.storage.path(url.removeprefix(STORED))
+        if path is None:
+            raise InvalidRequest(field, "the uploaded image has expired or does not exist", "a recent upload")
+        return decode_image(path.read_bytes(), field, max_pixels=self.fetcher.max_pixels)
 
     def _generate(self, job: Job, should_cancel: Callable[[], bool]) -> JobResult:
         spec = job.spec
@@ -92,7 +103,7 @@ class JobRunner:
         if spec.image_urls:
             self._log(job, f"Fetching {len(spec.image_urls)} reference image(s)")
             fields = [f"references[{i}]" for i in range(len(spec.image_urls))]
-            references = tuple(self._fetch_pool.map(self.fetcher.fetch, spec.image_urls, fields))
+            references = tuple(self._fetch_pool.map(self._reference, spec.image_urls, fields))
         fetch_s = time.perf_counter() - fetch_start
         request = spec.to_request(references)
 
@@ -103,9 +114,11 @@ class JobRunner:
             f"Generating {spec.num_images} image(s) at {spec.width}x{spec.height}, "
             f"{spec.num_inference_steps} steps, guidance {spec.guidance_scale:g}, seed {spec.seed}",
         )
+        metrics.ENGINE_CALLS.inc()
         (generated,) = self.engine.generate(
             [request], on_progress=_ProgressLog(lambda m: self._log(job, m)), should_cancel=should_cancel
         )
+        metrics.IMAGES.inc(len(generated.images))
 
         encode_start = time.perf_counter()
         stored = []
@@ -137,6 +150,8 @@ class JobRunner:
             "encode": encode_s,
             "inference": t.inference,
         }
+        for stage, seconds in timings.items():
+            metrics.STAGE_SECONDS.labels(stage).observe(seconds)
         self._log(job, f"Done: AR {t.ar:.2f} s, DiT {t.dit:.2f} s, VAE {t.vae:.2f} s")
         return JobResult(
             images=tuple(stored),

@@ -22,11 +22,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     id TEXT NOT NULL UNIQUE,
     status TEXT NOT NULL,
     finished_at REAL,
+    expires_at REAL,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
-CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (finished_at);
+CREATE INDEX IF NOT EXISTS jobs_by_expiry ON jobs (expires_at);
 CREATE TABLE IF NOT EXISTS job_logs (
     job_id TEXT NOT NULL,
     timestamp REAL NOT NULL,
@@ -39,6 +40,7 @@ CREATE TABLE IF NOT EXISTS webhooks (
     job_id TEXT NOT NULL,
     url TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
+    parts_done INTEGER NOT NULL DEFAULT 0,
     next_at REAL,
     delivered_at REAL,
     last_error TEXT
@@ -86,12 +88,16 @@ class SqliteJobStore:
         row = db.execute("SELECT body FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return Job.model_validate_json(row[0]) if row else None
 
-    def create(self, job: Job) -> None:
+    def create(self, job: Job) -> bool:
         with self._write() as db:
-            db.execute(
-                "INSERT INTO jobs (id, status, finished_at, cancel_requested, body) VALUES (?, ?, ?, ?, ?)",
-                (job.id, job.status.value, job.finished_at, int(job.cancel_requested), job.model_dump_json()),
-            )
+            try:
+                db.execute(
+                    "INSERT INTO jobs (id, status, cancel_requested, body) VALUES (?, ?, ?, ?)",
+                    (job.id, job.status.value, int(job.cancel_requested), job.model_dump_json()),
+                )
+            except sqlite3.IntegrityError:
+                return False
+            return True
 
     def get(self, job_id: str) -> Job | None:
         return self._load(self._db(), job_id)
@@ -144,9 +150,12 @@ class SqliteJobStore:
         now = time.time()
         done = job.model_copy(update={"status": status, "finished_at": now, "result": result, "error": error})
         self._save(db, done)
-        if job.webhook_url:
+        if job.ttl_s is not None:
+            db.execute("UPDATE jobs SET expires_at = ? WHERE id = ?", (now + job.ttl_s, job.id))
+        if job.webhook_url or job.upload_url:
             db.execute(
-                "INSERT INTO webhooks (job_id, url, next_at) VALUES (?, ?, ?)", (job.id, job.webhook_url, now)
+                "INSERT INTO webhooks (job_id, url, next_at) VALUES (?, ?, ?)",
+                (job.id, job.webhook_url or job.upload_url, now),
             )
 
     def finish(
@@ -195,9 +204,12 @@ class SqliteJobStore:
                     requeued += 1
         return requeued, failed
 
-    def delete_finished_before(self, when: float) -> list[Job]:
+    def delete_expired(self, now: float, retention_s: float) -> list[Job]:
         with self._write() as db:
-            rows = db.execute("SELECT body FROM jobs WHERE finished_at < ?", (when,)).fetchall()
+            rows = db.execute(
+                "SELECT body FROM jobs WHERE expires_at < ? OR (expires_at IS NULL AND finished_at < ?)",
+                (now, now - retention_s),
+            ).fetchall()
             jobs = [Job.model_validate_json(body) for (body,) in rows]
             for job in jobs:
                 db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
@@ -207,7 +219,8 @@ class SqliteJobStore:
 
     def due_webhooks(self, now: float, limit: int = 20) -> list[Delivery]:
         rows = self._db().execute(
-            "SELECT id, job_id, url, attempts FROM webhooks WHERE next_at <= ? ORDER BY next_at LIMIT ?",
+            "SELECT id, job_id, attempts, parts_done FROM webhooks"
+            " WHERE next_at <= ? ORDER BY next_at LIMIT ?",
             (now, limit),
         )
         return [Delivery(*row) for row in rows]
@@ -218,6 +231,10 @@ class SqliteJobStore:
                 "UPDATE webhooks SET attempts = attempts + 1, delivered_at = ?, next_at = NULL WHERE id = ?",
                 (time.time(), delivery_id),
             )
+
+    def webhook_part_done(self, delivery_id: int) -> None:
+        with self._write() as db:
+            db.execute("UPDATE webhooks SET parts_done = parts_done + 1 WHERE id = ?", (delivery_id,))
 
     def webhook_failed(self, delivery_id: int, error: str, retry_at: float | None) -> None:
         with self._write() as db:

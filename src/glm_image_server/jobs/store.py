@@ -13,17 +13,18 @@ CancelOutcome = Literal["cancelled", "requested", "finished", "missing"]
 
 @dataclass(frozen=True)
 class Delivery:
-    """A webhook to POST: the job's final state, rendered by its dialect at send time."""
+    """Outgoing calls for a finished job (webhook POSTs, upload PUTs), rendered by its dialect at send
+    time; `parts_done` of them went through already."""
 
     id: int
     job_id: str
-    url: str
     attempts: int
+    parts_done: int
 
 
 class JobStore(Protocol):
-    def create(self, job: Job) -> None:
-        """Persist a new queued job; returns only once it is durable."""
+    def create(self, job: Job) -> bool:
+        """Persist a new queued job; returns once it is durable. False: a job with that id exists."""
 
     def get(self, job_id: str) -> Job | None: ...
 
@@ -40,7 +41,7 @@ class JobStore(Protocol):
     def finish(
         self, job_id: str, status: JobStatus, result: JobResult | None = None, error: JobError | None = None
     ) -> bool:
-        """Record the final state (and queue its webhook) unless the job already finished."""
+        """Record the final state (and queue its deliveries) unless the job already finished."""
 
     def request_cancel(self, job_id: str) -> CancelOutcome:
         """Queued: cancelled now. Running: flagged for the worker. Finished or unknown: said so."""
@@ -51,12 +52,15 @@ class JobStore(Protocol):
         """After a restart: running jobs go back to the queue, or fail after max_attempts runs.
         Returns (requeued, failed)."""
 
-    def delete_finished_before(self, when: float) -> list[Job]:
-        """Drop finished jobs (with logs and webhooks) older than `when`; returns them for file cleanup."""
+    def delete_expired(self, now: float, retention_s: float) -> list[Job]:
+        """Drop finished jobs past their ttl, or past `retention_s` without one (with their logs and
+        deliveries); returns them for file cleanup."""
 
     def due_webhooks(self, now: float, limit: int = 20) -> list[Delivery]: ...
 
     def webhook_delivered(self, delivery_id: int) -> None: ...
+
+    def webhook_part_done(self, delivery_id: int) -> None: ...
 
     def webhook_failed(self, delivery_id: int, error: str, retry_at: float | None) -> None:
         """Record a failed attempt; retry_at None means give up."""

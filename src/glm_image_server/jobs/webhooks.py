@@ -1,8 +1,9 @@
-"""The webhook outbox sender: POSTs each finished job's payload, retrying with exponential backoff.
+"""The outbox sender: for each finished job that asked for it, the dialect's outgoing calls (webhook
+POSTs, upload PUTs), in order, each retried with exponential backoff until it succeeds.
 
-Deliveries are rows in the store, written in the same transaction as the job's final state, so a
-webhook is neither lost nor invented by a restart. The payload is rendered at send time by the dialect
-that accepted the job (its final state never changes).
+Deliveries are rows in the store, written in the same transaction as the job's final state, so none is
+lost or invented by a restart. The calls are rendered at send time by the dialect that accepted the job
+(its final state never changes); the row remembers how many went through.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import httpx
 
@@ -21,8 +23,19 @@ from .store import Delivery, JobStore
 
 log = logging.getLogger(__name__)
 
-Renderer = Callable[[Job], dict]
 POLL_S = 0.25
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    method: str
+    url: str
+    json: dict | None = None
+    content: bytes | None = None
+    content_type: str | None = None
+
+
+Renderer = Callable[[Job], list[Outgoing]]
 
 
 class WebhookSender:
@@ -72,28 +85,35 @@ class WebhookSender:
             self.store.webhook_failed(delivery.id, "job no longer exists", None)
             return
         attempts = delivery.attempts + 1
-        try:
-            self.guard.check(delivery.url)
-            response = self.client.post(delivery.url, json=self.renderers[job.api](job))
-            if response.is_success:
-                self.store.webhook_delivered(delivery.id)
-                log.info("webhook for %s delivered to %s", job.id, delivery.url)
+        calls = self.renderers[job.api](job)
+        for call in calls[delivery.parts_done :]:
+            try:
+                self.guard.check(call.url)
+                headers = {"content-type": call.content_type} if call.content_type else None
+                response = self.client.request(
+                    call.method, call.url, json=call.json, content=call.content, headers=headers
+                )
+                error = None if response.is_success else f"HTTP {response.status_code}"
+            except BlockedUrl as exc:
+                self.store.webhook_failed(delivery.id, f"refused: {exc}", None)
+                log.warning("delivery for %s refused: %s", job.id, exc)
                 return
-            error = f"HTTP {response.status_code}"
-        except BlockedUrl as exc:
-            self.store.webhook_failed(delivery.id, f"refused: {exc}", None)
-            log.warning("webhook for %s refused: %s", job.id, exc)
-            return
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        retry_at = time.time() + self.retry_delay(attempts) if attempts < self.max_attempts else None
-        self.store.webhook_failed(delivery.id, error, retry_at)
-        log.warning(
-            "webhook for %s to %s failed (%s), attempt %d/%d%s",
-            job.id,
-            delivery.url,
-            error,
-            attempts,
-            self.max_attempts,
-            "" if retry_at else "; giving up",
-        )
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            if error:
+                retry_at = time.time() + self.retry_delay(attempts) if attempts < self.max_attempts else None
+                self.store.webhook_failed(delivery.id, error, retry_at)
+                log.warning(
+                    "%s %s for %s failed (%s), attempt %d/%d%s",
+                    call.method,
+                    call.url,
+                    job.id,
+                    error,
+                    attempts,
+                    self.max_attempts,
+                    "" if retry_at else "; giving up",
+                )
+                return
+            self.store.webhook_part_done(delivery.id)
+            log.info("%s %s for %s delivered", call.method, call.url, job.id)
+        self.store.webhook_delivered(delivery.id)

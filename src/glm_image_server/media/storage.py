@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from pathlib import Path
 
 KEY = re.compile(r"^[A-Za-z0-9_-]+\.[a-z]+$")
+UPLOAD_PREFIX = "upload-"
+
+
+def upload_key(image_uuid: uuid.UUID) -> str:
+    """Where an uploaded image (PNG) is kept; its UUID is the public handle."""
+    return f"{UPLOAD_PREFIX}{image_uuid}.png"
 
 
 class LocalStorage:
@@ -35,3 +42,8 @@ class LocalStorage:
     def delete(self, key: str) -> None:
         if KEY.match(key):
             (self.root / key).unlink(missing_ok=True)
+
+    def delete_uploads_before(self, when: float) -> None:
+        for path in self.root.glob(f"{UPLOAD_PREFIX}*"):
+            if path.stat().st_mtime < when:
+                path.unlink(missing_ok=True)
