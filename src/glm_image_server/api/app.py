@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import secrets
 import time
@@ -29,7 +28,8 @@ from ..jobs.webhooks import WebhookSender
 from ..media.fetch import ImageFetcher
 from ..media.storage import LocalStorage
 from ..settings import Settings
-from . import fal
+from . import fal, openai, runware
+from .auth import key_ok, presented_key
 from .changes import ChangeFeed
 
 log = logging.getLogger("glm_image_server")
@@ -54,7 +54,7 @@ class Services:
         """Run blocking store or file work off the event loop."""
         return await anyio.to_thread.run_sync(fn, *args)
 
-    def new_job(self, api: str, app: str, spec: JobSpec, request: Request, **fields: Any) -> Job:
+    def new_job(self, api: str, app: str, spec: JobSpec, base_url: str, **fields: Any) -> Job:
         """A queued job for `spec`; `fields` are the Job's optional ones (id, webhook_url, options...)."""
         megapixels = spec.width * spec.height / 1e6 * spec.num_images
         return Job(
@@ -65,7 +65,7 @@ class Services:
             status=JobStatus.QUEUED,
             created_at=time.time(),
             file_prefix=secrets.token_urlsafe(18),
-            base_url=str(request.base_url),
+            base_url=base_url,
             cost=round(megapixels * self.settings.price_per_megapixel, 6),
         )
 
@@ -115,7 +115,11 @@ def start_services(settings: Settings, engine, loop: asyncio.AbstractEventLoop) 
     storage = LocalStorage(settings.files_dir)
     fetcher = ImageFetcher(settings)
     changes = ChangeFeed(loop)
-    webhooks = WebhookSender(store, settings, {"fal": fal.deliveries_for(storage, settings)}, fetcher.guard)
+    renderers = {
+        "fal": fal.deliveries_for(storage, settings),
+        "runware": runware.deliveries_for(storage, settings),
+    }
+    webhooks = WebhookSender(store, settings, renderers, fetcher.guard)
 
     def on_change(job_id: str) -> None:
         changes.notify(job_id)
@@ -140,12 +144,8 @@ def start_services(settings: Settings, engine, loop: asyncio.AbstractEventLoop) 
 
 def require_api_key(request: Request) -> None:
     """`Authorization: Key <key>` (fal) or `Bearer <key>`; open when no keys are configured."""
-    keys = request.app.state.services.settings.api_keys
-    if not keys:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip().encode()
-    if scheme.lower() in ("key", "bearer") and any(hmac.compare_digest(token, k.encode()) for k in keys):
+    key = presented_key(request.headers.get("authorization", ""), ("key", "bearer"))
+    if key_ok(request.app.state.services.settings.api_keys, key):
         return
     raise HTTPException(401, "missing or invalid API key: send 'Authorization: Key <key>' or 'Bearer <key>'")
 
@@ -195,11 +195,13 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
     app = FastAPI(
         title="glm-image-server",
         version=__version__,
-        description="GLM-Image behind the fal.ai API (Runware and OpenAI dialects to follow).",
+        description="GLM-Image behind the fal.ai, Runware and OpenAI Images APIs.",
         lifespan=lifespan,
     )
     app.add_middleware(RequestIdAndQueueHost)
     app.include_router(fal.router, dependencies=[Depends(require_api_key)])
+    app.include_router(runware.router)  # each checks keys itself, answering in its own error format
+    app.include_router(openai.router)
 
     @app.get("/health", tags=["server"])
     async def health() -> dict:

@@ -258,7 +258,9 @@ def _new_job(request: Request, app: str, body: TextToImageInput, webhook: str | 
     )
     spec.to_request()  # the model's own limits, beyond the schema's
     options = {"sync_mode": body.sync_mode}
-    return _services(request).new_job("fal", app, spec, request, webhook_url=webhook, options=options)
+    return _services(request).new_job(
+        "fal", app, spec, str(request.base_url), webhook_url=webhook, options=options
+    )
 
 
 def _invalid(exc: InvalidRequest) -> JSONResponse:
