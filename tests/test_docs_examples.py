@@ -18,7 +18,7 @@ def test_api_doc_examples_run(plain_server, tmp_path) -> None:
     run = subprocess.run(
         ["timeout", "300", "bash", "-c", script],
         cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "BASE": plain_server.base_url, "FAL_KEY": PLAIN_KEY},
+        env={"PATH": "/usr/bin:/bin", "BASE": plain_server.base_url, "API_KEY": PLAIN_KEY},
         capture_output=True,
         text=True,
     )
@@ -31,3 +31,9 @@ def test_api_doc_examples_run(plain_server, tmp_path) -> None:
     assert re.search(r'"status":"(OK|CANCELLATION_REQUESTED)"', out)
     assert '"request_id"' in out  # webhook submit
     assert "multiples of 32" in out  # the 422
+    # Runware: two results with cost; an upload used as a reference; a Runware error.
+    assert '"cost": 0.003277' in out and '"status":"success"' in out
+    assert '"code":"invalidWidth"' in out
+    # OpenAI: a PNG written from b64_json; an edit of two images by URL; an OpenAI error.
+    assert (tmp_path / "openai.png").read_bytes().startswith(b"\x89PNG")
+    assert '{"size":"256x256","url":"http' in out and '"param":"size"' in out

@@ -104,3 +104,16 @@ def test_retention_deletes_rows_logs_and_files(tmp_path) -> None:
     assert store.get(old.id) is None and store.logs(old.id) == []
     assert storage.path(f"{old.file_prefix}-0.png") is None
     assert list((tmp_path / "files").iterdir()) == []
+
+
+def test_ttl_overrides_retention(tmp_path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    short, default = make_job().model_copy(update={"ttl_s": 0.0}), make_job()
+    for job in (short, default):
+        store.create(job)
+        store.claim_next()
+        store.finish(job.id, JobStatus.FAILED)
+    time.sleep(0.01)
+    assert [job.id for job in store.delete_expired(time.time(), retention_s=3600)] == [short.id]
+    assert store.get(default.id) is not None
+    assert not store.create(default)  # an existing id is refused, not overwritten

@@ -104,9 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        help="run the HTTP server (fal.ai API)",
-        description="Serve GLM-Image over the fal.ai API: sync runs at /fal-ai/glm-image[/image-to-image], "
-        "the queue under /queue/... Point fal clients at it with FAL_RUN_HOST=HOST:PORT and "
+        help="run the HTTP server (fal.ai, Runware and OpenAI Images APIs)",
+        description="Serve GLM-Image over the fal.ai API (sync runs at /fal-ai/glm-image[/image-to-image], "
+        "the queue under /queue/...), the Runware API (POST /v1 and a WebSocket on /v1) and the OpenAI "
+        "Images API (/v1/images/generations, /v1/images/edits). Point fal clients at it with "
+        "FAL_RUN_HOST=HOST:PORT and "
         "FAL_QUEUE_RUN_HOST=HOST:PORT/queue. Every flag can also be set as GLM_IMAGE_<FLAG> in the "
         "environment.",
     )
