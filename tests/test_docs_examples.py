@@ -32,7 +32,7 @@ def test_api_doc_examples_run(plain_server, tmp_path) -> None:
     assert '"request_id"' in out  # webhook submit
     assert "multiples of 32" in out  # the 422
     # Runware: two results with cost; an upload used as a reference; a Runware error.
-    assert '"cost": 0.003277' in out and '"status":"success"' in out
+    assert '"cost": 0.0032768' in out and '"status":"success"' in out
     assert '"code":"invalidWidth"' in out
     # OpenAI: a PNG written from b64_json; an edit of two images by URL; an OpenAI error.
     assert (tmp_path / "openai.png").read_bytes().startswith(b"\x89PNG")

@@ -9,6 +9,14 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "zai-org/GLM-Image"
+# NudeNet's labels for exposed anatomy (safety.py); kept here so settings import nothing heavy.
+DEFAULT_LABELS = (
+    "FEMALE_GENITALIA_EXPOSED",
+    "MALE_GENITALIA_EXPOSED",
+    "FEMALE_BREAST_EXPOSED",
+    "BUTTOCKS_EXPOSED",
+    "ANUS_EXPOSED",
+)
 
 
 class Settings(BaseSettings):
@@ -46,10 +54,28 @@ class Settings(BaseSettings):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
 
-    # Jobs.
-    price_per_megapixel: float = Field(
-        default=0.05, ge=0, description="USD per output megapixel (fal's GLM-Image price), reported as cost"
+    # Post-processing.
+    safety_checker: str = Field(
+        default="nudenet", description="'nudenet', 'none', or a 'module:Class' with check(images) -> flags"
     )
+    safety_threshold: float = Field(default=0.5, ge=0, le=1, description="detection score that flags")
+    safety_labels: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_LABELS), description="detector labels that flag an image"
+    )
+    safety_default: bool = Field(default=True, description="check images where the API has no flag (OpenAI)")
+    expansion_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint for prompt expansion, e.g. http://host:8000/v1"
+    )
+    expansion_model: str = "glm-4.7"
+    expansion_api_key: str | None = None
+    expansion_timeout_s: float = Field(default=30.0, gt=0)
+
+    # Pricing, reported as cost (Runware includeCost) and recorded on every job.
+    pricing: Literal["megapixel", "gpu_second"] = "megapixel"
+    price_per_megapixel: float = Field(default=0.05, ge=0, description="USD per output megapixel (fal's)")
+    price_per_gpu_second: float = Field(default=0.0, ge=0, description="USD per second of AR+DiT+VAE")
+
+    # Jobs.
     result_retention_s: float = Field(default=7 * 24 * 3600, gt=0, description="keep results this long")
     max_job_attempts: int = Field(
         default=3, ge=1, description="runs of a job interrupted by a restart before it is failed"
@@ -70,7 +96,7 @@ class Settings(BaseSettings):
     )
     webhook_retry_max_s: float = Field(default=1800.0, gt=0)
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "safety_labels", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

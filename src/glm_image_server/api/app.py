@@ -27,6 +27,8 @@ from ..jobs.store import JobStore
 from ..jobs.webhooks import WebhookSender
 from ..media.fetch import ImageFetcher
 from ..media.storage import LocalStorage
+from ..prompting import PromptExpander
+from ..safety import load_checker
 from ..settings import Settings
 from . import fal, openai, runware
 from .auth import key_ok, presented_key
@@ -56,7 +58,6 @@ class Services:
 
     def new_job(self, api: str, app: str, spec: JobSpec, base_url: str, **fields: Any) -> Job:
         """A queued job for `spec`; `fields` are the Job's optional ones (id, webhook_url, options...)."""
-        megapixels = spec.width * spec.height / 1e6 * spec.num_images
         return Job(
             **{"id": str(uuid.uuid4()), **fields},
             api=api,
@@ -66,7 +67,6 @@ class Services:
             created_at=time.time(),
             file_prefix=secrets.token_urlsafe(18),
             base_url=base_url,
-            cost=round(megapixels * self.settings.price_per_megapixel, 6),
         )
 
     async def enqueue(self, job: Job) -> bool:
@@ -125,7 +125,16 @@ def start_services(settings: Settings, engine, loop: asyncio.AbstractEventLoop) 
         changes.notify(job_id)
         webhooks.wake()
 
-    runner = JobRunner(engine, store, storage, fetcher, on_change)
+    checker = load_checker(settings.safety_checker, settings.safety_threshold, settings.safety_labels)
+    expander = None
+    if settings.expansion_base_url:
+        expander = PromptExpander(
+            settings.expansion_base_url,
+            settings.expansion_model,
+            settings.expansion_api_key,
+            settings.expansion_timeout_s,
+        )
+    runner = JobRunner(engine, store, storage, fetcher, settings, checker, expander, on_change)
     services = Services(
         settings=settings,
         store=store,

@@ -146,7 +146,7 @@ async def _generate(request: Request, app: str, params: ImageParams, references:
         image_urls=tuple(ref for _, ref in references),
         output_format=params.output_format,
         output_quality=max(1, quality),
-        safety_check=False,
+        safety_check=services.settings.safety_default,
     )
     try:
         spec.to_request()

@@ -170,7 +170,7 @@ def render_items(job: Job, storage: LocalStorage, settings: Settings) -> list[di
             inline = f"data:{image.content_type};base64,{data}" if output_type == "dataURI" else data
             item[IMAGE_FIELDS[output_type]] = inline
         if job.options.get("includeCost"):
-            item["cost"] = round(job.cost / len(job.result.images), 6)
+            item["cost"] = round(job.result.cost / len(job.result.images), 10)
         items.append(item)
     return items
 
@@ -280,7 +280,7 @@ class Tasks:
             image_urls=references,
             output_format=OUTPUT_FORMATS[params.outputFormat],
             output_quality=params.outputQuality,
-            safety_check=bool(params.safety and params.safety.checkContent),
+            safety_check=bool(params.safety and params.safety.checkContent and params.safety.mode != "none"),
         )
         try:
             spec.to_request()

@@ -57,10 +57,11 @@ class JobSpec(_Frozen):
     safety_check: bool = False
     expand_prompt: bool = False
 
-    def to_request(self, references: tuple = ()) -> GenerationRequest:
-        """The engine's request; raises InvalidRequest when a value is out of the model's range."""
+    def to_request(self, references: tuple = (), prompt: str | None = None) -> GenerationRequest:
+        """The engine's request (with `prompt` instead of the client's, after expansion); raises
+        InvalidRequest when a value is out of the model's range."""
         return GenerationRequest(
-            prompt=self.prompt,
+            prompt=prompt or self.prompt,
             width=self.width,
             height=self.height,
             num_inference_steps=self.num_inference_steps,
@@ -85,7 +86,8 @@ class JobResult(_Frozen):
     seed: int
     prompt: str  # the prompt actually used
     has_nsfw_concepts: tuple[bool, ...]
-    timings: dict[str, float]  # seconds: queue, ar, dit, vae, encode, inference
+    timings: dict[str, float]  # seconds: queue, fetch, expansion, ar, dit, vae, safety, encode, inference
+    cost: float = 0.0  # USD, from the configured pricing
 
 
 class JobError(_Frozen):
@@ -114,7 +116,6 @@ class Job(_Frozen):
     attempts: int = 0
     cancel_requested: bool = False
     file_prefix: str  # unguessable; output files are {file_prefix}-{i}.{ext}
-    cost: float = 0.0  # what the configured price makes of this job's output
     base_url: str  # where the client reached us, for URLs in results (unless public_url is set)
     webhook_url: str | None = None
     upload_url: str | None = None  # each output file is PUT here when the job succeeds

@@ -15,6 +15,9 @@ from ..media.fetch import ImageFetcher
 from ..media.inputs import decode_image
 from ..media.storage import LocalStorage
 from ..model.engine import Engine
+from ..prompting import PromptExpander
+from ..safety import SafetyChecker
+from ..settings import Settings
 from ..types import Cancelled, InvalidRequest, Progress, image_seed
 from .records import STORED, Job, JobError, JobResult, JobStatus, LogLevel, StoredImage
 from .store import JobStore
@@ -47,9 +50,13 @@ class JobRunner:
         store: JobStore,
         storage: LocalStorage,
         fetcher: ImageFetcher,
+        settings: Settings,
+        checker: SafetyChecker | None = None,
+        expander: PromptExpander | None = None,
         on_change: Callable[[str], None] = lambda _id: None,
     ) -> None:
         self.engine, self.store, self.storage, self.fetcher = engine, store, storage, fetcher
+        self.settings, self.checker, self.expander = settings, checker, expander
         self.on_change = on_change
         self._fetch_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fetch")
 
@@ -105,10 +112,18 @@ class JobRunner:
             fields = [f"references[{i}]" for i in range(len(spec.image_urls))]
             references = tuple(self._fetch_pool.map(self._reference, spec.image_urls, fields))
         fetch_s = time.perf_counter() - fetch_start
-        request = spec.to_request(references)
 
+        expansion_start = time.perf_counter()
+        prompt = spec.prompt
         if spec.expand_prompt:
-            self._log(job, "Prompt expansion is not available in this version; the prompt was used as given")
+            if self.expander is None:
+                line = "Prompt expansion is not configured on this server; the prompt was used as given"
+            else:
+                prompt, line = self.expander.expand(spec.prompt)
+            self._log(job, line)
+        expansion_s = time.perf_counter() - expansion_start
+        request = spec.to_request(references, prompt=prompt)
+
         self._log(
             job,
             f"Generating {spec.num_images} image(s) at {spec.width}x{spec.height}, "
@@ -119,11 +134,12 @@ class JobRunner:
             [request], on_progress=_ProgressLog(lambda m: self._log(job, m)), should_cancel=should_cancel
         )
         metrics.IMAGES.inc(len(generated.images))
+        images, flags, safety_s = self._check(job, generated.images)
 
         encode_start = time.perf_counter()
         stored = []
         ext = EXTENSIONS[spec.output_format]
-        for i, image in enumerate(generated.images):
+        for i, image in enumerate(images):
             data = encode_image(image, spec.output_format, spec.output_quality)
             key = f"{job.file_prefix}-{i}.{ext}"
             self.storage.save(key, data)
@@ -138,15 +154,15 @@ class JobRunner:
                 )
             )
         encode_s = time.perf_counter() - encode_start
-        if spec.safety_check:
-            self._log(job, "No safety checker ran (not available yet): has_nsfw_concepts is false")
         t = generated.timings
         timings = {
             "queue": queued_s,
             "fetch": fetch_s,
+            "expansion": expansion_s,
             "ar": t.ar,
             "dit": t.dit,
             "vae": t.vae,
+            "safety": safety_s,
             "encode": encode_s,
             "inference": t.inference,
         }
@@ -156,7 +172,37 @@ class JobRunner:
         return JobResult(
             images=tuple(stored),
             seed=generated.seed,
-            prompt=spec.prompt,
-            has_nsfw_concepts=tuple(False for _ in stored),
+            prompt=prompt,
+            has_nsfw_concepts=tuple(flags),
             timings=timings,
+            cost=self._cost(images, t.inference),
         )
+
+    def _check(self, job: Job, images: list[Image.Image]) -> tuple[list[Image.Image], list[bool], float]:
+        """Flags per image; a flagged image is replaced by a black one of the same size."""
+        if not job.spec.safety_check:
+            return images, [False] * len(images), 0.0
+        if self.checker is None:
+            self._log(job, "Safety checking is turned off on this server: has_nsfw_concepts is false", "WARN")
+            return images, [False] * len(images), 0.0
+        start = time.perf_counter()
+        flags = [bool(flag) for flag in self.checker.check(images)]
+        checked = [
+            Image.new("RGB", image.size) if flag else image for image, flag in zip(images, flags, strict=True)
+        ]
+        seconds = time.perf_counter() - start
+        if any(flags):
+            self._log(
+                job,
+                f"Safety checker flagged {sum(flags)} of {len(flags)} image(s); replaced with black",
+                "WARN",
+            )
+        else:
+            self._log(job, f"Safety checker: no image flagged ({seconds:.2f} s)")
+        return checked, flags, seconds
+
+    def _cost(self, images: list[Image.Image], inference_s: float) -> float:
+        if self.settings.pricing == "gpu_second":
+            return inference_s * self.settings.price_per_gpu_second
+        megapixels = sum(image.width * image.height for image in images) / 1e6
+        return megapixels * self.settings.price_per_megapixel

@@ -1,0 +1,177 @@
+"""Safety checking, prompt expansion, cost and timings, through the fal and Runware dialects."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from serving import ServerProcess, WebServer
+
+from glm_image_server.jobs.runner import JobRunner
+from glm_image_server.prompting import SYSTEM_PROMPT, quoted_texts
+from glm_image_server.safety import NudeNetChecker, load_checker
+from glm_image_server.settings import Settings
+
+SMALL = {"image_size": {"width": 128, "height": 128}, "num_inference_steps": 10}
+STAGES = {"queue", "fetch", "expansion", "ar", "dit", "vae", "safety", "encode", "inference"}
+
+
+def is_black(url: str) -> bool:
+    image = Image.open(io.BytesIO(httpx.get(url).content)).convert("RGB")
+    return int(np.asarray(image).max()) <= 8  # JPEG of pure black stays near 0
+
+
+@pytest.fixture(scope="module")
+def llm():
+    """A local server speaking OpenAI's chat-completions protocol, scripted by the user prompt."""
+    server = WebServer()
+
+    def complete(handler):
+        body = json.loads(server.received[-1][2])
+        prompt = body["messages"][-1]["content"]
+        if "slow" in prompt:
+            time.sleep(3)
+        reply = "A detailed photograph of a storefront at dusk, its sign reading a word."
+        if "drop" not in prompt:
+            reply = f"A detailed photograph of {prompt}, warm light, crisp focus, photographic style."
+        answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": reply}}]}
+        return 200, json.dumps(answer).encode(), {"content-type": "application/json"}
+
+    server.routes["/v1/chat/completions"] = complete
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def featured(tmp_path_factory, model_cache, llm):
+    """A server with a flagging checker double, prompt expansion against `llm`, and $0.10/MP."""
+    env = {
+        "GLM_IMAGE_SAFETY_CHECKER": "doubles:FlagOddImages",
+        "PYTHONPATH": f"{Path(__file__).parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "GLM_IMAGE_EXPANSION_BASE_URL": llm.url("/v1"),
+        "GLM_IMAGE_EXPANSION_MODEL": "glm-test",
+        "GLM_IMAGE_EXPANSION_API_KEY": "llm-key",
+        "GLM_IMAGE_EXPANSION_TIMEOUT_S": "1",
+        "GLM_IMAGE_PRICE_PER_MEGAPIXEL": "0.1",
+    }
+    server = ServerProcess(tmp_path_factory.mktemp("featured") / "data", model_cache, env=env).start()
+    with httpx.Client(base_url=server.base_url, timeout=120) as server.client:
+        yield server
+    server.stop()
+
+
+def test_flagged_images_are_blacked_out_in_fal_results(featured) -> None:
+    result = featured.client.post(
+        "/fal-ai/glm-image", json={"prompt": "three", "num_images": 3, **SMALL}
+    ).json()
+    assert result["has_nsfw_concepts"] == [False, True, False]
+    assert [is_black(image["url"]) for image in result["images"]] == [False, True, False]
+    assert set(result["timings"]) >= STAGES and result["timings"]["inference"] > 0
+    unchecked = featured.client.post(
+        "/fal-ai/glm-image",
+        json={"prompt": "three", "num_images": 3, "enable_safety_checker": False, **SMALL},
+    ).json()
+    assert unchecked["has_nsfw_concepts"] == [False] * 3
+    assert not any(is_black(image["url"]) for image in unchecked["images"])
+
+
+def test_flags_and_cost_in_runware_results(featured) -> None:
+    def run(**fields) -> list[dict]:
+        task = {
+            "taskType": "imageInference",
+            "taskUUID": str(uuid.uuid4()),
+            "model": "runware:glm-image@0",
+            "positivePrompt": "three",
+            "width": 128,
+            "height": 256,
+            "steps": 10,
+            "numberResults": 3,
+            "includeCost": True,
+            **fields,
+        }
+        return featured.client.post("/v1", json=[task]).json()["data"]
+
+    checked = run(safety={"checkContent": True})
+    assert [item["NSFWContent"] for item in checked] == [False, True, False]
+    assert is_black(checked[1]["imageURL"]) and not is_black(checked[0]["imageURL"])
+    assert [item["cost"] for item in checked] == [pytest.approx(0.1 * 128 * 256 / 1e6)] * 3
+    assert [item["NSFWContent"] for item in run()] == [False] * 3
+    assert [item["NSFWContent"] for item in run(safety={"checkContent": True, "mode": "none"})] == [False] * 3
+
+
+def _logs(client: httpx.Client, body: dict) -> tuple[dict, list[str]]:
+    submitted = client.post("/queue/fal-ai/glm-image", json=body).json()
+    while (status := client.get(submitted["status_url"], params={"logs": 1})).status_code == 202:
+        time.sleep(0.1)
+    result = client.get(submitted["response_url"]).json()
+    return result, [log["message"] for log in status.json()["logs"]]
+
+
+def test_prompt_expansion(featured, llm) -> None:
+    prompt = 'a bakery sign that reads "CROISSANT" and it\'s snowing'
+    result, logs = _logs(featured.client, {"prompt": prompt, "enable_prompt_expansion": True, **SMALL})
+    assert (
+        result["prompt"] == f"A detailed photograph of {prompt}, warm light, crisp focus, photographic style."
+    )
+    assert any(line.startswith("Prompt expanded by glm-test") for line in logs)
+    request = json.loads(llm.received[-1][2])
+    assert request["model"] == "glm-test" and request["messages"][0]["content"] == SYSTEM_PROMPT
+    assert request["messages"][1] == {"role": "user", "content": prompt}
+
+    dropped = "a shop sign that reads 'OPEN LATE' (drop it)"
+    result, logs = _logs(featured.client, {"prompt": dropped, "enable_prompt_expansion": True, **SMALL})
+    assert result["prompt"] == dropped
+    assert any("dropped the quoted text 'OPEN LATE'" in line for line in logs)
+
+    slow = "a slow sign"
+    started = time.monotonic()
+    result, logs = _logs(featured.client, {"prompt": slow, "enable_prompt_expansion": True, **SMALL})
+    assert result["prompt"] == slow and any("timed out after 1 s" in line for line in logs)
+    assert time.monotonic() - started < 10
+
+    plain, logs = _logs(featured.client, {"prompt": "no expansion", **SMALL})
+    assert plain["prompt"] == "no expansion" and not any("expan" in line for line in logs)
+
+
+def test_real_nudenet_passes_a_benign_image(plain_server) -> None:
+    result, logs = _logs(plain_server.client, {"prompt": "a sign that reads 'OPEN'", **SMALL})
+    assert result["has_nsfw_concepts"] == [False]
+    assert any(line.startswith("Safety checker: no image flagged") for line in logs)
+    assert result["timings"]["safety"] > 0
+    assert not is_black(result["images"][0]["url"])
+    unconfigured, logs = _logs(plain_server.client, {"prompt": "x", "enable_prompt_expansion": True, **SMALL})
+    assert unconfigured["prompt"] == "x" and any("not configured" in line for line in logs)
+
+
+def test_nudenet_checker_directly() -> None:
+    checker = NudeNetChecker()
+    gradient = Image.fromarray(np.tile(np.arange(256, dtype=np.uint8), (256, 1))).convert("RGB")
+    assert checker.check([gradient, Image.new("RGB", (300, 200), (210, 160, 130))]) == [False, False]
+    assert isinstance(checker.detections(gradient), list)
+    assert load_checker("none", 0.5, ()) is None
+    assert isinstance(load_checker("nudenet", 0.5, ()), NudeNetChecker)
+    with pytest.raises(RuntimeError, match="cannot be loaded"):
+        load_checker("no_such_module:Checker", 0.5, ())
+
+
+def test_quoted_texts() -> None:
+    english = "a sign that reads 'OPEN' and it's red, a \"SALE 50%\" banner"
+    assert quoted_texts(english) == ["OPEN", "SALE 50%"]
+    mixed = "\u201cCafé\u201d \u2018x y\u2019 「你好」 『书名』 《标题》 don't"
+    assert quoted_texts(mixed) == ["Café", "x y", "你好", "书名", "标题"]
+
+
+def test_pricing() -> None:
+    images = [Image.new("RGB", (1000, 500))] * 2
+    per_mp = JobRunner(None, None, None, None, Settings(price_per_megapixel=0.05))
+    assert per_mp._cost(images, 12.0) == pytest.approx(0.05)
+    per_second = JobRunner(None, None, None, None, Settings(pricing="gpu_second", price_per_gpu_second=0.002))
+    assert per_second._cost(images, 12.0) == pytest.approx(0.024)
