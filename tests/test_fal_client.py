@@ -88,7 +88,7 @@ def test_subscribe_sees_queue_progress_and_logs(fal_server, web) -> None:
     )
     check_images(result, 96, 64)
     kinds = [type(update).__name__ for update in updates]
-    assert kinds[0] == "Queued" and updates[0].position == 0  # the blocker runs; none waits ahead
+    assert kinds[0] == "Queued" and updates[0].position in (0, 1)  # behind the blocker, if still queued
     assert "InProgress" in kinds and kinds[-1] == "Completed"
     assert kinds.index("Queued") < kinds.index("InProgress") < kinds.index("Completed")
     messages = [log["message"] for log in updates[-1].logs]

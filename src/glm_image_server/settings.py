@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     price_per_gpu_second: float = Field(default=0.0, ge=0, description="USD per second of AR+DiT+VAE")
 
     # Jobs.
+    max_batch_size: int = Field(default=8, ge=1, description="images per engine batch")
+    batch_window_s: float = Field(
+        default=0.01, ge=0, description="how long a new job waits for compatible ones to batch with"
+    )
     result_retention_s: float = Field(default=7 * 24 * 3600, gt=0, description="keep results this long")
     max_job_attempts: int = Field(
         default=3, ge=1, description="runs of a job interrupted by a restart before it is failed"

@@ -139,7 +139,7 @@ def start_services(settings: Settings, engine, loop: asyncio.AbstractEventLoop) 
         settings=settings,
         store=store,
         storage=storage,
-        scheduler=Scheduler(store, runner),
+        scheduler=Scheduler(store, runner, settings.max_batch_size, settings.batch_window_s),
         webhooks=webhooks,
         sweeper=RetentionSweeper(store, storage, settings.result_retention_s),
         fetcher=fetcher,

@@ -57,6 +57,12 @@ class JobSpec(_Frozen):
     safety_check: bool = False
     expand_prompt: bool = False
 
+    @property
+    def batch_key(self) -> str:
+        """Jobs with equal keys can share one engine batch (GenerationRequest.batch_key, before fetch)."""
+        steps, guidance, refs = self.num_inference_steps, self.guidance_scale, len(self.image_urls)
+        return f"{self.width}x{self.height}/{steps}/{guidance!r}/{refs}"
+
     def to_request(self, references: tuple = (), prompt: str | None = None) -> GenerationRequest:
         """The engine's request (with `prompt` instead of the client's, after expansion); raises
         InvalidRequest when a value is out of the model's range."""

@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from PIL import Image
 
@@ -18,7 +19,7 @@ from ..model.engine import Engine
 from ..prompting import PromptExpander
 from ..safety import SafetyChecker
 from ..settings import Settings
-from ..types import Cancelled, InvalidRequest, Progress, image_seed
+from ..types import Cancelled, GenerationRequest, GenerationResult, InvalidRequest, Progress, image_seed
 from .records import STORED, Job, JobError, JobResult, JobStatus, LogLevel, StoredImage
 from .store import JobStore
 
@@ -43,6 +44,13 @@ class _ProgressLog:
             self.write(STAGE_UNITS[progress.stage].format(f"{progress.done}/{progress.total}"))
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    job: Job
+    request: GenerationRequest
+    timings: dict[str, float]
+
+
 class JobRunner:
     def __init__(
         self,
@@ -64,25 +72,66 @@ class JobRunner:
         self.store.add_log(job.id, level, message)
         self.on_change(job.id)
 
-    def run(self, job: Job, should_cancel: Callable[[], bool], stopping: Callable[[], bool]) -> None:
-        """Runs to a final state, except when `stopping` turns true (then raises Interrupted)."""
+    def run(self, jobs: list[Job], cancelled: Callable[[str], bool], stopping: Callable[[], bool]) -> None:
+        """Runs a batch of compatible jobs through one engine call, each to its own final state; a job
+        that fails or is cancelled never fails its neighbours. Raises Interrupted when `stopping` turns
+        true (the jobs are left to run again after a restart)."""
+        prepared = [p for p in (self._guarded(job, self._prepare, job) for job in jobs) if p is not None]
+        if not prepared:
+            return
+        for p in prepared:
+            spec = p.job.spec
+            batch = f", in a batch of {len(prepared)} requests" if len(prepared) > 1 else ""
+            self._log(
+                p.job,
+                f"Generating {spec.num_images} image(s) at {spec.width}x{spec.height}, "
+                f"{spec.num_inference_steps} steps, guidance {spec.guidance_scale:g}, seed {spec.seed}"
+                + batch,
+            )
+        progress = _ProgressLog(lambda message: [self._log(p.job, message) for p in prepared])
+        metrics.ENGINE_CALLS.inc()
         try:
-            result = self._generate(job, should_cancel)
+            results = self.engine.generate(
+                [p.request for p in prepared],
+                on_progress=progress,
+                should_cancel=lambda: stopping() or all(cancelled(p.job.id) for p in prepared),
+                should_skip=lambda i: cancelled(prepared[i].job.id),
+            )
         except Cancelled:
             if stopping():
                 raise Interrupted from None
-            self._finish(job, JobStatus.CANCELLED, error=JobError(kind="cancelled", message="cancelled"))
+            results = [None] * len(prepared)
+        except Exception as exc:
+            for p in prepared:
+                self._fail_internal(p.job, exc)
+            return
+        for p, generated in zip(prepared, results, strict=True):
+            if generated is None or cancelled(p.job.id):
+                self._finish(
+                    p.job, JobStatus.CANCELLED, error=JobError(kind="cancelled", message="cancelled")
+                )
+                continue
+            result = self._guarded(p.job, self._complete, p, generated)
+            if result is not None:
+                self._finish(p.job, JobStatus.SUCCEEDED, result=result)
+
+    def _guarded(self, job: Job, step: Callable, *args):
+        """Run one job's step; a failure finishes that job (input or internal error) and returns None."""
+        try:
+            return step(*args)
         except InvalidRequest as exc:
             self._log(job, f"Invalid input: {exc}", "ERROR")
             error = JobError(kind="input", message=exc.explanation, field=exc.field)
             self._finish(job, JobStatus.FAILED, error=error)
         except Exception as exc:
-            log.exception("job %s failed", job.id)
-            message = f"generation failed: {type(exc).__name__}: {exc}"
-            self._log(job, message, "ERROR")
-            self._finish(job, JobStatus.FAILED, error=JobError(kind="internal", message=message))
-        else:
-            self._finish(job, JobStatus.SUCCEEDED, result=result)
+            self._fail_internal(job, exc)
+        return None
+
+    def _fail_internal(self, job: Job, exc: Exception) -> None:
+        log.error("job %s failed", job.id, exc_info=exc)
+        message = f"generation failed: {type(exc).__name__}: {exc}"
+        self._log(job, message, "ERROR")
+        self._finish(job, JobStatus.FAILED, error=JobError(kind="internal", message=message))
 
     def _finish(self, job: Job, status: JobStatus, **outcome) -> None:
         if self.store.finish(job.id, status, **outcome):
@@ -97,10 +146,10 @@ class JobRunner:
             raise InvalidRequest(field, "the uploaded image has expired or does not exist", "a recent upload")
         return decode_image(path.read_bytes(), field, max_pixels=self.fetcher.max_pixels)
 
-    def _generate(self, job: Job, should_cancel: Callable[[], bool]) -> JobResult:
+    def _prepare(self, job: Job) -> _Prepared:
+        """Fetch references and expand the prompt: the job's request, ready for the engine."""
         spec = job.spec
-        started = time.time()
-        queued_s = max(0.0, (job.started_at or started) - job.created_at)
+        queued_s = max(0.0, (job.started_at or time.time()) - job.created_at)
         attempt = f" (attempt {job.attempts}, after a restart)" if job.attempts > 1 else ""
         self._log(job, f"Started after {queued_s:.2f} s in the queue{attempt}")
         spec.to_request()  # out-of-range values fail before any fetch
@@ -122,17 +171,12 @@ class JobRunner:
                 prompt, line = self.expander.expand(spec.prompt)
             self._log(job, line)
         expansion_s = time.perf_counter() - expansion_start
-        request = spec.to_request(references, prompt=prompt)
+        timings = {"queue": queued_s, "fetch": fetch_s, "expansion": expansion_s}
+        return _Prepared(job, spec.to_request(references, prompt=prompt), timings)
 
-        self._log(
-            job,
-            f"Generating {spec.num_images} image(s) at {spec.width}x{spec.height}, "
-            f"{spec.num_inference_steps} steps, guidance {spec.guidance_scale:g}, seed {spec.seed}",
-        )
-        metrics.ENGINE_CALLS.inc()
-        (generated,) = self.engine.generate(
-            [request], on_progress=_ProgressLog(lambda m: self._log(job, m)), should_cancel=should_cancel
-        )
+    def _complete(self, prepared: _Prepared, generated: GenerationResult) -> JobResult:
+        """Safety check, encode and store one job's images."""
+        job, spec = prepared.job, prepared.job.spec
         metrics.IMAGES.inc(len(generated.images))
         images, flags, safety_s = self._check(job, generated.images)
 
@@ -156,9 +200,7 @@ class JobRunner:
         encode_s = time.perf_counter() - encode_start
         t = generated.timings
         timings = {
-            "queue": queued_s,
-            "fetch": fetch_s,
-            "expansion": expansion_s,
+            **prepared.timings,
             "ar": t.ar,
             "dit": t.dit,
             "vae": t.vae,
@@ -172,7 +214,7 @@ class JobRunner:
         return JobResult(
             images=tuple(stored),
             seed=generated.seed,
-            prompt=prompt,
+            prompt=prepared.request.prompt,
             has_nsfw_concepts=tuple(flags),
             timings=timings,
             cost=self._cost(images, t.inference),

@@ -21,12 +21,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
     status TEXT NOT NULL,
+    batch_key TEXT NOT NULL,
     finished_at REAL,
     expires_at REAL,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_batch ON jobs (status, batch_key, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_expiry ON jobs (expires_at);
 CREATE TABLE IF NOT EXISTS job_logs (
     job_id TEXT NOT NULL,
@@ -92,8 +94,14 @@ class SqliteJobStore:
         with self._write() as db:
             try:
                 db.execute(
-                    "INSERT INTO jobs (id, status, cancel_requested, body) VALUES (?, ?, ?, ?)",
-                    (job.id, job.status.value, int(job.cancel_requested), job.model_dump_json()),
+                    "INSERT INTO jobs (id, status, batch_key, cancel_requested, body) VALUES (?, ?, ?, ?, ?)",
+                    (
+                        job.id,
+                        job.status.value,
+                        job.spec.batch_key,
+                        int(job.cancel_requested),
+                        job.model_dump_json(),
+                    ),
                 )
             except sqlite3.IntegrityError:
                 return False
@@ -114,17 +122,41 @@ class SqliteJobStore:
         )
         return row[0]
 
-    def claim_next(self) -> Job | None:
+    def oldest_queued(self) -> Job | None:
+        row = (
+            self._db()
+            .execute("SELECT body FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1")
+            .fetchone()
+        )
+        return Job.model_validate_json(row[0]) if row else None
+
+    def claim_batch(self, max_rows: int) -> list[Job]:
         with self._write() as db:
-            row = db.execute("SELECT body FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1").fetchone()
-            if row is None:
-                return None
-            job = Job.model_validate_json(row[0])
-            job = job.model_copy(
-                update={"status": JobStatus.RUNNING, "started_at": time.time(), "attempts": job.attempts + 1}
-            )
-            self._save(db, job)
-            return job
+            head = db.execute(
+                "SELECT batch_key FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1"
+            ).fetchone()
+            if head is None:
+                return []
+            rows = db.execute(
+                "SELECT body FROM jobs WHERE status = 'queued' AND batch_key = ? ORDER BY seq LIMIT ?",
+                (head[0], max(max_rows, 1)),
+            ).fetchall()
+            claimed, images, now = [], 0, time.time()
+            for (body,) in rows:
+                job = Job.model_validate_json(body)
+                if claimed and images + job.spec.num_images > max_rows:
+                    continue  # too big for what is left of this batch: it heads a later one
+                images += job.spec.num_images
+                job = job.model_copy(
+                    update={"status": JobStatus.RUNNING, "started_at": now, "attempts": job.attempts + 1}
+                )
+                self._save(db, job)
+                claimed.append(job)
+            return claimed
+
+    def claim_next(self) -> Job | None:
+        claimed = self.claim_batch(1)
+        return claimed[0] if claimed else None
 
     def add_log(self, job_id: str, level: LogLevel, message: str) -> None:
         with self._write() as db:

@@ -31,6 +31,12 @@ class JobStore(Protocol):
     def queue_position(self, job_id: str) -> int:
         """How many queued jobs are ahead of this one."""
 
+    def oldest_queued(self) -> Job | None: ...
+
+    def claim_batch(self, max_rows: int) -> list[Job]:
+        """Atomically move the oldest queued job, and the queued jobs that can share its engine batch
+        (same batch key, oldest first, up to `max_rows` images in all), to running."""
+
     def claim_next(self) -> Job | None:
         """Atomically move the oldest queued job to running (one claimant wins)."""
 

@@ -31,6 +31,7 @@ from .references import fit_reference, side_bounds
 
 ProgressCallback = Callable[[Progress], None]
 CancelCheck = Callable[[], bool]
+SkipCheck = Callable[[int], bool]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class _Row:
     prompt: str
     seed: int
     references: tuple[Image.Image, ...]
+
+
+class _Skipped(Exception):
+    """Unwinds the DiT loop of a request that was dropped from its batch."""
 
 
 class Engine:
@@ -53,8 +58,11 @@ class Engine:
         requests: Sequence[GenerationRequest],
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
-    ) -> list[GenerationResult]:
-        """Run the requests; results come back in request order. Raises Cancelled when told to stop."""
+        should_skip: SkipCheck | None = None,
+    ) -> list[GenerationResult | None]:
+        """Run the requests; results come back in request order. Raises Cancelled when `should_cancel`
+        says stop. `should_skip(i)` true drops request i's remaining DiT/VAE work (its result is None)
+        while its neighbours go on; its AR rows, batched with theirs, run to the end regardless."""
         seeds = [r.seed if r.seed is not None else random_seed() for r in requests]
         images: dict[int, list[Image.Image]] = {i: [] for i in range(len(requests))}
         timings: dict[int, StageTimings] = {}
@@ -70,12 +78,15 @@ class Engine:
                     for k in range(requests[i].num_images)
                 ]
                 decoded, stage_timings = self._run_group(
-                    requests[members[0]], rows, on_progress, should_cancel
+                    requests[members[0]], rows, on_progress, should_cancel, should_skip or (lambda _: False)
                 )
                 for row, image in zip(rows, decoded, strict=True):
                     images[row.request].append(image)
                     timings[row.request] = stage_timings
-        return [GenerationResult(images[i], seeds[i], timings[i]) for i in range(len(requests))]
+        return [
+            None if None in images[i] else GenerationResult(images[i], seeds[i], timings[i])
+            for i in range(len(requests))
+        ]
 
     def _fit(self, references: tuple[Image.Image, ...]) -> tuple[Image.Image, ...]:
         return tuple(fit_reference(ref, self.min_ref_side, self.max_ref_side) for ref in references)
@@ -90,7 +101,8 @@ class Engine:
         rows: list[_Row],
         on_progress: ProgressCallback | None,
         should_cancel: CancelCheck | None,
-    ) -> tuple[list[Image.Image], StageTimings]:
+        should_skip: SkipCheck,
+    ) -> tuple[list[Image.Image | None], StageTimings]:
         """One batch of rows that share size, steps, guidance and reference count."""
         report = on_progress or (lambda _: None)
         cancel = should_cancel or (lambda: False)
@@ -114,14 +126,30 @@ class Engine:
         # depend on its neighbours) and buys little, as the AR stage dominates.
         total_steps = spec.num_inference_steps * len(rows)
         dit_time = vae_time = 0.0
-        decoded: list[Image.Image] = []
+        decoded: list[Image.Image | None] = []
         for r, row in enumerate(rows):
             if cancel():
                 raise Cancelled("cancelled before the DiT stage")
+            if should_skip(row.request):
+                decoded.append(None)
+                report(Progress("dit", (r + 1) * spec.num_inference_steps, total_steps))
+                report(Progress("vae", r + 1, len(rows)))
+                continue
             start = time.perf_counter()
             latents = self._denoise(
-                spec, row, prior.row(r), r * spec.num_inference_steps, total_steps, report, cancel
+                spec,
+                row,
+                prior.row(r),
+                r * spec.num_inference_steps,
+                total_steps,
+                report,
+                cancel,
+                should_skip,
             )
+            if latents is None:  # this request was skipped mid-denoise
+                decoded.append(None)
+                report(Progress("vae", r + 1, len(rows)))
+                continue
             self._sync()
             dit_time += time.perf_counter() - start
             start = time.perf_counter()
@@ -139,15 +167,25 @@ class Engine:
         total_steps: int,
         report: ProgressCallback,
         cancel: CancelCheck,
-    ) -> torch.Tensor:
-        """The pipeline's DiT loop from given prior tokens; it stops before its own VAE decode."""
+        should_skip: SkipCheck,
+    ) -> torch.Tensor | None:
+        """The pipeline's DiT loop from given prior tokens; it stops before its own VAE decode. None when
+        the row's request was dropped part-way."""
 
         def step_end(_pipe, step: int, _timestep, tensors: dict) -> dict:
             report(Progress("dit", steps_before + step + 1, total_steps))
             if cancel():
                 raise Cancelled("cancelled during the DiT stage")
+            if should_skip(row.request):
+                raise _Skipped
             return tensors
 
+        try:
+            return self._call_pipe(spec, row, prior, step_end)
+        except _Skipped:
+            return None
+
+    def _call_pipe(self, spec: GenerationRequest, row: _Row, prior: PriorTokens, step_end) -> torch.Tensor:
         return self.pipe(
             prompt=row.prompt,
             image=list(row.references) or None,
