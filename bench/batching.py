@@ -59,7 +59,7 @@ def main() -> int:
             body = {"prompt": PROMPTS[i], "image_size": size, "num_inference_steps": args.steps, "seed": i}
             submitted = client.post("/queue/fal-ai/glm-image", json=body).json()
             while client.get(submitted["status_url"]).status_code == 202:
-                time.sleep(0.02)
+                time.sleep(0.1)  # fal_client polls every 0.1 s
             client.get(submitted["response_url"]).raise_for_status()
 
         def served() -> None:

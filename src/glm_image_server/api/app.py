@@ -32,7 +32,7 @@ from ..safety import load_checker
 from ..settings import Settings
 from . import fal, openai, runware
 from .auth import key_ok, presented_key
-from .changes import ChangeFeed
+from .changes import ChangeFeed, SnapshotCache
 
 log = logging.getLogger("glm_image_server")
 T = TypeVar("T")
@@ -51,6 +51,7 @@ class Services:
     sweeper: RetentionSweeper
     fetcher: ImageFetcher
     changes: ChangeFeed
+    snapshots: SnapshotCache
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking store or file work off the event loop."""
@@ -121,7 +122,10 @@ def start_services(settings: Settings, engine, loop: asyncio.AbstractEventLoop) 
     }
     webhooks = WebhookSender(store, settings, renderers, fetcher.guard)
 
+    snapshots = SnapshotCache()
+
     def on_change(job_id: str) -> None:
+        snapshots.invalidate(job_id)
         changes.notify(job_id)
         webhooks.wake()
 
@@ -144,6 +148,7 @@ def start_services(settings: Settings, engine, loop: asyncio.AbstractEventLoop) 
         sweeper=RetentionSweeper(store, storage, settings.result_retention_s),
         fetcher=fetcher,
         changes=changes,
+        snapshots=snapshots,
     )
     services.sweeper.sweep()
     for worker in (services.scheduler, services.webhooks, services.sweeper):
@@ -151,7 +156,7 @@ def start_services(settings: Settings, engine, loop: asyncio.AbstractEventLoop) 
     return services
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:
     """`Authorization: Key <key>` (fal) or `Bearer <key>`; open when no keys are configured."""
     key = presented_key(request.headers.get("authorization", ""), ("key", "bearer"))
     if key_ok(request.app.state.services.settings.api_keys, key):

@@ -206,19 +206,8 @@ def _urls(request: Request, settings: Settings, job_id: str) -> dict[str, str]:
     return {"response_url": root, "status_url": f"{root}/status", "cancel_url": f"{root}/cancel"}
 
 
-def _status_body(request: Request, services: Services, job: Job, position: int, logs: bool) -> dict:
+def _status_body(request: Request, services: Services, job: Job, position: int, log_entries) -> dict:
     body: dict = {"request_id": job.id, **_urls(request, services.settings, job.id)}
-    log_entries = None
-    if logs:
-        log_entries = [
-            {
-                "message": entry.message,
-                "level": entry.level,
-                "source": "USER",
-                "timestamp": datetime.fromtimestamp(entry.timestamp, UTC).isoformat(),
-            }
-            for entry in services.store.logs(job.id)
-        ]
     if job.status == JobStatus.QUEUED:
         return {"status": "IN_QUEUE", **body, "queue_position": position, "logs": log_entries}
     if job.status == JobStatus.RUNNING:
@@ -344,17 +333,38 @@ def _logs_on(logs: str) -> bool:
     return logs.lower() in ("1", "true")
 
 
+def _read_status(services: Services, request_id: str, logs: bool) -> tuple[Job, int, list | None] | None:
+    """What a status body needs from the store: the job, its queue position, its logs if asked."""
+    job = services.store.get(request_id)
+    if job is None:
+        return None
+    position = services.store.queue_position(job.id) if job.status == JobStatus.QUEUED else 0
+    entries = None
+    if logs:
+        entries = [
+            {
+                "message": entry.message,
+                "level": entry.level,
+                "source": "USER",
+                "timestamp": datetime.fromtimestamp(entry.timestamp, UTC).isoformat(),
+            }
+            for entry in services.store.logs(job.id)
+        ]
+    return job, position, entries
+
+
 async def _status(request: Request, request_id: str, logs: bool) -> tuple[Job | None, dict]:
     services = _services(request)
-
-    def read() -> tuple[Job | None, dict]:
-        job = services.store.get(request_id)
-        if job is None:
+    key = (request_id, logs)
+    snapshot = services.snapshots.get(key)
+    if snapshot is None:
+        version = services.snapshots.version(request_id)
+        snapshot = await services.call(_read_status, services, request_id, logs)
+        if snapshot is None:
             return None, NOT_FOUND
-        position = services.store.queue_position(job.id) if job.status == JobStatus.QUEUED else 0
-        return job, _status_body(request, services, job, position, logs)
-
-    return await services.call(read)
+        services.snapshots.put(key, snapshot, version)
+    job, position, entries = snapshot
+    return job, _status_body(request, services, job, position, entries)
 
 
 @router.get(f"{REQUEST_PATH}/status", summary="Request status")
@@ -416,6 +426,7 @@ async def cancel(request: Request, request_id: str) -> JSONResponse:
     outcome = await services.call(services.store.request_cancel, request_id)
     if outcome == "requested":
         services.scheduler.cancel(request_id)
+    services.snapshots.invalidate(request_id)
     services.changes.notify(request_id)
     status_code, body = {
         "cancelled": (200, "OK"),
