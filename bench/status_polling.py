@@ -25,7 +25,7 @@ from _server import ServerProcess
 
 from glm_image_server.settings import Settings
 
-UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
 def wrk(url: str, connections: int, seconds: float) -> tuple[float, float, float]:
@@ -38,7 +38,7 @@ def wrk(url: str, connections: int, seconds: float) -> tuple[float, float, float
     ).stdout
 
     def latency(percent: str) -> float:
-        value, unit = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)$", out, re.M).groups()
+        value, unit = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M).groups()
         return float(value) * UNITS[unit]
 
     rate = float(re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)[1])
