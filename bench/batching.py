@@ -12,7 +12,6 @@ fal_client does. Rounds alternate; medians.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import torch
-from _server import ServerProcess
+from _common import ServerProcess, alternate
 
 from glm_image_server.model.loader import load_pipeline, quiet_library_logs
 from glm_image_server.settings import Settings
@@ -75,16 +74,9 @@ def main() -> int:
                 list(pool.map(one, range(8)))
 
         try:
-            sequential(), served()  # warm-up
-            times_seq, times_served = [], []
-            for _ in range(args.rounds):
-                for fn, times in ((sequential, times_seq), (served, times_served)):
-                    start = time.perf_counter()
-                    fn()
-                    times.append(time.perf_counter() - start)
+            q, s = alternate(sequential, served, args.rounds)
         finally:
             server.stop()
-    q, s = statistics.median(times_seq), statistics.median(times_served)
     print(
         f"8 images at {args.side}², {args.steps} steps, tiny model, {args.rounds} alternating rounds; medians"
     )

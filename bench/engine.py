@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
-from collections.abc import Callable
 
 import torch
+from _common import alternate, timed
 
 from glm_image_server.model.engine import Engine
 from glm_image_server.model.loader import load_pipeline, quiet_library_logs
@@ -23,22 +22,6 @@ from glm_image_server.settings import Settings
 from glm_image_server.types import GenerationRequest
 
 PROMPTS = [f"a shop sign that reads 'OPEN {i}' above a door, photo" for i in range(8)]
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def alternate(a: Callable[[], object], b: Callable[[], object], rounds: int) -> tuple[float, float]:
-    """Median seconds of a and of b, run a, b, a, b, ... after one warm-up each."""
-    a(), b()
-    times_a, times_b = [], []
-    for _ in range(rounds):
-        times_a.append(timed(a))
-        times_b.append(timed(b))
-    return statistics.median(times_a), statistics.median(times_b)
 
 
 def main() -> int:

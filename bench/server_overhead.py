@@ -12,13 +12,11 @@ default NudeNet check on, for reference.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
-from _server import ServerProcess
+from _common import ServerProcess, alternate
 
 from glm_image_server.model.engine import Engine
 from glm_image_server.model.loader import load_pipeline, quiet_library_logs
@@ -62,14 +60,7 @@ def main() -> int:
                         response = client.post("/fal-ai/glm-image", json=body)
                         response.raise_for_status()
 
-                    direct(), served()  # warm-up
-                    times_direct, times_served = [], []
-                    for _ in range(args.repeats):
-                        for fn, times in ((direct, times_direct), (served, times_served)):
-                            start = time.perf_counter()
-                            fn()
-                            times.append(time.perf_counter() - start)
-                    d, s = statistics.median(times_direct), statistics.median(times_served)
+                    d, s = alternate(direct, served, args.repeats)
                     label = "safety check on " if checker else "safety check off"
                     print(f"{side:>4}²  {label}  direct {d:.3f} s  server {s:.3f} s  ratio {s / d:.3f}")
         finally:

@@ -10,11 +10,10 @@ Tiny model, two batches of 4 prompts. Prints medians and the speed-up of the ove
 from __future__ import annotations
 
 import argparse
-import statistics
 import threading
-import time
 
 import torch
+from _common import alternate
 
 from glm_image_server.model.engine import Engine, _Row
 from glm_image_server.model.loader import load_pipeline, quiet_library_logs
@@ -65,14 +64,7 @@ def main() -> int:
         dit_vae(batches[1], second[0])
 
     with torch.inference_mode():
-        sequential(), overlapped()
-        times_seq, times_over = [], []
-        for _ in range(args.rounds):
-            for fn, times in ((sequential, times_seq), (overlapped, times_over)):
-                start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
-    s, o = statistics.median(times_seq), statistics.median(times_over)
+        s, o = alternate(sequential, overlapped, args.rounds)
     print(f"2 batches of 4 at {args.side}², {args.steps} steps, {torch.get_num_threads()} torch threads")
     print(f"sequential {s:.2f} s   overlapped {o:.2f} s   speed-up {s / o:.2f}x")
     return 0

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
-from _server import ServerProcess
+from _common import ServerProcess
 
 from glm_image_server.settings import Settings
 
