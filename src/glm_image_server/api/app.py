@@ -26,7 +26,7 @@ from ..jobs.sqlite import SqliteJobStore
 from ..jobs.store import JobStore
 from ..jobs.webhooks import WebhookSender
 from ..media.fetch import ImageFetcher
-from ..media.storage import LocalStorage
+from ..media.storage import LocalStorage, file_url
 from ..prompting import PromptExpander
 from ..safety import load_checker
 from ..settings import Settings
@@ -87,8 +87,7 @@ class Services:
             await self.changes.wait(job_id, WAIT_POLL_S)
 
     def file_url(self, job: Job, key: str) -> str:
-        base = (self.settings.public_url or job.base_url).rstrip("/")
-        return f"{base}/files/{key}"
+        return file_url(self.settings.public_url, job.base_url, key)
 
     def stop(self) -> None:
         self.scheduler.stop()

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..jobs.records import Job, JobError, JobSpec, JobStatus
 from ..jobs.webhooks import Outgoing
-from ..media.storage import LocalStorage
+from ..media.storage import LocalStorage, file_url
 from ..settings import Settings
 from ..types import (
     MAX_PROMPT_CHARS,
@@ -150,14 +150,13 @@ def _error_response(job: Job) -> JSONResponse:
 def render_output(job: Job, storage: LocalStorage, settings: Settings) -> dict:
     """The endpoint's output JSON. Blocking (sync_mode reads the files)."""
     assert job.result is not None
-    base = (settings.public_url or job.base_url).rstrip("/")
     images = []
     for image in job.result.images:
         if job.options.get("sync_mode"):
             data = base64.b64encode(storage.read(image.key)).decode()
             url = f"data:{image.content_type};base64,{data}"
         else:
-            url = f"{base}/files/{image.key}"
+            url = file_url(settings.public_url, job.base_url, image.key)
         images.append(
             {
                 "url": url,

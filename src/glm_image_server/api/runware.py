@@ -26,7 +26,7 @@ from ..jobs.webhooks import Outgoing
 from ..media.encode import encode_image
 from ..media.fetch import decode_data_uri
 from ..media.inputs import decode_image
-from ..media.storage import LocalStorage, upload_key
+from ..media.storage import LocalStorage, file_url, upload_key
 from ..settings import Settings
 from ..types import MAX_REFERENCES, MAX_SEED, SIZE_MULTIPLE, InvalidRequest, random_seed
 from .auth import key_ok, presented_key
@@ -152,7 +152,6 @@ def render_items(job: Job, storage: LocalStorage, settings: Settings) -> list[di
     """A succeeded job's results, one item per image. Blocking (inline outputs read the files)."""
     assert job.result is not None
     output_type = job.options.get("outputType", "URL")
-    base = (settings.public_url or job.base_url).rstrip("/")
     items = []
     for i, image in enumerate(job.result.images):
         item: dict[str, Any] = {
@@ -164,7 +163,7 @@ def render_items(job: Job, storage: LocalStorage, settings: Settings) -> list[di
             "NSFWContent": job.result.has_nsfw_concepts[i],
         }
         if output_type == "URL":
-            item["imageURL"] = f"{base}/files/{image.key}"
+            item["imageURL"] = file_url(settings.public_url, job.base_url, image.key)
         else:
             data = base64.b64encode(storage.read(image.key)).decode()
             inline = f"data:{image.content_type};base64,{data}" if output_type == "dataURI" else data
@@ -368,8 +367,7 @@ class Tasks:
             "taskType": "imageUpload",
             "taskUUID": task.get("taskUUID"),
             "imageUUID": str(image_uuid),
-            "imageURL": f"{(services.settings.public_url or self.base_url).rstrip('/')}/files/"
-            f"{upload_key(image_uuid)}",
+            "imageURL": file_url(services.settings.public_url, self.base_url, upload_key(image_uuid)),
         }
 
 

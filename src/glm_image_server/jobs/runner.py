@@ -88,7 +88,12 @@ class JobRunner:
                 f"{spec.num_inference_steps} steps, guidance {spec.guidance_scale:g}, seed {spec.seed}"
                 + batch,
             )
-        progress = _ProgressLog(lambda message: [self._log(p.job, message) for p in prepared])
+
+        def log_to_all(message: str) -> None:
+            for p in prepared:
+                self._log(p.job, message)
+
+        progress = _ProgressLog(log_to_all)
         metrics.ENGINE_CALLS.inc()
         try:
             results = self.engine.generate(

@@ -11,6 +11,12 @@ KEY = re.compile(r"^[A-Za-z0-9_-]+\.[a-z]+$")
 UPLOAD_PREFIX = "upload-"
 
 
+def file_url(public_url: str | None, request_base_url: str, key: str) -> str:
+    """The URL a client fetches a stored file at: under the configured public URL (behind a reverse
+    proxy), else under the URL the request came in on."""
+    return f"{(public_url or request_base_url).rstrip('/')}/files/{key}"
+
+
 def upload_key(image_uuid: uuid.UUID) -> str:
     """Where an uploaded image (PNG) is kept; its UUID is the public handle."""
     return f"{UPLOAD_PREFIX}{image_uuid}.png"
