@@ -5,19 +5,25 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
+import shutil
 import sys
 from pathlib import Path
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from . import __version__
 from .settings import Settings
 from .types import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS_CLI,
     SIZE_PRESETS,
     GenerationRequest,
     InvalidRequest,
     Progress,
-    image_seed,
     parse_size,
     size_like,
 )
@@ -31,27 +37,60 @@ TINY_NOTICE = (
 STAGE_LABELS = {"ar": "AR tokens", "dit": "DiT steps", "vae": "VAE decode"}
 
 
-def _model_flags(parser: argparse.ArgumentParser) -> None:
-    defaults = Settings()
-    parser.add_argument(
-        "--model",
-        default=defaults.model,
-        help="'tiny' (demo model with random weights, built offline), a Hugging Face id such as "
-        "zai-org/GLM-Image, or a local diffusers-format directory (env GLM_IMAGE_MODEL; default %(default)s)",
-    )
-    parser.add_argument("--device", default=defaults.device, choices=["auto", "cuda", "cpu", "mps"])
-    parser.add_argument(
-        "--dtype",
-        default=defaults.dtype,
-        choices=["auto", "bfloat16", "float16", "float32"],
-        help="auto: bfloat16 on a GPU, float32 on the CPU",
-    )
-    parser.add_argument(
-        "--cpu-offload",
-        action=argparse.BooleanOptionalAction,
-        default=defaults.cpu_offload,
-        help="keep components in CPU memory and move each to the GPU while it runs (smaller GPUs)",
-    )
+MODEL_FLAGS = ("model", "device", "dtype", "cpu_offload", "cache_dir")
+SERVE_FLAGS = (
+    "host",
+    "port",
+    "data_dir",
+    "public_url",
+    "api_keys",
+    "allow_unauthenticated",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "workers",
+    *MODEL_FLAGS,
+)
+WORKER_FLAGS = ("data_dir", "worker_id", "torch_threads", *MODEL_FLAGS)
+FLAG_NAMES = {"api_keys": "--api-key"}  # repeatable: one key per flag
+
+
+def _flag_type(annotation: Any) -> tuple[Any, dict]:
+    """argparse options for a settings field's type."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+        annotation = args[0]
+    if annotation is bool:
+        return None, {"action": argparse.BooleanOptionalAction}
+    if get_origin(annotation) is Literal:
+        return None, {"choices": list(get_args(annotation))}
+    if get_origin(annotation) is list:
+        return None, {"action": "append", "metavar": "VALUE"}
+    return annotation, {}
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    """One flag per Settings field, generated from it (type, help, default): they cannot drift apart.
+    Flags not given leave the field to its environment variable or default."""
+    defaults = Settings.model_fields
+    for name in names:
+        field = defaults[name]
+        kind, options = _flag_type(field.annotation)
+        default = field.get_default(call_default_factory=True)
+        shown = ",".join(default) if isinstance(default, list) else default
+        help_text = (
+            f"{field.description or name.replace('_', ' ')} (env GLM_IMAGE_{name.upper()}; default {shown})"
+        )
+        if kind is not None:
+            options["type"] = kind
+        flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+        parser.add_argument(
+            flag, dest=name, default=argparse.SUPPRESS, help=help_text.replace("%", "%%"), **options
+        )
+
+
+def settings_from(args: argparse.Namespace, names: tuple[str, ...]) -> Settings:
+    """Settings from the environment, overridden by the flags given."""
+    return Settings(**{name: getattr(args, name) for name in names if hasattr(args, name)})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="REF",
-        help="reference image for an edit (repeat up to 4 times)",
+        help="reference image for an edit (up to 4)",
     )
     gen.add_argument(
         "--size",
@@ -82,9 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
         "Default: square_hd (1024x1024); with reference images, auto: the first reference's aspect ratio "
         "at about one megapixel",
     )
-    gen.add_argument("--steps", type=int, default=50, help="DiT denoising steps (default %(default)s)")
     gen.add_argument(
-        "--guidance", type=float, default=1.5, help="classifier-free guidance (default %(default)s)"
+        "--steps",
+        type=int,
+        default=DEFAULT_STEPS_CLI,
+        help="DiT denoising steps (default %(default)s, the model card's)",
+    )
+    gen.add_argument(
+        "--guidance",
+        type=float,
+        default=DEFAULT_GUIDANCE,
+        help="classifier-free guidance (default %(default)s)",
     )
     gen.add_argument(
         "--seed", type=int, default=None, help="random seed; image i uses seed+i (default: random)"
@@ -97,54 +144,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         type=Path,
         default=Path("out.png"),
-        help="output file: .png, .jpg or .webp; with -n > 1, NAME-1.png, NAME-2.png, ... "
-        "(default %(default)s)",
+        help="output file: .png, .jpg or .webp; with -n > 1, NAME-1.png, NAME-2.png, ... (default %(default)s)",
     )
-    _model_flags(gen)
+    add_settings_flags(gen, MODEL_FLAGS)
 
     serve = commands.add_parser(
         "serve",
-        help="run the HTTP server (fal.ai, Runware and OpenAI Images APIs)",
+        help="run the HTTP server (fal.ai, Runware and OpenAI Images APIs) and its GPU worker processes",
         description="Serve GLM-Image over the fal.ai API (sync runs at /fal-ai/glm-image[/image-to-image], "
         "the queue under /queue/...), the Runware API (POST /v1 and a WebSocket on /v1) and the OpenAI "
-        "Images API (/v1/images/generations, /v1/images/edits). Point fal clients at it with "
-        "FAL_RUN_HOST=HOST:PORT and "
-        "FAL_QUEUE_RUN_HOST=HOST:PORT/queue. Every flag can also be set as GLM_IMAGE_<FLAG> in the "
-        "environment.",
+        "Images API (/v1/images/generations, /v1/images/edits). The model runs in worker processes, one per "
+        "GPU by default; the API process never loads it. Point fal clients at it with FAL_RUN_HOST=HOST:PORT "
+        "and FAL_QUEUE_RUN_HOST=HOST:PORT/queue (fal's Python client needs HTTPS: see docs/api.md). Every flag "
+        "can also be set as GLM_IMAGE_<FLAG> in the environment; more settings are environment-only "
+        "(docs/api.md).",
     )
-    defaults = Settings()
-    serve.add_argument("--host", default=defaults.host, help="address to bind (default %(default)s)")
-    serve.add_argument("--port", type=int, default=defaults.port, help="port (default %(default)s)")
-    serve.add_argument(
-        "--data-dir",
-        type=Path,
-        default=defaults.data_dir,
-        help="job database and generated files (default %(default)s)",
+    add_settings_flags(serve, SERVE_FLAGS)
+
+    worker = commands.add_parser(
+        "worker",
+        help="run one worker process: it loads the model and runs jobs from the data directory's job store",
+        description="One worker alone, against the job store in --data-dir (another box joins a fleet this "
+        "way; `serve --workers 0` runs the API without workers). Stops cleanly on SIGTERM: its running jobs "
+        "go back to the queue.",
     )
-    serve.add_argument(
-        "--public-url",
-        default=defaults.public_url,
-        help="base URL clients reach this server at, for URLs in responses behind a reverse proxy "
-        "(default: the URL of each request)",
-    )
-    serve.add_argument(
-        "--api-key",
-        action="append",
-        dest="api_keys",
-        default=None,
-        metavar="KEY",
-        help="accept this API key (repeat for several; env GLM_IMAGE_API_KEYS=k1,k2). Without keys the "
-        "server is open and binds only to loopback addresses",
-    )
-    serve.add_argument(
-        "--allow-unauthenticated",
-        action="store_true",
-        default=defaults.allow_unauthenticated,
-        help="allow binding a non-loopback address with no API keys",
-    )
-    serve.add_argument("--ssl-certfile", type=Path, default=defaults.ssl_certfile, help="serve HTTPS")
-    serve.add_argument("--ssl-keyfile", type=Path, default=defaults.ssl_keyfile)
-    _model_flags(serve)
+    add_settings_flags(worker, WORKER_FLAGS)
     return parser
 
 
@@ -157,15 +181,15 @@ def _output_paths(output: Path, count: int) -> list[Path]:
 OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 
 
-def _request(args: argparse.Namespace) -> GenerationRequest:
+def _request(args: argparse.Namespace, settings: Settings) -> tuple[GenerationRequest, tuple]:
+    """The request and its decoded reference images."""
     from .media.inputs import read_image
 
     if args.output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise InvalidRequest(
             "output", f"unsupported file type {args.output.suffix!r}", ", ".join(OUTPUT_SUFFIXES)
         )
-
-    references = tuple(read_image(path, field="image") for path in args.image)
+    references = tuple(read_image(path, "image", settings.input_max_pixels) for path in args.image)
     size = args.size or ("auto" if references else "square_hd")
     if size == "auto":
         if not references:
@@ -173,16 +197,18 @@ def _request(args: argparse.Namespace) -> GenerationRequest:
         width, height = size_like(references[0])
     else:
         width, height = parse_size(size)
-    return GenerationRequest(
+    seed = {"seed": args.seed} if args.seed is not None else {}
+    request = GenerationRequest(
         prompt=args.prompt,
         width=width,
         height=height,
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
-        seed=args.seed,
         num_images=args.num_images,
-        references=references,
+        references=tuple(Path(path).resolve().as_uri() for path in args.image),
+        **seed,
     )
+    return request, references
 
 
 class _ProgressBars:
@@ -208,27 +234,23 @@ class _ProgressBars:
 
 
 def generate(args: argparse.Namespace) -> int:
-    request = _request(args)  # validate before the (slow) model load
-    settings = Settings(model=args.model, device=args.device, dtype=args.dtype, cpu_offload=args.cpu_offload)
+    settings = settings_from(args, MODEL_FLAGS)
+    request, references = _request(args, settings)  # validate before the (slow) model load
     if settings.model == "tiny":
         log.warning(TINY_NOTICE)
-    from .model.engine import Engine
-    from .model.loader import load_pipeline, quiet_library_logs
+    from .model.loader import load_engine
 
-    quiet_library_logs()
-
-    engine = Engine(load_pipeline(settings))
+    engine = load_engine(settings)
     bars = _ProgressBars()
     try:
-        (result,) = engine.generate([request], on_progress=bars)
+        (result,) = engine.generate([request], [references], on_progress=bars)
     finally:
         bars.close()
-    for i, (path, image) in enumerate(
-        zip(_output_paths(args.output, len(result.images)), result.images, strict=True)
-    ):
+    paths = _output_paths(args.output, len(result.images))
+    for path, image, seed in zip(paths, result.images, result.seeds, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
         image.save(path)
-        print(f"{path}  {image.width}x{image.height}  seed {image_seed(result.seed, i)}")
+        print(f"{path}  {image.width}x{image.height}  seed {seed}")
     t = result.timings
     print(f"AR {t.ar:.2f}s  DiT {t.dit:.2f}s  VAE {t.vae:.2f}s", file=sys.stderr)
     return 0
@@ -243,26 +265,17 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _metrics_dir(settings: Settings) -> None:
+    """One Prometheus directory for this server and its workers, emptied at start (before
+    prometheus_client is imported: it reads the variable then)."""
+    directory = settings.data_dir / "metrics"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
 def serve(args: argparse.Namespace) -> int:
-    overrides = {
-        name: getattr(args, name)
-        for name in (
-            "host",
-            "port",
-            "data_dir",
-            "public_url",
-            "allow_unauthenticated",
-            "ssl_certfile",
-            "ssl_keyfile",
-            "model",
-            "device",
-            "dtype",
-            "cpu_offload",
-        )
-    }
-    if args.api_keys is not None:
-        overrides["api_keys"] = args.api_keys
-    settings = Settings(**overrides)
+    settings = settings_from(args, SERVE_FLAGS)
     if not settings.api_keys and not _is_loopback(settings.host) and not settings.allow_unauthenticated:
         print(
             f"glm-image: error: refusing to serve {settings.host} with no API keys: anyone who can reach it "
@@ -272,6 +285,8 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     if settings.model == "tiny":
         log.warning(TINY_NOTICE)
+    if settings.workers != 0:
+        _metrics_dir(settings)
     import uvicorn
 
     from .api.app import create_app
@@ -288,14 +303,27 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker(args: argparse.Namespace) -> int:
+    from .services import run_worker
+
+    run_worker(settings_from(args, WORKER_FLAGS))
+    return 0
+
+
+COMMANDS = {"generate": generate, "serve": serve, "worker": worker}
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "generate":
-            return generate(args)
-        if args.command == "serve":
-            return serve(args)
+        return COMMANDS[args.command](args)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        print(
+            f"glm-image: error: --{str(first['loc'][0]).replace('_', '-')}: {first['msg']}", file=sys.stderr
+        )
+        return 2
     except InvalidRequest as exc:
         print(f"glm-image: error: {exc}", file=sys.stderr)
         return 2
@@ -304,7 +332,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    return 1
 
 
 if __name__ == "__main__":

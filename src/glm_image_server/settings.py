@@ -1,4 +1,8 @@
-"""One settings object: environment variables GLM_IMAGE_*, overridden by CLI flags."""
+"""One settings object: environment variables GLM_IMAGE_*, overridden by CLI flags.
+
+Every tunable of the server lives here, with its default and a description; the CLI's flags are
+generated from these fields (cli.py), so a flag and its setting cannot drift apart.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +35,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     cpu_offload: bool = Field(default=False, description="move each component to the GPU only while it runs")
-    cache_dir: Path = Field(default=Path.home() / ".cache" / "glm-image-server")
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "glm-image-server", description="where the tiny model is built"
+    )
 
     # The server.
     host: str = "127.0.0.1"
@@ -51,8 +57,43 @@ class Settings(BaseSettings):
     allow_unauthenticated: bool = Field(
         default=False, description="serve a non-loopback address with no API keys configured"
     )
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
+    ssl_certfile: Path | None = Field(default=None, description="serve HTTPS with this certificate (PEM)")
+    ssl_keyfile: Path | None = Field(default=None, description="the certificate's private key (PEM)")
+    wait_poll_s: float = Field(
+        default=1.0, gt=0, description="a waiting sync request re-reads its job at least this often"
+    )
+    change_poll_s: float = Field(
+        default=0.05, gt=0, description="how often the API reads the store's change log (workers' writes)"
+    )
+    stream_keepalive_s: float = Field(
+        default=15.0, gt=0, description="a status stream sends a keep-alive comment after this much silence"
+    )
+    snapshot_ttl_s: float = Field(
+        default=0.5, ge=0, description="how long a status read is served from memory without a change"
+    )
+
+    # Workers: the processes that run the model.
+    workers: int | None = Field(
+        default=None,
+        ge=0,
+        description="worker processes `serve` starts: default one per visible CUDA device (each pinned to "
+        "its device), 1 without one; 0 serves the API alone (workers join with `glm-image worker`)",
+    )
+    worker_id: str | None = Field(default=None, description="this worker's name (default: host-pid)")
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="torch CPU threads per worker (default: the CPU cores / workers)"
+    )
+    lease_s: float = Field(
+        default=15.0, gt=0, description="a worker that has not renewed its claim this long loses its jobs"
+    )
+    heartbeat_s: float = Field(default=2.0, gt=0, description="how often a worker renews its claims")
+    idle_poll_s: float = Field(default=0.5, gt=0, description="how often an idle worker looks for jobs")
+    cancel_poll_s: float = Field(
+        default=0.2, gt=0, description="how often a running job's cancel flag is read from the store"
+    )
+    worker_restart_max_s: float = Field(
+        default=30.0, gt=0, description="longest wait before restarting a worker that keeps dying"
+    )
 
     # Post-processing.
     safety_checker: str = Field(
@@ -86,19 +127,28 @@ class Settings(BaseSettings):
     )
 
     # URLs the server fetches (image inputs) or calls (webhooks).
-    fetch_timeout_s: float = Field(default=20.0, gt=0)
-    fetch_max_bytes: int = Field(default=30 * 1024 * 1024, gt=0)
+    fetch_timeout_s: float = Field(default=20.0, gt=0, description="whole-fetch deadline of an input URL")
+    fetch_max_bytes: int = Field(default=30 * 1024 * 1024, gt=0, description="largest input image, bytes")
     fetch_max_redirects: int = Field(default=5, ge=0)
-    input_max_pixels: int = Field(default=40_000_000, gt=0, description="decompression-bomb guard")
+    fetch_workers: int = Field(default=4, ge=1, description="input URLs fetched at once per worker")
+    input_max_pixels: int = Field(
+        default=40_000_000, gt=0, description="largest input image, pixels (decompression-bomb guard)"
+    )
     allow_loopback_urls: bool = Field(default=False, description="let URLs point at 127.0.0.0/8 and ::1")
     allow_private_urls: bool = Field(
         default=False, description="let URLs point at private, link-local and other non-global addresses"
     )
+    webhook_timeout_s: float = Field(default=15.0, gt=0, description="deadline of one webhook or upload call")
     webhook_max_attempts: int = Field(default=10, ge=1)
     webhook_retry_base_s: float = Field(
         default=5.0, gt=0, description="first retry delay; doubles per attempt up to webhook_retry_max_s"
     )
     webhook_retry_max_s: float = Field(default=1800.0, gt=0)
+    delivery_lease_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="a webhook attempt is held by one API process this long",
+    )
 
     @field_validator("api_keys", "safety_labels", mode="before")
     @classmethod

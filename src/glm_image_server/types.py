@@ -1,4 +1,6 @@
-"""The one internal request/result model every dialect translates to and from."""
+"""The one internal request/result model: every dialect translates to it, the job store keeps it, the
+engine runs it. Validation lives here and nowhere else, so a request that exists is one the engine can run.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +15,16 @@ from PIL import Image
 SIZE_MULTIPLE = 32
 MIN_SIDE, MAX_SIDE = 64, 2048
 MAX_STEPS = 100
-MAX_GUIDANCE = 50.0
+MIN_GUIDANCE, MAX_GUIDANCE = 1.0, 50.0
 MAX_IMAGES = 20
 MAX_REFERENCES = 4
 MAX_PROMPT_CHARS = 10_000
 MAX_SEED = 2**63 - 1
+# Default DiT steps, one documented choice per surface: the model card's 50 for `glm-image generate`,
+# fal's endpoint default of 30 for the HTTP APIs (fal, Runware, OpenAI).
+DEFAULT_STEPS_CLI = 50
+DEFAULT_STEPS_API = 30
+DEFAULT_GUIDANCE = 1.5
 
 # fal's image_size presets (fal toolkit), width x height.
 SIZE_PRESETS: dict[str, tuple[int, int]] = {
@@ -29,8 +36,10 @@ SIZE_PRESETS: dict[str, tuple[int, int]] = {
     "landscape_16_9": (1024, 576),
 }
 AUTO_SIZE_PIXELS = 1024 * 1024
+STORED = "stored:"  # a reference already in our storage (an upload): `stored:<key>`
 
 Stage = Literal["ar", "dit", "vae"]
+OutputFormat = Literal["jpeg", "png", "webp"]
 
 
 class InvalidRequest(ValueError):
@@ -61,7 +70,7 @@ def parse_size(text: str) -> tuple[int, int]:
     if text in SIZE_PRESETS:
         return SIZE_PRESETS[text]
     width, sep, height = text.lower().partition("x")
-    if sep and width.isdigit() and height.isdigit():
+    if sep and width.isdigit() and height.isdigit() and len(width) < 6 and len(height) < 6:
         return int(width), int(height)
     raise InvalidRequest(
         "size", f"unknown size {text!r}", f"WIDTHxHEIGHT or one of {', '.join(SIZE_PRESETS)}"
@@ -69,6 +78,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def random_seed() -> int:
+    """The one place a default seed is chosen: when a request is created, so a re-run reproduces it."""
     return secrets.randbelow(2**32)
 
 
@@ -78,26 +88,29 @@ def image_seed(seed: int, index: int) -> int:
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise InvalidRequest(name, f"must be between {low} and {high}, got {value}", f"{low}..{high}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise InvalidRequest(
+            name, f"must be between {low:g} and {high:g}, got {value!r}", f"{low:g}..{high:g}"
+        )
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
     """One generation: text-to-image, or an edit when `references` holds 1-4 images.
 
-    Validated on construction, so an instance that exists is one the engine can run. `seed=None` means
-    "pick one"; the engine reports the seed it used. Image i of a request is generated with seed+i.
+    References are locators until a worker fetches them: http(s) URLs, data URIs, or `stored:<key>` for
+    an upload in our storage; the engine gets the decoded images beside the request. The seed is fixed
+    on creation; image i of a request is generated with seed + i. Validated on construction.
     """
 
     prompt: str
     width: int = 1024
     height: int = 1024
-    num_inference_steps: int = 50
-    guidance_scale: float = 1.5
-    seed: int | None = None
+    num_inference_steps: int = DEFAULT_STEPS_CLI
+    guidance_scale: float = DEFAULT_GUIDANCE
+    seed: int = field(default_factory=random_seed)
     num_images: int = 1
-    references: tuple[Image.Image, ...] = ()
+    references: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
@@ -112,20 +125,46 @@ class GenerationRequest:
             if not isinstance(value, int) or not MIN_SIDE <= value <= MAX_SIDE or value % SIZE_MULTIPLE:
                 raise InvalidRequest(name, f"must be a multiple of {SIZE_MULTIPLE}, got {value}", allowed)
         _check_range("num_inference_steps", self.num_inference_steps, 1, MAX_STEPS)
-        _check_range("guidance_scale", self.guidance_scale, 0.0, MAX_GUIDANCE)
+        _check_range("guidance_scale", self.guidance_scale, MIN_GUIDANCE, MAX_GUIDANCE)
         _check_range("num_images", self.num_images, 1, MAX_IMAGES)
-        if self.seed is not None:
-            _check_range("seed", self.seed, 0, MAX_SEED)
+        _check_range("seed", self.seed, 0, MAX_SEED)
         if len(self.references) > MAX_REFERENCES:
             raise InvalidRequest(
                 "references", f"got {len(self.references)} images", f"0..{MAX_REFERENCES} images"
             )
-        if not all(isinstance(ref, Image.Image) for ref in self.references):
-            raise InvalidRequest("references", "must be decoded images", "PIL images")
+        for i, ref in enumerate(self.references):
+            if not isinstance(ref, str) or not ref.startswith(("http://", "https://", "data:", STORED)):
+                raise InvalidRequest(
+                    f"references[{i}]", "must be an http(s) URL, a data URI or an upload", "URLs or data URIs"
+                )
 
-    def batch_key(self) -> tuple[int, int, int, float, int]:
-        """Requests with equal keys can share one engine batch."""
-        return (self.width, self.height, self.num_inference_steps, self.guidance_scale, len(self.references))
+    @property
+    def batch_key(self) -> str:
+        """Requests with equal keys can share one engine batch: same size, steps, guidance, references."""
+        steps, guidance, refs = self.num_inference_steps, self.guidance_scale, len(self.references)
+        return f"{self.width}x{self.height}/{steps}/{guidance!r}/{refs}"
+
+    @property
+    def seeds(self) -> list[int]:
+        return [image_seed(self.seed, i) for i in range(self.num_images)]
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """What to do with a request's images: encoding, checks, and where to deliver them."""
+
+    format: OutputFormat = "jpeg"
+    quality: int = 95
+    safety_check: bool = False
+    expand_prompt: bool = False
+    webhook_url: str | None = None
+    upload_url: str | None = None  # each output file is PUT here when the job succeeds
+    ttl_s: float | None = None  # keep the result this long instead of the server's retention
+
+    def __post_init__(self) -> None:
+        if self.format not in ("jpeg", "png", "webp"):
+            raise InvalidRequest("output_format", f"unknown format {self.format!r}", "jpeg, png, webp")
+        _check_range("output_quality", self.quality, 1, 100)
 
 
 @dataclass(frozen=True)
@@ -143,8 +182,10 @@ class StageTimings:
 
 @dataclass(frozen=True)
 class GenerationResult:
+    """A request's images, each with the seed that made it."""
+
     images: list[Image.Image]
-    seed: int
+    seeds: list[int]
     timings: StageTimings = field(default_factory=StageTimings)
 
 

@@ -1,11 +1,14 @@
 """The embedded job store: one SQLite file in WAL mode, safe across threads and processes.
 
-A job row holds the whole Job as JSON plus the columns that queries need. Writes use BEGIN IMMEDIATE
-and synchronous=FULL, so a job that was acknowledged survives a crash of the process or the machine.
+A job row holds the whole Job as JSON plus the columns that queries need. Writes use BEGIN IMMEDIATE and
+synchronous=FULL, so a job that was acknowledged survives a crash of the process or the machine. Worker
+processes on the same machine share the file; the schema is versioned (PRAGMA user_version) and migrated
+on open.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -13,9 +16,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .records import Job, JobError, JobResult, JobStatus, LogEntry, LogLevel
-from .store import CancelOutcome, Delivery
+from .records import Claim, Job, JobError, JobResult, JobStatus, LogEntry, LogLevel, WorkerInfo
+from .store import CancelOutcome, Changes, Delivery, Requeued
 
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -25,11 +29,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at REAL,
     expires_at REAL,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
+    worker_id TEXT,
+    lease_until REAL,
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_batch ON jobs (status, batch_key, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_expiry ON jobs (expires_at);
+CREATE INDEX IF NOT EXISTS jobs_by_worker ON jobs (worker_id, status);
 CREATE TABLE IF NOT EXISTS job_logs (
     job_id TEXT NOT NULL,
     timestamp REAL NOT NULL,
@@ -45,18 +52,74 @@ CREATE TABLE IF NOT EXISTS webhooks (
     parts_done INTEGER NOT NULL DEFAULT 0,
     next_at REAL,
     delivered_at REAL,
-    last_error TEXT
+    last_error TEXT,
+    lease_owner TEXT,
+    lease_until REAL
 );
 CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (next_at);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
 """
+CHANGE_LOG_KEEP_S = 300.0  # the change log only wakes waiters; older rows are pruned
+
+
+def _migrate_v1_body(body: str) -> str:
+    """A version-1 job (`spec` + loose delivery fields) in the version-2 shape (`request` + `output`)."""
+    job = json.loads(body)
+    spec = job.pop("spec")
+    job["request"] = {
+        "prompt": spec["prompt"],
+        "width": spec["width"],
+        "height": spec["height"],
+        "num_inference_steps": spec["num_inference_steps"],
+        "guidance_scale": max(1.0, spec["guidance_scale"]),
+        "seed": spec["seed"],
+        "num_images": spec.get("num_images", 1),
+        "references": spec.get("image_urls", []),
+    }
+    job["output"] = {
+        "format": spec.get("output_format", "jpeg"),
+        "quality": spec.get("output_quality", 95),
+        "safety_check": spec.get("safety_check", False),
+        "expand_prompt": spec.get("expand_prompt", False),
+        "webhook_url": job.pop("webhook_url", None),
+        "upload_url": job.pop("upload_url", None),
+        "ttl_s": job.pop("ttl_s", None),
+    }
+    if job.get("result"):
+        job["result"].pop("seed", None)
+    return json.dumps(job)
 
 
 class SqliteJobStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_attempts: int = 3) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        self.path, self.max_attempts = path, max_attempts
         self._local = threading.local()
-        self._db().executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if version < 2 and "jobs" in tables:
+                db.execute("ALTER TABLE jobs ADD COLUMN worker_id TEXT")
+                db.execute("ALTER TABLE jobs ADD COLUMN lease_until REAL")
+                db.execute("ALTER TABLE webhooks ADD COLUMN lease_owner TEXT")
+                db.execute("ALTER TABLE webhooks ADD COLUMN lease_until REAL")
+                for seq, body in db.execute("SELECT seq, body FROM jobs").fetchall():
+                    db.execute("UPDATE jobs SET body = ? WHERE seq = ?", (_migrate_v1_body(body), seq))
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -87,16 +150,31 @@ class SqliteJobStore:
                 db.execute("PRAGMA synchronous=FULL")
 
     @staticmethod
-    def _save(db: sqlite3.Connection, job: Job) -> None:
+    def _changed(db: sqlite3.Connection, job_id: str) -> None:
+        db.execute("INSERT INTO changes (job_id, at) VALUES (?, ?)", (job_id, time.time()))
+
+    def _save(self, db: sqlite3.Connection, job: Job, lease_until: float | None = None) -> None:
         db.execute(
-            "UPDATE jobs SET status = ?, finished_at = ?, cancel_requested = ?, body = ? WHERE id = ?",
-            (job.status.value, job.finished_at, int(job.cancel_requested), job.model_dump_json(), job.id),
+            "UPDATE jobs SET status = ?, finished_at = ?, cancel_requested = ?, worker_id = ?,"
+            " lease_until = ?, body = ? WHERE id = ?",
+            (
+                job.status.value,
+                job.finished_at,
+                int(job.cancel_requested),
+                job.worker_id,
+                lease_until,
+                job.model_dump_json(),
+                job.id,
+            ),
         )
+        self._changed(db, job.id)
 
     @staticmethod
     def _load(db: sqlite3.Connection, job_id: str) -> Job | None:
         row = db.execute("SELECT body FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return Job.model_validate_json(row[0]) if row else None
+
+    # --- submitting and reading
 
     def create(self, job: Job) -> bool:
         with self._write() as db:
@@ -106,40 +184,42 @@ class SqliteJobStore:
                     (
                         job.id,
                         job.status.value,
-                        job.spec.batch_key,
+                        job.request.batch_key,
                         int(job.cancel_requested),
                         job.model_dump_json(),
                     ),
                 )
             except sqlite3.IntegrityError:
                 return False
+            self._changed(db, job.id)
             return True
 
     def get(self, job_id: str) -> Job | None:
         return self._load(self._db(), job_id)
 
     def queue_position(self, job_id: str) -> int:
-        row = (
-            self._db()
-            .execute(
-                "SELECT COUNT(*) FROM jobs WHERE status = 'queued'"
-                " AND seq < (SELECT seq FROM jobs WHERE id = ?)",
-                (job_id,),
-            )
-            .fetchone()
+        query = (
+            "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND seq < (SELECT seq FROM jobs WHERE id = ?)"
         )
-        return row[0]
+        return self._db().execute(query, (job_id,)).fetchone()[0]
 
     def oldest_queued(self) -> Job | None:
-        row = (
-            self._db()
-            .execute("SELECT body FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1")
-            .fetchone()
-        )
+        query = "SELECT body FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1"
+        row = self._db().execute(query).fetchone()
         return Job.model_validate_json(row[0]) if row else None
 
-    def claim_batch(self, max_rows: int) -> list[Job]:
+    def logs(self, job_id: str) -> list[LogEntry]:
+        rows = self._db().execute(
+            "SELECT timestamp, level, message FROM job_logs WHERE job_id = ? ORDER BY rowid", (job_id,)
+        )
+        return [LogEntry(timestamp=t, level=level, message=m) for t, level, m in rows]
+
+    # --- running
+
+    def claim_batch(self, worker_id: str, max_images: int, lease_s: float) -> list[Job]:
         with self._write() as db:
+            now = time.time()
+            self._requeue(db, "lease_until < ?", (now,), "its worker stopped answering")
             head = db.execute(
                 "SELECT batch_key FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1"
             ).fetchone()
@@ -147,37 +227,69 @@ class SqliteJobStore:
                 return []
             rows = db.execute(
                 "SELECT body FROM jobs WHERE status = 'queued' AND batch_key = ? ORDER BY seq LIMIT ?",
-                (head[0], max(max_rows, 1)),
+                (head[0], max(max_images, 1)),
             ).fetchall()
-            claimed, images, now = [], 0, time.time()
+            claimed, images = [], 0
             for (body,) in rows:
                 job = Job.model_validate_json(body)
-                if claimed and images + job.spec.num_images > max_rows:
+                if claimed and images + job.request.num_images > max_images:
                     continue  # too big for what is left of this batch: it heads a later one
-                images += job.spec.num_images
-                job = job.model_copy(
-                    update={"status": JobStatus.RUNNING, "started_at": now, "attempts": job.attempts + 1}
-                )
-                self._save(db, job)
+                images += job.request.num_images
+                update = {
+                    "status": JobStatus.RUNNING,
+                    "started_at": now,
+                    "attempts": job.attempts + 1,
+                    "worker_id": worker_id,
+                }
+                job = job.model_copy(update=update)
+                self._save(db, job, lease_until=now + lease_s)
                 claimed.append(job)
             return claimed
 
-    def claim_next(self) -> Job | None:
-        claimed = self.claim_batch(1)
-        return claimed[0] if claimed else None
+    def renew(self, worker_id: str, lease_s: float) -> int:
+        with self._write(durable=False) as db:
+            cursor = db.execute(
+                "UPDATE jobs SET lease_until = ? WHERE worker_id = ? AND status = 'running'",
+                (time.time() + lease_s, worker_id),
+            )
+            return cursor.rowcount
+
+    def release(self, worker_id: str, reason: str) -> Requeued:
+        with self._write() as db:
+            return self._requeue(db, "worker_id = ?", (worker_id,), reason)
+
+    def expire_leases(self, now: float) -> Requeued:
+        with self._write() as db:
+            return self._requeue(db, "lease_until < ?", (now,), "its worker stopped answering")
+
+    def _requeue(self, db: sqlite3.Connection, where: str, args: tuple, reason: str) -> Requeued:
+        requeued = failed = 0
+        query = f"SELECT body FROM jobs WHERE status = 'running' AND {where}"
+        for (body,) in db.execute(query, args).fetchall():
+            job = Job.model_validate_json(body)
+            if job.cancel_requested:
+                error = JobError(kind="cancelled", message="cancelled while its worker stopped")
+                self._finish(db, job, JobStatus.CANCELLED, None, error)
+            elif job.attempts >= self.max_attempts:
+                message = f"the job was interrupted {job.attempts} times ({reason}); giving up"
+                self._finish(db, job, JobStatus.FAILED, None, JobError(kind="internal", message=message))
+                failed += 1
+            else:
+                self._save(db, job.model_copy(update={"status": JobStatus.QUEUED, "worker_id": None}))
+                self._log(db, job.id, "WARN", f"Interrupted ({reason}); queued to run again with its seed")
+                requeued += 1
+        return Requeued(requeued, failed)
+
+    def _log(self, db: sqlite3.Connection, job_id: str, level: LogLevel, message: str) -> None:
+        db.execute(
+            "INSERT INTO job_logs (job_id, timestamp, level, message) VALUES (?, ?, ?, ?)",
+            (job_id, time.time(), level, message),
+        )
+        self._changed(db, job_id)
 
     def add_log(self, job_id: str, level: LogLevel, message: str) -> None:
         with self._write(durable=False) as db:  # progress lines: not worth an fsync each
-            db.execute(
-                "INSERT INTO job_logs (job_id, timestamp, level, message) VALUES (?, ?, ?, ?)",
-                (job_id, time.time(), level, message),
-            )
-
-    def logs(self, job_id: str) -> list[LogEntry]:
-        rows = self._db().execute(
-            "SELECT timestamp, level, message FROM job_logs WHERE job_id = ? ORDER BY rowid", (job_id,)
-        )
-        return [LogEntry(timestamp=t, level=level, message=m) for t, level, m in rows]
+            self._log(db, job_id, level, message)
 
     def _finish(
         self,
@@ -190,21 +302,31 @@ class SqliteJobStore:
         now = time.time()
         done = job.model_copy(update={"status": status, "finished_at": now, "result": result, "error": error})
         self._save(db, done)
-        if job.ttl_s is not None:
-            db.execute("UPDATE jobs SET expires_at = ? WHERE id = ?", (now + job.ttl_s, job.id))
-        if job.webhook_url or job.upload_url:
+        if job.output.ttl_s is not None:
+            db.execute("UPDATE jobs SET expires_at = ? WHERE id = ?", (now + job.output.ttl_s, job.id))
+        if job.output.webhook_url or job.output.upload_url:
             db.execute(
                 "INSERT INTO webhooks (job_id, url, next_at) VALUES (?, ?, ?)",
-                (job.id, job.webhook_url or job.upload_url, now),
+                (job.id, job.output.webhook_url or job.output.upload_url, now),
             )
 
     def finish(
-        self, job_id: str, status: JobStatus, result: JobResult | None = None, error: JobError | None = None
+        self,
+        job_id: str,
+        status: JobStatus,
+        result: JobResult | None = None,
+        error: JobError | None = None,
+        claim: Claim | None = None,
     ) -> bool:
         with self._write() as db:
             job = self._load(db, job_id)
             if job is None or job.status.finished:
                 return False
+            held = job.status == JobStatus.RUNNING and (job.worker_id, job.attempts) == (
+                claim and (claim.worker_id, claim.attempt)
+            )
+            if claim is not None and not held:
+                return False  # the claim ended (the job went back to the queue): its next run finishes it
             self._finish(db, job, status, result, error)
             return True
 
@@ -220,29 +342,45 @@ class SqliteJobStore:
                 error = JobError(kind="cancelled", message="cancelled before it started")
                 self._finish(db, job, JobStatus.CANCELLED, None, error)
                 return "cancelled"
-            self._save(db, job)
+            db.execute(
+                "UPDATE jobs SET cancel_requested = 1, body = ? WHERE id = ?", (job.model_dump_json(), job.id)
+            )
+            self._changed(db, job.id)
             return "requested"
 
     def cancel_requested(self, job_id: str) -> bool:
         row = self._db().execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return bool(row and row[0])
 
-    def recover(self, max_attempts: int) -> tuple[int, int]:
-        requeued = failed = 0
-        with self._write() as db:
-            for (body,) in db.execute("SELECT body FROM jobs WHERE status = 'running'").fetchall():
-                job = Job.model_validate_json(body)
-                if job.cancel_requested:
-                    error = JobError(kind="cancelled", message="cancelled while the server restarted")
-                    self._finish(db, job, JobStatus.CANCELLED, None, error)
-                elif job.attempts >= max_attempts:
-                    message = f"the server stopped during this job {job.attempts} times; giving up"
-                    self._finish(db, job, JobStatus.FAILED, None, JobError(kind="internal", message=message))
-                    failed += 1
-                else:
-                    self._save(db, job.model_copy(update={"status": JobStatus.QUEUED}))
-                    requeued += 1
-        return requeued, failed
+    # --- workers
+
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        with self._write(durable=False) as db:
+            db.execute(
+                "INSERT INTO workers (id, body) VALUES (?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                (worker.id, worker.model_dump_json()),
+            )
+
+    def workers(self) -> list[WorkerInfo]:
+        rows = self._db().execute("SELECT body FROM workers ORDER BY id")
+        return [WorkerInfo.model_validate_json(body) for (body,) in rows]
+
+    # --- change log
+
+    def changes_after(self, position: int) -> Changes:
+        db = self._db()
+        rows = db.execute(
+            "SELECT seq, job_id FROM changes WHERE seq > ? ORDER BY seq", (position,)
+        ).fetchall()
+        if not rows:
+            if position == 0:  # a new reader starts at the end
+                last = db.execute("SELECT MAX(seq) FROM changes").fetchone()[0]
+                return Changes(last or 0, ())
+            return Changes(position, ())
+        return Changes(rows[-1][0], tuple(dict.fromkeys(job_id for _, job_id in rows)))
+
+    # --- retention
 
     def delete_expired(self, now: float, retention_s: float) -> list[Job]:
         with self._write() as db:
@@ -255,30 +393,41 @@ class SqliteJobStore:
                 db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
                 db.execute("DELETE FROM job_logs WHERE job_id = ?", (job.id,))
                 db.execute("DELETE FROM webhooks WHERE job_id = ?", (job.id,))
+            db.execute("DELETE FROM changes WHERE at < ?", (now - CHANGE_LOG_KEEP_S,))
         return jobs
 
-    def due_webhooks(self, now: float, limit: int = 20) -> list[Delivery]:
-        rows = self._db().execute(
-            "SELECT id, job_id, attempts, parts_done FROM webhooks"
-            " WHERE next_at <= ? ORDER BY next_at LIMIT ?",
-            (now, limit),
-        )
+    # --- deliveries
+
+    def claim_deliveries(self, owner: str, now: float, lease_s: float, limit: int = 20) -> list[Delivery]:
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT id, job_id, attempts, parts_done FROM webhooks WHERE next_at <= ?"
+                " AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_at LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            for row in rows:
+                db.execute(
+                    "UPDATE webhooks SET lease_owner = ?, lease_until = ? WHERE id = ?",
+                    (owner, now + lease_s, row[0]),
+                )
         return [Delivery(*row) for row in rows]
 
-    def webhook_delivered(self, delivery_id: int) -> None:
-        with self._write() as db:
-            db.execute(
-                "UPDATE webhooks SET attempts = attempts + 1, delivered_at = ?, next_at = NULL WHERE id = ?",
-                (time.time(), delivery_id),
-            )
-
-    def webhook_part_done(self, delivery_id: int) -> None:
+    def delivery_part_done(self, delivery_id: int) -> None:
         with self._write() as db:
             db.execute("UPDATE webhooks SET parts_done = parts_done + 1 WHERE id = ?", (delivery_id,))
 
-    def webhook_failed(self, delivery_id: int, error: str, retry_at: float | None) -> None:
+    def delivery_done(self, delivery_id: int) -> None:
         with self._write() as db:
             db.execute(
-                "UPDATE webhooks SET attempts = attempts + 1, last_error = ?, next_at = ? WHERE id = ?",
+                "UPDATE webhooks SET attempts = attempts + 1, delivered_at = ?, next_at = NULL,"
+                " lease_until = NULL WHERE id = ?",
+                (time.time(), delivery_id),
+            )
+
+    def delivery_failed(self, delivery_id: int, error: str, retry_at: float | None) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE webhooks SET attempts = attempts + 1, last_error = ?, next_at = ?, lease_until = NULL"
+                " WHERE id = ?",
                 (error, retry_at, delivery_id),
             )

@@ -1,20 +1,34 @@
 """The job store contract. Every state change of a job goes through it, so any API process can answer
-for any job and a restart loses nothing."""
+for any job, any worker process can run any job, and a crash, a dead worker or a restart loses nothing.
+
+Workers claim jobs with a lease they renew; a job whose lease ran out goes back to the queue with its
+seed (or fails after `max_attempts` claims), and only the current claim may finish it — so a job is never
+lost and never completed twice. Every change is also appended to a change log that API processes tail
+to wake their waiters.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from .records import Job, JobError, JobResult, JobStatus, LogEntry, LogLevel
+from .records import Claim, Job, JobError, JobResult, JobStatus, LogEntry, LogLevel, WorkerInfo
 
 CancelOutcome = Literal["cancelled", "requested", "finished", "missing"]
 
 
 @dataclass(frozen=True)
+class Requeued:
+    """Jobs taken back from claims that ended (a dead worker, an expired lease)."""
+
+    requeued: int = 0
+    failed: int = 0  # claimed max_attempts times already: failed instead
+
+
+@dataclass(frozen=True)
 class Delivery:
     """Outgoing calls for a finished job (webhook POSTs, upload PUTs), rendered by its dialect at send
-    time; `parts_done` of them went through already."""
+    time; `parts_done` of them went through already. Held by one sender until `lease_until`."""
 
     id: int
     job_id: str
@@ -22,7 +36,18 @@ class Delivery:
     parts_done: int
 
 
+@dataclass(frozen=True)
+class Changes:
+    """Jobs changed since a position of the change log, and the position after them."""
+
+    position: int
+    job_ids: tuple[str, ...]
+
+
 class JobStore(Protocol):
+    max_attempts: int
+
+    # --- submitting and reading
     def create(self, job: Job) -> bool:
         """Persist a new queued job; returns once it is durable. False: a job with that id exists."""
 
@@ -33,40 +58,62 @@ class JobStore(Protocol):
 
     def oldest_queued(self) -> Job | None: ...
 
-    def claim_batch(self, max_rows: int) -> list[Job]:
-        """Atomically move the oldest queued job, and the queued jobs that can share its engine batch
-        (same batch key, oldest first, up to `max_rows` images in all), to running."""
+    def logs(self, job_id: str) -> list[LogEntry]: ...
 
-    def claim_next(self) -> Job | None:
-        """Atomically move the oldest queued job to running (one claimant wins)."""
+    # --- running (workers)
+    def claim_batch(self, worker_id: str, max_images: int, lease_s: float) -> list[Job]:
+        """Atomically move the oldest queued job, and the queued jobs that can share its engine batch
+        (same batch key, oldest first, up to `max_images` images in all), to running under a lease held
+        by `worker_id`. Expired leases are returned to the queue first."""
+
+    def renew(self, worker_id: str, lease_s: float) -> int:
+        """Extend the leases of the worker's running jobs; returns how many it holds."""
+
+    def release(self, worker_id: str, reason: str) -> Requeued:
+        """The worker is gone: its running jobs go back to the queue now (or fail, or are cancelled)."""
+
+    def expire_leases(self, now: float) -> Requeued:
+        """Running jobs whose lease ran out go back to the queue."""
 
     def add_log(self, job_id: str, level: LogLevel, message: str) -> None: ...
 
-    def logs(self, job_id: str) -> list[LogEntry]: ...
-
     def finish(
-        self, job_id: str, status: JobStatus, result: JobResult | None = None, error: JobError | None = None
+        self,
+        job_id: str,
+        status: JobStatus,
+        result: JobResult | None = None,
+        error: JobError | None = None,
+        claim: Claim | None = None,
     ) -> bool:
-        """Record the final state (and queue its deliveries) unless the job already finished."""
+        """Record the final state (and queue its deliveries) unless the job already finished, or `claim`
+        is given and no longer holds the job."""
 
     def request_cancel(self, job_id: str) -> CancelOutcome:
         """Queued: cancelled now. Running: flagged for the worker. Finished or unknown: said so."""
 
     def cancel_requested(self, job_id: str) -> bool: ...
 
-    def recover(self, max_attempts: int) -> tuple[int, int]:
-        """After a restart: running jobs go back to the queue, or fail after max_attempts runs.
-        Returns (requeued, failed)."""
+    # --- workers
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        """Record a worker's state (upsert by id)."""
 
+    def workers(self) -> list[WorkerInfo]: ...
+
+    # --- change log
+    def changes_after(self, position: int) -> Changes: ...
+
+    # --- retention
     def delete_expired(self, now: float, retention_s: float) -> list[Job]:
         """Drop finished jobs past their ttl, or past `retention_s` without one (with their logs and
         deliveries); returns them for file cleanup."""
 
-    def due_webhooks(self, now: float, limit: int = 20) -> list[Delivery]: ...
+    # --- deliveries (the outbox)
+    def claim_deliveries(self, owner: str, now: float, lease_s: float, limit: int = 20) -> list[Delivery]:
+        """Due deliveries no other sender holds, now held by `owner` until now + lease_s."""
 
-    def webhook_delivered(self, delivery_id: int) -> None: ...
+    def delivery_part_done(self, delivery_id: int) -> None: ...
 
-    def webhook_part_done(self, delivery_id: int) -> None: ...
+    def delivery_done(self, delivery_id: int) -> None: ...
 
-    def webhook_failed(self, delivery_id: int, error: str, retry_at: float | None) -> None:
-        """Record a failed attempt; retry_at None means give up."""
+    def delivery_failed(self, delivery_id: int, error: str, retry_at: float | None) -> None:
+        """Record a failed attempt and release the lease; retry_at None means give up."""

@@ -9,14 +9,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..types import InvalidRequest
 
-MAX_INPUT_PIXELS = 50_000_000  # decompression-bomb guard; a 4000x3000 photo is 12 MP
 # Formats sniffed from the bytes (never from a name or a Content-Type); the rest of Pillow's plugins
 # (EPS through Ghostscript, for one) are not for untrusted input.
 INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers phones' MPO files
 
 
-def decode_image(data: bytes, field: str = "image", max_pixels: int = MAX_INPUT_PIXELS) -> Image.Image:
-    """Bytes -> upright RGB image.
+def decode_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
+    """Bytes -> upright RGB image, refused above `max_pixels` (settings.input_max_pixels).
 
     EXIF orientation is applied, alpha is composited over white (transparent areas would otherwise turn
     black), and grayscale, palette and CMYK images are converted. The pixel count is checked from the
@@ -48,9 +47,9 @@ def decode_image(data: bytes, field: str = "image", max_pixels: int = MAX_INPUT_
     return image.convert("RGB")
 
 
-def read_image(path: str | Path, field: str = "image") -> Image.Image:
+def read_image(path: str | Path, field: str, max_pixels: int) -> Image.Image:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise InvalidRequest(field, f"cannot read {path}: {exc.strerror}", "a readable image file") from exc
-    return decode_image(data, field)
+    return decode_image(data, field, max_pixels)

@@ -17,15 +17,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from ..types import (
-    Cancelled,
-    GenerationRequest,
-    GenerationResult,
-    Progress,
-    StageTimings,
-    image_seed,
-    random_seed,
-)
+from ..types import Cancelled, GenerationRequest, GenerationResult, Progress, StageTimings
 from .prior import PriorTokens, generate_prior_tokens
 from .references import fit_reference, side_bounds
 
@@ -56,26 +48,31 @@ class Engine:
     def generate(
         self,
         requests: Sequence[GenerationRequest],
+        references: Sequence[Sequence[Image.Image]] | None = None,
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
         should_skip: SkipCheck | None = None,
     ) -> list[GenerationResult | None]:
-        """Run the requests; results come back in request order. Raises Cancelled when `should_cancel`
+        """Run the requests; results come back in request order. `references[i]` are request i's decoded
+        reference images (as many as its `references` locators). Raises Cancelled when `should_cancel`
         says stop. `should_skip(i)` true drops request i's remaining DiT/VAE work (its result is None)
         while its neighbours go on; its AR rows, batched with theirs, run to the end regardless."""
-        seeds = [r.seed if r.seed is not None else random_seed() for r in requests]
+        decoded_refs = list(references) if references is not None else [()] * len(requests)
+        for request, refs in zip(requests, decoded_refs, strict=True):
+            if len(refs) != len(request.references):
+                raise ValueError(f"{len(request.references)} references given, {len(refs)} decoded")
         images: dict[int, list[Image.Image]] = {i: [] for i in range(len(requests))}
         timings: dict[int, StageTimings] = {}
-        groups: dict[tuple, list[int]] = {}
+        groups: dict[str, list[int]] = {}
         for i, request in enumerate(requests):
-            groups.setdefault(request.batch_key(), []).append(i)
+            groups.setdefault(request.batch_key, []).append(i)
         with self._lock, torch.inference_mode():
             for members in groups.values():
-                fitted = {i: self._fit(requests[i].references) for i in members}
+                fitted = {i: self._fit(decoded_refs[i]) for i in members}
                 rows = [
-                    _Row(i, requests[i].prompt, image_seed(seeds[i], k), fitted[i])
+                    _Row(i, requests[i].prompt, seed, fitted[i])
                     for i in members
-                    for k in range(requests[i].num_images)
+                    for seed in requests[i].seeds
                 ]
                 decoded, stage_timings = self._run_group(
                     requests[members[0]], rows, on_progress, should_cancel, should_skip or (lambda _: False)
@@ -84,11 +81,11 @@ class Engine:
                     images[row.request].append(image)
                     timings[row.request] = stage_timings
         return [
-            None if None in images[i] else GenerationResult(images[i], seeds[i], timings[i])
+            None if None in images[i] else GenerationResult(images[i], requests[i].seeds, timings[i])
             for i in range(len(requests))
         ]
 
-    def _fit(self, references: tuple[Image.Image, ...]) -> tuple[Image.Image, ...]:
+    def _fit(self, references: Sequence[Image.Image]) -> tuple[Image.Image, ...]:
         return tuple(fit_reference(ref, self.min_ref_side, self.max_ref_side) for ref in references)
 
     def _sync(self) -> None:

@@ -75,3 +75,13 @@ def load_pipeline(settings: Settings):
     # Batched AR generation takes each row's new tokens from the end of a left-padded batch.
     pipe.processor.tokenizer.padding_side = "left"
     return pipe
+
+
+def load_engine(settings: Settings):
+    """The one way the CLI, a worker and the benchmarks get a ready Engine for `settings`."""
+    from .engine import Engine
+
+    quiet_library_logs()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    return Engine(load_pipeline(settings))

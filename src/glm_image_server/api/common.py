@@ -1,0 +1,108 @@
+"""What every dialect does the same way: create and submit a job, wait for it, read, cancel and render
+only its own jobs, and read image files off the event loop. A dialect adds its wire models and its
+translation; nothing here knows any dialect's formats.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from ..jobs.records import Job, JobError, StoredImage
+from ..jobs.store import CancelOutcome
+from ..services import Services
+from ..types import GenerationRequest, InvalidRequest, OutputSpec
+
+M = TypeVar("M", bound=BaseModel)
+FAILED = JobError(kind="internal", message="failed")
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    """A stored image as a client gets it: a URL on this server, or its bytes inline (base64)."""
+
+    image: StoredImage
+    url: str | None = None
+    base64: str | None = None
+
+    @property
+    def data_uri(self) -> str:
+        return f"data:{self.image.content_type};base64,{self.base64}"
+
+
+def input_error(exc: InvalidRequest) -> JobError:
+    return JobError(kind="input", message=exc.explanation, field=exc.field)
+
+
+def job_error(job: Job) -> JobError:
+    return job.error or FAILED
+
+
+def is_http_url(url: str | None) -> bool:
+    return url is None or url.startswith(("http://", "https://"))
+
+
+class DialectService:
+    """One dialect's view of the job store: it sees only the jobs it created (`api` on the job)."""
+
+    api: str = ""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def new_job(
+        self,
+        app: str,
+        request: GenerationRequest,
+        output: OutputSpec,
+        base_url: str,
+        options: BaseModel | None = None,
+        **fields: Any,
+    ) -> Job:
+        dumped = options.model_dump(mode="json") if options is not None else {}
+        return self.services.new_job(self.api, app, request, output, base_url, options=dumped, **fields)
+
+    async def submit(self, job: Job) -> bool:
+        """Durable when it returns. False: a job with that id exists already (it is not replaced)."""
+        return await self.services.enqueue(job)
+
+    def own(self, job: Job | None) -> Job | None:
+        return job if job is not None and job.api == self.api else None
+
+    async def get(self, job_id: str) -> Job | None:
+        return self.own(await self.services.call(self.services.store.get, job_id))
+
+    async def wait(self, job_id: str) -> Job | None:
+        """The job once finished; None when it is not this dialect's or vanished (expired)."""
+        return self.own(await self.services.wait_finished(job_id))
+
+    async def cancel(self, job_id: str) -> CancelOutcome:
+        if await self.get(job_id) is None:
+            return "missing"
+        outcome = await self.services.call(self.services.store.request_cancel, job_id)
+        self.services.changes.notify(job_id)
+        return outcome
+
+    @staticmethod
+    def options(job: Job, model: type[M]) -> M:
+        """The dialect's typed options stored with the job."""
+        return model.model_validate(job.options)
+
+    def render_images(self, job: Job, inline: bool) -> list[RenderedImage]:
+        """Blocking when inline (reads the files): call through `render_images_async` from handlers."""
+        assert job.result is not None
+        storage = self.services.storage
+        if inline:
+            return [
+                RenderedImage(im, base64=base64.b64encode(storage.read(im.key)).decode())
+                for im in job.result.images
+            ]
+        return [RenderedImage(im, url=self.services.file_url(job, im.key)) for im in job.result.images]
+
+    async def render_images_async(self, job: Job, inline: bool) -> list[RenderedImage]:
+        if not inline:
+            return self.render_images(job, inline)
+        return await self.services.call(self.render_images, job, inline)

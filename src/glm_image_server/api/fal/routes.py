@@ -1,0 +1,240 @@
+"""fal's routes: sync runs at `POST /{app}`, the queue under `/queue/{app}` (or the same paths on a
+`queue.*` host), so fal clients work with FAL_RUN_HOST=<host> and FAL_QUEUE_RUN_HOST=<host>/queue.
+Status, result and cancel URLs carry the app without its sub-path, so both apps share one request store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ...jobs.deliveries import Outgoing, Renderer
+from ...jobs.records import Job, JobStatus
+from ...services import Services
+from ...types import InvalidRequest
+from ..common import DialectService, input_error, is_http_url, job_error
+from . import translate
+from .middleware import require_api_key
+from .protocol import (
+    ALIAS,
+    IMAGE_TO_IMAGE,
+    OWNER,
+    TEXT_TO_IMAGE,
+    FalOptions,
+    ImageToImageInput,
+    QueueSubmitted,
+    TextToImageInput,
+)
+
+REQUEST_PATH = f"/queue/{OWNER}/{ALIAS}/requests/{{request_id}}"
+NOT_FOUND = {"detail": "request not found"}
+
+router = APIRouter(tags=["fal"], dependencies=[Depends(require_api_key)])
+
+
+class FalService(DialectService):
+    api = "fal"
+
+    def render(self, job: Job) -> dict:
+        """The output JSON of a succeeded job (blocking with sync_mode: reads the files)."""
+        inline = self.options(job, FalOptions).sync_mode
+        return translate.output(job, self.render_images(job, inline)).model_dump()
+
+    async def result_response(self, job: Job) -> JSONResponse:
+        if job.status != JobStatus.SUCCEEDED:
+            return JSONResponse(*reversed(translate.error_body(job_error(job))))
+        return JSONResponse(await self.services.call(self.render, job))
+
+
+def deliveries(services: Services) -> Renderer:
+    service = FalService(services)
+
+    def render(job: Job) -> list[Outgoing]:
+        images = service.render_images(job, False) if job.status == JobStatus.SUCCEEDED else None
+        return [Outgoing("POST", job.output.webhook_url, json=translate.webhook_payload(job, images))]
+
+    return render
+
+
+def _service(request: Request) -> FalService:
+    return FalService(request.app.state.services)
+
+
+def _queue_base(request: Request) -> str:
+    public = request.app.state.services.settings.public_url
+    if public:
+        return public.rstrip("/") + "/queue"
+    base = str(request.base_url).rstrip("/")
+    return base if getattr(request.state, "queue_host", False) else base + "/queue"
+
+
+def _urls(request: Request, job_id: str) -> dict[str, str]:
+    root = f"{_queue_base(request)}/{OWNER}/{ALIAS}/requests/{job_id}"
+    return {"response_url": root, "status_url": f"{root}/status", "cancel_url": f"{root}/cancel"}
+
+
+def _new_job(request: Request, app: str, body: TextToImageInput, webhook: str | None) -> Job:
+    req, output, options = translate.to_internal(body, webhook)
+    return _service(request).new_job(app, req, output, str(request.base_url), options)
+
+
+def _invalid(exc: InvalidRequest) -> JSONResponse:
+    return JSONResponse({"detail": translate.detail(input_error(exc))}, 422)
+
+
+async def _run(request: Request, app: str, body: TextToImageInput) -> JSONResponse:
+    service = _service(request)
+    try:
+        job = _new_job(request, app, body, None)
+    except InvalidRequest as exc:
+        return _invalid(exc)
+    request.state.request_id = job.id
+    await service.submit(job)
+    finished = await service.wait(job.id)
+    if finished is None:
+        return JSONResponse({"detail": "the request expired before it finished"}, 410)
+    return await service.result_response(finished)
+
+
+async def _submit(request: Request, app: str, body: TextToImageInput, webhook: str | None) -> JSONResponse:
+    service = _service(request)
+    if not is_http_url(webhook):
+        detail = [{"loc": ["query", "fal_webhook"], "msg": "must be an http(s) URL", "type": "value_error"}]
+        return JSONResponse({"detail": detail}, 422)
+    try:
+        job = _new_job(request, app, body, webhook)
+    except InvalidRequest as exc:
+        return _invalid(exc)
+    request.state.request_id = job.id
+    await service.submit(job)
+    position = await service.services.call(service.services.store.queue_position, job.id)
+    submitted = QueueSubmitted(
+        request_id=job.id, gateway_request_id=job.id, **_urls(request, job.id), queue_position=position
+    )
+    return JSONResponse(submitted.model_dump())
+
+
+Webhook = Annotated[str | None, Query(description="URL to POST the result to when the request finishes")]
+
+
+@router.post(f"/{TEXT_TO_IMAGE}", summary="Text to image, synchronous")
+async def run_text_to_image(body: TextToImageInput, request: Request) -> JSONResponse:
+    return await _run(request, TEXT_TO_IMAGE, body)
+
+
+@router.post(f"/{IMAGE_TO_IMAGE}", summary="Image to image, synchronous")
+async def run_image_to_image(body: ImageToImageInput, request: Request) -> JSONResponse:
+    return await _run(request, IMAGE_TO_IMAGE, body)
+
+
+@router.post(f"/queue/{TEXT_TO_IMAGE}", summary="Text to image, queued")
+async def submit_text_to_image(
+    body: TextToImageInput, request: Request, fal_webhook: Webhook = None
+) -> JSONResponse:
+    return await _submit(request, TEXT_TO_IMAGE, body, fal_webhook)
+
+
+@router.post(f"/queue/{IMAGE_TO_IMAGE}", summary="Image to image, queued")
+async def submit_image_to_image(
+    body: ImageToImageInput, request: Request, fal_webhook: Webhook = None
+) -> JSONResponse:
+    return await _submit(request, IMAGE_TO_IMAGE, body, fal_webhook)
+
+
+LogsFlag = Annotated[str, Query(pattern="^(?i:0|1|true|false)$", description="include logs: 1/0/true/false")]
+
+
+def _logs_on(logs: str) -> bool:
+    return logs.lower() in ("1", "true")
+
+
+def _read_status(services: Services, request_id: str, logs: bool) -> tuple[Job, int, list | None] | None:
+    """What a status body needs from the store: the job (fal's only), its queue position, its logs."""
+    job = services.store.get(request_id)
+    if job is None or job.api != FalService.api:
+        return None
+    position = services.store.queue_position(job.id) if job.status == JobStatus.QUEUED else 0
+    entries = translate.log_entries(services.store.logs(job.id)) if logs else None
+    return job, position, entries
+
+
+async def _status(request: Request, request_id: str, logs: bool) -> tuple[Job | None, dict]:
+    services: Services = request.app.state.services
+    key = (request_id, logs)
+    snapshot = services.snapshots.get(key)
+    if snapshot is None:
+        version = services.snapshots.version(request_id)
+        snapshot = await services.call(_read_status, services, request_id, logs)
+        if snapshot is None:
+            return None, NOT_FOUND
+        services.snapshots.put(key, snapshot, version)
+    job, position, entries = snapshot
+    return job, translate.status_body(job, _urls(request, job.id), position, entries)
+
+
+@router.get(f"{REQUEST_PATH}/status", summary="Request status")
+async def status(request: Request, request_id: str, logs: LogsFlag = "0") -> JSONResponse:
+    request.state.request_id = request_id
+    job, body = await _status(request, request_id, _logs_on(logs))
+    if job is None:
+        return JSONResponse(body, 404)
+    return JSONResponse(body, 200 if job.status.finished else 202)
+
+
+@router.get(
+    f"{REQUEST_PATH}/status/stream", summary="Request status as server-sent events", response_model=None
+)
+async def status_stream(
+    request: Request, request_id: str, logs: LogsFlag = "0"
+) -> StreamingResponse | JSONResponse:
+    request.state.request_id = request_id
+    services: Services = request.app.state.services
+    job, body = await _status(request, request_id, _logs_on(logs))
+    if job is None:
+        return JSONResponse(body, 404)
+
+    async def events() -> AsyncIterator[str]:
+        last, current, body_now = None, job, body
+        while True:
+            text = json.dumps(body_now)
+            if text != last:
+                yield f"data: {text}\n\n"
+                last = text
+            if current is None or current.status.finished:
+                return
+            await services.changes.wait(request_id, services.settings.stream_keepalive_s)
+            current, body_now = await _status(request, request_id, _logs_on(logs))
+            if json.dumps(body_now) == last:
+                yield ": keep-alive\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
+
+
+@router.get(REQUEST_PATH, summary="Request result")
+async def result(request: Request, request_id: str) -> JSONResponse:
+    request.state.request_id = request_id
+    service = _service(request)
+    job = await service.get(request_id)
+    if job is None:
+        return JSONResponse(NOT_FOUND, 404)
+    if not job.status.finished:
+        return JSONResponse({"detail": "request is still in progress"}, 400)
+    return await service.result_response(job)
+
+
+@router.put(f"{REQUEST_PATH}/cancel", summary="Cancel a request")
+async def cancel(request: Request, request_id: str) -> JSONResponse:
+    """Queued: removed (200 OK). Running: stopped at its next token or step (202). Finished: 400."""
+    request.state.request_id = request_id
+    outcome = await _service(request).cancel(request_id)
+    status_code, body = {
+        "cancelled": (200, "OK"),
+        "requested": (202, "CANCELLATION_REQUESTED"),
+        "finished": (400, "ALREADY_COMPLETED"),
+        "missing": (404, "NOT_FOUND"),
+    }[outcome]
+    return JSONResponse({"status": body}, status_code)

@@ -1,0 +1,76 @@
+"""OpenAI's wire models: the Images API's parameters (generations as JSON, edits as multipart), and its
+error envelope. Extensions beyond OpenAI's fields: seed, num_inference_steps, guidance_scale. Any `model`
+is accepted: this server runs one model.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ...types import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS_API,
+    MAX_GUIDANCE,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MIN_GUIDANCE,
+)
+
+
+class OpenAIError(Exception):
+    """Rendered as OpenAI's envelope: `{"error": {message, type, param, code}}`."""
+
+    def __init__(
+        self,
+        message: str,
+        param: str | None = None,
+        code: str | None = "invalid_value",
+        status: int = 400,
+        kind: str = "invalid_request_error",
+    ) -> None:
+        super().__init__(message)
+        self.message, self.param, self.code, self.status, self.kind = message, param, code, status, kind
+
+    def response(self) -> JSONResponse:
+        error = {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
+        return JSONResponse({"error": error}, self.status)
+
+
+class ImageParams(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    model: str | None = None
+    n: int = Field(default=1, ge=1, le=10)
+    size: str = "auto"
+    response_format: Literal["b64_json", "url"] = "b64_json"
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+    output_compression: int | None = Field(default=None, ge=0, le=100)
+    background: Literal["auto", "opaque", "transparent"] | None = None
+    stream: bool = False
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    num_inference_steps: int = Field(default=DEFAULT_STEPS_API, ge=1, le=100)
+    guidance_scale: float = Field(default=DEFAULT_GUIDANCE, ge=MIN_GUIDANCE, le=MAX_GUIDANCE)
+
+
+class OpenAIOptions(BaseModel):
+    """What the OpenAI dialect keeps with a job to render it later."""
+
+    response_format: Literal["b64_json", "url"] = "b64_json"
+
+
+class ImageData(BaseModel):
+    revised_prompt: str
+    url: str | None = None
+    b64_json: str | None = None
+
+
+class ImagesResponse(BaseModel):
+    created: int
+    data: list[ImageData]
+    size: str
+    output_format: str
+    background: str = "opaque"

@@ -1,0 +1,111 @@
+"""Runware's wire models: the imageInference task, its options, and the error item every failure is
+reported as. Where Runware's generic defaults would hurt GLM-Image we use GLM-Image's: 30 steps (not 100)
+and CFGScale 1.5 (not 10); steps stop at 100.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ...types import DEFAULT_GUIDANCE, DEFAULT_STEPS_API, MAX_REFERENCES, MAX_SEED, SIZE_MULTIPLE
+
+MODEL = "runware:glm-image@0"
+OUTPUT_FORMATS = {"JPG": "jpeg", "PNG": "png", "WEBP": "webp"}
+IMAGE_FIELDS = {"URL": "imageURL", "dataURI": "imageDataURI", "base64Data": "imageBase64Data"}
+
+
+class TaskError(Exception):
+    """One task's error, as Runware reports it: `{code, message, parameter, taskType, taskUUID}`."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        parameter: str | None = None,
+        task: dict | None = None,
+        status: int = 400,
+    ) -> None:
+        super().__init__(message)
+        self.code, self.message, self.parameter, self.status = code, message, parameter, status
+        self.task_type = (task or {}).get("taskType")
+        self.task_uuid = (task or {}).get("taskUUID")
+
+    def item(self) -> dict:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "parameter": self.parameter,
+            "taskType": self.task_type,
+            "taskUUID": self.task_uuid,
+        }
+
+
+class Safety(BaseModel):
+    checkContent: bool = False
+    mode: Literal["none", "fast"] | None = None
+
+
+class Inputs(BaseModel):
+    referenceImages: list[str] | None = Field(default=None, min_length=1, max_length=MAX_REFERENCES)
+
+
+class ImageInference(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    taskType: Literal["imageInference"]
+    taskUUID: str
+    model: str
+    positivePrompt: str = Field(min_length=2, max_length=3000)
+    width: int = Field(default=1024, ge=128, le=2048)
+    height: int = Field(default=1024, ge=128, le=2048)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    steps: int = Field(default=DEFAULT_STEPS_API, ge=1, le=100)
+    CFGScale: float = Field(default=DEFAULT_GUIDANCE, ge=1, le=30)
+    numberResults: int = Field(default=1, ge=1, le=20)
+    inputs: Inputs | None = None
+    referenceImages: list[str] | None = Field(default=None, max_length=MAX_REFERENCES)  # runware 0.5 SDK
+    outputType: Literal["URL", "dataURI", "base64Data"] = "URL"
+    outputFormat: Literal["JPG", "PNG", "WEBP"] = "JPG"
+    outputQuality: int = Field(default=95, ge=20, le=99)
+    deliveryMethod: Literal["sync", "async"] = "sync"
+    webhookURL: str | None = None
+    uploadEndpoint: str | None = None
+    ttl: int | None = Field(default=None, ge=60)
+    includeCost: bool = False
+    safety: Safety | None = None
+
+    @field_validator("taskUUID")
+    @classmethod
+    def _uuid(cls, value: str) -> str:
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError(f"must be a UUID v4, got {value!r}") from None
+
+    @field_validator("width", "height")
+    @classmethod
+    def _grid(cls, value: int) -> int:
+        if value % SIZE_MULTIPLE:
+            raise ValueError(f"must be a multiple of {SIZE_MULTIPLE} between 128 and 2048, got {value}")
+        return value
+
+    @field_validator("webhookURL", "uploadEndpoint")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, got {value[:60]!r}")
+        return value
+
+    @property
+    def references(self) -> list[str]:
+        return (self.inputs.referenceImages if self.inputs else None) or self.referenceImages or []
+
+
+class RunwareOptions(BaseModel):
+    """What the Runware dialect keeps with a job to render it later."""
+
+    outputType: Literal["URL", "dataURI", "base64Data"] = "URL"
+    includeCost: bool = False

@@ -1,0 +1,249 @@
+"""Runware's routes: `POST /v1` (a JSON array of tasks) and a WebSocket on `/v1`, and the task runner
+they share. Tasks: authentication, ping, imageInference (model `runware:glm-image@0`), getResponse,
+imageUpload. An imageInference's taskUUID is its job id, so a repeated taskUUID returns that task's
+results and never runs the work twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from ...jobs.deliveries import Outgoing, Renderer
+from ...jobs.records import Job, JobStatus
+from ...media.fetch import decode_data_uri
+from ...media.inputs import decode_image
+from ...media.storage import file_url, upload_key
+from ...media.uploads import keep_upload, upload_locator
+from ...services import Services
+from ...types import InvalidRequest
+from ..auth import key_ok, presented_key
+from ..common import DialectService
+from . import translate
+from .protocol import MODEL, ImageInference, RunwareOptions, TaskError
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["runware"])
+
+
+class RunwareService(DialectService):
+    api = "runware"
+
+    def render(self, job: Job) -> list[dict]:
+        """A succeeded job's items (blocking for inline outputs: reads the files)."""
+        options = self.options(job, RunwareOptions)
+        images = self.render_images(job, options.outputType != "URL")
+        return translate.items(job, images, options)
+
+
+def deliveries(services: Services) -> Renderer:
+    """uploadEndpoint PUTs and webhookURL POSTs for a finished job: one of each per image, in order."""
+    service = RunwareService(services)
+
+    def render(job: Job) -> list[Outgoing]:
+        webhook, upload = job.output.webhook_url, job.output.upload_url
+        if job.status != JobStatus.SUCCEEDED:
+            error = {"errors": [translate.error_item(job).item()]}
+            return [Outgoing("POST", webhook, json=error)] if webhook else []
+        calls = []
+        for image, item in zip(job.result.images, service.render(job), strict=True):
+            if upload:
+                calls.append(
+                    Outgoing(
+                        "PUT",
+                        upload,
+                        content=services.storage.read(image.key),
+                        content_type=image.content_type,
+                    )
+                )
+            if webhook:
+                calls.append(Outgoing("POST", webhook, json={"data": [item]}))
+        return calls
+
+    return render
+
+
+class Tasks:
+    """Runs tasks for one REST call or one WebSocket connection."""
+
+    def __init__(self, services: Services, base_url: str) -> None:
+        self.service, self.services, self.base_url = RunwareService(services), services, base_url
+        self.authenticated = not services.settings.api_keys
+
+    def check_key(self, key: str | None) -> bool:
+        return key_ok(self.services.settings.api_keys, key)
+
+    async def run(self, task: Any) -> list[dict]:
+        """A task's data items; raises TaskError."""
+        if not isinstance(task, dict) or not isinstance(task.get("taskType"), str):
+            raise TaskError("missingTaskType", "each task must be an object with a taskType", "taskType")
+        task_type = task["taskType"]
+        if task_type == "authentication":
+            return [self.authenticate(task)]
+        if not self.authenticated:
+            message = "authenticate first (an authentication task or a Bearer key)"
+            raise TaskError("invalidApiKey", message, "apiKey", task, status=401)
+        if task_type == "ping":
+            return [{"taskType": "ping", "pong": True}]
+        if task_type == "imageUpload":
+            return [await self.upload(task)]
+        if task_type == "getResponse":
+            return await self.get_response(task)
+        if task_type == "imageInference":
+            job = await self.submit(task)
+            if task.get("deliveryMethod") == "async":
+                return [{"taskType": "imageInference", "taskUUID": job.id, "status": "processing"}]
+            return await self.results(job.id, task)
+        raise TaskError("unsupportedTaskType", f"unsupported taskType {task_type!r}", "taskType", task)
+
+    def authenticate(self, task: dict) -> dict:
+        if not self.check_key(task.get("apiKey")):
+            raise TaskError("invalidApiKey", "invalid API key", "apiKey", task, status=401)
+        self.authenticated = True
+        session = task.get("connectionSessionUUID") or str(uuid.uuid4())
+        return {"taskType": "authentication", "connectionSessionUUID": session}
+
+    async def submit(self, task: dict) -> Job:
+        try:
+            params = ImageInference.model_validate(task)
+        except ValidationError as exc:
+            raise translate.from_validation(exc, task) from None
+        if params.model != MODEL:
+            raise TaskError(
+                "unsupportedModel", f"this server runs {MODEL}, not {params.model!r}", "model", task
+            )
+        storage = self.services.storage
+        request, output, options = await self.services.call(
+            translate.to_internal, params, task, lambda image_uuid: upload_locator(storage, image_uuid)
+        )
+        job = self.service.new_job(MODEL, request, output, self.base_url, options, id=params.taskUUID)
+        if not await self.service.submit(job):
+            log.info("repeated taskUUID %s: answering with the existing task", job.id)
+        return job
+
+    async def results(self, job_id: str, task: dict) -> list[dict]:
+        job = await self.service.wait(job_id)
+        if job is None:
+            raise TaskError(
+                "taskFailedOrNotFound", "the task expired or is not an imageInference", "taskUUID", task
+            )
+        if job.status != JobStatus.SUCCEEDED:
+            raise translate.error_item(job)
+        return await self.services.call(self.service.render, job)
+
+    async def get_response(self, task: dict) -> list[dict]:
+        job = await self.service.get(str(task.get("taskUUID")))
+        if job is None:
+            raise TaskError(
+                "taskFailedOrNotFound", "no task with that taskUUID", "taskUUID", task, status=404
+            )
+        if not job.status.finished:
+            return [{"taskType": "imageInference", "taskUUID": job.id, "status": "processing"}]
+        if job.status != JobStatus.SUCCEEDED:
+            error = translate.error_item(job)
+            error.status = 200 if error.status == 400 else error.status
+            raise error
+        return await self.services.call(self.service.render, job)
+
+    async def upload(self, task: dict) -> dict:
+        image = task.get("image")
+        if not isinstance(image, str) or not image:
+            raise TaskError("missingImage", "imageUpload needs an image", "image", task)
+        try:
+            image_uuid = await self.services.call(self._keep, image)
+        except InvalidRequest as exc:
+            raise TaskError("invalidImage", exc.explanation, "image", task) from None
+        url = file_url(self.services.settings.public_url, self.base_url, upload_key(image_uuid))
+        return {
+            "taskType": "imageUpload",
+            "taskUUID": task.get("taskUUID"),
+            "imageUUID": str(image_uuid),
+            "imageURL": url,
+        }
+
+    def _keep(self, image: str) -> uuid.UUID:
+        settings = self.services.settings
+        if image.startswith(("http://", "https://")):
+            decoded = self.services.fetcher.fetch(image, "image")
+        else:
+            uri = image if image.startswith("data:") else "data:;base64," + "".join(image.split())
+            data = decode_data_uri(uri, "image", settings.fetch_max_bytes)
+            decoded = decode_image(data, "image", settings.input_max_pixels)
+        return keep_upload(self.services.storage, decoded)
+
+
+def _tasks_of(payload: Any) -> list:
+    return payload if isinstance(payload, list) else [payload]
+
+
+@router.post("/v1", summary="Runware tasks (REST)")
+@router.post("/v1/", include_in_schema=False)
+async def rest(request: Request) -> JSONResponse:
+    tasks_runner = Tasks(request.app.state.services, str(request.base_url))
+    if tasks_runner.check_key(presented_key(request.headers.get("authorization", ""))):
+        tasks_runner.authenticated = True
+    try:
+        payload = json.loads(await request.body())
+    except ValueError:
+        error = TaskError("invalidJSON", "the body must be a JSON array of tasks")
+        return JSONResponse({"errors": [error.item()]}, 400)
+    data, errors, status = [], [], 200
+    for task in _tasks_of(payload):
+        try:
+            data += await tasks_runner.run(task)
+        except TaskError as exc:
+            errors.append(exc.item())
+            status = exc.status if status == 200 else status
+    body: dict = {"data": data} if data or not errors else {}
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, 200 if data and status < 500 else status)
+
+
+@router.websocket("/v1")
+async def websocket(socket: WebSocket) -> None:
+    await socket.accept()
+    base_url = str(socket.base_url).replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+    tasks_runner = Tasks(socket.app.state.services, base_url)
+    lock = asyncio.Lock()
+    running: set[asyncio.Task] = set()
+
+    async def send(payload: dict) -> None:
+        async with lock:
+            await socket.send_text(json.dumps(payload))
+
+    async def answer(task: Any) -> None:
+        try:
+            await send({"data": await tasks_runner.run(task)})
+        except TaskError as exc:
+            await send({"errors": [exc.item()]})
+
+    try:
+        while True:
+            text = await socket.receive_text()
+            try:
+                payload = json.loads(text)
+            except ValueError:
+                await send(
+                    {"errors": [TaskError("invalidJSON", "messages must be JSON arrays of tasks").item()]}
+                )
+                continue
+            for task in _tasks_of(payload):
+                if isinstance(task, dict) and task.get("taskType") == "imageInference":
+                    job = asyncio.create_task(answer(task))  # results are pushed when they are done
+                    running.add(job)
+                    job.add_done_callback(running.discard)
+                else:
+                    await answer(task)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        for job in running:  # the jobs themselves go on; only this connection's waits stop
+            job.cancel()

@@ -1,0 +1,128 @@
+"""Runware wire <-> the internal model: an imageInference task becomes a GenerationRequest and an
+OutputSpec; a job becomes result items, one per image, or a TaskError."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from ...jobs.records import Job
+from ...types import GenerationRequest, InvalidRequest, OutputSpec, random_seed
+from ..common import RenderedImage, job_error
+from .protocol import IMAGE_FIELDS, OUTPUT_FORMATS, ImageInference, RunwareOptions, TaskError
+
+IMAGE_NAMESPACE = uuid.UUID("5b0f1f4e-3c1a-4d43-9d1e-6f1c0a7e2b10")  # imageUUIDs derive from taskUUIDs
+BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]+$")
+FIELD_PARAMETERS = {"references": "referenceImages", "prompt": "positivePrompt"}
+UploadLookup = Callable[[uuid.UUID], str | None]  # imageUUID -> `stored:` locator, None if unknown
+
+
+def _cap(name: str) -> str:
+    return name[:1].upper() + name[1:]
+
+
+def from_validation(exc: ValidationError, task: dict) -> TaskError:
+    first = exc.errors()[0]
+    names = [part for part in first["loc"] if isinstance(part, str)]
+    parameter = names[-1] if names else "task"
+    if first["type"] == "missing":
+        return TaskError(f"missing{_cap(parameter)}", f"missing parameter: {parameter}", parameter, task)
+    message = first["msg"].removeprefix("Value error, ")
+    return TaskError(f"invalid{_cap(parameter)}", f"invalid {parameter}: {message}", parameter, task)
+
+
+def from_invalid(exc: InvalidRequest, task: dict) -> TaskError:
+    parameter = FIELD_PARAMETERS.get(exc.field.split("[")[0], exc.field)
+    return TaskError(f"invalid{_cap(parameter)}", exc.explanation, parameter, task)
+
+
+def reference(ref: str, index: int, task: dict, uploads: UploadLookup) -> str:
+    """A referenceImages entry as a locator: URLs and data URIs as given, an imageUUID as its upload,
+    bare base64 as a data URI."""
+
+    def bad(why: str) -> TaskError:
+        return TaskError("invalidReferenceImages", f"referenceImages[{index}] {why}", "referenceImages", task)
+
+    if ref.startswith(("http://", "https://", "data:")):
+        return ref
+    with contextlib.suppress(ValueError):
+        locator = uploads(uuid.UUID(ref))
+        if locator is None:
+            raise bad(f"is an unknown imageUUID {ref!r} (upload it first, or it expired)")
+        return locator
+    if BASE64.match(ref):
+        return "data:;base64," + "".join(ref.split())
+    raise bad("must be an imageUUID, a URL, a data URI or base64 data")
+
+
+def to_internal(
+    params: ImageInference, task: dict, uploads: UploadLookup
+) -> tuple[GenerationRequest, OutputSpec, RunwareOptions]:
+    """Raises TaskError in Runware's terms."""
+    references = tuple(reference(ref, i, task, uploads) for i, ref in enumerate(params.references))
+    try:
+        request = GenerationRequest(
+            prompt=params.positivePrompt,
+            width=params.width,
+            height=params.height,
+            num_inference_steps=params.steps,
+            guidance_scale=params.CFGScale,
+            seed=params.seed if params.seed is not None else random_seed(),
+            num_images=params.numberResults,
+            references=references,
+        )
+        output = OutputSpec(
+            format=OUTPUT_FORMATS[params.outputFormat],  # type: ignore[arg-type]
+            quality=params.outputQuality,
+            safety_check=bool(params.safety and params.safety.checkContent and params.safety.mode != "none"),
+            webhook_url=params.webhookURL,
+            upload_url=params.uploadEndpoint,
+            ttl_s=params.ttl if params.outputType == "URL" else None,
+        )
+    except InvalidRequest as exc:
+        raise from_invalid(exc, task) from None
+    return request, output, RunwareOptions(outputType=params.outputType, includeCost=params.includeCost)
+
+
+def image_uuid(job_id: str, index: int) -> str:
+    return str(uuid.uuid5(IMAGE_NAMESPACE, f"{job_id}/{index}"))
+
+
+def items(job: Job, images: list[RenderedImage], options: RunwareOptions) -> list[dict]:
+    """A succeeded job's results, one item per image."""
+    assert job.result is not None
+    result = []
+    for i, image in enumerate(images):
+        item: dict[str, Any] = {
+            "taskType": "imageInference",
+            "taskUUID": job.id,
+            "imageUUID": image_uuid(job.id, i),
+            "status": "success",
+            "seed": image.image.seed,
+            "NSFWContent": job.result.has_nsfw_concepts[i],
+        }
+        if options.outputType == "URL":
+            item["imageURL"] = image.url
+        else:
+            inline = image.data_uri if options.outputType == "dataURI" else image.base64
+            item[IMAGE_FIELDS[options.outputType]] = inline
+        if options.includeCost:
+            item["cost"] = round(job.result.cost / len(job.result.images), 10)
+        result.append(item)
+    return result
+
+
+def error_item(job: Job) -> TaskError:
+    error = job_error(job)
+    task = {"taskType": "imageInference", "taskUUID": job.id}
+    if error.kind == "cancelled":
+        return TaskError("taskCancelled", error.message, None, task)
+    if error.kind == "internal":
+        return TaskError("taskFailed", error.message, None, task, status=500)
+    parameter = FIELD_PARAMETERS.get((error.field or "").split("[")[0], error.field)
+    return TaskError(f"invalid{_cap(parameter or 'Input')}", error.message, parameter, task)

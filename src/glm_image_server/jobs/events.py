@@ -1,0 +1,48 @@
+"""Typed events an executor reports while it runs a batch; the scheduler folds them into the job store.
+
+The executor never writes to the store or calls back into the API: it says what happened, one event at a
+time, and whoever holds the claim records it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..types import Stage
+from .records import JobError, JobResult, LogLevel
+
+
+@dataclass(frozen=True)
+class JobLog:
+    job_id: str
+    message: str
+    level: LogLevel = "INFO"
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """Stage progress of the batch the job is in (AR tokens, DiT steps, VAE images)."""
+
+    job_id: str
+    stage: Stage
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class JobSucceeded:
+    job_id: str
+    result: JobResult
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    """The job ends without images: its input was bad, something broke, or it was cancelled."""
+
+    job_id: str
+    error: JobError
+
+
+JobEvent = JobLog | JobProgress | JobSucceeded | JobFailed
+EventSink = Callable[[JobEvent], None]

@@ -1,0 +1,192 @@
+"""The composition root: builds the API process's services (store, storage, change feed, deliveries,
+retention, worker supervisor) and a worker's executor, from one Settings object.
+
+Nothing here imports torch: the API process runs without it, and a worker loads the engine through
+`model.loader.load_engine` only when it is built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+
+from . import metrics
+from .jobs.changes import ChangeFeed, SnapshotCache
+from .jobs.deliveries import DeliverySender, Renderer
+from .jobs.executor import LocalExecutor
+from .jobs.records import Job, JobStatus
+from .jobs.retention import RetentionSweeper
+from .jobs.sqlite import SqliteJobStore
+from .jobs.store import JobStore
+from .jobs.supervisor import Supervisor
+from .jobs.worker import Worker, default_worker_id
+from .media.fetch import ImageFetcher, UrlGuard
+from .media.references import ReferenceLoader
+from .media.storage import LocalStorage, file_url
+from .post import PostContext
+from .prompting import PromptExpander
+from .safety import load_checker
+from .settings import Settings
+from .types import GenerationRequest, OutputSpec
+
+log = logging.getLogger("glm_image_server")
+T = TypeVar("T")
+
+
+def open_store(settings: Settings) -> JobStore:
+    return SqliteJobStore(settings.database_path, settings.max_job_attempts)
+
+
+@dataclass
+class Services:
+    """Everything a request handler needs; built once at startup."""
+
+    settings: Settings
+    store: JobStore
+    storage: LocalStorage
+    changes: ChangeFeed
+    snapshots: SnapshotCache
+    sweeper: RetentionSweeper
+    fetcher: ImageFetcher  # for uploads given as URLs (job references are fetched by the workers)
+    deliveries: DeliverySender | None = None
+    supervisor: Supervisor | None = None
+    local_worker: Worker | None = None
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking store or file work off the event loop."""
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    def new_job(
+        self, api: str, app: str, request: GenerationRequest, output: OutputSpec, base_url: str, **fields: Any
+    ) -> Job:
+        """A queued job; `fields` are the Job's optional ones (id, options...)."""
+        return Job(
+            **{"id": str(uuid.uuid4()), **fields},
+            api=api,
+            app=app,
+            request=request,
+            output=output,
+            status=JobStatus.QUEUED,
+            created_at=time.time(),
+            file_prefix=secrets.token_urlsafe(18),
+            base_url=base_url,
+        )
+
+    async def enqueue(self, job: Job) -> bool:
+        """Durable before it returns: acknowledge the job only after this. False: the id exists."""
+        created = await self.call(self.store.create, job)
+        if created:
+            metrics.JOBS_SUBMITTED.labels(job.api).inc()
+            if self.local_worker is not None:
+                self.local_worker.wake()
+        return created
+
+    async def wait_finished(self, job_id: str) -> Job | None:
+        """The job once it is finished (None if it vanished: expired, or never existed)."""
+        while True:
+            job = await self.call(self.store.get, job_id)
+            if job is None or job.status.finished:
+                return job
+            await self.changes.wait(job_id, self.settings.wait_poll_s)
+
+    def file_url(self, job: Job, key: str) -> str:
+        return file_url(self.settings.public_url, job.base_url, key)
+
+    def stop(self) -> None:
+        if self.local_worker is not None:
+            self.local_worker.stop()
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        for part in (self.changes, self.deliveries, self.sweeper):
+            if part is not None:
+                part.stop()
+        self.fetcher.close()
+
+
+def build_executor(settings: Settings, engine=None) -> LocalExecutor:
+    """A worker's executor: the engine (loaded from `settings` unless given), reference loading, the
+    safety checker, prompt expansion and storage."""
+    if engine is None:
+        from .model.loader import load_engine
+
+        engine = load_engine(settings)
+    storage = LocalStorage(settings.files_dir)
+    references = ReferenceLoader(ImageFetcher(settings), storage, settings.fetch_workers)
+    checker = load_checker(settings.safety_checker, settings.safety_threshold, settings.safety_labels)
+    expander = None
+    if settings.expansion_base_url:
+        expander = PromptExpander(
+            settings.expansion_base_url,
+            settings.expansion_model,
+            settings.expansion_api_key,
+            settings.expansion_timeout_s,
+        )
+    return LocalExecutor(engine, references, PostContext(storage, checker, settings), expander)
+
+
+def start_services(
+    settings: Settings,
+    renderers: Callable[[Services], Mapping[str, Renderer]],
+    loop: asyncio.AbstractEventLoop,
+    engine=None,
+) -> Services:
+    """The API process's services. `renderers` gives each dialect's delivery renderer. Workers: `engine`
+    given (tests) runs one on a thread here; else `settings.workers` worker processes are started (0: none;
+    they join with `glm-image worker`)."""
+    store = open_store(settings)
+    storage = LocalStorage(settings.files_dir)
+    snapshots = SnapshotCache(settings.snapshot_ttl_s)
+    services = Services(
+        settings=settings,
+        store=store,
+        storage=storage,
+        changes=ChangeFeed(store, loop, snapshots, settings.change_poll_s),
+        snapshots=snapshots,
+        sweeper=RetentionSweeper(store, storage, settings.result_retention_s),
+        fetcher=ImageFetcher(settings),
+    )
+    guard = UrlGuard(settings.allow_loopback_urls, settings.allow_private_urls)
+    deliveries = services.deliveries = DeliverySender(store, settings, renderers(services), guard)
+    services.changes.listeners = (deliveries.wake,)
+    changes = services.changes
+    expired = store.expire_leases(time.time())
+    if expired.requeued or expired.failed:
+        log.info("jobs left by stopped workers: %d queued again, %d failed", expired.requeued, expired.failed)
+    services.sweeper.sweep()
+    for part in (changes, deliveries, services.sweeper):
+        part.start()
+    if engine is not None:
+        worker = Worker(settings, store, settings.worker_id or default_worker_id(), str(engine.device))
+        worker.start_heartbeat()
+        worker.start_thread(build_executor(settings, engine))
+        services.local_worker = worker
+    elif settings.workers != 0:
+        services.supervisor = Supervisor(settings, store)
+        services.supervisor.start()
+    return services
+
+
+def run_worker(settings: Settings) -> None:
+    """`glm-image worker`: one worker process on the store in `settings.data_dir`, until SIGTERM/SIGINT."""
+    import signal
+
+    store = open_store(settings)
+    worker = Worker(settings, store, settings.worker_id or default_worker_id(), settings.device)
+    worker.start_heartbeat()
+    executor = build_executor(settings)
+    worker.device = str(executor.engine.device)
+
+    def stop(_signum, _frame) -> None:
+        worker.stop(timeout=0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    worker.serve(executor)
