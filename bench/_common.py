@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from serving import ServerProcess, free_port
+from helpers.serving import ServerProcess, free_port
 
 __all__ = ["ServerProcess", "alternate", "free_port", "timed"]
 

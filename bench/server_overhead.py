@@ -18,8 +18,7 @@ from pathlib import Path
 import httpx
 from _common import ServerProcess, alternate
 
-from glm_image_server.model.engine import Engine
-from glm_image_server.model.loader import load_pipeline, quiet_library_logs
+from glm_image_server.model.loader import load_engine, quiet_library_logs
 from glm_image_server.settings import Settings
 from glm_image_server.types import GenerationRequest
 
@@ -34,7 +33,7 @@ def main() -> int:
 
     quiet_library_logs()
     settings = Settings(model="tiny", device="cpu")
-    engine = Engine(load_pipeline(settings))
+    engine = load_engine(settings)
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp) / "data", settings.cache_dir).start()
         try:

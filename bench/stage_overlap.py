@@ -15,8 +15,8 @@ import threading
 import torch
 from _common import alternate
 
-from glm_image_server.model.engine import Engine, _Row
-from glm_image_server.model.loader import load_pipeline, quiet_library_logs
+from glm_image_server.model.engine import _Row
+from glm_image_server.model.loader import load_engine, quiet_library_logs
 from glm_image_server.model.prior import PriorTokens, generate_prior_tokens
 from glm_image_server.settings import Settings
 from glm_image_server.types import GenerationRequest
@@ -31,7 +31,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
     quiet_library_logs()
-    engine = Engine(load_pipeline(Settings(model="tiny", device="cpu")))
+    engine = load_engine(Settings(model="tiny", device="cpu"))
     spec = GenerationRequest(prompt="x", width=args.side, height=args.side, num_inference_steps=args.steps)
     batches = [
         [_Row(i, f"a sign that reads 'OPEN {b}{i}'", b * 10 + i, ()) for i in range(4)] for b in range(2)

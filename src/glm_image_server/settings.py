@@ -32,16 +32,20 @@ class Settings(BaseSettings):
         description=f"'tiny' (random-weight demo model, built offline), a Hugging Face id such as "
         f"{DEFAULT_MODEL}, or a local directory in diffusers format",
     )
-    device: Literal["auto", "cuda", "cpu", "mps"] = "auto"
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    device: Literal["auto", "cuda", "cpu", "mps"] = Field(
+        default="auto", description="where the model runs; auto: CUDA, then MPS, then the CPU"
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="auto", description="auto: bfloat16 on a GPU, float32 on the CPU"
+    )
     cpu_offload: bool = Field(default=False, description="move each component to the GPU only while it runs")
     cache_dir: Path = Field(
         default=Path.home() / ".cache" / "glm-image-server", description="where the tiny model is built"
     )
 
     # The server.
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = Field(default="127.0.0.1", description="address to bind")
+    port: int = Field(default=8000, ge=0, le=65535, description="port to bind")
     data_dir: Path = Field(
         default=Path.home() / ".local" / "share" / "glm-image-server",
         description="the job database (jobs.sqlite3) and generated files (files/)",
@@ -107,12 +111,14 @@ class Settings(BaseSettings):
     expansion_base_url: str | None = Field(
         default=None, description="OpenAI-compatible endpoint for prompt expansion, e.g. http://host:8000/v1"
     )
-    expansion_model: str = "glm-4.7"
-    expansion_api_key: str | None = None
-    expansion_timeout_s: float = Field(default=30.0, gt=0)
+    expansion_model: str = Field(default="glm-4.7", description="the chat model that expands prompts")
+    expansion_api_key: str | None = Field(default=None, description="its API key (Bearer)")
+    expansion_timeout_s: float = Field(default=30.0, gt=0, description="give up expanding after this long")
 
     # Pricing, reported as cost (Runware includeCost) and recorded on every job.
-    pricing: Literal["megapixel", "gpu_second"] = "megapixel"
+    pricing: Literal["megapixel", "gpu_second"] = Field(
+        default="megapixel", description="how cost is computed"
+    )
     price_per_megapixel: float = Field(default=0.05, ge=0, description="USD per output megapixel (fal's)")
     price_per_gpu_second: float = Field(default=0.0, ge=0, description="USD per second of AR+DiT+VAE")
 
@@ -129,7 +135,7 @@ class Settings(BaseSettings):
     # URLs the server fetches (image inputs) or calls (webhooks).
     fetch_timeout_s: float = Field(default=20.0, gt=0, description="whole-fetch deadline of an input URL")
     fetch_max_bytes: int = Field(default=30 * 1024 * 1024, gt=0, description="largest input image, bytes")
-    fetch_max_redirects: int = Field(default=5, ge=0)
+    fetch_max_redirects: int = Field(default=5, ge=0, description="redirects followed per input URL")
     fetch_workers: int = Field(default=4, ge=1, description="input URLs fetched at once per worker")
     input_max_pixels: int = Field(
         default=40_000_000, gt=0, description="largest input image, pixels (decompression-bomb guard)"
@@ -139,11 +145,13 @@ class Settings(BaseSettings):
         default=False, description="let URLs point at private, link-local and other non-global addresses"
     )
     webhook_timeout_s: float = Field(default=15.0, gt=0, description="deadline of one webhook or upload call")
-    webhook_max_attempts: int = Field(default=10, ge=1)
+    webhook_max_attempts: int = Field(
+        default=10, ge=1, description="attempts per webhook or upload before giving up"
+    )
     webhook_retry_base_s: float = Field(
         default=5.0, gt=0, description="first retry delay; doubles per attempt up to webhook_retry_max_s"
     )
-    webhook_retry_max_s: float = Field(default=1800.0, gt=0)
+    webhook_retry_max_s: float = Field(default=1800.0, gt=0, description="longest delay between attempts")
     delivery_lease_s: float = Field(
         default=120.0,
         gt=0,
@@ -164,3 +172,26 @@ class Settings(BaseSettings):
     @property
     def files_dir(self) -> Path:
         return self.data_dir / "files"
+
+
+def settings_markdown() -> str:
+    """docs/settings.md: every setting, its variable, default and meaning (a test keeps the file equal)."""
+    lines = [
+        "# Settings",
+        "",
+        "Every setting is an environment variable `GLM_IMAGE_<NAME>`; the ones with a flag can also be given",
+        "on the command line (`glm-image serve --help`). Generated from `settings.py`; a test keeps this page",
+        "equal to it.",
+        "",
+        "| variable | default | meaning |",
+        "| --- | --- | --- |",
+    ]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, list):
+            default = ",".join(default)
+        elif isinstance(default, Path):
+            default = str(default).replace(str(Path.home()), "~")
+        description = (field.description or "").replace("|", "\\|")
+        lines.append(f"| `GLM_IMAGE_{name.upper()}` | `{default}` | {description} |")
+    return "\n".join(lines) + "\n"

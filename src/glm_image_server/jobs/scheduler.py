@@ -118,6 +118,9 @@ class Scheduler:
         except Interrupted:
             released = self.store.release(self.worker_id, "the worker was stopped")
             log.info("%d job(s) interrupted by shutdown; they run again", released.requeued)
+        except Exception:  # a broken executor must not strand its jobs (the heartbeat renews their leases)
+            log.exception("the executor failed; its unfinished jobs go back to the queue")
+            self.store.release(self.worker_id, "the executor failed")
         finally:
             self.on_batch([])
 

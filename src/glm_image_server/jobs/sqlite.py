@@ -116,6 +116,8 @@ class SqliteJobStore:
                 db.execute("ALTER TABLE webhooks ADD COLUMN lease_until REAL")
                 for seq, body in db.execute("SELECT seq, body FROM jobs").fetchall():
                     db.execute("UPDATE jobs SET body = ? WHERE seq = ?", (_migrate_v1_body(body), seq))
+                # Version 1 requeued running jobs at startup; here they hold an expired lease instead.
+                db.execute("UPDATE jobs SET lease_until = 0 WHERE status = 'running'")
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)

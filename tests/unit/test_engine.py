@@ -13,6 +13,11 @@ from glm_image_server.types import Cancelled, GenerationRequest, image_seed
 PROMPT = "a shop sign that reads 'OPEN'"
 
 
+def locators(count: int) -> tuple[str, ...]:
+    """Reference locators for a request; the engine gets the decoded images beside it."""
+    return tuple(f"stored:ref-{i}" for i in range(count))
+
+
 def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image)
 
@@ -71,9 +76,9 @@ def test_text_to_image_equals_a_direct_pipeline_call(engine, pipe) -> None:
 def test_image_to_image_with_two_references_equals_a_direct_pipeline_call(engine, pipe) -> None:
     refs = [noise_image(1, (96, 64)), noise_image(2, (64, 128))]
     request = GenerationRequest(
-        prompt="make it blue", width=128, height=96, num_inference_steps=3, seed=3, references=tuple(refs)
+        prompt="make it blue", width=128, height=96, num_inference_steps=3, seed=3, references=locators(2)
     )
-    (result,) = engine.generate([request])
+    (result,) = engine.generate([request], [refs])
     stock = stock_pipeline(pipe)
     stock.shim()
     try:
@@ -122,12 +127,15 @@ def test_global_rng_is_neither_used_nor_changed(engine) -> None:
     assert np.array_equal(pixels(first), pixels(second))
 
 
-def test_missing_seed_is_chosen_and_reported(engine) -> None:
+def test_missing_seed_is_chosen_on_creation_and_reported(engine) -> None:
     request = GenerationRequest(prompt=PROMPT, width=64, height=64, num_inference_steps=2)
+    assert isinstance(request.seed, int) and 0 <= request.seed < 2**32
+    other = GenerationRequest(prompt=PROMPT, width=64, height=64, num_inference_steps=2)
+    assert other.seed != request.seed  # random per request (equal once in 2**32)
     (result,) = engine.generate([request])
-    assert isinstance(result.seed, int) and 0 <= result.seed < 2**32
+    assert result.seeds == [request.seed]
     (again,) = engine.generate(
-        [GenerationRequest(prompt=PROMPT, width=64, height=64, num_inference_steps=2, seed=result.seed)]
+        [GenerationRequest(prompt=PROMPT, width=64, height=64, num_inference_steps=2, seed=request.seed)]
     )
     assert np.array_equal(pixels(result.images[0]), pixels(again.images[0]))
 
@@ -135,7 +143,7 @@ def test_missing_seed_is_chosen_and_reported(engine) -> None:
 def test_image_i_of_a_request_is_the_image_of_seed_plus_i(engine) -> None:
     many = GenerationRequest(prompt=PROMPT, width=64, height=64, num_inference_steps=2, seed=40, num_images=3)
     (result,) = engine.generate([many])
-    assert result.seed == 40 and len(result.images) == 3
+    assert result.seeds == [40, 41, 42] and len(result.images) == 3
     for i, image in enumerate(result.images):
         single = GenerationRequest(
             prompt=PROMPT, width=64, height=64, num_inference_steps=2, seed=image_seed(40, i)
@@ -151,7 +159,7 @@ def test_mixed_requests_come_back_in_order_with_their_own_sizes(engine) -> None:
         GenerationRequest(prompt="c", width=64, height=64, num_inference_steps=1, seed=3),
     ]
     results = engine.generate(requests)
-    assert [r.seed for r in results] == [1, 2, 3]
+    assert [r.seeds for r in results] == [[1], [2, 3], [3]]
     assert [[im.size for im in r.images] for r in results] == [[(64, 64)], [(128, 64)] * 2, [(64, 64)]]
     assert all(r.timings.ar > 0 and r.timings.dit > 0 and r.timings.vae > 0 for r in results)
 
@@ -202,6 +210,12 @@ def test_largest_size(engine) -> None:
 def test_one_to_four_references(engine, count: int) -> None:
     refs = tuple(noise_image(i, (64 + 32 * i, 96)) for i in range(count))
     request = GenerationRequest(
-        prompt="combine them", width=96, height=64, num_inference_steps=1, seed=1, references=refs
+        prompt="combine them", width=96, height=64, num_inference_steps=1, seed=1, references=locators(count)
     )
-    assert engine.generate([request])[0].images[0].size == (96, 64)
+    assert engine.generate([request], [refs])[0].images[0].size == (96, 64)
+
+
+def test_references_must_match_the_request(engine) -> None:
+    request = GenerationRequest(prompt="x", width=64, height=64, num_inference_steps=1, references=locators(2))
+    with pytest.raises(ValueError, match="2 references given, 1 decoded"):
+        engine.generate([request], [(noise_image(0, (64, 64)),)])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from test_fal_client import data_uri, png_bytes
+from helpers.images import data_uri, png_bytes
 
 from glm_image_server.media.fetch import BlockedUrl, ImageFetcher, UrlGuard
 from glm_image_server.settings import Settings

@@ -8,12 +8,13 @@ from PIL import Image
 from glm_image_server.types import (
     GenerationRequest,
     InvalidRequest,
+    OutputSpec,
     image_seed,
     parse_size,
     size_like,
 )
 
-REF = Image.new("RGB", (64, 64))
+REF = "data:image/png;base64,AAAA"  # references are locators; they are fetched and decoded by a worker
 
 
 @pytest.mark.parametrize(
@@ -30,8 +31,15 @@ REF = Image.new("RGB", (64, 64))
         ({"prompt": "   "}, "prompt", "1..10000 characters"),
         ({"prompt": "x" * 10_001}, "prompt", "1..10000 characters"),
         ({"num_images": 0}, "num_images", "1..20"),
-        ({"guidance_scale": -1.0}, "guidance_scale", "0.0..50.0"),
+        ({"guidance_scale": -1.0}, "guidance_scale", "1..50"),
+        ({"guidance_scale": 0.5}, "guidance_scale", "1..50"),
+        ({"guidance_scale": 50.5}, "guidance_scale", "1..50"),
+        ({"guidance_scale": True}, "guidance_scale", "1..50"),
+        ({"num_images": 21}, "num_images", "1..20"),
         ({"seed": -1}, "seed", f"0..{2**63 - 1}"),
+        ({"seed": 2**63}, "seed", f"0..{2**63 - 1}"),
+        ({"references": ("ftp://host/a.png",)}, "references[0]", "URLs or data URIs"),
+        ({"references": (REF, "/etc/passwd")}, "references[1]", "URLs or data URIs"),
     ],
 )
 def test_invalid_fields_name_field_and_range(fields: dict, field: str, allowed: str) -> None:
@@ -56,8 +64,36 @@ def test_sizes_parse_from_presets_and_wxh() -> None:
 
 
 def test_valid_edges_are_accepted() -> None:
-    GenerationRequest(prompt="x", width=64, height=2048, num_inference_steps=1, references=(REF,) * 4)
-    GenerationRequest(prompt="x", width=2048, height=64, num_inference_steps=100)
+    refs = (REF, "https://example.com/a.png", "http://example.com/b.png", "stored:upload-key")
+    low = GenerationRequest(
+        prompt="x", width=64, height=2048, num_inference_steps=1, guidance_scale=1.0, seed=0, references=refs
+    )
+    assert (low.width, low.height, low.num_inference_steps, low.guidance_scale) == (64, 2048, 1, 1.0)
+    assert low.seed == 0 and low.references == refs and low.seeds == [0]
+    high = GenerationRequest(
+        prompt="y" * 10_000,
+        width=2048,
+        height=64,
+        num_inference_steps=100,
+        guidance_scale=50.0,
+        seed=2**63 - 1,
+        num_images=20,
+    )
+    assert (high.width, high.height, high.num_inference_steps, high.guidance_scale) == (2048, 64, 100, 50.0)
+    assert high.num_images == 20 and len(high.seeds) == 20 and high.seeds[1] == 0  # the seed wraps
+    assert high.references == () and len(high.prompt) == 10_000
+    assert low.batch_key != high.batch_key
+
+
+def test_output_spec_validation() -> None:
+    assert OutputSpec() == OutputSpec(format="jpeg", quality=95, safety_check=False)
+    with pytest.raises(InvalidRequest) as caught:
+        OutputSpec(format="gif")
+    assert caught.value.field == "output_format" and caught.value.allowed == "jpeg, png, webp"
+    for quality in (0, 101):
+        with pytest.raises(InvalidRequest) as caught:
+            OutputSpec(quality=quality)
+        assert caught.value.field == "output_quality" and caught.value.allowed == "1..100"
 
 
 @pytest.mark.parametrize(("size", "expected"), [((1000, 750), (1184, 896)), ((300, 200), (1248, 832))])

@@ -76,24 +76,32 @@ AWKWARD = {
 }
 
 
+MAX_PIXELS = 40_000_000  # the server's default input_max_pixels
+
+
+def decode(data: bytes, max_pixels: int = MAX_PIXELS, field: str = "image") -> Image.Image:
+    return decode_image(data, field, max_pixels)
+
+
 @pytest.mark.parametrize("name", list(AWKWARD))
 def test_awkward_inputs_decode_upright_rgb(name: str) -> None:
     data, size = AWKWARD[name]
-    image = decode_image(data)
+    image = decode(data)
     assert image.mode == "RGB" and image.size == size
 
 
 def test_transparency_becomes_white() -> None:
-    assert decode_image(transparent_png()).getpixel((10, 10)) == (255, 255, 255)
+    assert decode(transparent_png()).getpixel((10, 10)) == (255, 255, 255)
 
 
 def test_undecodable_and_oversized_inputs_are_invalid_requests() -> None:
-    with pytest.raises(InvalidRequest, match="not a readable image"):
-        decode_image(b"definitely not an image", field="image_urls[0]")
+    with pytest.raises(InvalidRequest, match="not a readable image") as caught:
+        decode(b"definitely not an image", field="image_urls[0]")
+    assert caught.value.field == "image_urls[0]"
     with pytest.raises(InvalidRequest, match="at most 10000 pixels"):
-        decode_image(encode(gradient((200, 100)), "PNG"), max_pixels=10_000)
+        decode(encode(gradient((200, 100)), "PNG"), max_pixels=10_000)
     with pytest.raises(InvalidRequest, match="could not be decoded"):
-        decode_image(encode(gradient((200, 100)), "PNG")[:300])
+        decode(encode(gradient((200, 100)), "PNG")[:300])
 
 
 @pytest.fixture(scope="module")
@@ -110,27 +118,27 @@ def real_bounds_engine(pipe) -> Engine:
 
 @pytest.mark.parametrize("name", list(AWKWARD))
 def test_awkward_references_edit_without_crashing(engine, real_bounds_engine, name: str) -> None:
-    reference = decode_image(AWKWARD[name][0])
+    reference = decode(AWKWARD[name][0])
     for eng in (engine, real_bounds_engine):
         request = GenerationRequest(
-            prompt="make it blue", width=96, height=64, num_inference_steps=1, seed=1, references=(reference,)
+            prompt="make it blue", width=96, height=64, num_inference_steps=1, seed=1, references=("stored:r",)
         )
-        assert eng.generate([request])[0].images[0].size == (96, 64)
+        assert eng.generate([request], [(reference,)])[0].images[0].size == (96, 64)
 
 
 @pytest.mark.parametrize("size", [(1016, 1016), (384, 384), (2304, 2304), (512, 2048), (3000, 500)])
 def test_sizes_that_crash_upstream_work(real_bounds_engine, size: tuple[int, int]) -> None:
     refs = (gradient(size), gradient((size[1], size[0])))
     request = GenerationRequest(
-        prompt="edit", width=64, height=64, num_inference_steps=1, seed=1, references=refs
+        prompt="edit", width=64, height=64, num_inference_steps=1, seed=1, references=("stored:a", "stored:b")
     )
-    assert real_bounds_engine.generate([request])[0].images[0].size == (64, 64)
+    assert real_bounds_engine.generate([request], [refs])[0].images[0].size == (64, 64)
 
 
 def test_auto_output_size_follows_the_first_reference(engine) -> None:
-    reference = decode_image(AWKWARD["exif-rotated jpeg"][0])  # portrait 100x200
+    reference = decode(AWKWARD["exif-rotated jpeg"][0])  # portrait 100x200
     width, height = size_like(reference, pixels=128 * 128)
     request = GenerationRequest(
-        prompt="edit", width=width, height=height, num_inference_steps=1, seed=1, references=(reference,)
+        prompt="edit", width=width, height=height, num_inference_steps=1, seed=1, references=("stored:r",)
     )
-    assert engine.generate([request])[0].images[0].size == (width, height) == (96, 192)
+    assert engine.generate([request], [(reference,)])[0].images[0].size == (width, height) == (96, 192)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+TESTS_DIR = Path(__file__).resolve().parent.parent
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -24,7 +25,9 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`glm-image serve` in a subprocess; its output goes to a log file the tests can read."""
+    """`glm-image serve` in a subprocess (with its worker processes: one unless `args` say `--workers`);
+    its output goes to a log file the tests can read. `start` returns once `/ready` says a worker has
+    its model loaded."""
 
     def __init__(
         self,
@@ -48,6 +51,8 @@ class ServerProcess:
     def start(self, timeout: float = 180.0) -> ServerProcess:
         command = [sys.executable, "-m", "glm_image_server.cli", "serve", "--port", str(self.port)]
         command += ["--data-dir", str(self.data_dir), "--model", "tiny", "--device", "cpu", *self.args]
+        if "--workers" not in self.args:
+            command += ["--workers", "1"]
         if self.tls:
             command += ["--ssl-certfile", str(self.tls[0]), "--ssl-keyfile", str(self.tls[1])]
         env = {
@@ -56,6 +61,8 @@ class ServerProcess:
             "GLM_IMAGE_CACHE_DIR": str(self.model_cache),
             "GLM_IMAGE_ALLOW_LOOPBACK_URLS": "1",
             "GLM_IMAGE_WEBHOOK_RETRY_BASE_S": "0.3",
+            # The safety double (GLM_IMAGE_SAFETY_CHECKER=helpers.doubles:FlagOddImages) is found here.
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])),
             **self.extra_env,
         }
         log = self.log_path.open("a")
@@ -64,8 +71,8 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
+            with contextlib.suppress(httpx.HTTPError):  # /health answers before a worker is ready
+                if httpx.get(f"{self.base_url}/ready", timeout=2).status_code == 200:
                     return self
             time.sleep(0.2)
         self.kill()

@@ -1,4 +1,5 @@
-"""Test doubles the server loads by name (GLM_IMAGE_SAFETY_CHECKER=doubles:FlagOddImages)."""
+"""Test doubles the server loads by name (GLM_IMAGE_SAFETY_CHECKER=helpers.doubles:FlagOddImages; the
+server subprocesses of helpers.serving have tests/ on their PYTHONPATH)."""
 
 from __future__ import annotations
 

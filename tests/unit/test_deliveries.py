@@ -1,0 +1,328 @@
+"""The outbox: the retry policy, delivery leases in the store, and the sender against a loopback receiver."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from glm_image_server.jobs.deliveries import DeliverySender, Outgoing, RetryPolicy
+from glm_image_server.jobs.records import Job, JobError, JobStatus
+from glm_image_server.jobs.sqlite import SqliteJobStore
+from glm_image_server.media.fetch import UrlGuard
+from glm_image_server.settings import Settings
+from glm_image_server.types import GenerationRequest, OutputSpec
+
+
+def make_job(webhook_url: str | None = "https://example.com/hook", api: str = "fal") -> Job:
+    return Job(
+        id=str(uuid.uuid4()),
+        api=api,
+        app="fal-ai/glm-image",
+        request=GenerationRequest(prompt="a cat", width=512, height=512, seed=1),
+        output=OutputSpec(webhook_url=webhook_url),
+        status=JobStatus.QUEUED,
+        created_at=time.time(),
+        file_prefix="prefix",
+        base_url="http://testserver/",
+    )
+
+
+def finished_job(store: SqliteJobStore, webhook_url: str | None = "https://example.com/hook") -> Job:
+    job = make_job(webhook_url)
+    assert store.create(job)
+    assert store.finish(job.id, JobStatus.FAILED, error=JobError(kind="internal", message="boom"))
+    return store.get(job.id)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+def outbox_row(path: Path, job_id: str) -> dict:
+    with sqlite3.connect(path) as db:
+        db.row_factory = sqlite3.Row
+        row = db.execute("SELECT * FROM webhooks WHERE job_id = ?", (job_id,)).fetchone()
+    return dict(row)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteJobStore:
+    return SqliteJobStore(tmp_path / "jobs.sqlite3", max_attempts=3)
+
+
+# --- the retry policy
+
+
+def test_retry_delays_double_from_the_base_up_to_the_cap():
+    policy = RetryPolicy(max_attempts=6, base_s=5.0, max_s=30.0)
+    assert [policy.delay(n) for n in range(1, 7)] == [5.0, 10.0, 20.0, 30.0, 30.0, 30.0]
+
+
+def test_retry_gives_up_after_max_attempts():
+    policy = RetryPolicy(max_attempts=3, base_s=2.0, max_s=100.0)
+    assert policy.retry_at(1, 1000.0) == 1002.0
+    assert policy.retry_at(2, 1000.0) == 1004.0
+    assert policy.retry_at(3, 1000.0) is None
+    assert policy.retry_at(4, 1000.0) is None
+
+
+def test_retry_policy_from_settings(tmp_path):
+    settings = Settings(
+        data_dir=tmp_path, webhook_max_attempts=4, webhook_retry_base_s=1.5, webhook_retry_max_s=9
+    )
+    assert RetryPolicy.from_settings(settings) == RetryPolicy(4, 1.5, 9.0)
+
+
+def test_default_retry_policy_is_the_documented_one():
+    policy = RetryPolicy()
+    assert (policy.delay(1), policy.delay(2), policy.delay(20)) == (5.0, 10.0, 1800.0)
+    assert policy.retry_at(9, 0.0) is not None
+    assert policy.retry_at(10, 0.0) is None
+
+
+# --- delivery leases in the store
+
+
+def test_finishing_a_job_with_a_webhook_queues_one_delivery(store):
+    job = finished_job(store)
+    plain = finished_job(store, webhook_url=None)
+    (delivery,) = store.claim_deliveries("s1", time.time() + 1, 60)
+    assert (delivery.job_id, delivery.attempts, delivery.parts_done) == (job.id, 0, 0)
+    assert plain.output.webhook_url is None
+
+
+def test_concurrent_owners_never_claim_the_same_delivery(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    store = SqliteJobStore(path)
+    jobs = [finished_job(store) for _ in range(30)]
+    claimed: dict[str, list[int]] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def claim(owner: str) -> None:
+        own = SqliteJobStore(path)
+        mine = claimed.setdefault(owner, [])
+        try:
+            start.wait(5)
+            while batch := own.claim_deliveries(owner, time.time() + 1, 600, limit=3):
+                mine.extend(delivery.id for delivery in batch)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(f"owner-{i}",)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert not errors
+    everything = claimed["owner-0"] + claimed["owner-1"]
+    assert len(everything) == len(jobs)
+    assert len(set(everything)) == len(everything)
+
+
+def test_an_expired_delivery_lease_lets_another_owner_claim_it(store):
+    job = finished_job(store)
+    now = time.time() + 1
+    (first,) = store.claim_deliveries("s1", now, 10)
+    assert store.claim_deliveries("s2", now + 5, 10) == []  # s1 still holds it
+    (second,) = store.claim_deliveries("s2", now + 11, 10)
+    assert (second.id, second.job_id, second.attempts) == (first.id, job.id, 0)
+
+
+def test_a_failed_attempt_is_retried_at_retry_at(store):
+    finished_job(store)
+    now = time.time() + 1
+    (delivery,) = store.claim_deliveries("s1", now, 600)
+    store.delivery_failed(delivery.id, "HTTP 500", now + 50)
+    assert store.claim_deliveries("s2", now + 10, 600) == []  # released, but not due yet
+    (again,) = store.claim_deliveries("s2", now + 51, 600)
+    assert (again.id, again.attempts) == (delivery.id, 1)
+
+
+def test_delivery_failed_without_retry_at_stops_it(store):
+    finished_job(store)
+    now = time.time() + 1
+    (delivery,) = store.claim_deliveries("s1", now, 1)
+    store.delivery_failed(delivery.id, "refused: loopback", None)
+    assert store.claim_deliveries("s2", now + 1e6, 1) == []
+
+
+def test_a_done_delivery_is_never_claimed_again(store):
+    finished_job(store)
+    now = time.time() + 1
+    (delivery,) = store.claim_deliveries("s1", now, 1)
+    store.delivery_part_done(delivery.id)
+    store.delivery_done(delivery.id)
+    assert store.claim_deliveries("s2", now + 1e6, 1) == []
+
+
+def test_parts_done_are_remembered(store):
+    finished_job(store)
+    now = time.time() + 1
+    (delivery,) = store.claim_deliveries("s1", now, 600)
+    store.delivery_part_done(delivery.id)
+    store.delivery_failed(delivery.id, "HTTP 502", now)
+    (again,) = store.claim_deliveries("s1", now + 1, 600)
+    assert (again.attempts, again.parts_done) == (1, 1)
+
+
+# --- the sender, against a loopback receiver
+
+
+class Receiver:
+    """A local HTTP server that answers 500 to the first `failures` requests, then 200."""
+
+    def __init__(self, failures: int) -> None:
+        self.requests: list[tuple[str, str, bytes]] = []
+        self.failures = failures
+        lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                with lock:
+                    receiver.requests.append((self.command, self.path, body))
+                    fail = len(receiver.requests) <= receiver.failures
+                self.send_response(500 if fail else 200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            do_POST = do_PUT = _handle
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Receiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def sender_settings(tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        webhook_retry_base_s=0.05,
+        webhook_retry_max_s=0.1,
+        webhook_max_attempts=5,
+        webhook_timeout_s=5,
+        delivery_lease_s=30,
+    )
+
+
+def run_sender(store, settings, renderer, guard) -> DeliverySender:
+    sender = DeliverySender(store, settings, {"fal": renderer}, guard)
+    sender.start()
+    return sender
+
+
+def test_the_sender_retries_until_the_receiver_accepts(tmp_path, store):
+    with Receiver(failures=2) as receiver:
+        job = finished_job(store, webhook_url=receiver.url + "/hook")
+        rendered: list[str] = []
+
+        def renderer(job: Job) -> list[Outgoing]:
+            rendered.append(job.id)
+            return [Outgoing("POST", job.output.webhook_url, json={"request_id": job.id, "status": "ERROR"})]
+
+        sender = run_sender(store, sender_settings(tmp_path), renderer, UrlGuard(allow_loopback=True))
+        try:
+            assert wait_for(lambda: outbox_row(store.path, job.id)["delivered_at"] is not None)
+            time.sleep(0.3)  # nothing more is sent once it went through
+        finally:
+            sender.stop()
+    assert len(receiver.requests) == 3
+    assert all(method == "POST" and path == "/hook" for method, path, _ in receiver.requests)
+    assert job.id.encode() in receiver.requests[-1][2]
+    assert rendered == [job.id] * 3
+    row = outbox_row(store.path, job.id)
+    assert (row["attempts"], row["parts_done"], row["next_at"]) == (1 + 2, 1, None)
+    assert row["last_error"] == "HTTP 500"
+
+
+def test_a_delivered_part_is_not_sent_again(tmp_path, store):
+    """A webhook POST then an upload PUT; the PUT's first attempt fails (nothing listens): the retry
+    sends only the PUT."""
+    closed = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    closed_url = f"http://127.0.0.1:{closed.server_address[1]}/upload"
+    closed.server_close()
+    with Receiver(failures=0) as receiver:
+        job = finished_job(store, webhook_url=receiver.url + "/hook")
+        rounds = 0
+
+        def renderer(job: Job) -> list[Outgoing]:
+            nonlocal rounds
+            rounds += 1
+            put_url = closed_url if rounds == 1 else receiver.url + "/upload"
+            return [
+                Outgoing("POST", receiver.url + "/hook", json={"round": rounds}),
+                Outgoing("PUT", put_url, content=b"bytes", content_type="image/png"),
+            ]
+
+        sender = run_sender(store, sender_settings(tmp_path), renderer, UrlGuard(allow_loopback=True))
+        try:
+            assert wait_for(lambda: outbox_row(store.path, job.id)["delivered_at"] is not None)
+        finally:
+            sender.stop()
+    assert [(method, path) for method, path, _ in receiver.requests] == [
+        ("POST", "/hook"),
+        ("PUT", "/upload"),
+    ]
+    assert receiver.requests[1][2] == b"bytes"
+    assert rounds == 2
+    row = outbox_row(store.path, job.id)
+    assert (row["attempts"], row["parts_done"]) == (2, 2)
+
+
+def test_a_url_refused_by_the_guard_is_not_retried(tmp_path, store):
+    with Receiver(failures=0) as receiver:
+        job = finished_job(store, webhook_url=receiver.url + "/hook")
+
+        def renderer(job: Job) -> list[Outgoing]:
+            return [Outgoing("POST", job.output.webhook_url, json={})]
+
+        sender = run_sender(store, sender_settings(tmp_path), renderer, UrlGuard(allow_loopback=False))
+        try:
+            assert wait_for(lambda: outbox_row(store.path, job.id)["attempts"] == 1)
+            time.sleep(0.3)
+        finally:
+            sender.stop()
+    assert receiver.requests == []
+    row = outbox_row(store.path, job.id)
+    assert row["attempts"] == 1
+    assert row["next_at"] is None
+    assert row["delivered_at"] is None
+    assert row["last_error"].startswith("refused")
+    assert "loopback" in row["last_error"]
+
+
+def test_a_delivery_for_a_deleted_job_is_dropped(tmp_path, store):
+    job = finished_job(store)
+    with sqlite3.connect(store.path) as db:
+        db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
+    sender = run_sender(store, sender_settings(tmp_path), lambda job: [], UrlGuard())
+    try:
+        assert wait_for(lambda: outbox_row(store.path, job.id)["attempts"] == 1)
+    finally:
+        sender.stop()
+    row = outbox_row(store.path, job.id)
+    assert (row["next_at"], row["last_error"]) == (None, "job no longer exists")

@@ -1,0 +1,163 @@
+"""The SQLite job store: ordering, one claimant per job, cancel, recovery of a stopped worker's jobs,
+retention."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from helpers.jobs import make_job
+
+from glm_image_server.jobs.records import Claim, JobResult, JobStatus, StoredImage
+from glm_image_server.jobs.retention import RetentionSweeper
+from glm_image_server.jobs.sqlite import SqliteJobStore
+from glm_image_server.jobs.store import Requeued
+from glm_image_server.media.storage import LocalStorage
+
+LEASE_S = 60.0
+
+
+def claim_one(store: SqliteJobStore, worker_id: str = "w"):
+    """The next queued job, claimed alone (a batch of at most one image), or None."""
+    jobs = store.claim_batch(worker_id, 1, LEASE_S)
+    assert len(jobs) <= 1
+    return jobs[0] if jobs else None
+
+
+def test_fifo_positions_and_single_claimant(tmp_path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    jobs = [make_job(str(n)) for n in range(30)]
+    for job in jobs:
+        store.create(job)
+    assert [store.queue_position(job.id) for job in jobs[:3]] == [0, 1, 2]
+    assert store.oldest_queued().id == jobs[0].id
+
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        other = SqliteJobStore(tmp_path / "jobs.sqlite3")  # its own connections, as another process would
+        while batch := other.claim_batch(f"w{n}", 3, LEASE_S):
+            with lock:
+                claimed.extend(job.id for job in batch)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == sorted(job.id for job in jobs)  # each exactly once
+    first = store.get(jobs[0].id)
+    assert first.status == JobStatus.RUNNING and first.attempts == 1 and first.worker_id in {"w0", "w1", "w2", "w3"}
+    assert store.oldest_queued() is None
+
+
+def test_cancel_outcomes(tmp_path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    queued, running = make_job(webhook="http://hook/"), make_job()
+    store.create(running)
+    store.create(queued)
+    assert claim_one(store).id == running.id
+    assert store.request_cancel(queued.id) == "cancelled"
+    assert store.get(queued.id).status == JobStatus.CANCELLED
+    due = store.claim_deliveries("sender", time.time(), lease_s=30)
+    assert [d.job_id for d in due] == [queued.id]  # its webhook still goes out
+    assert store.request_cancel(running.id) == "requested" and store.cancel_requested(running.id)
+    assert store.get(running.id).status == JobStatus.RUNNING
+    assert store.finish(running.id, JobStatus.CANCELLED, claim=Claim(worker_id="w", attempt=1))
+    assert store.request_cancel(running.id) == "finished"
+    assert store.request_cancel("nope") == "missing"
+    assert not store.finish(running.id, JobStatus.SUCCEEDED)  # a final state is final
+
+
+def test_release_requeues_then_gives_up(tmp_path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3", max_attempts=3)
+    job = make_job()
+    store.create(job)
+    for attempt in (1, 2):
+        claimed = claim_one(store)
+        assert claimed.attempts == attempt and claimed.worker_id == "w"
+        assert store.release("w", "the test stopped it") == Requeued(requeued=1, failed=0)
+        again = store.get(job.id)
+        assert again.status == JobStatus.QUEUED and again.worker_id is None
+        assert again.request.seed == job.request.seed  # it runs again with its seed
+    assert any("the test stopped it" in entry.message for entry in store.logs(job.id))
+    assert store.release("w", "nothing held") == Requeued(0, 0)
+    claim_one(store)
+    assert store.release("w", "stopped again") == Requeued(requeued=0, failed=1)
+    failed = store.get(job.id)
+    assert failed.status == JobStatus.FAILED and failed.error.kind == "internal"
+    assert "3 times" in failed.error.message
+
+
+def test_only_the_current_claim_finishes_a_job(tmp_path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    job = make_job()
+    store.create(job)
+    claim_one(store, "old")
+    store.release("old", "stopped")
+    claim_one(store, "new")
+    assert not store.finish(job.id, JobStatus.SUCCEEDED, claim=Claim(worker_id="old", attempt=1))
+    assert not store.finish(job.id, JobStatus.SUCCEEDED, claim=Claim(worker_id="new", attempt=1))
+    assert store.get(job.id).status == JobStatus.RUNNING
+    assert store.finish(job.id, JobStatus.FAILED, claim=Claim(worker_id="new", attempt=2))
+    assert store.get(job.id).status == JobStatus.FAILED
+
+
+def test_expired_leases_go_back_to_the_queue(tmp_path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    held, renewed = make_job(), make_job()
+    for job in (held, renewed):
+        store.create(job)
+    assert claim_one(store, "silent").id == held.id
+    assert claim_one(store, "alive").id == renewed.id
+    assert store.expire_leases(time.time()) == Requeued(0, 0)  # both leases still run
+    assert store.renew("alive", LEASE_S * 3) == 1
+    assert store.expire_leases(time.time() + LEASE_S * 2) == Requeued(requeued=1, failed=0)
+    assert store.get(held.id).status == JobStatus.QUEUED
+    assert store.get(renewed.id).status == JobStatus.RUNNING
+
+
+def test_retention_deletes_rows_logs_and_files(tmp_path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    storage = LocalStorage(tmp_path / "files")
+    old, fresh = make_job(), make_job()
+    for job in (old, fresh):
+        store.create(job)
+        claim_one(store)
+        store.add_log(job.id, "INFO", "hello")
+        key = f"{job.file_prefix}-0.png"
+        storage.save(key, b"png")
+        image = StoredImage(key=key, content_type="image/png", width=1, height=1, file_size=3, seed=1)
+        result = JobResult(images=(image,), prompt="p", has_nsfw_concepts=(False,), timings={})
+        assert store.finish(job.id, JobStatus.SUCCEEDED, result=result)
+        assert store.get(job.id).result.seed == 1
+    sweeper = RetentionSweeper(store, storage, retention_s=60)
+    assert sweeper.sweep() == 0
+    sweeper.retention_s = 0.0  # everything finished is now past retention
+    time.sleep(0.01)
+    assert sweeper.sweep() == 2
+    assert store.get(old.id) is None and store.logs(old.id) == []
+    assert storage.path(f"{old.file_prefix}-0.png") is None
+    assert list((tmp_path / "files").iterdir()) == []
+
+
+def test_ttl_overrides_retention(tmp_path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    short, default = make_job(ttl_s=0.0), make_job()
+    for job in (short, default):
+        store.create(job)
+        claim_one(store)
+        store.finish(job.id, JobStatus.FAILED)
+    time.sleep(0.01)
+    assert [job.id for job in store.delete_expired(time.time(), retention_s=3600)] == [short.id]
+    assert store.get(default.id) is not None
+    assert not store.create(default)  # an existing id is refused, not overwritten
+
+
+def test_a_job_round_trips_through_the_store(tmp_path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    job = make_job(webhook="http://hook/", ttl_s=5.0)
+    store.create(job)
+    assert store.get(job.id) == job
+    assert SqliteJobStore(tmp_path / "jobs.sqlite3").get(job.id) == job  # read by another process

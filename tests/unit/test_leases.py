@@ -1,0 +1,545 @@
+"""The job store contract on SqliteJobStore: claims, leases, requeues, stale claims, cancels, retention,
+workers and the version-1 migration."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from glm_image_server.jobs.records import (
+    Claim,
+    Job,
+    JobError,
+    JobResult,
+    JobStatus,
+    StoredImage,
+    WorkerInfo,
+)
+from glm_image_server.jobs.sqlite import SqliteJobStore
+from glm_image_server.jobs.store import Requeued
+from glm_image_server.types import GenerationRequest, OutputSpec
+
+
+def make_job(
+    prompt: str = "a cat",
+    *,
+    width: int = 512,
+    steps: int = 30,
+    num_images: int = 1,
+    seed: int = 7,
+    output: OutputSpec | None = None,
+    job_id: str | None = None,
+) -> Job:
+    request = GenerationRequest(
+        prompt=prompt,
+        width=width,
+        height=512,
+        num_inference_steps=steps,
+        seed=seed,
+        num_images=num_images,
+    )
+    return Job(
+        id=job_id or str(uuid.uuid4()),
+        api="fal",
+        app="fal-ai/glm-image",
+        request=request,
+        output=output or OutputSpec(),
+        status=JobStatus.QUEUED,
+        created_at=time.time(),
+        file_prefix="prefix",
+        base_url="http://testserver/",
+    )
+
+
+def result_for(job: Job) -> JobResult:
+    image = StoredImage(key="k.jpg", content_type="image/jpeg", width=512, height=512, file_size=3, seed=7)
+    return JobResult(images=(image,), prompt=job.request.prompt, has_nsfw_concepts=(False,), timings={})
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteJobStore:
+    return SqliteJobStore(tmp_path / "jobs.sqlite3", max_attempts=3)
+
+
+def submit(store: SqliteJobStore, *jobs: Job) -> list[Job]:
+    for job in jobs:
+        assert store.create(job)
+    return list(jobs)
+
+
+def expire_all(store: SqliteJobStore):
+    return store.expire_leases(time.time() + 3600)
+
+
+def test_create_rejects_a_duplicate_id(store):
+    job = make_job()
+    assert store.create(job)
+    assert not store.create(job.model_copy(update={"app": "other"}))
+    assert store.get(job.id) == job
+
+
+def test_claims_are_first_in_first_out(store):
+    # Different steps: different batch keys, so each claim takes exactly one job.
+    jobs = submit(store, *(make_job(f"job {i}", steps=10 + i) for i in range(4)))
+    assert [store.queue_position(job.id) for job in jobs] == [0, 1, 2, 3]
+    claimed = [store.claim_batch("w1", 8, 30) for _ in range(4)]
+    assert [[job.id for job in batch] for batch in claimed] == [[job.id] for job in jobs]
+    assert store.claim_batch("w1", 8, 30) == []
+    first = store.get(jobs[0].id)
+    assert first.status == JobStatus.RUNNING
+    assert (first.worker_id, first.attempts) == ("w1", 1)
+    assert first.started_at is not None
+
+
+def test_claim_batch_groups_by_batch_key_up_to_max_images(store):
+    a = make_job("a", num_images=2)
+    other = make_job("other key", width=1024)
+    c = make_job("c", num_images=3)
+    d = make_job("d", num_images=4)  # would make 9 images: heads a later batch
+    e = make_job("e", num_images=1)  # still fits after d is skipped
+    submit(store, a, other, c, d, e)
+    batch = store.claim_batch("w1", 6, 30)
+    assert [job.id for job in batch] == [a.id, c.id, e.id]
+    assert all(job.status == JobStatus.RUNNING for job in batch)
+    assert [job.id for job in store.claim_batch("w1", 6, 30)] == [other.id]
+    assert [job.id for job in store.claim_batch("w1", 6, 30)] == [d.id]
+
+
+def test_a_job_bigger_than_max_images_is_still_claimed_alone(store):
+    big = make_job("big", num_images=4)
+    small = make_job("small", num_images=1)
+    submit(store, big, small)
+    assert [job.id for job in store.claim_batch("w1", 2, 30)] == [big.id]
+
+
+def test_concurrent_claims_take_each_job_once(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    store = SqliteJobStore(path)
+    jobs = submit(store, *(make_job(f"job {i}") for i in range(24)))
+    claimed: dict[str, list[str]] = {}
+    errors: list[BaseException] = []
+
+    def claim(worker: str) -> None:
+        own = SqliteJobStore(path)  # as another worker process would
+        mine = claimed.setdefault(worker, [])
+        try:
+            while batch := own.claim_batch(worker, 1, 30):
+                mine.extend(job.id for job in batch)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert not errors
+    everything = [job_id for ids in claimed.values() for job_id in ids]
+    assert sorted(everything) == sorted(job.id for job in jobs)
+    assert len(set(everything)) == len(everything)
+    for worker, ids in claimed.items():
+        for job_id in ids:
+            assert store.get(job_id).worker_id == worker
+
+
+def test_an_expired_lease_requeues_the_job_with_the_same_request(store):
+    (job,) = submit(store, make_job(seed=1234, num_images=2))
+    (claimed,) = store.claim_batch("w1", 8, 30)
+    assert claimed.request == job.request
+    assert store.expire_leases(time.time()) == Requeued(0, 0)  # nothing expired yet
+    assert store.get(job.id).status == JobStatus.RUNNING
+
+    outcome = expire_all(store)
+    assert (outcome.requeued, outcome.failed) == (1, 0)
+    requeued = store.get(job.id)
+    assert requeued.status == JobStatus.QUEUED
+    assert requeued.request == job.request
+    assert requeued.request.seed == 1234
+    assert requeued.attempts == 1
+    assert requeued.worker_id is None
+    assert any("Interrupted" in entry.message for entry in store.logs(job.id))
+
+    (again,) = store.claim_batch("w2", 8, 30)
+    assert (again.id, again.attempts, again.worker_id) == (job.id, 2, "w2")
+    assert again.request == job.request
+
+
+def test_the_next_claim_batch_requeues_expired_leases_first(store):
+    (job,) = submit(store, make_job())
+    store.claim_batch("w1", 8, 0.05)
+    assert store.claim_batch("w2", 8, 30) == []  # the lease still holds
+    time.sleep(0.1)
+    (taken,) = store.claim_batch("w2", 8, 30)
+    assert (taken.id, taken.worker_id, taken.attempts) == (job.id, "w2", 2)
+
+
+def test_a_job_fails_after_max_attempts_claims(store):
+    (job,) = submit(store, make_job())
+    for attempt in (1, 2):
+        (claimed,) = store.claim_batch("w1", 8, 30)
+        assert claimed.attempts == attempt
+        assert expire_all(store).requeued == 1
+    (claimed,) = store.claim_batch("w1", 8, 30)
+    assert claimed.attempts == 3
+    outcome = expire_all(store)
+    assert (outcome.requeued, outcome.failed) == (0, 1)
+    failed = store.get(job.id)
+    assert failed.status == JobStatus.FAILED
+    assert failed.error.kind == "internal"
+    assert "3 times" in failed.error.message
+    assert failed.finished_at is not None
+    assert store.claim_batch("w1", 8, 30) == []
+
+
+def test_release_requeues_only_that_workers_jobs_and_logs_why(store):
+    a, b, c = submit(store, make_job("a", steps=10), make_job("b", steps=11), make_job("c", steps=12))
+    store.claim_batch("w1", 8, 30)  # a
+    store.claim_batch("w2", 8, 30)  # b
+    store.claim_batch("w1", 8, 30)  # c
+    outcome = store.release("w1", "the worker process died")
+    assert (outcome.requeued, outcome.failed) == (2, 0)
+    assert store.get(a.id).status == JobStatus.QUEUED
+    assert store.get(c.id).status == JobStatus.QUEUED
+    assert store.get(b.id).status == JobStatus.RUNNING
+    assert store.get(b.id).worker_id == "w2"
+    for job in (a, c):
+        lines = [entry for entry in store.logs(job.id) if "the worker process died" in entry.message]
+        assert len(lines) == 1
+        assert lines[0].level == "WARN"
+    assert store.logs(b.id) == []
+    assert store.release("w1", "again") == Requeued(0, 0)
+    # Queue order is kept: a is ahead of c.
+    assert store.queue_position(a.id) == 0
+    assert store.queue_position(c.id) == 1
+
+
+def test_a_stale_claim_cannot_finish_the_job(store):
+    (job,) = submit(store, make_job())
+    store.claim_batch("w1", 8, 30)
+    expire_all(store)
+    store.claim_batch("w2", 8, 30)
+    before = store.get(job.id)
+    result = result_for(job)
+
+    assert not store.finish(
+        job.id, JobStatus.SUCCEEDED, result=result, claim=Claim(worker_id="w1", attempt=1)
+    )
+    assert not store.finish(
+        job.id, JobStatus.SUCCEEDED, result=result, claim=Claim(worker_id="w2", attempt=1)
+    )
+    assert not store.finish(
+        job.id, JobStatus.SUCCEEDED, result=result, claim=Claim(worker_id="w1", attempt=2)
+    )
+    assert store.get(job.id) == before
+
+    assert store.finish(job.id, JobStatus.SUCCEEDED, result=result, claim=Claim(worker_id="w2", attempt=2))
+    done = store.get(job.id)
+    assert done.status == JobStatus.SUCCEEDED
+    assert done.result == result
+    # Finished: nothing finishes it again, with or without a claim.
+    assert not store.finish(job.id, JobStatus.FAILED, error=JobError(kind="internal", message="x"))
+    assert store.get(job.id).status == JobStatus.SUCCEEDED
+
+
+def test_the_same_worker_with_an_old_attempt_is_stale(store):
+    (job,) = submit(store, make_job())
+    store.claim_batch("w1", 8, 30)
+    expire_all(store)
+    store.claim_batch("w1", 8, 30)
+    assert not store.finish(job.id, JobStatus.FAILED, claim=Claim(worker_id="w1", attempt=1))
+    assert store.get(job.id).status == JobStatus.RUNNING
+    assert store.finish(job.id, JobStatus.FAILED, claim=Claim(worker_id="w1", attempt=2))
+
+
+def test_a_claim_cannot_finish_a_queued_job(store):
+    (job,) = submit(store, make_job())
+    store.claim_batch("w1", 8, 30)
+    expire_all(store)  # back in the queue
+    assert not store.finish(job.id, JobStatus.SUCCEEDED, claim=Claim(worker_id="w1", attempt=1))
+    assert store.get(job.id).status == JobStatus.QUEUED
+
+
+def test_renew_extends_leases(store):
+    a, b = submit(store, make_job("a"), make_job("b"))
+    store.claim_batch("w1", 8, 5)
+    assert store.renew("w1", 600) == 2
+    assert store.renew("w2", 600) == 0
+    outcome = store.expire_leases(time.time() + 60)  # past the first lease, within the renewed one
+    assert (outcome.requeued, outcome.failed) == (0, 0)
+    assert store.get(a.id).status == JobStatus.RUNNING
+    assert store.get(b.id).status == JobStatus.RUNNING
+    assert store.expire_leases(time.time() + 1200).requeued == 2
+    assert store.renew("w1", 600) == 0  # no longer holds them
+
+
+def test_cancel_a_queued_job_cancels_it_now(store):
+    (job,) = submit(store, make_job())
+    assert store.request_cancel(job.id) == "cancelled"
+    cancelled = store.get(job.id)
+    assert cancelled.status == JobStatus.CANCELLED
+    assert cancelled.error.kind == "cancelled"
+    assert cancelled.finished_at is not None
+    assert store.claim_batch("w1", 8, 30) == []
+    assert store.request_cancel(job.id) == "finished"
+    assert store.request_cancel("nope") == "missing"
+    assert not store.cancel_requested("nope")
+
+
+def test_cancel_a_running_job_flags_it(store):
+    (job,) = submit(store, make_job())
+    store.claim_batch("w1", 8, 30)
+    assert not store.cancel_requested(job.id)
+    assert store.request_cancel(job.id) == "requested"
+    assert store.cancel_requested(job.id)
+    flagged = store.get(job.id)
+    assert flagged.status == JobStatus.RUNNING
+    assert flagged.cancel_requested
+    # The worker still holds it and may finish it as cancelled.
+    error = JobError(kind="cancelled", message="cancelled")
+    assert store.finish(job.id, JobStatus.CANCELLED, error=error, claim=Claim(worker_id="w1", attempt=1))
+    assert store.get(job.id).status == JobStatus.CANCELLED
+
+
+@pytest.mark.parametrize("how", ["release", "expire"])
+def test_requeueing_a_cancel_requested_job_cancels_it(store, how):
+    (job,) = submit(store, make_job())
+    store.claim_batch("w1", 8, 30)
+    store.request_cancel(job.id)
+    if how == "release":
+        store.release("w1", "stopped")
+    else:
+        expire_all(store)
+    cancelled = store.get(job.id)
+    assert cancelled.status == JobStatus.CANCELLED
+    assert cancelled.error.kind == "cancelled"
+    assert store.claim_batch("w1", 8, 30) == []
+
+
+def test_delete_expired_honours_ttl_and_retention(store):
+    with_ttl = make_job("ttl", output=OutputSpec(ttl_s=10))
+    long_ttl = make_job("long ttl", output=OutputSpec(ttl_s=10_000))
+    plain = make_job("plain")
+    queued = make_job("queued")
+    submit(store, with_ttl, long_ttl, plain, queued)
+    for job in (with_ttl, long_ttl, plain):
+        store.add_log(job.id, "INFO", "hello")
+        assert store.finish(job.id, JobStatus.FAILED, error=JobError(kind="internal", message="x"))
+    now = time.time()
+    assert store.delete_expired(now, retention_s=100) == []
+    deleted = store.delete_expired(now + 11, retention_s=100)
+    assert [job.id for job in deleted] == [with_ttl.id]
+    assert store.get(with_ttl.id) is None
+    assert store.logs(with_ttl.id) == []
+    deleted = store.delete_expired(now + 101, retention_s=100)
+    assert [job.id for job in deleted] == [plain.id]  # a ttl replaces the retention, even a longer one
+    assert store.get(long_ttl.id) is not None
+    assert store.get(queued.id) is not None
+    assert [job.id for job in store.delete_expired(now + 20_000, retention_s=100)] == [long_ttl.id]
+    assert store.get(queued.id) is not None  # unfinished jobs are never deleted
+
+
+def test_delete_expired_drops_deliveries(store):
+    job = make_job(output=OutputSpec(webhook_url="http://example.com/hook"))
+    submit(store, job)
+    store.finish(job.id, JobStatus.FAILED, error=JobError(kind="internal", message="x"))
+    assert len(store.claim_deliveries("s", time.time() + 1, 0.001)) == 1
+    store.delete_expired(time.time() + 1000, retention_s=1)
+    assert store.claim_deliveries("s", time.time() + 2000, 60) == []
+
+
+def test_heartbeat_upserts_workers(store):
+    now = time.time()
+    info = WorkerInfo(id="w1", pid=1, device="cpu", state="starting", heartbeat_at=now, started_at=now)
+    store.heartbeat(info)
+    store.heartbeat(info.model_copy(update={"id": "w0", "pid": 2}))
+    busy = info.model_copy(update={"state": "busy", "jobs": ("j1",), "heartbeat_at": now + 1})
+    store.heartbeat(busy)
+    assert store.workers() == [info.model_copy(update={"id": "w0", "pid": 2}), busy]
+
+
+def test_changes_are_logged_for_every_job_change(store):
+    start = store.changes_after(0).position
+    (job,) = submit(store, make_job())
+    changes = store.changes_after(start)
+    assert changes.job_ids == (job.id,)
+    assert changes.position > start
+    assert store.changes_after(changes.position).job_ids == ()
+    store.claim_batch("w1", 8, 30)
+    assert store.changes_after(changes.position).job_ids == (job.id,)
+
+
+# --- migration from schema version 1
+
+V1_SCHEMA = """
+CREATE TABLE jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    batch_key TEXT NOT NULL,
+    finished_at REAL,
+    expires_at REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    body TEXT NOT NULL
+);
+CREATE INDEX jobs_by_status ON jobs (status, seq);
+CREATE INDEX jobs_by_batch ON jobs (status, batch_key, seq);
+CREATE INDEX jobs_by_expiry ON jobs (expires_at);
+CREATE TABLE job_logs (
+    job_id TEXT NOT NULL,
+    timestamp REAL NOT NULL,
+    level TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX job_logs_by_job ON job_logs (job_id);
+CREATE TABLE webhooks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    parts_done INTEGER NOT NULL DEFAULT 0,
+    next_at REAL,
+    delivered_at REAL,
+    last_error TEXT
+);
+CREATE INDEX webhooks_due ON webhooks (next_at);
+"""
+
+
+def v1_body(job_id: str, status: str, **extra) -> dict:
+    spec = {
+        "prompt": f"prompt of {job_id}",
+        "width": 768,
+        "height": 512,
+        "num_inference_steps": 30,
+        "guidance_scale": 2.5,
+        "seed": 4242,
+        "num_images": 2,
+        "image_urls": ["https://example.com/ref.png"],
+        "output_format": "png",
+        "output_quality": 80,
+        "safety_check": True,
+        "expand_prompt": False,
+    }
+    return {
+        "id": job_id,
+        "api": "fal",
+        "app": "fal-ai/glm-image/image-to-image",
+        "spec": spec,
+        "status": status,
+        "created_at": 1000.0,
+        "started_at": None,
+        "finished_at": None,
+        "attempts": 0,
+        "cancel_requested": False,
+        "file_prefix": "pfx",
+        "base_url": "http://old/",
+        "webhook_url": None,
+        "upload_url": None,
+        "ttl_s": None,
+        "options": {"sync_mode": True},
+        "result": None,
+        "error": None,
+        **extra,
+    }
+
+
+def make_v1_database(path: Path) -> None:
+    db = sqlite3.connect(path)
+    db.executescript(V1_SCHEMA)
+    image = {"key": "pfx-0.png", "content_type": "image/png", "width": 768, "height": 512}
+    result = {
+        "images": [{**image, "file_size": 10, "seed": 4242}, {**image, "file_size": 11, "seed": 4243}],
+        "seed": 4242,
+        "prompt": "prompt of done",
+        "has_nsfw_concepts": [False, False],
+        "timings": {"inference": 1.5},
+        "cost": 0.01,
+    }
+    rows = [
+        ("queued", v1_body("queued", "queued", webhook_url="https://example.com/hook"), None),
+        (
+            "done",
+            v1_body("done", "succeeded", result=result, finished_at=2000.0, ttl_s=3600.0, attempts=1),
+            2000.0,
+        ),
+        ("running", v1_body("running", "running", attempts=1, started_at=1500.0), None),
+    ]
+    for job_id, body, finished_at in rows:
+        db.execute(
+            "INSERT INTO jobs (id, status, batch_key, finished_at, body) VALUES (?, ?, ?, ?, ?)",
+            (job_id, body["status"], "768x512/30/2.5/1", finished_at, json.dumps(body)),
+        )
+    db.execute("INSERT INTO job_logs VALUES ('done', 1.0, 'INFO', 'old line')")
+    db.execute("INSERT INTO webhooks (job_id, url, next_at) VALUES ('done', 'https://example.com/h', 0)")
+    db.commit()
+    db.close()
+
+
+def test_a_version_1_database_is_migrated(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    make_v1_database(path)
+    store = SqliteJobStore(path, max_attempts=3)
+
+    queued = store.get("queued")
+    assert queued.status == JobStatus.QUEUED
+    assert queued.request == GenerationRequest(
+        prompt="prompt of queued",
+        width=768,
+        height=512,
+        num_inference_steps=30,
+        guidance_scale=2.5,
+        seed=4242,
+        num_images=2,
+        references=("https://example.com/ref.png",),
+    )
+    assert queued.output == OutputSpec(
+        format="png", quality=80, safety_check=True, webhook_url="https://example.com/hook"
+    )
+    assert queued.options == {"sync_mode": True}
+
+    done = store.get("done")
+    assert done.status == JobStatus.SUCCEEDED
+    assert done.output.ttl_s == 3600.0
+    assert done.result.seed == 4242
+    assert [image.seed for image in done.result.images] == [4242, 4243]
+    assert done.result.cost == 0.01
+    assert [entry.message for entry in store.logs("done")] == ["old line"]
+
+    # The old outbox row is claimable with the new lease columns.
+    (delivery,) = store.claim_deliveries("sender", time.time(), 60)
+    assert delivery.job_id == "done"
+
+    # The migrated queue works: the old queued job is claimed under a lease, and the job that was running
+    # when the old server stopped is requeued (its lease expired) and joins it, as version 1 recovered it.
+    claimed = store.claim_batch("w1", 8, 30)
+    assert [(job.id, job.attempts, job.worker_id) for job in claimed] == [
+        ("queued", 1, "w1"),
+        ("running", 2, "w1"),
+    ]
+
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    # Opening it again does not migrate twice.
+    again = SqliteJobStore(path)
+    assert again.get("queued") == store.get("queued")
+
+
+def test_a_version_1_running_job_is_requeued_after_migration(tmp_path):
+    """Version 1 requeued running jobs at startup (recover); after the migration they hold no lease, and
+    the next lease check must take them back rather than leave them running forever."""
+    path = tmp_path / "jobs.sqlite3"
+    make_v1_database(path)
+    store = SqliteJobStore(path, max_attempts=3)
+    assert store.get("running").status == JobStatus.RUNNING
+    outcome = store.expire_leases(time.time())
+    assert outcome.requeued == 1
+    requeued = store.get("running")
+    assert requeued.status == JobStatus.QUEUED
+    assert requeued.request.seed == 4242
+    assert requeued.attempts == 1
