@@ -66,7 +66,7 @@ class ChangeFeed:
         self.store, self._loop, self.snapshots, self.poll_s = store, loop, snapshots, poll_s
         self.listeners = listeners
         self._waiters: dict[str, set[asyncio.Event]] = {}
-        self._position = store.changes_after(0).position
+        self._position = store.changes_after(0).position  # start at the end of the log
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._tail, name="change-feed", daemon=True)
 

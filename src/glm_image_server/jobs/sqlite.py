@@ -376,9 +376,6 @@ class SqliteJobStore:
             "SELECT seq, job_id FROM changes WHERE seq > ? ORDER BY seq", (position,)
         ).fetchall()
         if not rows:
-            if position == 0:  # a new reader starts at the end
-                last = db.execute("SELECT MAX(seq) FROM changes").fetchone()[0]
-                return Changes(last or 0, ())
             return Changes(position, ())
         return Changes(rows[-1][0], tuple(dict.fromkeys(job_id for _, job_id in rows)))
 
