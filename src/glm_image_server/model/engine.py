@@ -26,6 +26,7 @@ from ..types import (
     image_seed,
     random_seed,
 )
+from .ar_fast import supports_fast_path
 from .prior import PriorTokens, generate_prior_tokens
 from .references import fit_reference, side_bounds
 
@@ -47,9 +48,15 @@ class _Skipped(Exception):
 
 
 class Engine:
-    def __init__(self, pipe) -> None:
+    """`ar_fast_path`: sample AR tokens with ar_fast.py (static KV cache, CUDA-graph decode step, progress and
+    cancel every 16 tokens); the same tokens as the default loop. None: on for CUDA, off elsewhere."""
+
+    def __init__(self, pipe, ar_fast_path: bool | None = None) -> None:
         self.pipe = pipe
         self.device: torch.device = pipe._execution_device
+        if ar_fast_path is None:
+            ar_fast_path = self.device.type == "cuda" and supports_fast_path(pipe.vision_language_encoder)
+        self.ar_fast_path = ar_fast_path
         self.min_ref_side, self.max_ref_side = side_bounds(pipe.processor.image_processor)
         self._lock = threading.Lock()
 
@@ -118,6 +125,7 @@ class Engine:
             [torch.Generator(self.device).manual_seed(row.seed) for row in rows],
             on_token=lambda done, total: report(Progress("ar", done, total)),
             should_cancel=cancel,
+            fast=self.ar_fast_path,
         )
         self._sync()
         ar_time = time.perf_counter() - start
