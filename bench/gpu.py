@@ -16,7 +16,7 @@ Sections (`--sections`, default all):
 Stock stage times come from timing its `generate_prior_tokens` and `vae.decode`; its "DiT" is the rest of
 the call (glyph encoding, reference cache, denoising). The stock image-to-image path is broken by
 transformers 5.23, so stock i2i runs with the same two-method shim as tests/test_engine.py. --tiny numbers
-measure code paths, not speed.
+measure code paths, not speed. With --repeats N each measurement runs N times and the median is kept.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ class Run:
 
 
 class Bench:
-    def __init__(self, pipe, steps: int) -> None:
-        self.pipe, self.steps = pipe, steps
+    def __init__(self, pipe, steps: int, repeats: int = 1) -> None:
+        self.pipe, self.steps, self.repeats = pipe, steps, repeats
         self.device: torch.device = pipe._execution_device
         self.runs: list[Run] = []
 
@@ -91,9 +91,12 @@ class Bench:
             prompt=PROMPT, width=side, height=side, num_inference_steps=self.steps, seed=seed, references=refs
         )
 
-    def engine(
-        self, section: str, case: str, engine: Engine, requests: list[GenerationRequest], name: str
-    ) -> Run:
+    def engine(self, section: str, case: str, engine: Engine, requests: list, name: str) -> Run:
+        return self._median(
+            [self._engine_once(section, case, engine, requests, name) for _ in range(self.repeats)]
+        )
+
+    def _engine_once(self, section: str, case: str, engine: Engine, requests: list, name: str) -> Run:
         tokens = [0]
 
         def progress(event) -> None:
@@ -106,13 +109,14 @@ class Bench:
             self.sync()
             total = time.perf_counter() - start
         t = results[0].timings
-        run = Run(
+        return Run(
             section, case, name, len(requests), total, t.ar, tokens[0], t.dit, self.steps, t.vae, peak[0]
         )
-        self.runs.append(run)
-        return run
 
     def stock(self, section: str, case: str, requests: list[GenerationRequest], tokens: int) -> Run:
+        return self._median([self._stock_once(section, case, requests, tokens) for _ in range(self.repeats)])
+
+    def _stock_once(self, section: str, case: str, requests: list[GenerationRequest], tokens: int) -> Run:
         """The requests one after another through `pipe(...)`; stage times summed."""
         clock = {"ar": 0.0, "vae": 0.0}
         with self.peak() as peak, _stage_clock(self.pipe, clock, self.sync):
@@ -123,9 +127,13 @@ class Bench:
             total = time.perf_counter() - start
         dit = total - clock["ar"] - clock["vae"]
         n = len(requests)
-        run = Run(
+        return Run(
             section, case, "stock", n, total, clock["ar"], tokens, dit, self.steps, clock["vae"], peak[0]
         )
+
+    def _median(self, runs: list[Run]) -> Run:
+        """The run with the median total time is the one recorded."""
+        run = sorted(runs, key=lambda r: r.total_s)[len(runs) // 2]
         self.runs.append(run)
         return run
 
@@ -318,6 +326,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--i2i-size", type=int)
     parser.add_argument("--batch-size", type=int, help="side of the concurrency/fast/offload images")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=1, help="keep the median-time run of this many")
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--cpu-offload", action="store_true", help="also run the offload section")
     parser.add_argument("--json", help="write the runs and ratios here")
@@ -335,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     quiet_library_logs()
     pipe = load(args)
-    bench = Bench(pipe, args.steps)
+    bench = Bench(pipe, args.steps, args.repeats)
     engine = Engine(pipe)
     source = "tiny" if args.tiny else "full-size random" if args.full_size else args.model
     print(f"model={source} device={bench.device} steps={args.steps} threads={torch.get_num_threads()}")
