@@ -350,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model={source} device={bench.device} steps={args.steps} threads={torch.get_num_threads()}")
     switches = ("ar_fast_path", "batched_cfg", "vae_tiling")
     print("engine defaults: " + " ".join(f"{name}={getattr(engine, name)}" for name in switches))
-    warm = bench.request(min(args.sizes), 0)
+    side = min(args.sizes)
+    warm = GenerationRequest(prompt=PROMPT, width=side, height=side, num_inference_steps=1, seed=0)
     engine.generate([warm])  # warm-up: CUDA context, kernels, caches
     _stock_call(pipe, warm)
     ratios: list[str] = []

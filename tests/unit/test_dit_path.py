@@ -108,3 +108,16 @@ def test_vae_tiling_only_beyond_the_tile_and_runs(pipe) -> None:
         f"\ntiled vs untiled decode at {side}²: mean {difference.mean():.1f}, max {difference.max()} levels"
     )
     assert not pipe.vae.use_tiling  # switched off again after the decode
+
+
+def test_attention_is_already_fused_sdpa(pipe) -> None:
+    """What the stock components use, so there is no attention processor to swap in for speed: the DiT's
+    `GlmImageAttnProcessor` calls `dispatch_attention_fn`, whose default backend is PyTorch SDPA (flash /
+    memory-efficient kernels on CUDA), and the AR model runs transformers' sdpa attention."""
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+    from diffusers.models.transformers.transformer_glm_image import GlmImageAttnProcessor
+
+    processors = [block.attn1.processor for block in pipe.transformer.transformer_blocks]
+    assert all(type(p) is GlmImageAttnProcessor and p._attention_backend is None for p in processors)
+    assert _AttentionBackendRegistry.get_active_backend()[0] == AttentionBackendName.NATIVE
+    assert pipe.vision_language_encoder.config.get_text_config()._attn_implementation == "sdpa"

@@ -145,7 +145,9 @@ class StaticDecoder:
         torch.cuda.current_stream().wait_stream(stream)
         self._rewind()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: CUDA work on the server's other threads (image encoding, the next batch's
+        # preprocessing) must not invalidate the capture.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self.forward()
         self.graph = graph
 
