@@ -4,6 +4,7 @@ small-shape build on the CPU that runs end to end in bf16."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from glm_image_server.model.full_size import (
     build_full_size_pipeline,
     build_meta_modules,
     parameter_count,
+    save_full_size_pipeline,
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -112,3 +114,14 @@ def test_device_build_is_made_in_the_target_dtype_and_runs() -> None:
         generator=torch.Generator().manual_seed(0),
     ).images[0]
     assert image.size == (64, 64)
+
+
+def test_saved_copy_loads_as_a_model_directory(tmp_path: Path) -> None:
+    """`save_full_size_pipeline` writes what `--model DIR` (loader.load_pipeline) reads back."""
+    from glm_image_server.model.loader import load_pipeline
+    from glm_image_server.settings import Settings
+
+    directory = save_full_size_pipeline(tmp_path / "model", "cpu", dtype=torch.float32, shapes=small_shapes())
+    pipe = load_pipeline(Settings(model=str(directory), device="cpu", cache_dir=tmp_path / "cache"))
+    assert pipe.transformer.config.num_layers == 1 and pipe.processor.tokenizer.padding_side == "left"
+    assert pipe.vision_language_encoder.generation_config.top_p == 0.75
