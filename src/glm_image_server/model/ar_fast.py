@@ -1,9 +1,9 @@
 """AR fast path: a static KV cache, a decode step that CUDA can replay as a graph, and no host sync per token.
 
-transformers' `generate()` spends most of a GLM-Image AR stage on the host: per token it rebuilds masks and
-positions, grows a dynamic cache, and syncs with the device twice (`torch.multinomial` checks its input
-with `.item()`; the stopping criteria ask whether every row has finished). With ~1300 tokens at 1024² and
-~4400 at 2048², the GPU idles between small kernels. Here:
+The default AR loop (transformers' `generate()` with `RowSampler`) spends much of a GLM-Image AR stage on
+the host: per token it rebuilds masks and 3-D positions, grows a dynamic cache, launches every layer's
+kernels one by one, and `torch.multinomial` checks its input with `.item()`, a device sync per row per
+token. With ~1300 tokens at 1024² and ~4400 at 2048², the GPU idles between small kernels. Here:
 
   * the prompt is prefilled exactly as `generate()` prefills it (same call, dynamic cache), then its keys and
     values are copied into a `StaticCache` sized for the whole run;
@@ -16,10 +16,10 @@ with `.item()`; the stopping criteria ask whether every row has finished). With 
   * there is no stop condition to evaluate: EOS is masked until the grid is full (as `RowSampler` does), so
     every row runs exactly `max_new_tokens` steps, as `generate()` does.
 
-Progress and cancel are checked every `report_every` tokens (default 16) instead of every token, and on CUDA
-the host waits for the device at each check for the previous check's tokens, so it never runs more than
-2 x `report_every` tokens ahead: a progress report counts tokens the device has finished, at most that many
-late, and a cancel takes effect within that many tokens.
+Progress and cancel are checked every `report_every` tokens (default 16) instead of every token. On CUDA
+the host enqueues ahead of the device; at each check it waits until the device has finished the previous
+check's tokens, so a progress report is at most `report_every` tokens ahead of the device, and after a
+cancel at most 2 x `report_every` tokens of already queued work still run.
 
 On the CPU it yields exactly the tokens of `generate()` with `RowSampler` for the same seeds (tested on the
 tiny model); on CUDA the attention over a longer, masked static cache can round differently in the last bit,
