@@ -9,7 +9,7 @@ import pytest
 import torch
 from _tiny import load_tiny, noise_image
 
-from glm_image_server.model.ar_fast import REPORT_EVERY, RowPicker, sample_tokens
+from glm_image_server.model.ar_fast import REPORT_EVERY, RowPicker, StaticDecoder, sample_tokens
 from glm_image_server.model.engine import Engine
 from glm_image_server.model.prior import chat_inputs, generate_new_tokens, generate_prior_tokens
 from glm_image_server.model.sampling import sampling_warpers
@@ -32,7 +32,9 @@ def generators(seeds: list[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(s) for s in seeds]
 
 
-def both_ways(pipe, prompts, height, width, references, seeds) -> tuple[torch.Tensor, torch.Tensor]:
+def both_ways(
+    pipe, prompts, height, width, references, seeds, graphs: bool | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """All new tokens (preview grid, grid, end) from the default loop and from the fast path."""
     inputs = chat_inputs(pipe, prompts, height, width, references)
     vle = pipe.vision_language_encoder
@@ -43,7 +45,7 @@ def both_ways(pipe, prompts, height, width, references, seeds) -> tuple[torch.Te
     picker = RowPicker(
         generators(seeds), sampling_warpers(config), config.eos_token_id, max_new, 128, torch.device("cpu")
     )
-    return default, sample_tokens(vle, inputs, max_new, picker)
+    return default, sample_tokens(vle, inputs, max_new, picker, graphs=graphs)
 
 
 @pytest.mark.parametrize(("height", "width"), [(64, 96), (128, 64)])
@@ -55,6 +57,14 @@ def test_text_to_image_rows_of_different_lengths_get_the_same_tokens(pipe, heigh
 
 def test_a_single_row_gets_the_same_tokens(pipe) -> None:
     default, fast = both_ways(pipe, PROMPTS[:1], 96, 96, None, [7])
+    assert torch.equal(fast, default)
+
+
+def test_the_capture_warm_up_step_leaves_no_trace(pipe, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA the decode step is warmed up, rewound and captured; here the capture is the warm-up alone,
+    and the eager steps after it must give the same tokens."""
+    monkeypatch.setattr(StaticDecoder, "capture", StaticDecoder.warm_up)
+    default, fast = both_ways(pipe, PROMPTS[:2], 64, 64, None, [1, 2], graphs=True)
     assert torch.equal(fast, default)
 
 

@@ -135,15 +135,19 @@ class StaticDecoder:
         for layer in self.cache.layers:
             layer.cumulative_length.sub_(1)
 
+    def warm_up(self) -> None:
+        """Run one step and undo it: the counters go back, and the key it wrote is overwritten by the first
+        real step (which also sets the same mask entry)."""
+        self.forward()
+        self._rewind()
+
     def capture(self) -> None:
-        """Record `forward` as a CUDA graph: one warm-up step on a side stream (undone: the counters go
-        back, and the key it wrote is overwritten by the first real step), then the capture."""
+        """Record `forward` as a CUDA graph, after a warm-up step on a side stream."""
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            self.forward()
+            self.warm_up()
         torch.cuda.current_stream().wait_stream(stream)
-        self._rewind()
         graph = torch.cuda.CUDAGraph()
         # thread_local: CUDA work on the server's other threads (image encoding, the next batch's
         # preprocessing) must not invalidate the capture.
