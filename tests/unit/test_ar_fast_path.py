@@ -125,3 +125,12 @@ def test_engine_switch_gives_the_same_images(pipe) -> None:
         assert all(
             np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a.images, b.images, strict=True)
         )
+
+
+def test_engine_refuses_the_fast_path_for_attention_it_cannot_mask(
+    pipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("glm_image_server.model.engine.supports_fast_path", lambda _vle: False)
+    with pytest.raises(ValueError, match="sdpa or eager"):
+        Engine(pipe, ar_fast_path=True)
+    assert Engine(pipe).ar_fast_path is False

@@ -62,9 +62,10 @@ class Engine:
     ) -> None:
         self.pipe = pipe
         self.device: torch.device = pipe._execution_device
-        if ar_fast_path is None:
-            ar_fast_path = self.device.type == "cuda" and supports_fast_path(pipe.vision_language_encoder)
-        self.ar_fast_path = ar_fast_path
+        fast_ok = supports_fast_path(pipe.vision_language_encoder)
+        if ar_fast_path and not fast_ok:
+            raise ValueError("ar_fast_path needs the AR model on sdpa or eager attention")
+        self.ar_fast_path = fast_ok and self.device.type == "cuda" if ar_fast_path is None else ar_fast_path
         self.batched_cfg = batched_cfg
         self.vae_tiling = vae_tiling
         self.min_ref_side, self.max_ref_side = side_bounds(pipe.processor.image_processor)
