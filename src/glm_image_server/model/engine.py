@@ -18,6 +18,8 @@ import torch
 from PIL import Image
 
 from ..types import Cancelled, GenerationRequest, GenerationResult, Progress, StageTimings
+from .ar_fast import supports_fast_path
+from .dit import denoise, needs_tiling, vae_tiling
 from .prior import PriorTokens, generate_prior_tokens
 from .references import fit_reference, side_bounds
 
@@ -39,9 +41,25 @@ class _Skipped(Exception):
 
 
 class Engine:
-    def __init__(self, pipe) -> None:
+    """Switches (see docs/benchmarks.md for what each buys):
+    `ar_fast_path`: AR tokens from ar_fast.py (static KV cache, CUDA-graph decode step, progress and cancel
+        every 16 tokens); the same tokens as the default loop. None: on for CUDA, off elsewhere.
+    `batched_cfg`: the DiT's conditional and unconditional passes as one batch (dit.py); equal to the
+        pipeline's two passes up to float rounding, hence off by default.
+    `vae_tiling`: tiled VAE decoding for images beyond the VAE's tile (2048² on the real model); changes
+        pixels slightly at tile seams, hence off by default."""
+
+    def __init__(
+        self, pipe, ar_fast_path: bool | None = None, batched_cfg: bool = False, vae_tiling: bool = False
+    ) -> None:
         self.pipe = pipe
         self.device: torch.device = pipe._execution_device
+        fast_ok = supports_fast_path(pipe.vision_language_encoder)
+        if ar_fast_path and not fast_ok:
+            raise ValueError("ar_fast_path needs the AR model on sdpa or eager attention")
+        self.ar_fast_path = fast_ok and self.device.type == "cuda" if ar_fast_path is None else ar_fast_path
+        self.batched_cfg = batched_cfg
+        self.vae_tiling = vae_tiling
         self.min_ref_side, self.max_ref_side = side_bounds(pipe.processor.image_processor)
         self._lock = threading.Lock()
 
@@ -115,6 +133,7 @@ class Engine:
             [torch.Generator(self.device).manual_seed(row.seed) for row in rows],
             on_token=lambda done, total: report(Progress("ar", done, total)),
             should_cancel=cancel,
+            fast=self.ar_fast_path,
         )
         self._sync()
         ar_time = time.perf_counter() - start
@@ -183,6 +202,19 @@ class Engine:
             return None
 
     def _call_pipe(self, spec: GenerationRequest, row: _Row, prior: PriorTokens, step_end) -> torch.Tensor:
+        if self.batched_cfg:
+            return denoise(
+                self.pipe,
+                row.prompt,
+                row.references,
+                spec.height,
+                spec.width,
+                spec.num_inference_steps,
+                spec.guidance_scale,
+                prior,
+                torch.Generator("cpu").manual_seed(row.seed),
+                step_end,
+            )
         return self.pipe(
             prompt=row.prompt,
             image=list(row.references) or None,
@@ -204,5 +236,6 @@ class Engine:
         latents = latents.to(vae.dtype)
         mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device, latents.dtype)
         std = torch.tensor(vae.config.latents_std).view(shape).to(latents.device, latents.dtype)
-        pixels = vae.decode(latents * std + mean, return_dict=False)[0]
+        with vae_tiling(vae, self.vae_tiling and needs_tiling(vae, latents)):
+            pixels = vae.decode(latents * std + mean, return_dict=False)[0]
         return self.pipe.image_processor.postprocess(pixels, output_type="pil")[0]

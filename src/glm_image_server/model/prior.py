@@ -5,6 +5,8 @@ Follows `GlmImagePipeline.generate_prior_tokens` (diffusers 0.42.1) step for ste
   2. reference-image features are handed to `get_image_tokens` as the per-image list transformers 5.23
      returns; the pipeline's `torch.cat` of that list breaks image-to-image;
   3. progress per token and a cancel check, through the sampler.
+With `fast=True` the tokens come from ar_fast.py's static-cache decode loop instead of `generate()`: the
+same tokens, fewer host round trips.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from .ar_fast import RowPicker, sample_tokens
 from .sampling import RowSampler, sampling_warpers
 
 
@@ -60,42 +63,32 @@ def _reference_tokens(
     return tokens, list(torch.split(grids, refs_per_row))
 
 
-def generate_prior_tokens(
-    pipe,
-    prompts: Sequence[str],
-    height: int,
-    width: int,
-    references: Sequence[Sequence[Image.Image]] | None,
-    generators: Sequence[torch.Generator],
-    on_token: Callable[[int, int], None] | None = None,
-    should_cancel: Callable[[], bool] | None = None,
-) -> PriorTokens:
-    """Sample prior tokens for each row; every row of an edit batch has the same number of references."""
-    device = pipe._execution_device
-    rows = len(prompts)
+def chat_inputs(
+    pipe, prompts: Sequence[str], height: int, width: int, references: Sequence[Sequence[Image.Image]] | None
+):
+    """The AR model's inputs for a batch of prompts (left-padded), on the pipeline's device."""
     messages = []
     for r, prompt in enumerate(prompts):
         content = [{"type": "image", "image": img} for img in (references[r] if references else [])]
         messages.append([{"role": "user", "content": [*content, {"type": "text", "text": prompt}]}])
-    inputs = pipe.processor.apply_chat_template(
+    return pipe.processor.apply_chat_template(
         messages,
         tokenize=True,
         return_dict=True,
         return_tensors="pt",
-        processor_kwargs={"padding": rows > 1, "target_h": height, "target_w": width},
-    ).to(device)
+        processor_kwargs={"padding": len(prompts) > 1, "target_h": height, "target_w": width},
+    ).to(pipe._execution_device)
 
-    refs_per_row = len(references[0]) if references else 0
-    grid_thw = inputs["image_grid_thw"]
-    grids_per_row = len(grid_thw) // rows
-    max_new_tokens, offset, token_h, token_w = pipe._compute_generation_params(
-        image_grid_thw=grid_thw[:grids_per_row], is_text_to_image=not references
-    )
-    image_tokens = image_grids = None
-    if references:
-        image_tokens, image_grids = _reference_tokens(pipe, inputs, rows, refs_per_row, grids_per_row)
 
-    vle = pipe.vision_language_encoder
+def generate_new_tokens(
+    vle,
+    inputs,
+    generators: Sequence[torch.Generator],
+    max_new_tokens: int,
+    on_token: Callable[[int, int], None] | None,
+    should_cancel: Callable[[], bool] | None,
+) -> torch.Tensor:
+    """transformers' `generate()` with the per-row sampler; the new tokens only."""
     prompt_length = inputs["input_ids"].shape[-1]
     sampler = RowSampler(
         generators,
@@ -115,6 +108,50 @@ def generate_prior_tokens(
         top_k=None,
         logits_processor=[sampler],
     )
-    grid = outputs[:, prompt_length + offset : prompt_length + offset + token_h * token_w]
+    return outputs[:, prompt_length:]
+
+
+def generate_prior_tokens(
+    pipe,
+    prompts: Sequence[str],
+    height: int,
+    width: int,
+    references: Sequence[Sequence[Image.Image]] | None,
+    generators: Sequence[torch.Generator],
+    on_token: Callable[[int, int], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+    fast: bool = False,
+) -> PriorTokens:
+    """Sample prior tokens for each row; every row of an edit batch has the same number of references.
+    `fast`: the static-cache decode loop of ar_fast.py (same tokens; progress and cancel every few tokens)
+    instead of `generate()`."""
+    device = pipe._execution_device
+    rows = len(prompts)
+    inputs = chat_inputs(pipe, prompts, height, width, references)
+
+    refs_per_row = len(references[0]) if references else 0
+    grid_thw = inputs["image_grid_thw"]
+    grids_per_row = len(grid_thw) // rows
+    max_new_tokens, offset, token_h, token_w = pipe._compute_generation_params(
+        image_grid_thw=grid_thw[:grids_per_row], is_text_to_image=not references
+    )
+    image_tokens = image_grids = None
+    if references:
+        image_tokens, image_grids = _reference_tokens(pipe, inputs, rows, refs_per_row, grids_per_row)
+
+    vle = pipe.vision_language_encoder
+    if fast:
+        picker = RowPicker(
+            generators,
+            sampling_warpers(vle.generation_config),
+            vle.generation_config.eos_token_id,
+            max_new_tokens,
+            vle.lm_head.out_features,
+            device,
+        )
+        new_tokens = sample_tokens(vle, inputs, max_new_tokens, picker, on_token, should_cancel)
+    else:
+        new_tokens = generate_new_tokens(vle, inputs, generators, max_new_tokens, on_token, should_cancel)
+    grid = new_tokens[:, offset : offset + token_h * token_w]
     token_ids = torch.stack([_upsample(row, token_h, token_w) for row in grid])
     return PriorTokens(token_ids, image_tokens, image_grids)
