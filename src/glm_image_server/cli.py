@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import ipaddress
 import logging
 import os
@@ -37,7 +38,7 @@ TINY_NOTICE = (
 STAGE_LABELS = {"ar": "AR tokens", "dit": "DiT steps", "vae": "VAE decode"}
 
 
-MODEL_FLAGS = ("model", "device", "dtype", "cpu_offload", "cache_dir")
+MODEL_FLAGS = ("model", "device", "dtype", "cpu_offload", "ar_fast_path", "cache_dir")
 SERVE_FLAGS = (
     "host",
     "port",
@@ -144,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         type=Path,
         default=Path("out.png"),
-        help="output file: .png, .jpg or .webp; with -n > 1, NAME-1.png, NAME-2.png, ... (default %(default)s)",
+        help="output file: .png, .jpg or .webp; with -n > 1, NAME-1.png, NAME-2.png, ... "
+        "(default %(default)s)",
     )
     add_settings_flags(gen, MODEL_FLAGS)
 
@@ -155,9 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the queue under /queue/...), the Runware API (POST /v1 and a WebSocket on /v1) and the OpenAI "
         "Images API (/v1/images/generations, /v1/images/edits). The model runs in worker processes, one per "
         "GPU by default; the API process never loads it. Point fal clients at it with FAL_RUN_HOST=HOST:PORT "
-        "and FAL_QUEUE_RUN_HOST=HOST:PORT/queue (fal's Python client needs HTTPS: see docs/api.md). Every flag "
-        "can also be set as GLM_IMAGE_<FLAG> in the environment; more settings are environment-only "
-        "(docs/api.md).",
+        "and FAL_QUEUE_RUN_HOST=HOST:PORT/queue (fal's Python client needs HTTPS: see docs/api.md). "
+        "Every flag can also be set as GLM_IMAGE_<FLAG> in the environment; more settings are "
+        "environment-only (docs/settings.md).",
     )
     add_settings_flags(serve, SERVE_FLAGS)
 
@@ -205,7 +207,10 @@ def _request(args: argparse.Namespace, settings: Settings) -> tuple[GenerationRe
         num_inference_steps=args.steps,
         guidance_scale=args.guidance,
         num_images=args.num_images,
-        references=tuple(Path(path).resolve().as_uri() for path in args.image),
+        # Locators must be URLs, data URIs or uploads (file:// is no locator): the files as data URIs.
+        references=tuple(
+            "data:;base64," + base64.b64encode(Path(path).read_bytes()).decode() for path in args.image
+        ),
         **seed,
     )
     return request, references

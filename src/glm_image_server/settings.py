@@ -39,6 +39,17 @@ class Settings(BaseSettings):
         default="auto", description="auto: bfloat16 on a GPU, float32 on the CPU"
     )
     cpu_offload: bool = Field(default=False, description="move each component to the GPU only while it runs")
+    ar_fast_path: bool | None = Field(
+        default=None,
+        description="AR decoding with a static KV cache and a CUDA-graph step (same tokens); "
+        "default: on for CUDA, off elsewhere",
+    )
+    batched_cfg: bool = Field(
+        default=False, description="DiT conditional and unconditional passes as one batch (rounding differs)"
+    )
+    vae_tiling: bool = Field(
+        default=False, description="tiled VAE decoding above the VAE's tile size (pixels change at seams)"
+    )
     cache_dir: Path = Field(
         default=Path.home() / ".cache" / "glm-image-server", description="where the tiny model is built"
     )
@@ -179,9 +190,9 @@ def settings_markdown() -> str:
     lines = [
         "# Settings",
         "",
-        "Every setting is an environment variable `GLM_IMAGE_<NAME>`; the ones with a flag can also be given",
-        "on the command line (`glm-image serve --help`). Generated from `settings.py`; a test keeps this page",
-        "equal to it.",
+        "Every setting is an environment variable `GLM_IMAGE_<NAME>`; the ones with a flag can also be",
+        "given on the command line (`glm-image serve --help`). Generated from `settings.py`; a test keeps",
+        "this page equal to it.",
         "",
         "| variable | default | meaning |",
         "| --- | --- | --- |",

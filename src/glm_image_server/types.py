@@ -87,10 +87,15 @@ def image_seed(seed: int, index: int) -> int:
     return (seed + index) % (MAX_SEED + 1)
 
 
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"  # :g would round 2**63 - 1
+
+
 def _check_range(name: str, value: float, low: float, high: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        low_s, high_s = _number(low), _number(high)
         raise InvalidRequest(
-            name, f"must be between {low:g} and {high:g}, got {value!r}", f"{low:g}..{high:g}"
+            name, f"must be between {low_s} and {high_s}, got {value!r}", f"{low_s}..{high_s}"
         )
 
 

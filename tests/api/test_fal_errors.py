@@ -8,59 +8,123 @@ import time
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
+from helpers.images import data_uri, png_bytes
 from PIL import Image
-from test_fal_client import SMALL, data_uri, png_bytes
 
 T2I, I2I = "fal-ai/glm-image", "fal-ai/glm-image/image-to-image"
+SMALL = {"image_size": {"width": 96, "height": 64}, "num_inference_steps": 10}
+PRESETS = "'square_hd', 'square', 'portrait_4_3', 'portrait_16_9', 'landscape_4_3' or 'landscape_16_9'"
+PRESET_LOC = "literal['square_hd','square','portrait_4_3','portrait_16_9','landscape_4_3','landscape_16_9']"
+GRID = "Value error, GLM-Image needs width and height to be multiples of 32 from 64 to 2048; got {}"
+
+
+def details(response: httpx.Response) -> list[tuple[list, str]]:
+    """(loc, msg) of each entry of a 422's detail."""
+    assert response.status_code == 422, response.text
+    return [(entry["loc"], entry["msg"]) for entry in response.json()["detail"]]
 
 
 def locs(response: httpx.Response) -> list[list]:
-    assert response.status_code == 422, response.text
-    return [entry["loc"] for entry in response.json()["detail"]]
+    return [loc for loc, _msg in details(response)]
 
 
 @pytest.mark.parametrize(
-    ("body", "loc"),
+    ("body", "expected"),
     [
-        ({"prompt": 5}, ["body", "prompt"]),
-        ({"prompt": ""}, ["body", "prompt"]),
-        ({"prompt": "   "}, ["body", "prompt"]),
-        ({}, ["body", "prompt"]),
-        ({"prompt": "x", "num_images": "a"}, ["body", "num_images"]),
-        ({"prompt": "x", "num_images": 5}, ["body", "num_images"]),
-        ({"prompt": "x", "num_inference_steps": 9}, ["body", "num_inference_steps"]),
-        ({"prompt": "x", "num_inference_steps": 101}, ["body", "num_inference_steps"]),
-        ({"prompt": "x", "guidance_scale": 0.5}, ["body", "guidance_scale"]),
-        ({"prompt": "x", "guidance_scale": "high"}, ["body", "guidance_scale"]),
-        ({"prompt": "x", "seed": -1}, ["body", "seed"]),
-        ({"prompt": "x", "image_size": "huge"}, ["body", "image_size", "literal[...]"]),
-        ({"prompt": "x", "image_size": {"width": 1000, "height": 768}}, ["body", "image_size"]),
-        ({"prompt": "x", "image_size": {"width": 4096, "height": 4096}}, ["body", "image_size"]),
-        ({"prompt": "x", "output_format": "gif"}, ["body", "output_format"]),
+        ({"prompt": 5}, [(["body", "prompt"], "Input should be a valid string")]),
+        ({"prompt": ""}, [(["body", "prompt"], "String should have at least 1 character")]),
+        (
+            {"prompt": "   "},
+            [(["body", "prompt"], "must be a non-empty string (allowed: 1..10000 characters)")],
+        ),
+        ({}, [(["body", "prompt"], "Field required")]),
+        (
+            {"prompt": "x", "num_images": "a"},
+            [
+                (
+                    ["body", "num_images"],
+                    "Input should be a valid integer, unable to parse string as an integer",
+                )
+            ],
+        ),
+        (
+            {"prompt": "x", "num_images": 5},
+            [(["body", "num_images"], "Input should be less than or equal to 4")],
+        ),
+        (
+            {"prompt": "x", "num_inference_steps": 9},
+            [(["body", "num_inference_steps"], "Input should be greater than or equal to 10")],
+        ),
+        (
+            {"prompt": "x", "num_inference_steps": 101},
+            [(["body", "num_inference_steps"], "Input should be less than or equal to 100")],
+        ),
+        (
+            {"prompt": "x", "guidance_scale": 0.5},
+            [(["body", "guidance_scale"], "Input should be greater than or equal to 1")],
+        ),
+        (
+            {"prompt": "x", "guidance_scale": "high"},
+            [
+                (
+                    ["body", "guidance_scale"],
+                    "Input should be a valid number, unable to parse string as a number",
+                )
+            ],
+        ),
+        ({"prompt": "x", "seed": -1}, [(["body", "seed"], "Input should be greater than or equal to 0")]),
+        (
+            {"prompt": "x", "image_size": "huge"},
+            [
+                (["body", "image_size", PRESET_LOC], f"Input should be {PRESETS}"),
+                (
+                    ["body", "image_size", "ImageSize"],
+                    "Input should be a valid dictionary or object to extract fields from",
+                ),
+            ],
+        ),
+        (
+            {"prompt": "x", "image_size": {"width": 1000, "height": 768}},
+            [(["body", "image_size"], GRID.format("1000x768"))],
+        ),
+        (
+            {"prompt": "x", "image_size": {"width": 4096, "height": 4096}},
+            [(["body", "image_size"], GRID.format("4096x4096"))],
+        ),
+        (
+            {"prompt": "x", "output_format": "gif"},
+            [(["body", "output_format"], "Input should be 'jpeg', 'png' or 'webp'")],
+        ),
     ],
 )
-def test_schema_errors(fal_http, body: dict, loc: list) -> None:
+def test_schema_errors(fal_app: TestClient, body: dict, expected: list[tuple[list, str]]) -> None:
     for path in (f"/{T2I}", f"/queue/{T2I}"):
-        found = locs(fal_http.post(path, json=body))
-        assert any(entry[: len(loc)] == loc or entry[:2] == loc[:2] for entry in found), found
+        assert details(fal_app.post(path, json=body)) == expected, path
 
 
-def test_image_to_image_schema_errors(fal_http) -> None:
+def test_image_to_image_schema_errors(fal_app: TestClient) -> None:
     ref = data_uri(png_bytes())
-    assert locs(fal_http.post(f"/{I2I}", json={"prompt": "x"})) == [["body", "image_urls"]]
-    five = fal_http.post(f"/{I2I}", json={"prompt": "x", "image_urls": [ref] * 5})
+    assert details(fal_app.post(f"/{I2I}", json={"prompt": "x"})) == [
+        (["body", "image_urls"], "Field required")
+    ]
+    five = fal_app.post(f"/{I2I}", json={"prompt": "x", "image_urls": [ref] * 5})
     assert locs(five) == [["body", "image_urls"]]
     assert "at most 4" in five.json()["detail"][0]["msg"]
-    assert locs(fal_http.post(f"/{I2I}", json={"prompt": "x", "image_urls": []})) == [["body", "image_urls"]]
-    ftp = fal_http.post(f"/queue/{I2I}", json={"prompt": "x", "image_urls": ["ftp://host/a.png"]})
+    empty = fal_app.post(f"/{I2I}", json={"prompt": "x", "image_urls": []})
+    assert locs(empty) == [["body", "image_urls"]] and "at least 1" in empty.json()["detail"][0]["msg"]
+    ftp = fal_app.post(f"/queue/{I2I}", json={"prompt": "x", "image_urls": ["ftp://host/a.png"]})
     assert locs(ftp) == [["body", "image_urls"]]
-    assert locs(fal_http.post(f"/{T2I}", content=b"{not json", headers={"content-type": "application/json"}))
-    assert locs(fal_http.post(f"/{T2I}", json=["a", "list"]))
-    hook = fal_http.post(f"/queue/{T2I}", params={"fal_webhook": "ftp://x"}, json={"prompt": "x"})
-    assert locs(hook) == [["query", "fal_webhook"]]
+    assert "image_urls[0] must be an http(s) URL or a data URI" in ftp.json()["detail"][0]["msg"]
+    not_json = fal_app.post(f"/{T2I}", content=b"{not json", headers={"content-type": "application/json"})
+    assert [loc[0] for loc in locs(not_json)] == ["body"]
+    a_list = fal_app.post(f"/{T2I}", json=["a", "list"])
+    assert [loc[0] for loc in locs(a_list)] == ["body"]
+    hook = fal_app.post(f"/queue/{T2I}", params={"fal_webhook": "ftp://x"}, json={"prompt": "x"})
+    assert details(hook) == [(["query", "fal_webhook"], "must be an http(s) URL")]
 
 
-def _wait_completed(client: httpx.Client, status_url: str) -> dict:
+def _wait_completed(client: TestClient, status_url: str) -> dict:
     deadline = time.monotonic() + 60
     while (status := client.get(status_url, params={"logs": "1"})).status_code == 202:
         assert time.monotonic() < deadline, "hang"
@@ -87,7 +151,7 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_reference_images(fal_http, web, case: str) -> None:
+def test_bad_reference_images(fal_app: TestClient, web, case: str) -> None:
     web.routes["/text"] = (200, b"<html>hello</html>", {"content-type": "image/png"})
     web.routes["/bomb.png"] = (200, _bomb(), {"content-type": "image/png"})
     web.routes["/loop"] = (302, b"", {"location": "/loop"})
@@ -95,17 +159,17 @@ def test_bad_reference_images(fal_http, web, case: str) -> None:
     url = web.url(url) if url.startswith("/") else url
     body = {"prompt": "edit", "image_urls": [data_uri(png_bytes()), url], **SMALL}
 
-    sync = fal_http.post(f"/{I2I}", json=body)
+    sync = fal_app.post(f"/{I2I}", json=body)
     assert sync.status_code == 422, sync.text
     (detail,) = sync.json()["detail"]
     assert detail["loc"] == ["body", "image_urls", 1] and message in detail["msg"]
 
-    queued = fal_http.post(f"/queue/{I2I}", json=body).json()
-    status = _wait_completed(fal_http, queued["status_url"])
+    queued = fal_app.post(f"/queue/{I2I}", json=body).json()
+    status = _wait_completed(fal_app, queued["status_url"])
     assert status["error_type"] == "validation_error"
     assert status["error"].startswith("image_urls.1: ") and message in status["error"]
     assert any(message in log["message"] for log in status["logs"])
-    result = fal_http.get(queued["response_url"])
+    result = fal_app.get(queued["response_url"])
     assert result.status_code == 422 and result.json()["detail"][0]["loc"] == ["body", "image_urls", 1]
 
 
@@ -120,10 +184,12 @@ def test_bad_reference_images(fal_http, web, case: str) -> None:
         ("http://192.168.1.1/a.png", "non-public"),
     ],
 )
-def test_ssrf_guard(plain_server, web, url: str, message: str) -> None:
+def test_ssrf_guard(strict_app: TestClient, web, url: str, message: str) -> None:
     web.routes["/ref.png"] = (200, png_bytes(), {"content-type": "image/png"})
     url = url.format(port=web.server.server_address[1])
-    response = plain_server.client.post(f"/{I2I}", json={"prompt": "x", "image_urls": [url], **SMALL})
+    response = strict_app.post(f"/{I2I}", json={"prompt": "x", "image_urls": [url], **SMALL})
     assert response.status_code == 422
-    assert message in response.json()["detail"][0]["msg"] and "refused" in response.json()["detail"][0]["msg"]
+    (detail,) = response.json()["detail"]
+    assert detail["loc"] == ["body", "image_urls", 0]
+    assert message in detail["msg"] and "refused" in detail["msg"]
     assert not web.received  # never contacted

@@ -73,6 +73,7 @@ def test_edit_with_references_and_several_images(run) -> None:
             "size: unknown size 'square_xl' (allowed: WIDTHxHEIGHT or one of square_hd",
         ),
         (["--steps", "0"], "num_inference_steps: must be between 1 and 100, got 0"),
+        (["--guidance", "0.5"], "guidance_scale: must be between 1 and 50, got 0.5"),
         (["-i", "r.png"] * 5, "references: got 5 images (allowed: 0..4 images)"),
         (["-i", "missing.png"], "image: cannot read missing.png"),
         (["-o", "out.gif"], "output: unsupported file type '.gif'"),

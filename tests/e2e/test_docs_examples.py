@@ -6,9 +6,9 @@ import re
 import subprocess
 from pathlib import Path
 
-from conftest import PLAIN_KEY
+from helpers.keys import PLAIN_KEY
 
-DOC = Path(__file__).parent.parent / "docs" / "api.md"
+DOC = Path(__file__).parents[2] / "docs" / "api.md"
 
 
 def test_api_doc_examples_run(plain_server, tmp_path) -> None:

@@ -1,37 +1,19 @@
 """The real fal-client library against `glm-image serve`, over TLS, unpatched: only its documented
-environment (FAL_RUN_HOST, FAL_QUEUE_RUN_HOST, FAL_KEY, SSL_CERT_FILE; set in conftest)."""
+environment (FAL_RUN_HOST, FAL_QUEUE_RUN_HOST, FAL_KEY, SSL_CERT_FILE; set by helpers.fal_env, which
+tests/e2e/conftest.py imports before this module imports fal_client). The fal HTTP details no SDK
+exposes are tested on the in-process app: tests/api/test_fal_http.py."""
 
 from __future__ import annotations
 
-import base64
-import io
-import json
 import time
 
 import fal_client
-import httpx
 import pytest
-from PIL import Image
+from helpers.images import data_uri, download, png_bytes
 
 T2I = "fal-ai/glm-image"
 I2I = "fal-ai/glm-image/image-to-image"
 SMALL = {"image_size": {"width": 96, "height": 64}, "num_inference_steps": 10}
-
-
-def png_bytes(size=(80, 60), color=(200, 30, 30)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def data_uri(data: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-def download(url: str) -> tuple[bytes, Image.Image]:
-    response = httpx.get(url, timeout=30)
-    response.raise_for_status()
-    return response.content, Image.open(io.BytesIO(response.content))
 
 
 def check_images(result: dict, width: int, height: int, count: int = 1, fmt: str = "JPEG") -> list[bytes]:
@@ -151,61 +133,3 @@ def test_cancel_queued_and_running(fal_server, fal_http) -> None:
     assert (again.status_code, again.json()) == (400, {"status": "ALREADY_COMPLETED"})
     missing = fal_http.put(f"/queue/{T2I}/requests/00000000-0000-4000-8000-000000000000/cancel")
     assert (missing.status_code, missing.json()) == (404, {"status": "NOT_FOUND"})
-
-
-def test_status_stream_events(fal_server, fal_http) -> None:
-    submitted = fal_http.post(f"/queue/{T2I}", json={"prompt": "stream", **SMALL}).json()
-    events = []
-    with fal_http.stream("GET", submitted["status_url"] + "/stream", params={"logs": "1"}) as response:
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if line.startswith("data: "):
-                events.append(json.loads(line[len("data: ") :]))
-    assert events[-1]["status"] == "COMPLETED"
-    assert events[-1]["logs"] and events[-1]["response_url"] == submitted["response_url"]
-    assert {"IN_QUEUE", "IN_PROGRESS"} & {event["status"] for event in events[:-1]}
-
-
-def test_http_details(fal_server, fal_http) -> None:
-    submitted = fal_http.post(f"/queue/{T2I}", json={"prompt": "headers", **SMALL})
-    body = submitted.json()
-    assert submitted.headers["x-fal-request-id"] == body["request_id"]
-    assert body["status"] == "IN_QUEUE" and isinstance(body["queue_position"], int)
-    status = fal_http.get(body["status_url"], params={"logs": "0"})
-    assert status.headers["x-fal-request-id"] == body["request_id"]
-    assert status.status_code in (200, 202) and status.json()["logs"] is None
-    pending = status.json()["status"] != "COMPLETED"
-    assert status.status_code == (202 if pending else 200)
-    for flag in ("1", "0", "true", "false"):
-        assert fal_http.get(body["status_url"], params={"logs": flag}).status_code in (200, 202)
-    assert fal_http.get(body["status_url"], params={"logs": "maybe"}).status_code == 422
-    missing = fal_http.get(f"/queue/{T2I}/requests/nope/status")
-    assert missing.status_code == 404 and "x-fal-request-id" in missing.headers
-
-    # sync_mode: images come back inline as data URIs.
-    inline = fal_http.post(f"/{T2I}", json={"prompt": "inline", "sync_mode": True, **SMALL})
-    url = inline.json()["images"][0]["url"]
-    assert url.startswith("data:image/jpeg;base64,")
-    assert Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size == (96, 64)
-
-
-def test_api_key_required(fal_server) -> None:
-    url = f"{fal_server.base_url}/{T2I}"
-    body = {"prompt": "x", **SMALL}
-    assert httpx.post(url, json=body).status_code == 401
-    assert httpx.post(url, json=body, headers={"authorization": "Key wrong"}).status_code == 401
-    bearer = httpx.post(url, json=body, headers={"authorization": "Bearer test-key-123"}, timeout=60)
-    assert bearer.status_code == 200
-    assert httpx.get(f"{fal_server.base_url}/health").status_code == 200  # health stays open
-
-
-def test_queue_host_routes_to_the_queue(fal_server, fal_http) -> None:
-    """fal clients derive `queue.<run host>`; such a host reaches the queue without the /queue prefix."""
-    host = f"queue.localhost:{fal_server.port}"
-    response = fal_http.post(f"/{T2I}", headers={"host": host}, json={"prompt": "via host", **SMALL})
-    body = response.json()
-    assert body["status"] == "IN_QUEUE"
-    assert body["status_url"] == f"https://{host}/{T2I}/requests/{body['request_id']}/status"
-    status = fal_http.get(f"/{T2I}/requests/{body['request_id']}/status", headers={"host": host})
-    assert status.json()["request_id"] == body["request_id"]
-    assert fal_http.get("/health", headers={"host": host}).status_code == 200

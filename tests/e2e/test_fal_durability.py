@@ -1,4 +1,5 @@
-"""Jobs and webhooks survive a SIGKILL of the server; webhooks are retried until accepted."""
+"""Jobs and webhooks survive a SIGKILL of the server (and so of its worker); webhooks are retried until
+accepted."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from collections import Counter, defaultdict
 
 import fal_client
 import httpx
-from serving import ServerProcess
-from test_fal_client import SMALL
+from helpers.serving import ServerProcess
 
 T2I = "fal-ai/glm-image"
+SMALL = {"image_size": {"width": 96, "height": 64}, "num_inference_steps": 10}
 
 
 def statuses(client: httpx.Client, ids: list[str]) -> dict[str, dict]:

@@ -8,10 +8,10 @@ import io
 import httpx
 import openai
 import pytest
-from conftest import PLAIN_KEY
+from helpers.images import png_bytes
+from helpers.keys import PLAIN_KEY
 from openai import OpenAI
 from PIL import Image
-from test_fal_client import png_bytes
 
 STEPS = {"num_inference_steps": 10}
 

@@ -1,24 +1,20 @@
-"""Safety checking, prompt expansion, cost and timings, through the fal and Runware dialects."""
+"""Safety checking, prompt expansion, cost and timings, through the fal and Runware dialects of a server.
+(The checker, quoted-text finder and pricing directly: tests/unit/test_post.py.)"""
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from helpers.serving import ServerProcess, WebServer
 from PIL import Image
-from serving import ServerProcess, WebServer
 
-from glm_image_server.jobs.runner import JobRunner
-from glm_image_server.prompting import SYSTEM_PROMPT, quoted_texts
-from glm_image_server.safety import NudeNetChecker, load_checker
-from glm_image_server.settings import Settings
+from glm_image_server.prompting import SYSTEM_PROMPT
 
 SMALL = {"image_size": {"width": 128, "height": 128}, "num_inference_steps": 10}
 STAGES = {"queue", "fetch", "expansion", "ar", "dit", "vae", "safety", "encode", "inference"}
@@ -54,8 +50,7 @@ def llm():
 def featured(tmp_path_factory, model_cache, llm):
     """A server with a flagging checker double, prompt expansion against `llm`, and $0.10/MP."""
     env = {
-        "GLM_IMAGE_SAFETY_CHECKER": "doubles:FlagOddImages",
-        "PYTHONPATH": f"{Path(__file__).parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "GLM_IMAGE_SAFETY_CHECKER": "helpers.doubles:FlagOddImages",  # tests/ is on the server's path
         "GLM_IMAGE_EXPANSION_BASE_URL": llm.url("/v1"),
         "GLM_IMAGE_EXPANSION_MODEL": "glm-test",
         "GLM_IMAGE_EXPANSION_API_KEY": "llm-key",
@@ -135,7 +130,8 @@ def test_prompt_expansion(featured, llm) -> None:
     started = time.monotonic()
     result, logs = _logs(featured.client, {"prompt": slow, "enable_prompt_expansion": True, **SMALL})
     assert result["prompt"] == slow and any("timed out after 1 s" in line for line in logs)
-    assert time.monotonic() - started < 10
+    assert result["timings"]["expansion"] < 2.5  # gave up after its 1 s, not the LLM's 3 s
+    assert time.monotonic() - started < 30  # and the job went on at once (generous: 2 busy cores)
 
     plain, logs = _logs(featured.client, {"prompt": "no expansion", **SMALL})
     assert plain["prompt"] == "no expansion" and not any("expan" in line for line in logs)
@@ -149,29 +145,3 @@ def test_real_nudenet_passes_a_benign_image(plain_server) -> None:
     assert not is_black(result["images"][0]["url"])
     unconfigured, logs = _logs(plain_server.client, {"prompt": "x", "enable_prompt_expansion": True, **SMALL})
     assert unconfigured["prompt"] == "x" and any("not configured" in line for line in logs)
-
-
-def test_nudenet_checker_directly() -> None:
-    checker = NudeNetChecker()
-    gradient = Image.fromarray(np.tile(np.arange(256, dtype=np.uint8), (256, 1))).convert("RGB")
-    assert checker.check([gradient, Image.new("RGB", (300, 200), (210, 160, 130))]) == [False, False]
-    assert isinstance(checker.detections(gradient), list)
-    assert load_checker("none", 0.5, ()) is None
-    assert isinstance(load_checker("nudenet", 0.5, ()), NudeNetChecker)
-    with pytest.raises(RuntimeError, match="cannot be loaded"):
-        load_checker("no_such_module:Checker", 0.5, ())
-
-
-def test_quoted_texts() -> None:
-    english = "a sign that reads 'OPEN' and it's red, a \"SALE 50%\" banner"
-    assert quoted_texts(english) == ["OPEN", "SALE 50%"]
-    mixed = "\u201cCafé\u201d \u2018x y\u2019 「你好」 『书名』 《标题》 don't"
-    assert quoted_texts(mixed) == ["Café", "x y", "你好", "书名", "标题"]
-
-
-def test_pricing() -> None:
-    images = [Image.new("RGB", (1000, 500))] * 2
-    per_mp = JobRunner(None, None, None, None, Settings(price_per_megapixel=0.05))
-    assert per_mp._cost(images, 12.0) == pytest.approx(0.05)
-    per_second = JobRunner(None, None, None, None, Settings(pricing="gpu_second", price_per_gpu_second=0.002))
-    assert per_second._cost(images, 12.0) == pytest.approx(0.024)

@@ -1,11 +1,11 @@
-"""The Runware dialect: the real `runware` SDK over WebSocket, REST with Bearer auth, deliveries,
-idempotent taskUUIDs, and errors in Runware's format."""
+"""The Runware dialect on its own server: the real `runware` SDK over WebSocket, REST with Bearer auth,
+deliveries, idempotent taskUUIDs and reference forms. (Bad tasks and auth on the in-process app:
+tests/api/test_runware_errors.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import re
 import time
@@ -13,10 +13,9 @@ import uuid
 
 import httpx
 import pytest
-from conftest import PLAIN_KEY
-from PIL import Image
+from helpers.images import data_uri, decode, png_bytes
+from helpers.keys import RUNWARE_KEY
 from runware import IImageInference, Runware
-from test_fal_client import data_uri, png_bytes
 from websockets.sync.client import connect
 
 MODEL = "runware:glm-image@0"
@@ -35,16 +34,12 @@ def task(**fields) -> dict:
     }
 
 
-def decode(data: bytes) -> Image.Image:
-    return Image.open(io.BytesIO(data))
-
-
-def test_sdk_over_websocket(plain_server, tmp_path) -> None:
+def test_sdk_over_websocket(runware_server, tmp_path) -> None:
     reference = tmp_path / "ref.png"
     reference.write_bytes(png_bytes((150, 100)))
 
     async def scenario():
-        client = Runware(api_key=PLAIN_KEY, url=f"ws://127.0.0.1:{plain_server.port}/v1")
+        client = Runware(api_key=RUNWARE_KEY, url=f"ws://127.0.0.1:{runware_server.port}/v1")
         await client.connect()
         try:
             uploaded = await client.uploadImage(str(reference))
@@ -90,14 +85,14 @@ def test_sdk_over_websocket(plain_server, tmp_path) -> None:
     assert one.cost is None  # only when asked
 
 
-def test_websocket_protocol_details(plain_server) -> None:
-    with connect(f"ws://127.0.0.1:{plain_server.port}/v1") as socket:
+def test_websocket_protocol_details(runware_server) -> None:
+    with connect(f"ws://127.0.0.1:{runware_server.port}/v1") as socket:
         socket.send(json.dumps([task()]))
         error = json.loads(socket.recv(timeout=30))["errors"][0]
         assert (error["code"], error["parameter"]) == ("invalidApiKey", "apiKey")  # not authenticated yet
         socket.send(json.dumps([{"taskType": "authentication", "apiKey": "wrong"}]))
         assert json.loads(socket.recv(timeout=30))["errors"][0]["code"] == "invalidApiKey"
-        socket.send(json.dumps([{"taskType": "authentication", "apiKey": PLAIN_KEY}]))
+        socket.send(json.dumps([{"taskType": "authentication", "apiKey": RUNWARE_KEY}]))
         session = json.loads(socket.recv(timeout=30))["data"][0]
         assert session["taskType"] == "authentication" and uuid.UUID(session["connectionSessionUUID"])
         # A slow task does not hold up a ping sent after it; its results are pushed when done.
@@ -110,14 +105,9 @@ def test_websocket_protocol_details(plain_server) -> None:
 
 
 @pytest.fixture
-def rest(fal_server):
-    """REST on the TLS server (loopback webhooks allowed there), with its key as a Bearer token."""
-    from conftest import FAL_KEY
-
-    with httpx.Client(
-        base_url=f"{fal_server.base_url}/v1", headers={"authorization": f"Bearer {FAL_KEY}"}, timeout=120
-    ) as client:
-        yield client
+def rest(runware_server) -> httpx.Client:
+    """REST on the Runware server (loopback webhooks allowed there), with its key as a Bearer token."""
+    return runware_server.rest
 
 
 def test_rest_sync_and_async_with_get_response(rest) -> None:
@@ -142,17 +132,6 @@ def test_rest_sync_and_async_with_get_response(rest) -> None:
     assert decode(httpx.get(polled[0]["imageURL"]).content).size == (128, 160)
 
 
-def test_rest_auth(fal_server) -> None:
-    url = f"{fal_server.base_url}/v1"
-    missing = httpx.post(url, json=[task()])
-    assert missing.status_code == 401 and missing.json()["errors"][0]["code"] == "invalidApiKey"
-    from conftest import FAL_KEY
-
-    leading = httpx.post(url, json=[{"taskType": "authentication", "apiKey": FAL_KEY}, task()], timeout=60)
-    assert leading.status_code == 200
-    assert [item["taskType"] for item in leading.json()["data"]] == ["authentication", "imageInference"]
-
-
 def test_webhook_and_upload_endpoint(rest, web) -> None:
     web.routes["/hook"] = (200, b"ok", {})
     web.routes["/put"] = (200, b"", {})
@@ -175,77 +154,45 @@ def test_webhook_and_upload_endpoint(rest, web) -> None:
 
 
 def engine_calls(base_url: str) -> float:
+    """Engine calls so far, summed over the server's processes (its worker counts them)."""
     text = httpx.get(f"{base_url}/metrics").text
     return float(re.search(r"^glm_image_engine_calls_total (\S+)$", text, re.M)[1])
 
 
-def test_repeated_task_uuid_runs_once(rest, fal_server) -> None:
+def test_repeated_task_uuid_runs_once(rest, runware_server) -> None:
     job = task()
-    before = engine_calls(fal_server.base_url)
+    before = engine_calls(runware_server.base_url)
     first = rest.post("", json=[job]).json()["data"]
     again = rest.post("", json=[job]).json()["data"]
     async_again = rest.post("", json=[{**job, "deliveryMethod": "async"}]).json()["data"]
     assert first == again
     assert async_again[0]["taskUUID"] == job["taskUUID"]
-    assert engine_calls(fal_server.base_url) - before == 1
+    assert engine_calls(runware_server.base_url) - before == 1
 
 
-@pytest.mark.parametrize(
-    ("fields", "code", "parameter"),
-    [
-        ({"positivePrompt": None}, "missingPositivePrompt", "positivePrompt"),
-        ({"positivePrompt": "x"}, "invalidPositivePrompt", "positivePrompt"),
-        ({"width": 100}, "invalidWidth", "width"),
-        ({"height": 4096}, "invalidHeight", "height"),
-        ({"steps": 101}, "invalidSteps", "steps"),
-        ({"CFGScale": 0.5}, "invalidCFGScale", "CFGScale"),
-        ({"numberResults": 21}, "invalidNumberResults", "numberResults"),
-        ({"model": "runware:101@1"}, "unsupportedModel", "model"),
-        ({"taskUUID": "not-a-uuid"}, "invalidTaskUUID", "taskUUID"),
-        ({"outputType": "PNG"}, "invalidOutputType", "outputType"),
-        ({"outputFormat": "GIF"}, "invalidOutputFormat", "outputFormat"),
-        ({"outputQuality": 10}, "invalidOutputQuality", "outputQuality"),
-        ({"ttl": 10}, "invalidTtl", "ttl"),
-        ({"webhookURL": "ftp://x"}, "invalidWebhookURL", "webhookURL"),
-        ({"inputs": {"referenceImages": [str(uuid.uuid4())]}}, "invalidReferenceImages", "referenceImages"),
-        ({"referenceImages": ["%%%"]}, "invalidReferenceImages", "referenceImages"),
-        ({"inputs": {"referenceImages": ["a"] * 5}}, "invalidReferenceImages", "referenceImages"),
-    ],
-)
-def test_bad_image_inference(rest, fields: dict, code: str, parameter: str) -> None:
-    job = {key: value for key, value in task(**fields).items() if value is not None}
-    response = rest.post("", json=[job])
-    assert response.status_code == 400, response.text
-    (error,) = response.json()["errors"]
-    assert (error["code"], error["parameter"], error["taskType"]) == (code, parameter, "imageInference")
-    assert error["message"] and "data" not in response.json()
-
-
-def test_other_bad_tasks(rest) -> None:
-    missing = rest.post("", json=[{k: v for k, v in task().items() if k != "positivePrompt"}]).json()
-    assert missing["errors"][0]["code"] == "missingPositivePrompt"
-    assert rest.post("", content=b"[{").json()["errors"][0]["code"] == "invalidJSON"
-    assert (
-        rest.post("", json=[{"taskType": "videoInference"}]).json()["errors"][0]["code"]
-        == "unsupportedTaskType"
-    )
-    unknown = rest.post("", json=[{"taskType": "getResponse", "taskUUID": str(uuid.uuid4())}])
-    assert unknown.status_code == 404 and unknown.json()["errors"][0]["code"] == "taskFailedOrNotFound"
-    bad_upload = rest.post(
-        "", json=[{"taskType": "imageUpload", "taskUUID": str(uuid.uuid4()), "image": "aGVsbG8="}]
-    )
-    assert bad_upload.json()["errors"][0]["code"] == "invalidImage"
-    # A reference that cannot be fetched fails the task, in Runware's format, naming the parameter.
-    failed = rest.post("", json=[task(inputs={"referenceImages": ["http://127.0.0.1:9/x.png"]})])
-    error = failed.json()["errors"][0]
-    assert (error["code"], error["parameter"]) == ("invalidReferenceImages", "referenceImages")
-    assert "could not fetch" in error["message"]
-
-
-def test_reference_forms(rest) -> None:
-    raw = base64.b64encode(png_bytes((60, 40))).decode()
+def test_reference_forms_are_all_used(rest) -> None:
+    """Every way to pass a reference reaches the model: the same image by upload UUID, raw base64 and
+    upload URL makes the very same bytes, and each edit differs from text-to-image with that seed."""
+    raw = base64.b64encode(png_bytes((60, 40), (20, 160, 40))).decode()
     upload = rest.post("", json=[{"taskType": "imageUpload", "taskUUID": str(uuid.uuid4()), "image": raw}])
-    image_uuid = upload.json()["data"][0]["imageUUID"]
-    for refs in ([image_uuid], [data_uri(png_bytes())], [raw], [upload.json()["data"][0]["imageURL"]]):
-        response = rest.post("", json=[task(inputs={"referenceImages": refs})])
-        assert response.status_code == 200, (refs[0][:40], response.text)
+    uploaded = upload.json()["data"][0]
+
+    def run(**fields) -> bytes:
+        fixed = {"seed": 5, "outputType": "dataURI", "outputFormat": "PNG", "width": 128, "height": 128}
+        response = rest.post("", json=[task(**fixed, **fields)])
+        assert response.status_code == 200, response.text
+        header, data = response.json()["data"][0]["imageDataURI"].split(",", 1)
+        assert header == "data:image/png;base64"
+        return base64.b64decode(data)
+
+    text_to_image = run()
+    same_image = [
+        run(inputs={"referenceImages": [refs]}) for refs in (uploaded["imageUUID"], raw, uploaded["imageURL"])
+    ]
+    assert same_image[0] == same_image[1] == same_image[2]
+    assert same_image[0] != text_to_image
+    other = run(inputs={"referenceImages": [data_uri(png_bytes((80, 60), (0, 0, 255)))]})
+    assert other != text_to_image and other != same_image[0]
+    top_level = run(referenceImages=[uploaded["imageUUID"]])  # the field outside `inputs` works too
+    assert top_level == same_image[0]
+    assert decode(text_to_image).size == (128, 128)

@@ -18,6 +18,7 @@ import httpx
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

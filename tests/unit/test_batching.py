@@ -64,7 +64,9 @@ def test_claim_batch_groups_by_key_in_order(tmp_path) -> None:
     def claim() -> list[str]:
         return [j.id for j in store.claim_batch("w", 8, lease_s=60)]
 
-    a, b, c, big, d = (make_job(width=w, num_images=n) for w, n in ((64, 1), (96, 1), (64, 1), (64, 7), (64, 1)))
+    a, b, c, big, d = (
+        make_job(width=w, num_images=n) for w, n in ((64, 1), (96, 1), (64, 1), (64, 7), (64, 1))
+    )
     for each in (a, b, c, big, d):
         store.create(each)
     assert claim() == [a.id, c.id, d.id]  # big does not fit after three

@@ -216,6 +216,8 @@ def test_one_to_four_references(engine, count: int) -> None:
 
 
 def test_references_must_match_the_request(engine) -> None:
-    request = GenerationRequest(prompt="x", width=64, height=64, num_inference_steps=1, references=locators(2))
+    request = GenerationRequest(
+        prompt="x", width=64, height=64, num_inference_steps=1, references=locators(2)
+    )
     with pytest.raises(ValueError, match="2 references given, 1 decoded"):
         engine.generate([request], [(noise_image(0, (64, 64)),)])

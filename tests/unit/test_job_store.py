@@ -48,7 +48,11 @@ def test_fifo_positions_and_single_claimant(tmp_path) -> None:
         thread.join()
     assert sorted(claimed) == sorted(job.id for job in jobs)  # each exactly once
     first = store.get(jobs[0].id)
-    assert first.status == JobStatus.RUNNING and first.attempts == 1 and first.worker_id in {"w0", "w1", "w2", "w3"}
+    assert (
+        first.status == JobStatus.RUNNING
+        and first.attempts == 1
+        and first.worker_id in {"w0", "w1", "w2", "w3"}
+    )
     assert store.oldest_queued() is None
 
 

@@ -48,7 +48,9 @@ def test_the_engine_knows_nothing_of_jobs_storage_or_http() -> None:
         bad = {
             name
             for name in _imports(path)
-            if name.startswith(("glm_image_server.jobs", "glm_image_server.media", "glm_image_server.services"))
+            if name.startswith(
+                ("glm_image_server.jobs", "glm_image_server.media", "glm_image_server.services")
+            )
             or name.split(".")[0] in ("fastapi", "httpx", "starlette")
         }
         assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
@@ -63,7 +65,13 @@ def test_no_dialect_imports_another(dialect: str) -> None:
 
 
 def test_the_api_process_modules_do_not_import_torch_at_module_level() -> None:
-    api_side = [*_modules("api"), *_modules("jobs"), *_modules("media"), PACKAGE / "services.py", PACKAGE / "post.py"]
+    api_side = [
+        *_modules("api"),
+        *_modules("jobs"),
+        *_modules("media"),
+        PACKAGE / "services.py",
+        PACKAGE / "post.py",
+    ]
     for path in api_side:
         tree = ast.parse(path.read_text())
         top = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]

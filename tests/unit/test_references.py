@@ -6,14 +6,19 @@ import io
 
 import numpy as np
 import pytest
+from helpers.images import data_uri, png_bytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from glm_image_server.media.fetch import ImageFetcher
 from glm_image_server.media.inputs import decode_image
+from glm_image_server.media.references import ReferenceLoader
+from glm_image_server.media.storage import LocalStorage
 from glm_image_server.model.engine import Engine
 from glm_image_server.model.references import MAX_ASPECT, crop_to_aspect, fitted_size
 from glm_image_server.model.tiny import build_processor
+from glm_image_server.settings import Settings
 from glm_image_server.types import GenerationRequest, InvalidRequest, size_like
 
 REAL_BOUNDS = (512, 2048)  # the real processor's sides: min_pixels 512^2, max_pixels 2048^2
@@ -121,7 +126,12 @@ def test_awkward_references_edit_without_crashing(engine, real_bounds_engine, na
     reference = decode(AWKWARD[name][0])
     for eng in (engine, real_bounds_engine):
         request = GenerationRequest(
-            prompt="make it blue", width=96, height=64, num_inference_steps=1, seed=1, references=("stored:r",)
+            prompt="make it blue",
+            width=96,
+            height=64,
+            num_inference_steps=1,
+            seed=1,
+            references=("stored:r",),
         )
         assert eng.generate([request], [(reference,)])[0].images[0].size == (96, 64)
 
@@ -142,3 +152,20 @@ def test_auto_output_size_follows_the_first_reference(engine) -> None:
         prompt="edit", width=width, height=height, num_inference_steps=1, seed=1, references=("stored:r",)
     )
     assert engine.generate([request], [(reference,)])[0].images[0].size == (width, height) == (96, 192)
+
+
+def test_reference_loader_reads_uploads_data_uris_and_urls(tmp_path, web) -> None:
+    """Locators -> decoded images, in order: `stored:` uploads from storage, data URIs and URLs through the
+    guarded fetcher; a bad one is an InvalidRequest naming its index."""
+    storage = LocalStorage(tmp_path / "files")
+    storage.save("upload-abc.png", png_bytes((30, 20)))
+    web.routes["/ref.png"] = (200, png_bytes((50, 40)), {"content-type": "image/png"})
+    loader = ReferenceLoader(ImageFetcher(Settings(allow_loopback_urls=True)), storage, workers=2)
+    try:
+        images = loader.load(("stored:upload-abc.png", data_uri(png_bytes((40, 10))), web.url("/ref.png")))
+        assert [image.size for image in images] == [(30, 20), (40, 10), (50, 40)]
+        with pytest.raises(InvalidRequest, match="expired or does not exist") as caught:
+            loader.load((data_uri(png_bytes()), "stored:upload-gone.png"))
+        assert caught.value.field == "references[1]"
+    finally:
+        loader.close()

@@ -84,4 +84,5 @@ def load_engine(settings: Settings):
     quiet_library_logs()
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    return Engine(load_pipeline(settings))
+    pipe = load_pipeline(settings)
+    return Engine(pipe, settings.ar_fast_path, settings.batched_cfg, settings.vae_tiling)

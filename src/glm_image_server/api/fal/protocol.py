@@ -42,7 +42,7 @@ class TextToImageInput(BaseModel):
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="Text prompt for the image.")
     image_size: SizePreset | ImageSize = Field(
         default="square_hd",
-        description=f"A preset or {{width, height}}; both multiples of {SIZE_MULTIPLE}, {MIN_SIDE} to {MAX_SIDE}.",
+        description=f"A preset or {{width, height}}; multiples of {SIZE_MULTIPLE}, {MIN_SIDE} to {MAX_SIDE}.",
     )
     num_inference_steps: int = Field(default=DEFAULT_STEPS_API, ge=10, le=100)
     guidance_scale: float = Field(default=DEFAULT_GUIDANCE, ge=1, le=10)
