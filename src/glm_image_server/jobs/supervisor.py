@@ -96,6 +96,7 @@ class Supervisor:
             else:
                 device = settings.device
             self.children.append(_Child(f"w{i}", device, env))
+        self.grace_s = 10.0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
 
@@ -106,8 +107,7 @@ class Supervisor:
                 log.info(
                     "worker %s: %d job(s) queued again from the last run", child.worker_id, released.requeued
                 )
-            self._spawn(child)
-        self._thread.start()
+        self._thread.start()  # spawns the workers
 
     def _spawn(self, child: _Child) -> None:
         env = dict(child.env, GLM_IMAGE_WORKER_RESTARTS=str(child.restarts))
@@ -117,12 +117,17 @@ class Supervisor:
         log.info("started worker %s (pid %d) on %s", child.worker_id, child.process.pid, child.device)
 
     def _loop(self) -> None:
-        while not self._stopping.wait(POLL_S):
+        """Every worker is spawned, watched and stopped from this one thread: PR_SET_PDEATHSIG fires when
+        the thread that spawned a child ends, so no other (short-lived) thread may spawn one."""
+        while True:
             for child in self.children:
                 try:
                     self._watch(child)
                 except Exception:
                     log.exception("supervising worker %s failed; retrying", child.worker_id)
+            if self._stopping.wait(POLL_S):
+                break
+        self._terminate()
 
     def _watch(self, child: _Child) -> None:
         if child.process is None:
@@ -155,8 +160,13 @@ class Supervisor:
         child.process = None
 
     def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM every worker (their running jobs go back to the queue), SIGKILL after `grace_s`."""
+        self.grace_s = grace_s
         self._stopping.set()
-        self._thread.join(5)
+        self._thread.join(grace_s + 10)
+
+    def _terminate(self) -> None:
+        grace_s = self.grace_s
         running = [c.process for c in self.children if c.process and c.process.poll() is None]
         for process in running:
             process.send_signal(signal.SIGTERM)
