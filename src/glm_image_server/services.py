@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import time
 import uuid
@@ -178,6 +179,7 @@ def run_worker(settings: Settings) -> None:
     """`glm-image worker`: one worker process on the store in `settings.data_dir`, until SIGTERM/SIGINT."""
     import signal
 
+    os.nice(settings.worker_nice)  # the API process (and its event loop) goes first on a shared CPU
     store = open_store(settings)
     worker = Worker(settings, store, settings.worker_id or default_worker_id(), settings.device)
     worker.start_heartbeat()

@@ -106,6 +106,12 @@ class Settings(BaseSettings):
     cancel_poll_s: float = Field(
         default=0.2, gt=0, description="how often a running job's cancel flag is read from the store"
     )
+    worker_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="CPU priority a worker process lowers itself by, so the API answers first on a busy CPU",
+    )
     worker_restart_max_s: float = Field(
         default=30.0, gt=0, description="longest wait before restarting a worker that keeps dying"
     )

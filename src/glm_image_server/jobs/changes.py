@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from .store import JobStore
 
@@ -31,6 +31,7 @@ class SnapshotCache:
         self.ttl_s = ttl_s
         self._entries: dict[tuple[str, bool], tuple[float, object]] = {}
         self._versions: dict[str, int] = {}
+        self._pending: dict[tuple[str, bool], asyncio.Future] = {}
 
     def version(self, job_id: str) -> int:
         return self._versions.get(job_id, 0)
@@ -46,6 +47,27 @@ class SnapshotCache:
             if len(self._entries) > 10_000:
                 self._entries.clear()
             self._entries[key] = (time.monotonic() + self.ttl_s, value)
+
+    async def load(self, key: tuple[str, bool], read: Callable[[], Awaitable[object]]) -> object:
+        """The cached value, or one `read()` shared by every caller that missed meanwhile (single flight:
+        a change or an expiry must not send a hundred pollers to the database at once)."""
+        value = self.get(key)
+        if value is not None:
+            return value
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = asyncio.ensure_future(self._read(key, read))
+        return await asyncio.shield(pending)
+
+    async def _read(self, key: tuple[str, bool], read: Callable[[], Awaitable[object]]) -> object:
+        version = self.version(key[0])
+        try:
+            value = await read()
+        finally:
+            self._pending.pop(key, None)
+        if value is not None:
+            self.put(key, value, version)
+        return value
 
     def invalidate(self, job_id: str) -> None:
         """Thread-safe enough: dict operations are atomic under the GIL."""

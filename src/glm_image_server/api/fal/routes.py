@@ -164,14 +164,11 @@ def _read_status(services: Services, request_id: str, logs: bool) -> tuple[Job, 
 
 async def _status(request: Request, request_id: str, logs: bool) -> tuple[Job | None, dict]:
     services: Services = request.app.state.services
-    key = (request_id, logs)
-    snapshot = services.snapshots.get(key)
+    snapshot = await services.snapshots.load(
+        (request_id, logs), lambda: services.call(_read_status, services, request_id, logs)
+    )
     if snapshot is None:
-        version = services.snapshots.version(request_id)
-        snapshot = await services.call(_read_status, services, request_id, logs)
-        if snapshot is None:
-            return None, NOT_FOUND
-        services.snapshots.put(key, snapshot, version)
+        return None, NOT_FOUND
     job, position, entries = snapshot
     return job, translate.status_body(job, _urls(request, job.id), position, entries)
 
