@@ -7,21 +7,7 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 from helpers.keys import RUNWARE_KEY
-
-MODEL = "runware:glm-image@0"
-
-
-def task(**fields) -> dict:
-    return {
-        "taskType": "imageInference",
-        "taskUUID": str(uuid.uuid4()),
-        "model": MODEL,
-        "positivePrompt": "a sign that reads 'OPEN'",
-        "width": 128,
-        "height": 160,
-        "steps": 10,
-        **fields,
-    }
+from helpers.runware import task
 
 
 def test_rest_auth(runware_app: TestClient) -> None:

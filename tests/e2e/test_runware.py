@@ -15,23 +15,9 @@ import httpx
 import pytest
 from helpers.images import data_uri, decode, png_bytes
 from helpers.keys import RUNWARE_KEY
+from helpers.runware import MODEL, task
 from runware import IImageInference, Runware
 from websockets.sync.client import connect
-
-MODEL = "runware:glm-image@0"
-
-
-def task(**fields) -> dict:
-    return {
-        "taskType": "imageInference",
-        "taskUUID": str(uuid.uuid4()),
-        "model": MODEL,
-        "positivePrompt": "a sign that reads 'OPEN'",
-        "width": 128,
-        "height": 160,
-        "steps": 10,
-        **fields,
-    }
 
 
 def test_sdk_over_websocket(runware_server, tmp_path) -> None:

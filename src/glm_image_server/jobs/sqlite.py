@@ -324,10 +324,11 @@ class SqliteJobStore:
             job = self._load(db, job_id)
             if job is None or job.status.finished:
                 return False
-            held = job.status == JobStatus.RUNNING and (job.worker_id, job.attempts) == (
-                claim and (claim.worker_id, claim.attempt)
+            held = claim is None or (
+                job.status == JobStatus.RUNNING
+                and (job.worker_id, job.attempts) == (claim.worker_id, claim.attempt)
             )
-            if claim is not None and not held:
+            if not held:
                 return False  # the claim ended (the job went back to the queue): its next run finishes it
             self._finish(db, job, status, result, error)
             return True

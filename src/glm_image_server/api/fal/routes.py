@@ -46,7 +46,8 @@ class FalService(DialectService):
 
     async def result_response(self, job: Job) -> JSONResponse:
         if job.status != JobStatus.SUCCEEDED:
-            return JSONResponse(*reversed(translate.error_body(job_error(job))))
+            status_code, body = translate.error_body(job_error(job))
+            return JSONResponse(body, status_code)
         return JSONResponse(await self.services.call(self.render, job))
 
 
