@@ -64,7 +64,8 @@ def test_subscribe_sees_queue_progress_and_logs(fal_server, web) -> None:
     updates = []
     result = fal_client.subscribe(
         I2I,
-        arguments={"prompt": "edit", "image_urls": web.url("/ref.png"), **SMALL},
+        # 100 steps: long enough to be seen running between two reads of the change log (50 ms apart).
+        arguments={"prompt": "edit", "image_urls": web.url("/ref.png"), **SMALL, "num_inference_steps": 100},
         with_logs=True,
         on_queue_update=updates.append,
     )
@@ -75,7 +76,7 @@ def test_subscribe_sees_queue_progress_and_logs(fal_server, web) -> None:
     assert kinds.index("Queued") < kinds.index("InProgress") < kinds.index("Completed")
     messages = [log["message"] for log in updates[-1].logs]
     assert any(m.startswith("Fetching 1 reference") for m in messages)
-    assert any(m.startswith("DiT: 10/10 steps") for m in messages)
+    assert any(m.startswith("DiT: 100/100 steps") for m in messages)
     assert all(log["level"] in ("INFO", "WARN", "ERROR", "DEBUG") for log in updates[-1].logs)
     assert updates[-1].metrics["inference_time"] > 0
     progress_logs = [u.logs for u in updates if type(u).__name__ == "InProgress"]
