@@ -8,7 +8,9 @@ import ipaddress
 import logging
 import os
 import shutil
+import socket
 import sys
+import tempfile
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
@@ -17,6 +19,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from . import __version__
+from .datadir import DataDirBusy, DataDirLock
 from .settings import Settings
 from .types import (
     DEFAULT_GUIDANCE,
@@ -43,6 +46,8 @@ SERVE_FLAGS = (
     "host",
     "port",
     "data_dir",
+    "database_url",
+    "storage_url",
     "public_url",
     "api_keys",
     "allow_unauthenticated",
@@ -51,8 +56,28 @@ SERVE_FLAGS = (
     "workers",
     *MODEL_FLAGS,
 )
-WORKER_FLAGS = ("data_dir", "worker_id", "torch_threads", *MODEL_FLAGS)
+WORKER_FLAGS = ("data_dir", "database_url", "storage_url", "worker_id", "torch_threads", *MODEL_FLAGS)
 FLAG_NAMES = {"api_keys": "--api-key"}  # repeatable: one key per flag
+# The internal request's fields as `generate` spells them on the command line.
+REQUEST_FLAGS = {
+    "num_inference_steps": "--steps",
+    "guidance_scale": "--guidance",
+    "num_images": "--num-images",
+    "seed": "--seed",
+    "width": "--size",
+    "height": "--size",
+    "size": "--size",
+    "references": "--image",
+    "image": "--image",
+    "output": "--output",
+    "prompt": "the prompt",
+}
+
+
+def flag_error(exc: InvalidRequest) -> str:
+    """An invalid request in the words of the command line: `--steps: must be between 1 and 100...`."""
+    name = exc.field.split("[")[0]
+    return f"{REQUEST_FLAGS.get(name, '--' + name.replace('_', '-'))}: {exc.explanation}"
 
 
 def _flag_type(annotation: Any) -> tuple[Any, dict]:
@@ -158,17 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
         "Images API (/v1/images/generations, /v1/images/edits). The model runs in worker processes, one per "
         "GPU by default; the API process never loads it. Point fal clients at it with FAL_RUN_HOST=HOST:PORT "
         "and FAL_QUEUE_RUN_HOST=HOST:PORT/queue (fal's Python client needs HTTPS: see docs/api.md). "
+        "A playground page is at / and the API's own docs at /docs. One data directory serves one server. "
         "Every flag can also be set as GLM_IMAGE_<FLAG> in the environment; more settings are "
-        "environment-only (docs/settings.md).",
+        "environment-only (docs/settings.md), among them the limits and deadlines of docs/operations.md.",
     )
     add_settings_flags(serve, SERVE_FLAGS)
 
     worker = commands.add_parser(
         "worker",
         help="run one worker process: it loads the model and runs jobs from the data directory's job store",
-        description="One worker alone, against the job store in --data-dir (another box joins a fleet this "
-        "way; `serve --workers 0` runs the API without workers). Stops cleanly on SIGTERM: its running jobs "
-        "go back to the queue.",
+        description="One worker alone, against the job store in --data-dir or at --database-url (another "
+        "box joins a fleet this way; `serve --workers 0` runs the API without workers). Stops cleanly on "
+        "SIGTERM: its running jobs go back to the queue.",
     )
     add_settings_flags(worker, WORKER_FLAGS)
     return parser
@@ -241,6 +267,7 @@ class _ProgressBars:
 def generate(args: argparse.Namespace) -> int:
     settings = settings_from(args, MODEL_FLAGS)
     request, references = _request(args, settings)  # validate before the (slow) model load
+    check_device(settings.device)
     if settings.model == "tiny":
         log.warning(TINY_NOTICE)
     from .model.loader import load_engine
@@ -270,17 +297,62 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _metrics_dir(settings: Settings) -> None:
-    """One Prometheus directory for this server and its workers, emptied at start (before
-    prometheus_client is imported: it reads the variable then)."""
-    directory = settings.data_dir / "metrics"
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True, exist_ok=True)
+def _metrics_dir() -> Path:
+    """One Prometheus directory for this server and its workers (set before prometheus_client is
+    imported: it reads the variable then). Not in the data directory: its files are memory-mapped, and a
+    full data disk must not take the server down with them."""
+    directory = Path(tempfile.mkdtemp(prefix="glm-image-metrics-"))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    return directory
+
+
+def check_device(device: str) -> None:
+    """A device the installed torch cannot use, as one line instead of a traceback deep in the load."""
+    if device not in ("cuda", "mps"):
+        return
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else "a CUDA build, but no GPU is visible"
+        raise UsageError(
+            f"--device cuda: this torch ({torch.__version__}) is {build}. Use --device cpu (or auto), or "
+            "install a CUDA build of torch into .venv"
+        )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps: this machine or torch build has no Apple MPS; use --device cpu")
+
+
+def check_tls(certfile: Path | None, keyfile: Path | None) -> None:
+    """Load the certificate and key now, so a missing or wrong key is one clear line at startup."""
+    import ssl
+
+    if certfile is None:
+        if keyfile is not None:
+            raise UsageError("--ssl-keyfile needs --ssl-certfile (the certificate it belongs to)")
+        return
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except FileNotFoundError as exc:
+        raise UsageError(f"TLS: no such file: {exc.filename}") from None
+    except (ssl.SSLError, OSError) as exc:
+        hint = (
+            "pass its private key with --ssl-keyfile"
+            if keyfile is None
+            else "check that --ssl-keyfile is the key of --ssl-certfile"
+        )
+        raise UsageError(
+            f"--ssl-certfile {certfile}: could not load a certificate and key ({exc}); {hint}"
+        ) from None
+
+
+class UsageError(Exception):
+    """A command-line mistake, printed as one line (exit status 2)."""
 
 
 def serve(args: argparse.Namespace) -> int:
     settings = settings_from(args, SERVE_FLAGS)
+    check_tls(settings.ssl_certfile, settings.ssl_keyfile)
+    check_device(settings.device)
     if not settings.api_keys and not _is_loopback(settings.host) and not settings.allow_unauthenticated:
         print(
             f"glm-image: error: refusing to serve {settings.host} with no API keys: anyone who can reach it "
@@ -288,24 +360,53 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    lock = DataDirLock(settings.data_dir)
+    try:
+        lock.acquire()  # before anything reads the jobs, or a worker loads the model
+        listener = _bind(settings.host, settings.port)  # before recovery requeues anything
+    except (DataDirBusy, OSError) as exc:
+        print(f"glm-image: error: {exc}", file=sys.stderr)
+        return 2
     if settings.model == "tiny":
         log.warning(TINY_NOTICE)
-    if settings.workers != 0:
-        _metrics_dir(settings)
+    metrics_dir = _metrics_dir() if settings.workers != 0 else None
+    try:
+        _run_uvicorn(settings, listener)
+    finally:
+        lock.release()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        family, *_rest, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        return socket.create_server(address[:2], family=family)
+    except OSError as exc:
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _run_uvicorn(settings: Settings, listener: socket.socket) -> None:
     import uvicorn
 
     from .api.app import create_app
+    from .api.connections import guarded_protocol
 
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
-        host=settings.host,
-        port=settings.port,
+        http=guarded_protocol(settings),
         ssl_certfile=settings.ssl_certfile,
         ssl_keyfile=settings.ssl_keyfile,
+        ws_max_size=settings.max_body_bytes,
+        ws_ping_interval=settings.ws_ping_interval_s,
+        ws_ping_timeout=settings.ws_ping_timeout_s,
         log_level="info",
         timeout_graceful_shutdown=5,
     )
-    return 0
+    uvicorn.Server(config).run(sockets=[listener])
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -330,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     except InvalidRequest as exc:
+        print(f"glm-image: error: {flag_error(exc)}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
         print(f"glm-image: error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:  # e.g. weights that cannot be loaded

@@ -1,11 +1,14 @@
 """Prometheus metrics, served at /metrics. Workers count in their own processes: `serve` gives them
-and itself one PROMETHEUS_MULTIPROC_DIR, and /metrics adds up every process's values."""
+and itself one PROMETHEUS_MULTIPROC_DIR, and /metrics adds up every process's values. The queue's depth
+is read from the job store at scrape time, so every API replica reports the whole fleet's queue (the
+signal to scale workers on)."""
 
 from __future__ import annotations
 
 import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 ENGINE_CALLS = Counter("glm_image_engine_calls", "Engine.generate calls (one per batch of requests)")
@@ -27,3 +30,33 @@ def exposition() -> tuple[bytes, str]:
         MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+class QueueDepth:
+    """A one-scrape collector of `JobStore.queue_depth()` rows: (key, jobs, images, oldest created_at)."""
+
+    def __init__(self, depth: list[tuple[str, int, int, float]], now: float) -> None:
+        self.depth, self.now = depth, now
+
+    def collect(self):
+        jobs = GaugeMetricFamily(
+            "glm_image_queued_jobs", "Jobs waiting to run, per batch key", labels=["batch_key"]
+        )
+        images = GaugeMetricFamily(
+            "glm_image_queued_images", "Images the queued jobs ask for, per batch key", labels=["batch_key"]
+        )
+        oldest = GaugeMetricFamily(
+            "glm_image_oldest_queued_seconds", "Age of the oldest queued job (0: the queue is empty)"
+        )
+        for key, count, image_count, _ in self.depth:
+            jobs.add_metric([key], count)
+            images.add_metric([key], image_count)
+        first = min((created for *_, created in self.depth), default=None)
+        oldest.add_metric([], 0.0 if first is None else max(0.0, self.now - first))
+        yield from (jobs, images, oldest)
+
+
+def queue_exposition(depth: list[tuple[str, int, int, float]], now: float) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(QueueDepth(depth, now))
+    return generate_latest(registry)

@@ -1,4 +1,5 @@
-"""After the engine: safety check -> encode -> storage -> the job's result, as plain functions.
+"""After the engine: safety check -> text check (and best-of-N choice) -> encode -> storage -> the job's
+result, as plain functions.
 
 Runs in the worker, on the images of one job; nothing here knows which API asked for them.
 """
@@ -14,9 +15,11 @@ from PIL import Image
 from . import metrics
 from .jobs.records import JobResult, StoredImage
 from .media.encode import CONTENT_TYPES, EXTENSIONS, encode_image
-from .media.storage import LocalStorage
+from .media.storage import Storage
+from .prompting import quoted_texts
 from .safety import SafetyChecker
 from .settings import Settings
+from .text_check import TextCheck, TextChecker, ranked
 from .types import GenerationResult, OutputSpec
 
 Log = Callable[[str, str], None]  # (message, level)
@@ -24,9 +27,10 @@ Log = Callable[[str, str], None]  # (message, level)
 
 @dataclass(frozen=True)
 class PostContext:
-    storage: LocalStorage
+    storage: Storage
     checker: SafetyChecker | None
     settings: Settings
+    text_checker: TextChecker | None = None
 
 
 @dataclass(frozen=True)
@@ -54,8 +58,62 @@ def check_safety(checker: SafetyChecker | None, images: list[Image.Image], wante
     return Checked(checked, flags, seconds)
 
 
+@dataclass(frozen=True)
+class TextChecked:
+    checks: list[TextCheck] | None  # None: not asked for, nothing quoted, or no checker
+    seconds: float
+
+
+def _describe(check: TextCheck) -> str:
+    missing = [span.text for span in check.spans if not span.found]
+    found = "all found" if not missing else "missing " + ", ".join(repr(text) for text in missing)
+    return f"score {check.score:.2f} ({found})"
+
+
+def check_text(
+    checker: TextChecker | None,
+    images: Sequence[Image.Image],
+    seeds: Sequence[int],
+    spans: Sequence[str],
+    wanted: bool,
+    log: Log,
+) -> TextChecked:
+    """Each image's quoted spans, read back."""
+    if not wanted:
+        return TextChecked(None, 0.0)
+    if not spans:
+        log("Text check skipped: the prompt quotes no text", "INFO")
+        return TextChecked(None, 0.0)
+    if checker is None:
+        log("Text checking is turned off on this server: no text_checks", "WARN")
+        return TextChecked(None, 0.0)
+    start = time.perf_counter()
+    checks = list(checker.check(images, spans))
+    if len(checks) != len(images):
+        raise RuntimeError(f"the text checker gave {len(checks)} checks for {len(images)} images")
+    seconds = time.perf_counter() - start
+    quoted = ", ".join(repr(span) for span in spans)
+    per_image = "; ".join(f"seed {seed}: {_describe(c)}" for seed, c in zip(seeds, checks, strict=True))
+    log(f"Text check of {quoted} ({seconds:.2f} s): {per_image}", "INFO")
+    return TextChecked(checks, seconds)
+
+
+def choose(keep: int, count: int, checks: Sequence[TextCheck] | None, seeds: Sequence[int], log: Log):
+    """Indexes of the images to return: all of them, or the `keep` best candidates by text score, best
+    first (ties, and candidates never checked, in seed order)."""
+    if not 0 < keep < count:
+        return list(range(count))
+    if checks is None:
+        log(f"Best of {count}: no text check, so the first {keep} candidate(s) in seed order", "WARN")
+        return list(range(keep))
+    chosen = ranked(checks)[:keep]
+    kept = ", ".join(f"seed {seeds[i]} (score {checks[i].score:.2f})" for i in chosen)
+    log(f"Best of {count} candidates by text score: kept {kept}", "INFO")
+    return chosen
+
+
 def encode_and_store(
-    storage: LocalStorage,
+    storage: Storage,
     images: Sequence[Image.Image],
     seeds: Sequence[int],
     output: OutputSpec,
@@ -96,12 +154,19 @@ def finish_images(
     prompt: str,
     timings: dict[str, float],
     log: Log,
+    asked_prompt: str | None = None,
 ) -> JobResult:
-    """One job's images, checked, encoded and stored: its result."""
+    """One job's images, checked, chosen, encoded and stored: its result. The text check looks for the
+    quoted spans of `asked_prompt` (the prompt as the client sent it; expansion keeps them verbatim)."""
     metrics.IMAGES.inc(len(generated.images))
+    seeds = generated.seeds
     checked = check_safety(ctx.checker, generated.images, output.safety_check, log)
+    spans = quoted_texts(asked_prompt if asked_prompt is not None else prompt)
+    text = check_text(ctx.text_checker, checked.images, seeds, spans, output.text_check, log)
+    chosen = choose(output.keep_best, len(checked.images), text.checks, seeds, log)
+    images = [checked.images[i] for i in chosen]
     start = time.perf_counter()
-    stored = encode_and_store(ctx.storage, checked.images, generated.seeds, output, file_prefix)
+    stored = encode_and_store(ctx.storage, images, [seeds[i] for i in chosen], output, file_prefix)
     t = generated.timings
     all_timings = {
         **timings,
@@ -109,6 +174,7 @@ def finish_images(
         "dit": t.dit,
         "vae": t.vae,
         "safety": checked.seconds,
+        "text_check": text.seconds,
         "encode": time.perf_counter() - start,
         "inference": t.inference,
     }
@@ -118,7 +184,8 @@ def finish_images(
     return JobResult(
         images=tuple(stored),
         prompt=prompt,
-        has_nsfw_concepts=tuple(checked.flags),
+        has_nsfw_concepts=tuple(checked.flags[i] for i in chosen),
         timings=all_timings,
-        cost=cost(ctx.settings, checked.images, t.inference),
+        cost=cost(ctx.settings, checked.images, t.inference),  # every candidate made, kept or not
+        text_checks=None if text.checks is None else tuple(text.checks[i] for i in chosen),
     )

@@ -51,7 +51,17 @@ class Settings(BaseSettings):
         default=False, description="tiled VAE decoding above the VAE's tile size (pixels change at seams)"
     )
     cache_dir: Path = Field(
-        default=Path.home() / ".cache" / "glm-image-server", description="where the tiny model is built"
+        default=Path.home() / ".cache" / "glm-image-server",
+        description="where the tiny model is built and preview projections are kept",
+    )
+    previews: int = Field(
+        default=6,
+        ge=0,
+        le=20,
+        description="live previews per image during the DiT stage (a cheap latent->RGB projection); 0: none",
+    )
+    progress_interval_s: float = Field(
+        default=0.25, gt=0, description="a running job's progress is written to the store at most this often"
     )
 
     # The server.
@@ -60,6 +70,17 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path.home() / ".local" / "share" / "glm-image-server",
         description="the job database (jobs.sqlite3) and generated files (files/)",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL job store shared by a fleet, e.g. postgresql://user@host/db; "
+        "default: the SQLite file in the data directory",
+    )
+    database_pool_size: int = Field(default=8, ge=1, description="PostgreSQL connections per process")
+    storage_url: str | None = Field(
+        default=None,
+        description="s3://bucket/prefix: outputs and uploads in S3 (AWS_ENDPOINT_URL, keys and region "
+        "from the standard AWS variables), served as presigned URLs; default: files/ in the data directory",
     )
     public_url: str | None = Field(
         default=None,
@@ -125,6 +146,14 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_LABELS), description="detector labels that flag an image"
     )
     safety_default: bool = Field(default=True, description="check images where the API has no flag (OpenAI)")
+    text_checker: str = Field(
+        default="rapidocr",
+        description="reads back quoted text when asked: 'rapidocr', 'none', or a 'module:Class' with "
+        "check(images, spans) -> text checks",
+    )
+    text_check_threads: int = Field(
+        default=1, ge=0, le=256, description="CPU threads of the OCR per model; 0: every core"
+    )
     expansion_base_url: str | None = Field(
         default=None, description="OpenAI-compatible endpoint for prompt expansion, e.g. http://host:8000/v1"
     )
@@ -149,11 +178,49 @@ class Settings(BaseSettings):
         default=3, ge=1, description="runs of a job interrupted by a restart before it is failed"
     )
 
+    # Limits: what one client, or bad luck, can make the server take on (docs/operations.md).
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024, gt=0, description="largest request body (413 above, before it is read)"
+    )
+    max_unauthenticated_body_bytes: int = Field(
+        default=64 * 1024,
+        gt=0,
+        description="largest Runware REST body without a valid Bearer key (the key may be inside it)",
+    )
+    max_tasks_per_message: int = Field(
+        default=32, ge=1, description="Runware tasks in one REST body or WebSocket message"
+    )
+    max_queued_jobs: int = Field(default=1000, ge=1, description="queued jobs in all; 429 beyond")
+    max_jobs_per_key: int = Field(
+        default=100, ge=1, description="queued and running jobs of one API key; 429 beyond"
+    )
+    submit_rate_per_client: float = Field(
+        default=10.0,
+        gt=0,
+        description="submissions per second per API key (per address without keys), bursts of twice that",
+    )
+    auth_failures_per_minute: float = Field(
+        default=30.0, gt=0, description="wrong or missing keys per client address per minute; 429 beyond"
+    )
+    min_free_disk_mb: float = Field(
+        default=256.0, ge=0, description="below this much free space in the data directory, new work gets 507"
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="a connection must send a request's headers within this"
+    )
+    body_timeout_s: float = Field(default=60.0, gt=0, description="and its body within this")
+    max_connections_per_client: int = Field(
+        default=256, ge=1, description="open connections from one client address"
+    )
+    ws_ping_interval_s: float = Field(default=20.0, gt=0, description="WebSocket ping interval")
+    ws_ping_timeout_s: float = Field(
+        default=20.0, gt=0, description="a WebSocket whose ping is not answered this long is closed"
+    )
+
     # URLs the server fetches (image inputs) or calls (webhooks).
     fetch_timeout_s: float = Field(default=20.0, gt=0, description="whole-fetch deadline of an input URL")
     fetch_max_bytes: int = Field(default=30 * 1024 * 1024, gt=0, description="largest input image, bytes")
     fetch_max_redirects: int = Field(default=5, ge=0, description="redirects followed per input URL")
-    fetch_workers: int = Field(default=4, ge=1, description="input URLs fetched at once per worker")
     input_max_pixels: int = Field(
         default=40_000_000, gt=0, description="largest input image, pixels (decompression-bomb guard)"
     )
@@ -169,6 +236,9 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="first retry delay; doubles per attempt up to webhook_retry_max_s"
     )
     webhook_retry_max_s: float = Field(default=1800.0, gt=0, description="longest delay between attempts")
+    delivery_concurrency: int = Field(
+        default=16, ge=1, description="webhook and upload calls in flight at once (one per destination)"
+    )
     delivery_lease_s: float = Field(
         default=120.0,
         gt=0,
@@ -181,6 +251,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [key.strip() for key in value.split(",") if key.strip()]
         return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _no_empty_keys(cls, keys: list[str]) -> list[str]:
+        if any(not key.strip() for key in keys):
+            raise ValueError("an API key is empty (is the variable you passed unset?)")
+        return keys
 
     @property
     def database_path(self) -> Path:

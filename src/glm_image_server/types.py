@@ -165,11 +165,14 @@ class OutputSpec:
     webhook_url: str | None = None
     upload_url: str | None = None  # each output file is PUT here when the job succeeds
     ttl_s: float | None = None  # keep the result this long instead of the server's retention
+    text_check: bool = False  # read back the prompt's quoted text in every image
+    keep_best: int = 0  # >0: the request's images are candidates; keep this many, best by text check
 
     def __post_init__(self) -> None:
         if self.format not in ("jpeg", "png", "webp"):
             raise InvalidRequest("output_format", f"unknown format {self.format!r}", "jpeg, png, webp")
         _check_range("output_quality", self.quality, 1, 100)
+        _check_range("keep_best", self.keep_best, 0, MAX_IMAGES)
 
 
 @dataclass(frozen=True)
@@ -201,3 +204,15 @@ class Progress:
     stage: Stage
     done: int
     total: int
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A cheap look at an image while it is denoised: request `request`'s image `image`, after DiT step
+    `step` of `steps`. Small (latent resolution); never the final pixels."""
+
+    request: int
+    image: int
+    step: int
+    steps: int
+    picture: Image.Image

@@ -13,15 +13,19 @@ import pytest
 from helpers.keys import FAL_KEY, PLAIN_KEY, RUNWARE_KEY
 from helpers.serving import ServerProcess
 
+TEXT_DOUBLE = "helpers.doubles:ScoreByPixels"  # tests/ is on the servers' path
+
 
 @pytest.fixture(scope="session")
 def fal_server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path):
-    """The server as fal clients see it: TLS on FAL_PORT, an API key required."""
+    """The server as fal clients see it: TLS on FAL_PORT, an API key required; the text checker is the
+    double that scores by pixels (OCR cannot read the tiny model's noise)."""
     server = ServerProcess(
         tmp_path_factory.mktemp("fal") / "data",
         model_cache,
         port=fal_env.FAL_PORT,
         tls=(fal_env.SERVER_PEM, fal_env.SERVER_PEM),
+        env={"GLM_IMAGE_TEXT_CHECKER": TEXT_DOUBLE},
         args=("--api-key", FAL_KEY),
     ).start()
     yield server
@@ -57,9 +61,13 @@ def plain_server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path):
 @pytest.fixture(scope="session")
 def runware_server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path):
     """The Runware server: plain HTTP (REST and WebSocket on /v1), loopback URLs allowed (webhooks and
-    uploads to the `web` fixture), its own key; `.rest` posts tasks to /v1 with it as a Bearer token."""
+    uploads to the `web` fixture), its own key; `.rest` posts tasks to /v1 with it as a Bearer token. Its
+    text checker is the double that scores by pixels, as on the fal server."""
     server = ServerProcess(
-        tmp_path_factory.mktemp("runware") / "data", model_cache, args=("--api-key", RUNWARE_KEY)
+        tmp_path_factory.mktemp("runware") / "data",
+        model_cache,
+        env={"GLM_IMAGE_TEXT_CHECKER": TEXT_DOUBLE},
+        args=("--api-key", RUNWARE_KEY),
     ).start()
     with httpx.Client(
         base_url=f"{server.base_url}/v1", headers={"authorization": f"Bearer {RUNWARE_KEY}"}, timeout=120

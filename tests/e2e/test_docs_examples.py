@@ -31,6 +31,10 @@ def test_api_doc_examples_run(plain_server, tmp_path) -> None:
     assert re.search(r'"status":"(OK|CANCELLATION_REQUESTED)"', out)
     assert '"request_id"' in out  # webhook submit
     assert "multiples of 32" in out  # the 422
+    # Text check with the real OCR, best of 3, in each dialect.
+    assert re.search(r'"text_checks":\[\{"seed":[345],"found":\[(true|false)\]\}\]', out)
+    assert re.search(r'\{"seed":[345],"spans":\[\{"text":"OPEN LATE","found":(true|false),"similarity"', out)
+    assert re.search(r'\{"seed":[345],"score":[0-9.]+\}', out)
     # Runware: two results with cost; an upload used as a reference; a Runware error.
     assert '"cost": 0.0032768' in out and '"status":"success"' in out
     assert '"code":"invalidWidth"' in out

@@ -110,3 +110,67 @@ def test_errors(client: OpenAI, plain_server) -> None:
         headers={"authorization": f"Bearer {PLAIN_KEY}"},
     )
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "image"
+
+
+# Long enough (100 DiT steps) that the stream sees the worker's previews as they come.
+STREAMED = {"prompt": "a neon sign that reads 'LIVE'", "size": "256x256"}
+SLOW = {"seed": 21, "num_inference_steps": 100}
+
+
+def split(events: list, prefix: str) -> tuple[list, list]:
+    kinds = [event.type for event in events]
+    partial = [e for e in events if e.type == f"{prefix}.partial_image"]
+    completed = [e for e in events if e.type == f"{prefix}.completed"]
+    assert len(partial) + len(completed) == len(events), kinds
+    assert events[-1].type == f"{prefix}.completed", kinds
+    return partial, completed
+
+
+def test_stream_partial_images_then_the_same_final_image(client: OpenAI) -> None:
+    events = list(client.images.generate(**STREAMED, stream=True, partial_images=2, extra_body=SLOW))
+    partial, (completed,) = split(events, "image_generation")
+    assert len(partial) == 2 and [e.partial_image_index for e in partial] == list(range(len(partial)))
+    for event in partial:
+        preview = picture(base64.b64decode(event.b64_json))
+        assert preview.format == "PNG" and preview.size == (32, 32)  # latent resolution: 1/8 of the side
+        assert event.size == "256x256" and event.output_format == "png"
+    assert completed.size == "256x256" and completed.usage.total_tokens == 0
+    plain = client.images.generate(**STREAMED, extra_body=SLOW)
+    assert completed.b64_json == plain.data[0].b64_json  # streaming changes nothing in the image
+
+
+def test_stream_without_partial_images_sends_only_the_final_event(client: OpenAI) -> None:
+    events = list(client.images.generate(**STREAMED, stream=True, partial_images=0, extra_body=SLOW))
+    assert [event.type for event in events] == ["image_generation.completed"]
+    assert picture(base64.b64decode(events[0].b64_json)).size == (256, 256)
+
+
+def test_stream_edits(client: OpenAI) -> None:
+    stream = client.images.edit(
+        image=("ref.png", png_bytes((90, 60)), "image/png"),
+        prompt="make it glow",
+        size="256x256",
+        output_format="jpeg",
+        stream=True,
+        partial_images=1,
+        extra_body=SLOW,
+    )
+    partial, (completed,) = split(list(stream), "image_edit")
+    assert len(partial) == 1 and completed.output_format == "jpeg"
+    assert picture(base64.b64decode(completed.b64_json)).format == "JPEG"
+    assert all(picture(base64.b64decode(e.b64_json)).format == "JPEG" for e in partial)
+
+
+def test_stream_errors_arrive_as_the_sdk_expects(client: OpenAI) -> None:
+    expect_error(
+        lambda: client.images.generate(prompt="x", partial_images=2),
+        openai.BadRequestError,
+        "partial_images",
+        "stream",
+    )
+    expect_error(
+        lambda: client.images.generate(prompt="x", stream=True, partial_images=4),
+        openai.BadRequestError,
+        "partial_images",
+        "less than or equal to 3",
+    )

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from helpers.serving import ServerProcess, WebServer
+from helpers.waiting import wait_for
 
 QUEUE = "/queue/fal-ai/glm-image"
 QUICK, VICTIM = (64, 64, 10), (256, 256, 60)  # width, height, steps: the victim lasts long enough to kill
@@ -36,16 +36,6 @@ def _submit(
 
 def _status(client: httpx.Client, request_id: str) -> dict:
     return client.get(f"{QUEUE}/requests/{request_id}/status").json()
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def _maps(pid: int) -> str:
@@ -73,7 +63,7 @@ def test_two_workers_run_two_jobs_at_once_and_the_api_process_has_no_torch(
             busy = {job for w in workers for job in w["jobs"]}
             return {"workers": workers} if states == ["IN_PROGRESS"] * 2 and busy == set(ids) else None
 
-        seen = _wait(both_running, 120, "both jobs IN_PROGRESS in two workers")
+        seen = wait_for(both_running, 120, "both jobs IN_PROGRESS in two workers")
         pids = {w["pid"] for w in seen["workers"]}
         assert len(pids) == 2 and two_workers.process.pid not in pids
         for request_id in ids:
@@ -94,18 +84,22 @@ def test_a_killed_worker_is_restarted_and_every_job_completes_once(tmp_path: Pat
             hook = receiver.url("/hook")
             ids = [_submit(client, *VICTIM if i == 1 else QUICK, 100 + i, hook) for i in range(10)]
             victim = ids[1]
-            _wait(lambda: _status(client, victim)["status"] == "IN_PROGRESS", 120, "the second job to start")
+            wait_for(
+                lambda: _status(client, victim)["status"] == "IN_PROGRESS", 120, "the second job to start"
+            )
             (worker,) = client.get("/ready").json()["workers"]
             assert worker["jobs"] == [victim]
             os.kill(worker["pid"], signal.SIGKILL)
 
-            _wait(lambda: all(_status(client, i)["status"] == "COMPLETED" for i in ids), 240, "all 10 jobs")
+            wait_for(
+                lambda: all(_status(client, i)["status"] == "COMPLETED" for i in ids), 240, "all 10 jobs"
+            )
             results = [client.get(f"{QUEUE}/requests/{i}").json() for i in ids]
             assert all(len(r["images"]) == 1 for r in results), results
 
             logs = _status_logs(client, victim)
             assert any("Interrupted" in line and "exited with -9" in line for line in logs), logs
-            restarted = _wait(_restarted(client), 60, "/ready to show the restarted worker")
+            restarted = wait_for(_restarted(client), 60, "/ready to show the restarted worker")
             assert restarted["pid"] != worker["pid"] and restarted["restarts"] >= 1
 
             fresh = client.post(
@@ -122,7 +116,7 @@ def test_a_killed_worker_is_restarted_and_every_job_completes_once(tmp_path: Pat
             rerun = httpx.get(results[1]["images"][0]["url"]).content
             assert rerun == httpx.get(fresh["images"][0]["url"]).content  # byte-identical with its seed
 
-        hooks = _wait(lambda: _hooks(receiver, ids), 60, "a webhook for every job")
+        hooks = wait_for(lambda: _hooks(receiver, ids), 60, "a webhook for every job")
         for request_id, bodies in hooks.items():
             assert all(body == bodies[0] for body in bodies), f"repeated webhook for {request_id} differs"
             assert bodies[0]["status"] == "OK"

@@ -4,7 +4,9 @@ conftest does) before anything imports fal_client; the fal_server fixture serves
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from .keys import FAL_KEY
 from .serving import free_port
 
 TLS_DIR = Path(tempfile.mkdtemp(prefix="glm-image-tls-"))
+atexit.register(shutil.rmtree, TLS_DIR, ignore_errors=True)  # it holds a private key: never leave it
 _CA = trustme.CA()
 _CA.cert_pem.write_to_path(str(TLS_DIR / "ca.pem"))
 _CA.issue_cert("127.0.0.1", "localhost").private_key_and_cert_chain_pem.write_to_path(

@@ -96,7 +96,7 @@ class ServerProcess:
                 self.kill()
 
 
-Route = Callable[[BaseHTTPRequestHandler], tuple[int, bytes, dict[str, str]]]
+Route = Callable[[BaseHTTPRequestHandler], tuple[int, bytes, dict[str, str]] | None]
 
 
 class WebServer:
@@ -116,7 +116,10 @@ class WebServer:
                 body = self.rfile.read(length) if length else b""
                 outer.received.append((self.command, self.path, body))
                 route = outer.routes.get(self.path.split("?")[0], (404, b"not found", {}))
-                status, data, headers = route(self) if callable(route) else route
+                answer = route(self) if callable(route) else route
+                if answer is None:  # the route wrote its own response
+                    return
+                status, data, headers = answer
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -136,3 +139,23 @@ class WebServer:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def dripping(interval_s: float, total_s: float) -> Route:
+    """A route that answers one byte of its headers every `interval_s`, for at most `total_s`: a server
+    that is never quite silent and never done."""
+
+    def route(handler: BaseHTTPRequestHandler) -> None:
+        deadline = time.monotonic() + total_s
+        for byte in b"HTTP/1.1 200 OK\r\n" + b"x-drip: yes\r\n" * 1000:
+            if time.monotonic() > deadline:
+                break
+            try:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+            except OSError:
+                break
+            time.sleep(interval_s)
+        handler.close_connection = True
+
+    return route

@@ -1,4 +1,5 @@
-"""The snapshot cache and the change feed that wakes waiters when a job changes in any process."""
+"""The snapshot cache and the change feed that wakes waiters when a job changes in any process (SQLite: the
+change log it tails; PostgreSQL: NOTIFY)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from glm_image_server.jobs.changes import ChangeFeed, SnapshotCache
 from glm_image_server.jobs.records import Job, JobStatus
 from glm_image_server.jobs.sqlite import SqliteJobStore
+from glm_image_server.jobs.store import JobStore
 from glm_image_server.types import GenerationRequest, OutputSpec
 
 POLL_S = 0.02
@@ -36,35 +38,35 @@ def make_job() -> Job:
 def test_a_snapshot_is_served_until_invalidated():
     cache = SnapshotCache(ttl_s=60)
     version = cache.version("a")
-    cache.put(("a", False), "snapshot a", version)
-    cache.put(("a", True), "snapshot a with logs", version)
-    cache.put(("b", False), "snapshot b", cache.version("b"))
-    assert cache.get(("a", False)) == "snapshot a"
-    assert cache.get(("a", True)) == "snapshot a with logs"
+    cache.put(("a", False, False), "snapshot a", version)
+    cache.put(("a", True, False), "snapshot a with logs", version)
+    cache.put(("b", False, False), "snapshot b", cache.version("b"))
+    assert cache.get(("a", False, False)) == "snapshot a"
+    assert cache.get(("a", True, False)) == "snapshot a with logs"
 
     cache.invalidate("a")
     assert cache.version("a") == version + 1
-    assert cache.get(("a", False)) is None
-    assert cache.get(("a", True)) is None
-    assert cache.get(("b", False)) == "snapshot b"
+    assert cache.get(("a", False, False)) is None
+    assert cache.get(("a", True, False)) is None
+    assert cache.get(("b", False, False)) == "snapshot b"
 
 
 def test_a_read_that_raced_with_a_change_is_not_cached():
     cache = SnapshotCache(ttl_s=60)
     version = cache.version("a")  # the read starts...
     cache.invalidate("a")  # ...the job changes while it runs...
-    cache.put(("a", False), "stale", version)  # ...so what it read may be stale
-    assert cache.get(("a", False)) is None
-    cache.put(("a", False), "fresh", cache.version("a"))
-    assert cache.get(("a", False)) == "fresh"
+    cache.put(("a", False, False), "stale", version)  # ...so what it read may be stale
+    assert cache.get(("a", False, False)) is None
+    cache.put(("a", False, False), "fresh", cache.version("a"))
+    assert cache.get(("a", False, False)) == "fresh"
 
 
 def test_a_snapshot_expires_after_its_ttl():
     cache = SnapshotCache(ttl_s=0.05)
-    cache.put(("a", False), "snapshot", cache.version("a"))
-    assert cache.get(("a", False)) == "snapshot"
+    cache.put(("a", False, False), "snapshot", cache.version("a"))
+    assert cache.get(("a", False, False)) == "snapshot"
     time.sleep(0.1)
-    assert cache.get(("a", False)) is None
+    assert cache.get(("a", False, False)) is None
 
 
 def test_unknown_snapshots_are_misses():
@@ -76,12 +78,15 @@ def test_unknown_snapshots_are_misses():
 # --- ChangeFeed
 
 
-def run_feed(path: Path, scenario, listeners=()) -> tuple[ChangeFeed, SnapshotCache]:
-    """Run `scenario(feed)` (a coroutine function) on a new event loop with a started feed."""
+def run_feed(store: JobStore | Path, scenario, listeners=()) -> tuple[ChangeFeed, SnapshotCache]:
+    """Run `scenario(feed)` (a coroutine function) on a new event loop with a started feed on `store` (a
+    path: a SQLite store of its own)."""
     snapshots = SnapshotCache(ttl_s=60)
+    if isinstance(store, Path):
+        store = SqliteJobStore(store)
 
     async def main():
-        feed = ChangeFeed(SqliteJobStore(path), asyncio.get_running_loop(), snapshots, POLL_S, listeners)
+        feed = ChangeFeed(store, asyncio.get_running_loop(), snapshots, POLL_S, listeners)
         feed.start()
         try:
             await asyncio.wait_for(scenario(feed), 10)
@@ -99,9 +104,8 @@ def later(delay: float, action) -> threading.Timer:
     return timer
 
 
-def test_a_waiter_wakes_when_another_store_changes_its_job(tmp_path):
-    path = tmp_path / "jobs.sqlite3"
-    other = SqliteJobStore(path)  # another process's view of the same file
+def test_a_waiter_wakes_when_another_store_changes_its_job(backend):
+    other = backend.open()  # another process's view of the same store
     job = make_job()
     assert other.create(job)
     woken: list[int] = []
@@ -114,15 +118,14 @@ def test_a_waiter_wakes_when_another_store_changes_its_job(tmp_path):
         elapsed.append(time.monotonic() - start)
         assert feed._waiters == {}  # the waiter is gone once it returned
 
-    _, snapshots = run_feed(path, scenario, listeners=(lambda: woken.append(1),))
+    _, snapshots = run_feed(backend.open(), scenario, listeners=(lambda: woken.append(1),))
     assert 0.05 <= elapsed[0] < 0.6
     assert snapshots.version(job.id) >= 1  # the change invalidated the job's snapshots
     assert woken  # and told the other listeners (the delivery sender)
 
 
-def test_every_waiter_on_the_job_wakes(tmp_path):
-    path = tmp_path / "jobs.sqlite3"
-    other = SqliteJobStore(path)
+def test_every_waiter_on_the_job_wakes(backend):
+    other = backend.open()  # another process's view of the same store
     job = make_job()
     other.create(job)
 
@@ -132,12 +135,11 @@ def test_every_waiter_on_the_job_wakes(tmp_path):
         await asyncio.gather(*(feed.wait(job.id, timeout=5) for _ in range(3)))
         assert time.monotonic() - start < 0.6
 
-    run_feed(path, scenario)
+    run_feed(backend.open(), scenario)
 
 
-def test_a_waiter_times_out_when_nothing_changes(tmp_path):
-    path = tmp_path / "jobs.sqlite3"
-    other = SqliteJobStore(path)
+def test_a_waiter_times_out_when_nothing_changes(backend):
+    other = backend.open()  # another process's view of the same store
     job, unrelated = make_job(), make_job()
     other.create(job)
 
@@ -147,7 +149,7 @@ def test_a_waiter_times_out_when_nothing_changes(tmp_path):
         await feed.wait(job.id, timeout=0.3)
         assert 0.28 <= time.monotonic() - start < 2
 
-    run_feed(path, scenario)
+    run_feed(backend.open(), scenario)
 
 
 def test_the_feed_starts_at_the_end_of_the_change_log(tmp_path):

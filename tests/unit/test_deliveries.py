@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
+import socket
 import threading
 import time
 import uuid
@@ -11,10 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers.stores import raw_rows
 
 from glm_image_server.jobs.deliveries import DeliverySender, Outgoing, RetryPolicy
 from glm_image_server.jobs.records import Job, JobError, JobStatus
-from glm_image_server.jobs.sqlite import SqliteJobStore
+from glm_image_server.jobs.store import JobStore
 from glm_image_server.media.fetch import UrlGuard
 from glm_image_server.settings import Settings
 from glm_image_server.types import GenerationRequest, OutputSpec
@@ -34,7 +35,7 @@ def make_job(webhook_url: str | None = "https://example.com/hook", api: str = "f
     )
 
 
-def finished_job(store: SqliteJobStore, webhook_url: str | None = "https://example.com/hook") -> Job:
+def finished_job(store: JobStore, webhook_url: str | None = "https://example.com/hook") -> Job:
     job = make_job(webhook_url)
     assert store.create(job)
     assert store.finish(job.id, JobStatus.FAILED, error=JobError(kind="internal", message="boom"))
@@ -50,16 +51,14 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     return condition()
 
 
-def outbox_row(path: Path, job_id: str) -> dict:
-    with sqlite3.connect(path) as db:
-        db.row_factory = sqlite3.Row
-        row = db.execute("SELECT * FROM webhooks WHERE job_id = ?", (job_id,)).fetchone()
-    return dict(row)
+def outbox_row(store: JobStore, job_id: str) -> dict:
+    (row,) = raw_rows(store, "SELECT * FROM {outbox} WHERE job_id = ?", (job_id,))
+    return row
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteJobStore:
-    return SqliteJobStore(tmp_path / "jobs.sqlite3", max_attempts=3)
+def store(backend) -> JobStore:
+    return backend.open(max_attempts=3)
 
 
 # --- the retry policy
@@ -103,16 +102,15 @@ def test_finishing_a_job_with_a_webhook_queues_one_delivery(store):
     assert plain.output.webhook_url is None
 
 
-def test_concurrent_owners_never_claim_the_same_delivery(tmp_path):
-    path = tmp_path / "jobs.sqlite3"
-    store = SqliteJobStore(path)
+def test_concurrent_owners_never_claim_the_same_delivery(backend):
+    store = backend.open()
     jobs = [finished_job(store) for _ in range(30)]
     claimed: dict[str, list[int]] = {}
     errors: list[BaseException] = []
     start = threading.Barrier(2)
 
     def claim(owner: str) -> None:
-        own = SqliteJobStore(path)
+        own = backend.open()
         mine = claimed.setdefault(owner, [])
         try:
             start.wait(5)
@@ -182,9 +180,9 @@ def test_parts_done_are_remembered(store):
 
 
 class Receiver:
-    """A local HTTP server that answers 500 to the first `failures` requests, then 200."""
+    """A local HTTP server that answers `failure_status` (500) to the first `failures` requests, then 200."""
 
-    def __init__(self, failures: int) -> None:
+    def __init__(self, failures: int, failure_status: int = 500) -> None:
         self.requests: list[tuple[str, str, bytes]] = []
         self.failures = failures
         lock = threading.Lock()
@@ -196,7 +194,7 @@ class Receiver:
                 with lock:
                     receiver.requests.append((self.command, self.path, body))
                     fail = len(receiver.requests) <= receiver.failures
-                self.send_response(500 if fail else 200)
+                self.send_response(failure_status if fail else 200)
                 self.send_header("content-length", "0")
                 self.end_headers()
 
@@ -246,7 +244,7 @@ def test_the_sender_retries_until_the_receiver_accepts(tmp_path, store):
 
         sender = run_sender(store, sender_settings(tmp_path), renderer, UrlGuard(allow_loopback=True))
         try:
-            assert wait_for(lambda: outbox_row(store.path, job.id)["delivered_at"] is not None)
+            assert wait_for(lambda: outbox_row(store, job.id)["delivered_at"] is not None)
             time.sleep(0.3)  # nothing more is sent once it went through
         finally:
             sender.stop()
@@ -254,7 +252,7 @@ def test_the_sender_retries_until_the_receiver_accepts(tmp_path, store):
     assert all(method == "POST" and path == "/hook" for method, path, _ in receiver.requests)
     assert job.id.encode() in receiver.requests[-1][2]
     assert rendered == [job.id] * 3
-    row = outbox_row(store.path, job.id)
+    row = outbox_row(store, job.id)
     assert (row["attempts"], row["parts_done"], row["next_at"]) == (1 + 2, 1, None)
     assert row["last_error"] == "HTTP 500"
 
@@ -280,7 +278,7 @@ def test_a_delivered_part_is_not_sent_again(tmp_path, store):
 
         sender = run_sender(store, sender_settings(tmp_path), renderer, UrlGuard(allow_loopback=True))
         try:
-            assert wait_for(lambda: outbox_row(store.path, job.id)["delivered_at"] is not None)
+            assert wait_for(lambda: outbox_row(store, job.id)["delivered_at"] is not None)
         finally:
             sender.stop()
     assert [(method, path) for method, path, _ in receiver.requests] == [
@@ -289,7 +287,7 @@ def test_a_delivered_part_is_not_sent_again(tmp_path, store):
     ]
     assert receiver.requests[1][2] == b"bytes"
     assert rounds == 2
-    row = outbox_row(store.path, job.id)
+    row = outbox_row(store, job.id)
     assert (row["attempts"], row["parts_done"]) == (2, 2)
 
 
@@ -302,12 +300,12 @@ def test_a_url_refused_by_the_guard_is_not_retried(tmp_path, store):
 
         sender = run_sender(store, sender_settings(tmp_path), renderer, UrlGuard(allow_loopback=False))
         try:
-            assert wait_for(lambda: outbox_row(store.path, job.id)["attempts"] == 1)
+            assert wait_for(lambda: outbox_row(store, job.id)["attempts"] == 1)
             time.sleep(0.3)
         finally:
             sender.stop()
     assert receiver.requests == []
-    row = outbox_row(store.path, job.id)
+    row = outbox_row(store, job.id)
     assert row["attempts"] == 1
     assert row["next_at"] is None
     assert row["delivered_at"] is None
@@ -317,12 +315,61 @@ def test_a_url_refused_by_the_guard_is_not_retried(tmp_path, store):
 
 def test_a_delivery_for_a_deleted_job_is_dropped(tmp_path, store):
     job = finished_job(store)
-    with sqlite3.connect(store.path) as db:
-        db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
+    raw_rows(store, "DELETE FROM jobs WHERE id = ?", (job.id,))
     sender = run_sender(store, sender_settings(tmp_path), lambda job: [], UrlGuard())
     try:
-        assert wait_for(lambda: outbox_row(store.path, job.id)["attempts"] == 1)
+        assert wait_for(lambda: outbox_row(store, job.id)["attempts"] == 1)
     finally:
         sender.stop()
-    row = outbox_row(store.path, job.id)
+    row = outbox_row(store, job.id)
     assert (row["next_at"], row["last_error"]) == (None, "job no longer exists")
+
+
+@pytest.mark.parametrize(("status", "sent"), [(404, 1), (400, 1), (429, 2), (503, 2)])
+def test_only_answers_that_may_pass_are_retried(tmp_path, store, status, sent):
+    """A 4xx is the receiver refusing this call: final. 429 and 5xx may pass: retried."""
+    with Receiver(failures=1, failure_status=status) as receiver:
+        job = finished_job(store, webhook_url=receiver.url + "/hook")
+
+        def renderer(job: Job) -> list[Outgoing]:
+            return [Outgoing("POST", job.output.webhook_url, json={})]
+
+        sender = run_sender(store, sender_settings(tmp_path), renderer, UrlGuard(allow_loopback=True))
+        try:
+            assert wait_for(lambda: outbox_row(store, job.id)["next_at"] is None)
+            time.sleep(0.3)
+        finally:
+            sender.stop()
+    assert len(receiver.requests) == sent
+    row = outbox_row(store, job.id)
+    assert (row["delivered_at"] is not None) == (sent == 2)
+
+
+def test_a_hanging_receiver_delays_no_other_destination(tmp_path, store):
+    """One receiver accepts the connection and never answers; another job's webhook to a healthy
+    receiver still arrives at once, and the hanging call is cut at its deadline and retried."""
+    hanging = socket.create_server(("127.0.0.1", 0))  # listens, never reads, never answers
+    stuck_url = f"http://127.0.0.1:{hanging.getsockname()[1]}/hook"
+    settings = sender_settings(tmp_path).model_copy(update={"webhook_timeout_s": 1.0})
+    with hanging, Receiver(failures=0) as healthy:
+        stuck = finished_job(store, webhook_url=stuck_url)
+
+        def renderer(job: Job) -> list[Outgoing]:
+            return [Outgoing("POST", job.output.webhook_url, json={"id": job.id})]
+
+        sender = run_sender(store, settings, renderer, UrlGuard(allow_loopback=True))
+        try:
+            assert wait_for(lambda: outbox_row(store, stuck.id)["lease_owner"] is not None)
+            time.sleep(0.2)  # the stuck call is in flight
+            fine = finished_job(store, webhook_url=healthy.url + "/hook")
+            sender.wake()
+            submitted = time.monotonic()
+            assert wait_for(lambda: outbox_row(store, fine.id)["delivered_at"] is not None, 5)
+            assert time.monotonic() - submitted < 1.0
+            assert wait_for(lambda: outbox_row(store, stuck.id)["attempts"] >= 1, 5)
+        finally:
+            sender.stop()
+    row = outbox_row(store, stuck.id)
+    assert row["delivered_at"] is None
+    assert row["last_error"] == "no answer within 1 s"
+    assert row["next_at"] is not None  # a timeout may pass: retried

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 from helpers.images import data_uri, png_bytes
+from helpers.serving import dripping
 
 from glm_image_server.media.fetch import BlockedUrl, ImageFetcher, UrlGuard
 from glm_image_server.settings import Settings
 from glm_image_server.types import InvalidRequest
 
 
-def fetcher(**overrides) -> ImageFetcher:
-    return ImageFetcher(Settings(allow_loopback_urls=True, **overrides))
+class fetcher:
+    """An ImageFetcher driven synchronously, for tests."""
+
+    def __init__(self, **overrides) -> None:
+        self.inner = ImageFetcher(Settings(allow_loopback_urls=True, **overrides))
+
+    def fetch_bytes(self, url: str, field: str) -> bytes:
+        return asyncio.run(self.inner.fetch_bytes(url, field))
+
+    def fetch(self, url: str, field: str):
+        return asyncio.run(self.inner.fetch(url, field))
 
 
 @pytest.mark.parametrize(
@@ -36,6 +47,12 @@ def fetcher(**overrides) -> ImageFetcher:
 def test_guard_refuses_internal_targets(url: str) -> None:
     with pytest.raises(BlockedUrl):
         UrlGuard().check(url)
+
+
+def test_the_unspecified_address_is_refused_even_where_private_ones_are_allowed() -> None:
+    for url in ("http://0.0.0.0:8000/x", "http://[::]:8000/x"):
+        with pytest.raises(BlockedUrl, match="unspecified"):
+            UrlGuard(allow_loopback=True, allow_private=True).check(url)
 
 
 def test_guard_allowances() -> None:
@@ -80,6 +97,15 @@ def test_slow_server_times_out(web) -> None:
     with pytest.raises(InvalidRequest, match="timed out"):
         fetcher(fetch_timeout_s=0.5).fetch_bytes(web.url("/slow"), "image")
     assert time.monotonic() - started < 2.5
+
+
+def test_a_dripping_server_is_cut_off_at_the_whole_fetch_deadline(web) -> None:
+    """One header byte every 0.2 s never trips a per-read timeout; the deadline covers the whole fetch."""
+    web.routes["/drip"] = dripping(0.2, total_s=5)
+    started = time.monotonic()
+    with pytest.raises(InvalidRequest, match="timed out"):
+        fetcher(fetch_timeout_s=1).fetch_bytes(web.url("/drip"), "image")
+    assert time.monotonic() - started < 2
 
 
 def test_pixel_limit_and_sniffing(web) -> None:

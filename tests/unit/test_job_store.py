@@ -1,5 +1,5 @@
-"""The SQLite job store: ordering, one claimant per job, cancel, recovery of a stopped worker's jobs,
-retention."""
+"""The job store contract on SQLite and PostgreSQL: ordering, one claimant per job, cancel, recovery of a
+stopped worker's jobs, retention, queue depth."""
 
 from __future__ import annotations
 
@@ -10,22 +10,21 @@ from helpers.jobs import make_job
 
 from glm_image_server.jobs.records import Claim, JobResult, JobStatus, StoredImage
 from glm_image_server.jobs.retention import RetentionSweeper
-from glm_image_server.jobs.sqlite import SqliteJobStore
-from glm_image_server.jobs.store import Requeued
+from glm_image_server.jobs.store import JobStore, Requeued
 from glm_image_server.media.storage import LocalStorage
 
 LEASE_S = 60.0
 
 
-def claim_one(store: SqliteJobStore, worker_id: str = "w"):
+def claim_one(store: JobStore, worker_id: str = "w"):
     """The next queued job, claimed alone (a batch of at most one image), or None."""
     jobs = store.claim_batch(worker_id, 1, LEASE_S)
     assert len(jobs) <= 1
     return jobs[0] if jobs else None
 
 
-def test_fifo_positions_and_single_claimant(tmp_path) -> None:
-    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+def test_fifo_positions_and_single_claimant(backend, tmp_path) -> None:
+    store = backend.open()
     jobs = [make_job(str(n)) for n in range(30)]
     for job in jobs:
         store.create(job)
@@ -36,7 +35,7 @@ def test_fifo_positions_and_single_claimant(tmp_path) -> None:
     lock = threading.Lock()
 
     def worker(n: int) -> None:
-        other = SqliteJobStore(tmp_path / "jobs.sqlite3")  # its own connections, as another process would
+        other = backend.open()  # its own connections, as another process would
         while batch := other.claim_batch(f"w{n}", 3, LEASE_S):
             with lock:
                 claimed.extend(job.id for job in batch)
@@ -56,8 +55,8 @@ def test_fifo_positions_and_single_claimant(tmp_path) -> None:
     assert store.oldest_queued() is None
 
 
-def test_cancel_outcomes(tmp_path) -> None:
-    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+def test_cancel_outcomes(backend, tmp_path) -> None:
+    store = backend.open()
     queued, running = make_job(webhook="http://hook/"), make_job()
     store.create(running)
     store.create(queued)
@@ -74,8 +73,8 @@ def test_cancel_outcomes(tmp_path) -> None:
     assert not store.finish(running.id, JobStatus.SUCCEEDED)  # a final state is final
 
 
-def test_release_requeues_then_gives_up(tmp_path) -> None:
-    store = SqliteJobStore(tmp_path / "jobs.sqlite3", max_attempts=3)
+def test_release_requeues_then_gives_up(backend, tmp_path) -> None:
+    store = backend.open(max_attempts=3)
     job = make_job()
     store.create(job)
     for attempt in (1, 2):
@@ -94,8 +93,8 @@ def test_release_requeues_then_gives_up(tmp_path) -> None:
     assert "3 times" in failed.error.message
 
 
-def test_only_the_current_claim_finishes_a_job(tmp_path) -> None:
-    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+def test_only_the_current_claim_finishes_a_job(backend, tmp_path) -> None:
+    store = backend.open()
     job = make_job()
     store.create(job)
     claim_one(store, "old")
@@ -108,8 +107,8 @@ def test_only_the_current_claim_finishes_a_job(tmp_path) -> None:
     assert store.get(job.id).status == JobStatus.FAILED
 
 
-def test_expired_leases_go_back_to_the_queue(tmp_path) -> None:
-    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+def test_expired_leases_go_back_to_the_queue(backend, tmp_path) -> None:
+    store = backend.open()
     held, renewed = make_job(), make_job()
     for job in (held, renewed):
         store.create(job)
@@ -122,8 +121,8 @@ def test_expired_leases_go_back_to_the_queue(tmp_path) -> None:
     assert store.get(renewed.id).status == JobStatus.RUNNING
 
 
-def test_retention_deletes_rows_logs_and_files(tmp_path) -> None:
-    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+def test_retention_deletes_rows_logs_and_files(backend, tmp_path) -> None:
+    store = backend.open()
     storage = LocalStorage(tmp_path / "files")
     old, fresh = make_job(), make_job()
     for job in (old, fresh):
@@ -146,8 +145,8 @@ def test_retention_deletes_rows_logs_and_files(tmp_path) -> None:
     assert list((tmp_path / "files").iterdir()) == []
 
 
-def test_ttl_overrides_retention(tmp_path) -> None:
-    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+def test_ttl_overrides_retention(backend, tmp_path) -> None:
+    store = backend.open()
     short, default = make_job(ttl_s=0.0), make_job()
     for job in (short, default):
         store.create(job)
@@ -159,9 +158,9 @@ def test_ttl_overrides_retention(tmp_path) -> None:
     assert not store.create(default)  # an existing id is refused, not overwritten
 
 
-def test_a_job_round_trips_through_the_store(tmp_path) -> None:
-    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+def test_a_job_round_trips_through_the_store(backend, tmp_path) -> None:
+    store = backend.open()
     job = make_job(webhook="http://hook/", ttl_s=5.0)
     store.create(job)
     assert store.get(job.id) == job
-    assert SqliteJobStore(tmp_path / "jobs.sqlite3").get(job.id) == job  # read by another process
+    assert backend.open().get(job.id) == job  # read by another process

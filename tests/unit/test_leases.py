@@ -1,5 +1,5 @@
-"""The job store contract on SqliteJobStore: claims, leases, requeues, stale claims, cancels, retention,
-workers and the version-1 migration."""
+"""The job store contract on SQLite and PostgreSQL: claims, leases, requeues, stale claims, cancels,
+retention, workers; and the SQLite version-1 migration and the PostgreSQL migrations."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from helpers.stores import raw_rows, throwaway_database
 
+from glm_image_server.jobs.postgres import MIGRATIONS, PostgresJobStore
 from glm_image_server.jobs.records import (
     Claim,
     Job,
@@ -22,7 +24,7 @@ from glm_image_server.jobs.records import (
     WorkerInfo,
 )
 from glm_image_server.jobs.sqlite import SqliteJobStore
-from glm_image_server.jobs.store import Requeued
+from glm_image_server.jobs.store import JobStore, Requeued
 from glm_image_server.types import GenerationRequest, OutputSpec
 
 
@@ -63,17 +65,17 @@ def result_for(job: Job) -> JobResult:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteJobStore:
-    return SqliteJobStore(tmp_path / "jobs.sqlite3", max_attempts=3)
+def store(backend) -> JobStore:
+    return backend.open(max_attempts=3)
 
 
-def submit(store: SqliteJobStore, *jobs: Job) -> list[Job]:
+def submit(store: JobStore, *jobs: Job) -> list[Job]:
     for job in jobs:
         assert store.create(job)
     return list(jobs)
 
 
-def expire_all(store: SqliteJobStore):
+def expire_all(store: JobStore):
     return store.expire_leases(time.time() + 3600)
 
 
@@ -118,17 +120,18 @@ def test_a_job_bigger_than_max_images_is_still_claimed_alone(store):
     assert [job.id for job in store.claim_batch("w1", 2, 30)] == [big.id]
 
 
-def test_concurrent_claims_take_each_job_once(tmp_path):
-    path = tmp_path / "jobs.sqlite3"
-    store = SqliteJobStore(path)
+def test_concurrent_claims_take_each_job_once(backend):
+    store = backend.open()
     jobs = submit(store, *(make_job(f"job {i}") for i in range(24)))
     claimed: dict[str, list[str]] = {}
     errors: list[BaseException] = []
+    start = threading.Barrier(4)
 
     def claim(worker: str) -> None:
-        own = SqliteJobStore(path)  # as another worker process would
+        own = backend.open()  # as another worker process would
         mine = claimed.setdefault(worker, [])
         try:
+            start.wait(10)  # all four claim at once
             while batch := own.claim_batch(worker, 1, 30):
                 mine.extend(job.id for job in batch)
         except BaseException as exc:
@@ -172,9 +175,9 @@ def test_an_expired_lease_requeues_the_job_with_the_same_request(store):
 
 def test_the_next_claim_batch_requeues_expired_leases_first(store):
     (job,) = submit(store, make_job())
-    store.claim_batch("w1", 8, 0.05)
+    store.claim_batch("w1", 8, 1.0)
     assert store.claim_batch("w2", 8, 30) == []  # the lease still holds
-    time.sleep(0.1)
+    time.sleep(1.1)
     (taken,) = store.claim_batch("w2", 8, 30)
     assert (taken.id, taken.worker_id, taken.attempts) == (job.id, "w2", 2)
 
@@ -263,6 +266,77 @@ def test_a_claim_cannot_finish_a_queued_job(store):
     expire_all(store)  # back in the queue
     assert not store.finish(job.id, JobStatus.SUCCEEDED, claim=Claim(worker_id="w1", attempt=1))
     assert store.get(job.id).status == JobStatus.QUEUED
+
+
+def test_a_claimant_that_stops_renewing_loses_its_jobs_to_another(backend):
+    """Real time, short leases: `alive` renews, `silent` stops; after the lease `alive` takes over the silent
+    claimant's jobs with their seeds, and the silent one can no longer finish them."""
+    lease_s = 0.6
+    silent, alive = backend.open(), backend.open()
+    jobs = submit(silent, *(make_job(f"job {i}", seed=100 + i) for i in range(3)))
+    assert [job.id for job in silent.claim_batch("silent", 2, lease_s)] == [jobs[0].id, jobs[1].id]
+    assert [job.id for job in alive.claim_batch("alive", 1, lease_s)] == [jobs[2].id]
+    deadline = time.monotonic() + 10
+    taken: list[Job] = []
+    while not taken and time.monotonic() < deadline:
+        assert alive.renew("alive", lease_s) == 1 + len(taken)
+        taken = alive.claim_batch("alive", 8, lease_s)
+        time.sleep(0.1)
+    assert [(job.id, job.request.seed, job.attempts) for job in taken] == [
+        (jobs[0].id, 100, 2),
+        (jobs[1].id, 101, 2),
+    ]
+    assert time.monotonic() < deadline
+    assert not silent.finish(jobs[0].id, JobStatus.SUCCEEDED, claim=Claim(worker_id="silent", attempt=1))
+    taken_over = Claim(worker_id="alive", attempt=2)
+    assert alive.finish(jobs[0].id, JobStatus.SUCCEEDED, result_for(jobs[0]), claim=taken_over)
+    assert alive.renew("alive", lease_s) == 2  # jobs[1] and jobs[2] still held
+    assert silent.renew("silent", lease_s) == 0
+    logs = [entry.message for entry in alive.logs(jobs[1].id)]
+    assert any("stopped answering" in message for message in logs)
+
+
+def test_queue_depth_per_batch_key(store):
+    before = time.time()
+    small = submit(store, make_job("a", num_images=2), make_job("b", num_images=3))
+    wide = submit(store, make_job("c", width=1024))
+    assert store.queue_depth()[0][0] != store.queue_depth()[1][0]
+    depth = {key: (jobs, images, oldest) for key, jobs, images, oldest in store.queue_depth()}
+    assert depth[small[0].request.batch_key] == (2, 5, small[0].created_at)
+    assert depth[wide[0].request.batch_key] == (1, 1, wide[0].created_at)
+    assert all(oldest >= before - 1 for _, _, oldest in depth.values())
+    store.claim_batch("w1", 8, 30)  # the head's key: both small jobs
+    assert [(key, jobs) for key, jobs, _, _ in store.queue_depth()] == [(wide[0].request.batch_key, 1)]
+
+
+def test_subscribers_hear_other_processes_changes_or_poll(backend):
+    """PostgreSQL pushes every change and every claimable job (NOTIFY); SQLite says it cannot."""
+    listener, writer = backend.open(), backend.open()
+    heard: dict[str, list[str]] = {"changes": [], "queued": []}
+    got = threading.Event()
+
+    def hear(channel: str):
+        def callback(job_id: str) -> None:
+            if job_id:
+                heard[channel].append(job_id)
+                got.set()
+
+        return callback
+
+    pushes = [listener.subscribe(channel, hear(channel)) for channel in ("changes", "queued")]
+    if backend.kind == "sqlite":
+        assert pushes == [False, False]
+        return
+    assert pushes == [True, True]
+    (job,) = submit(writer, make_job())
+    assert got.wait(5)
+    writer.claim_batch("w1", 1, 30)
+    writer.add_log(job.id, "INFO", "step 1")
+    deadline = time.monotonic() + 5
+    while len(heard["changes"]) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert heard["changes"] == [job.id] * 3
+    assert heard["queued"] == [job.id]  # a claim is no news for idle workers
 
 
 def test_renew_extends_leases(store):
@@ -524,7 +598,7 @@ def test_a_version_1_database_is_migrated(tmp_path):
     ]
 
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     # Opening it again does not migrate twice.
     again = SqliteJobStore(path)
     assert again.get("queued") == store.get("queued")
@@ -543,3 +617,33 @@ def test_a_version_1_running_job_is_requeued_after_migration(tmp_path):
     assert requeued.status == JobStatus.QUEUED
     assert requeued.request.seed == 4242
     assert requeued.attempts == 1
+
+
+# --- PostgreSQL's versioned migrations
+
+
+def test_postgres_migrates_a_new_database_once_even_when_replicas_start_together():
+    with throwaway_database() as url:
+        stores: list[PostgresJobStore] = []
+        lock = threading.Lock()
+
+        def start() -> None:
+            store = PostgresJobStore(url, pool_size=1)
+            with lock:
+                stores.append(store)
+
+        threads = [threading.Thread(target=start) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        try:
+            assert len(stores) == 3
+            rows = raw_rows(stores[0], "SELECT version FROM schema_migrations ORDER BY version")
+            assert [row["version"] for row in rows] == list(range(1, len(MIGRATIONS) + 1))
+            assert stores[0].migrate() == len(MIGRATIONS)  # found up to date: nothing to do
+            (job,) = submit(stores[1], make_job())
+            assert stores[2].get(job.id) == job
+        finally:
+            for store in stores:
+                store.close()

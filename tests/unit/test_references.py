@@ -160,7 +160,7 @@ def test_reference_loader_reads_uploads_data_uris_and_urls(tmp_path, web) -> Non
     storage = LocalStorage(tmp_path / "files")
     storage.save("upload-abc.png", png_bytes((30, 20)))
     web.routes["/ref.png"] = (200, png_bytes((50, 40)), {"content-type": "image/png"})
-    loader = ReferenceLoader(ImageFetcher(Settings(allow_loopback_urls=True)), storage, workers=2)
+    loader = ReferenceLoader(ImageFetcher(Settings(allow_loopback_urls=True)), storage)
     try:
         images = loader.load(("stored:upload-abc.png", data_uri(png_bytes((40, 10))), web.url("/ref.png")))
         assert [image.size for image in images] == [(30, 20), (40, 10), (50, 40)]

@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,11 @@ class FakeExecutor:
         self.script = script
         self.batches: list[list[str]] = []
         self.started = threading.Event()
+
+    def prepare(self, job, emit) -> Future:
+        ready = Future()
+        ready.set_result(job)
+        return ready
 
     def run(self, jobs, emit, cancelled, stopping) -> None:
         self.batches.append([job.id for job in jobs])

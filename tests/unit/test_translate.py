@@ -16,6 +16,7 @@ from glm_image_server.api.openai.protocol import ImageParams, OpenAIError
 from glm_image_server.api.runware import translate as runware
 from glm_image_server.api.runware.protocol import ImageInference, RunwareOptions, TaskError
 from glm_image_server.jobs.records import Job, JobError, JobResult, JobStatus, StoredImage
+from glm_image_server.text_check import SpanCheck, TextCheck
 from glm_image_server.types import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS_API,
@@ -505,9 +506,17 @@ def test_openai_missing_prompt():
     assert "prompt" in error.message
 
 
-def test_openai_stream_is_unsupported():
-    error = openai_error({"prompt": "x", "stream": True})
-    assert (error.param, error.code) == ("stream", "unsupported_value")
+def test_openai_partial_images_need_stream():
+    error = openai_error({"prompt": "x", "partial_images": 1})
+    assert (error.param, error.code) == ("partial_images", "invalid_value")
+    assert openai.params({"prompt": "x", "stream": True, "partial_images": 3}).partial_images == 3
+
+
+def test_openai_partial_images_spread_over_the_steps():
+    due = [step for step in range(1, 31) if openai.partial_due(0, 2, 0, step, 30, 1)]
+    assert due[0] == 10  # the first of 2 goes out a third of the way
+    assert not openai.partial_due(1, 2, 0, 15, 30, 1) and openai.partial_due(1, 2, 0, 20, 30, 1)
+    assert not openai.partial_due(2, 2, 0, 29, 30, 1)  # never more than asked for
 
 
 def test_openai_transparent_background_is_unsupported():
@@ -617,3 +626,62 @@ def test_openai_response():
 def test_rendered_image_data_uri():
     image = stored(0, 1)
     assert RenderedImage(image, base64="AAA").data_uri == "data:image/png;base64,AAA"
+
+
+# --- text check, in every dialect
+
+QUOTED = 'a sign that reads "OPEN LATE"'
+
+
+def checked_job(api: str) -> Job:
+    job = make_job(api=api, images=2)
+    spans = (SpanCheck(text="OPEN LATE", found=False, similarity=0.9375),)
+    checks = (TextCheck(score=1.0, spans=spans[:0], detected_text="x"), TextCheck(score=0.9375, spans=spans))
+    return job.model_copy(update={"result": job.result.model_copy(update={"text_checks": checks})})
+
+
+def test_fal_text_check_fields():
+    request, output, _ = fal.to_internal(
+        TextToImageInput(
+            prompt=QUOTED, seed=5, num_images=2, enable_text_check=True, text_check_candidates=6
+        ),
+        None,
+    )
+    assert request.seeds == [5, 6, 7, 8, 9, 10] and (output.text_check, output.keep_best) == (True, 2)
+    with pytest.raises(ValidationError):
+        TextToImageInput(prompt=QUOTED, text_check_candidates=9)
+    assert "text_checks" not in fal.output(make_job(), rendered(make_job())).model_dump(exclude_none=True)
+    job = checked_job("fal")
+    checks = fal.output(job, rendered(job)).model_dump()["text_checks"]
+    assert [(c["seed"], c["score"]) for c in checks] == [(40, 1.0), (41, 0.9375)]
+    assert checks[1]["spans"] == [{"text": "OPEN LATE", "found": False, "similarity": 0.9375}]
+
+
+def test_runware_text_check_fields():
+    request, output, _ = rw(positivePrompt=QUOTED, numberResults=1, textCheck={"candidates": 3})
+    assert request.num_images == 3 and (output.text_check, output.keep_best) == (True, 1)
+    _, output, _ = rw(positivePrompt=QUOTED, textCheck={})
+    assert (output.text_check, output.keep_best) == (True, 0)
+    assert not rw(positivePrompt=QUOTED)[1].text_check
+    job = checked_job("runware")
+    items = runware.items(job, rendered(job), RunwareOptions())
+    assert items[1]["textCheck"] == {
+        "score": 0.9375,
+        "spans": [{"text": "OPEN LATE", "found": False, "similarity": 0.9375}],
+        "detectedText": "",
+    }
+    assert items[0]["textCheck"] == {"score": 1.0, "spans": [], "detectedText": "x"}
+    assert "textCheck" not in runware.items(make_job(), rendered(make_job()), RunwareOptions())[0]
+
+
+def test_openai_text_check_fields():
+    parsed = openai.params({"prompt": QUOTED, "n": 2, "text_check": "true", "text_check_candidates": "4"})
+    request, output, _ = openai.to_internal(parsed, [], True)
+    assert request.num_images == 4 and (output.text_check, output.keep_best) == (True, 2)
+    error = openai_error({"prompt": QUOTED, "text_check_candidates": 0})
+    assert (error.param, error.code) == ("text_check_candidates", "invalid_value")
+    job = checked_job("openai")
+    data = openai.response(job, rendered(job, inline=True)).model_dump(exclude_none=True)["data"]
+    assert data[1]["text_check"]["seed"] == 41 and data[1]["text_check"]["score"] == 0.9375
+    plain = openai.response(make_job(), rendered(make_job(), inline=True)).model_dump(exclude_none=True)
+    assert "text_check" not in plain["data"][0]

@@ -9,14 +9,21 @@ import time
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from .. import __version__, metrics
+from ..admission import Refused
+from ..media.storage import LocalStorage
 from ..services import Services, start_services
 from ..settings import Settings
+from . import openapi, playground
+from .auth import require_api_key
+from .errors import dialect_of, error_response, refusal_response
 from .fal import routes as fal
 from .fal.middleware import FalRequestIdAndQueueHost
+from .gate import Gate, failed_key_buckets
 from .openai import routes as openai
 from .runware import routes as runware
 
@@ -48,6 +55,45 @@ def readiness(services: Services) -> tuple[bool, list[dict]]:
     return ready, listed
 
 
+def problems(services: Services, has_workers: bool) -> list[str]:
+    """What keeps the server from taking work, in words."""
+    found = [] if has_workers else ["no worker has its model loaded"]
+    if disk := services.admission.disk.problem():
+        found.append(disk)
+    return found
+
+
+def _ops_job(job) -> dict:
+    """A job as the ops view lists it."""
+    return {
+        "id": job.id,
+        "api": job.api,
+        "app": job.app,
+        "status": job.status.value,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "worker_id": job.worker_id,
+        "size": f"{job.request.width}x{job.request.height}",
+        "images": job.request.num_images,
+        "steps": job.request.num_inference_steps,
+        "timings": job.result.timings if job.result else None,
+        "error": job.error.message if job.error else None,
+    }
+
+
+def ops_view(services: Services, limit: int = 30) -> dict:
+    """Workers and their state, queue depth, recent jobs (the playground's ops tab)."""
+    ready, workers = readiness(services)
+    recent = services.store.recent(limit)
+    return {
+        "ready": ready,
+        "workers": workers,
+        "queue_depth": services.store.queued_count(),
+        "jobs": [_ops_job(job) for job in recent],
+    }
+
+
 def create_app(settings: Settings, engine=None) -> FastAPI:
     """`engine`: an already loaded Engine, run by a worker thread in this process (tests); by default
     `settings.workers` worker processes run the model."""
@@ -68,11 +114,29 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
         version=__version__,
         description="GLM-Image behind the fal.ai, Runware and OpenAI Images APIs.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
-    app.add_middleware(FalRequestIdAndQueueHost)
+    openapi.install(app)
+    app.state.auth_failures = auth_failures = failed_key_buckets(settings)
+    app.add_middleware(Gate, settings=settings, auth_failures=auth_failures)
+    app.add_middleware(FalRequestIdAndQueueHost)  # outside the gate: its answers carry the request id too
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, exc: Refused) -> JSONResponse:
+        return refusal_response(dialect_of(request.url.path), exc)
+
+    @app.exception_handler(Exception)
+    async def server_fault(request: Request, exc: Exception) -> JSONResponse:
+        """Logged with its traceback by the server; the client gets its dialect's error, not bare text."""
+        return error_response(dialect_of(request.url.path), 500, f"internal error ({type(exc).__name__})")
+
+    app.add_exception_handler(RequestValidationError, fal.validation_error)  # only fal's routes use it
     app.include_router(fal.router)
     app.include_router(runware.router)  # Runware and OpenAI check keys themselves, in their own formats
     app.include_router(openai.router)
+    app.include_router(playground.router)
+    app.mount("/web", playground.static_files(), name="web")
 
     @app.get("/health", tags=["server"])
     async def health() -> dict:
@@ -83,17 +147,29 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
     async def ready(request: Request) -> JSONResponse:
         services: Services = request.app.state.services
         ok, workers = await services.call(readiness, services)
-        return JSONResponse({"ready": ok, "workers": workers}, 200 if ok else 503)
+        found = problems(services, ok)
+        return JSONResponse(
+            {"ready": not found, "problems": found, "workers": workers}, 503 if found else 200
+        )
+
+    @app.get("/ops", tags=["server"], dependencies=[Depends(require_api_key)])
+    async def ops(request: Request) -> dict:
+        """Workers, queue depth and recent jobs (of every API), for the playground's ops tab."""
+        services: Services = request.app.state.services
+        return await services.call(ops_view, services)
 
     @app.get("/metrics", tags=["server"], include_in_schema=False)
-    async def prometheus_metrics() -> Response:
-        body, content_type = metrics.exposition()
-        return Response(body, media_type=content_type)
+    async def prometheus_metrics(request: Request) -> Response:
+        services: Services = request.app.state.services
+        body, content_type = await services.call(metrics.exposition)
+        depth = await services.call(services.store.queue_depth)
+        return Response(body + metrics.queue_exposition(depth, time.time()), media_type=content_type)
 
     @app.get("/files/{key}", tags=["server"], include_in_schema=False)
     async def file(key: str, request: Request) -> FileResponse:
         services: Services = request.app.state.services
-        path = await services.call(services.storage.path, key)
+        local = isinstance(services.storage, LocalStorage)  # S3 objects are fetched from S3 itself
+        path = await services.call(services.storage.path, key) if local else None
         if path is None:
             raise HTTPException(404, "no such file (it may have expired)")
         return FileResponse(path, headers={"cache-control": "public, max-age=31536000, immutable"})

@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+
+from fastapi import HTTPException, Request
 
 
 def key_ok(keys: list[str], key: str | None) -> bool:
     """True when no keys are configured, or `key` is one of them (compared in constant time)."""
     if not keys:
         return True
-    return key is not None and any(hmac.compare_digest(key.encode(), k.encode()) for k in keys)
+    return bool(key) and any(hmac.compare_digest(key.encode(), k.encode()) for k in keys)  # type: ignore[union-attr]
 
 
 def presented_key(authorization: str, schemes: tuple[str, ...] = ("bearer",)) -> str | None:
     """The key in an Authorization header whose scheme is one of `schemes` (lower case)."""
     scheme, _, token = authorization.partition(" ")
     return token.strip() if scheme.lower() in schemes else None
+
+
+def owner_of(keys: list[str], key: str | None) -> str | None:
+    """A stable, non-reversible name for the key a job was submitted with (None: no keys configured)."""
+    if not keys or not key:
+        return None
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+async def require_api_key(request: Request) -> None:
+    """For the server's own keyed pages (the ops view): `Key <key>` or `Bearer <key>`."""
+    key = presented_key(request.headers.get("authorization", ""), ("key", "bearer"))
+    if not key_ok(request.app.state.services.settings.api_keys, key):
+        raise HTTPException(401, "missing or invalid API key: send 'Authorization: Bearer <key>'")

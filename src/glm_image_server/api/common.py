@@ -5,18 +5,35 @@ translation; nothing here knows any dialect's formats.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
 
 from ..jobs.records import Job, JobError, StoredImage
 from ..jobs.store import CancelOutcome
+from ..media.fetch import BlockedUrl
 from ..services import Services
 from ..types import GenerationRequest, InvalidRequest, OutputSpec
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+class Gone(Enum):
+    """The client hung up before its answer was ready."""
+
+    GONE = "gone"
+
+
+GONE = Gone.GONE
+HUNG_UP = Response(status_code=499)  # nobody reads it; uvicorn needs a response all the same
 FAILED = JobError(kind="internal", message="failed")
 
 
@@ -39,6 +56,33 @@ def input_error(exc: InvalidRequest) -> JobError:
 
 def job_error(job: Job) -> JobError:
     return job.error or FAILED
+
+
+def client_of(connection: HTTPConnection) -> str:
+    """The client's address (the key for per-address limits)."""
+    return connection.client.host if connection.client else "unknown"
+
+
+def owner_of_request(connection: HTTPConnection) -> str | None:
+    """The submitting key's hash, as the gate (api/gate.py) found it."""
+    return getattr(connection.state, "owner", None)
+
+
+async def unless_disconnected(connection: Request, work: Awaitable[T]) -> T | Gone:
+    """`work`'s result, or GONE once the client has hung up (the job goes on; only this wait stops, so
+    abandoned sync requests cost nothing)."""
+    task, watch = asyncio.ensure_future(work), asyncio.ensure_future(_hung_up(connection))
+    done, _pending = await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        watch.cancel()
+        return task.result()
+    task.cancel()
+    return GONE
+
+
+async def _hung_up(connection: Request) -> None:
+    while (await connection.receive())["type"] != "http.disconnect":
+        pass
 
 
 def is_http_url(url: str | None) -> bool:
@@ -65,9 +109,20 @@ class DialectService:
         dumped = options.model_dump(mode="json") if options is not None else {}
         return self.services.new_job(self.api, app, request, output, base_url, options=dumped, **fields)
 
-    async def submit(self, job: Job) -> bool:
-        """Durable when it returns. False: a job with that id exists already (it is not replaced)."""
-        return await self.services.enqueue(job)
+    async def submit(self, job: Job, client: str = "") -> bool:
+        """Durable when it returns. False: a job with that id exists already (it is not replaced).
+        Raises `admission.Refused` when the server takes no new work now."""
+        return await self.services.enqueue(job, client)
+
+    async def refused_destination(self, url: str | None) -> str | None:
+        """Why a webhook or upload URL will never be called (the same guard as at send time), or None."""
+        if url is None:
+            return None
+        try:
+            await self.services.destinations.acheck(url)
+        except BlockedUrl as exc:
+            return f"refused: {exc}"
+        return None
 
     def own(self, job: Job | None) -> Job | None:
         return job if job is not None and job.api == self.api else None

@@ -1,7 +1,8 @@
 """Wakes async waiters (sync runs, status streams) when a job changes, in whatever process it changed.
 
-The store appends every change to a change log; a thread here tails it every `poll_s` and wakes the
-waiters of the jobs it names on the event loop, drops their cached snapshots, and tells other listeners
+A store that pushes changes (PostgreSQL's NOTIFY) calls the feed for each one; otherwise (SQLite) the store
+appends every change to a change log and a thread here tails it every `poll_s`. Either way the feed wakes
+the waiters of the changed jobs on the event loop, drops their cached snapshots, and tells other listeners
 (the delivery sender). Waiters also re-read the store on a timeout, so nothing depends on this alone.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 import time
@@ -29,26 +31,26 @@ class SnapshotCache:
 
     def __init__(self, ttl_s: float = 0.5) -> None:
         self.ttl_s = ttl_s
-        self._entries: dict[tuple[str, bool], tuple[float, object]] = {}
+        self._entries: dict[tuple[str, bool, bool], tuple[float, object]] = {}
         self._versions: dict[str, int] = {}
-        self._pending: dict[tuple[str, bool], asyncio.Future] = {}
+        self._pending: dict[tuple[str, bool, bool], asyncio.Future] = {}
 
     def version(self, job_id: str) -> int:
         return self._versions.get(job_id, 0)
 
-    def get(self, key: tuple[str, bool]) -> object | None:
+    def get(self, key: tuple[str, bool, bool]) -> object | None:
         entry = self._entries.get(key)
         if entry is None or entry[0] < time.monotonic():
             return None
         return entry[1]
 
-    def put(self, key: tuple[str, bool], value: object, version: int) -> None:
+    def put(self, key: tuple[str, bool, bool], value: object, version: int) -> None:
         if self.version(key[0]) == version:
             if len(self._entries) > 10_000:
                 self._entries.clear()
             self._entries[key] = (time.monotonic() + self.ttl_s, value)
 
-    async def load(self, key: tuple[str, bool], read: Callable[[], Awaitable[object]]) -> object:
+    async def load(self, key: tuple[str, bool, bool], read: Callable[[], Awaitable[object]]) -> object:
         """The cached value, or one `read()` shared by every caller that missed meanwhile (single flight:
         a change or an expiry must not send a hundred pollers to the database at once)."""
         value = self.get(key)
@@ -59,7 +61,7 @@ class SnapshotCache:
             pending = self._pending[key] = asyncio.ensure_future(self._read(key, read))
         return await asyncio.shield(pending)
 
-    async def _read(self, key: tuple[str, bool], read: Callable[[], Awaitable[object]]) -> object:
+    async def _read(self, key: tuple[str, bool, bool], read: Callable[[], Awaitable[object]]) -> object:
         version = self.version(key[0])
         try:
             value = await read()
@@ -69,11 +71,15 @@ class SnapshotCache:
             self.put(key, value, version)
         return value
 
+    def clear(self) -> None:
+        for job_id in {key[0] for key in self._entries}:
+            self.invalidate(job_id)
+
     def invalidate(self, job_id: str) -> None:
         """Thread-safe enough: dict operations are atomic under the GIL."""
         self._versions[job_id] = self._versions.get(job_id, 0) + 1
-        self._entries.pop((job_id, True), None)
-        self._entries.pop((job_id, False), None)
+        for logs, previews in itertools.product((True, False), repeat=2):
+            self._entries.pop((job_id, logs, previews), None)
 
 
 class ChangeFeed:
@@ -88,16 +94,32 @@ class ChangeFeed:
         self.store, self._loop, self.snapshots, self.poll_s = store, loop, snapshots, poll_s
         self.listeners = listeners
         self._waiters: dict[str, set[asyncio.Event]] = {}
-        self._position = store.changes_after(0).position  # start at the end of the log
+        self._position = 0
+        self._pushed = False
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._tail, name="change-feed", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        self._pushed = self.store.subscribe("changes", self._pushed_change)
+        if not self._pushed:
+            self._position = self.store.changes_after(0).position  # start at the end of the log
+            self._thread.start()
 
     def stop(self) -> None:
         self._stopping.set()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _pushed_change(self, job_id: str) -> None:
+        if self._stopping.is_set():
+            return
+        self._tell_listeners()
+        if job_id:
+            self.notify(job_id)
+        else:  # notifications were lost: anything may have changed
+            for waited in list(self._waiters):
+                self.notify(waited)
+            self.snapshots.clear()
 
     def _tail(self) -> None:
         while not self._stopping.wait(self.poll_s):
@@ -107,11 +129,15 @@ class ChangeFeed:
                 log.exception("reading the change log failed; retrying")
                 continue
             self._position = changes.position
+            if changes.job_ids:
+                self._tell_listeners()
             for job_id in changes.job_ids:
                 self.notify(job_id)
-            if changes.job_ids:
-                for listener in self.listeners:
-                    listener()
+
+    def _tell_listeners(self) -> None:
+        """Before the waiters wake, so that whoever a waiter answers sees the listeners already told."""
+        for listener in self.listeners:
+            listener()
 
     def notify(self, job_id: str) -> None:
         """Thread-safe: the job changed."""
@@ -123,11 +149,17 @@ class ChangeFeed:
         for event in self._waiters.get(job_id, ()):
             event.set()
 
-    async def wait(self, job_id: str, timeout: float) -> None:
-        """Return after the job's next change, or after `timeout` seconds."""
+    def seen(self, job_id: str) -> int:
+        """Take before reading a job; pass to `wait` after, so a change in between is not missed."""
+        return self.snapshots.version(job_id)
+
+    async def wait(self, job_id: str, timeout: float, seen: int | None = None) -> None:
+        """Return after the job's next change (at once if it changed since `seen`), or after `timeout`."""
         event = asyncio.Event()
         self._waiters.setdefault(job_id, set()).add(event)
         try:
+            if seen is not None and self.seen(job_id) != seen:
+                return  # it changed while the caller was reading it
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout)
         finally:

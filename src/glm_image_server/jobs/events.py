@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..types import Stage
-from .records import JobError, JobResult, LogLevel
+from .records import JobError, JobResult, LogLevel, PreviewImage
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,14 @@ class JobProgress:
 
 
 @dataclass(frozen=True)
+class JobPreview:
+    """A live preview of one of the job's images during the DiT stage (small, encoded)."""
+
+    job_id: str
+    preview: PreviewImage
+
+
+@dataclass(frozen=True)
 class JobSucceeded:
     job_id: str
     result: JobResult
@@ -44,5 +52,5 @@ class JobFailed:
     error: JobError
 
 
-JobEvent = JobLog | JobProgress | JobSucceeded | JobFailed
+JobEvent = JobLog | JobProgress | JobPreview | JobSucceeded | JobFailed
 EventSink = Callable[[JobEvent], None]

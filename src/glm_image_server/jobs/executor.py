@@ -1,14 +1,19 @@
-"""The executor seam: the scheduler hands it a batch of claimed jobs; it runs them and reports typed
-events. `LocalExecutor` runs them here, in this worker process: fetch references and expand prompts, one
-engine call for the batch, then the post stage per job. A job that fails its own inputs fails alone.
+"""The executor seam: the scheduler has each claimed job prepared (its inputs fetched, its prompt
+expanded) — in the background, so a slow input never holds the engine or another job — then hands it
+the batch's prepared jobs to run; it reports typed events. `LocalExecutor` runs them here, in this worker
+process: one engine call for the batch, then the post stage per job. A job that fails its own inputs
+fails alone.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from PIL import Image
 
@@ -16,14 +21,15 @@ from .. import metrics
 from ..media.references import ReferenceLoader
 from ..post import PostContext, finish_images
 from ..prompting import PromptExpander
-from ..types import Cancelled, GenerationRequest, GenerationResult, InvalidRequest, Progress
-from .events import EventSink, JobFailed, JobLog, JobProgress, JobSucceeded
-from .records import Job, JobError
+from ..types import Cancelled, GenerationRequest, GenerationResult, InvalidRequest, Preview, Progress
+from .events import EventSink, JobFailed, JobLog, JobPreview, JobProgress, JobSucceeded
+from .records import Job, JobError, PreviewImage
 
 if TYPE_CHECKING:
     from ..model.engine import Engine
 
 CancelCheck = Callable[[str], bool]
+PREPARE_THREADS = 16  # jobs whose inputs are fetched at once (each waits, it does not compute)
 
 
 class Interrupted(Exception):
@@ -31,11 +37,16 @@ class Interrupted(Exception):
 
 
 class Executor(Protocol):
+    def prepare(self, job: Job, emit: EventSink) -> Future[Any]:
+        """Start getting a job's inputs ready; the future gives what `run` takes, or None when the job
+        failed (its JobFailed event was emitted)."""
+
     def run(
-        self, jobs: Sequence[Job], emit: EventSink, cancelled: CancelCheck, stopping: Callable[[], bool]
+        self, prepared: Sequence[Any], emit: EventSink, cancelled: CancelCheck, stopping: Callable[[], bool]
     ) -> None:
-        """Run a batch of compatible jobs; every job ends in exactly one JobSucceeded or JobFailed event,
-        unless the worker is stopping (raises Interrupted: the jobs stay claimed, to run again)."""
+        """Run a batch of prepared compatible jobs; every job ends in exactly one JobSucceeded or
+        JobFailed event, unless the worker is stopping (raises Interrupted: the jobs stay claimed, to run
+        again)."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +57,19 @@ class _Prepared:
     timings: dict[str, float]
 
 
+def encode_preview(preview: Preview) -> PreviewImage:
+    """A preview as a small JPEG (a few KB at latent resolution)."""
+    buffer = io.BytesIO()
+    preview.picture.save(buffer, "JPEG", quality=80)
+    width, height = preview.picture.size
+    return PreviewImage(
+        buffer.getvalue(), "image/jpeg", width, height, preview.image, preview.step, preview.steps
+    )
+
+
 def _internal(exc: BaseException) -> JobError:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return JobError(kind="internal", message="the server's disk is full: the images could not be saved")
     return JobError(kind="internal", message=f"generation failed: {type(exc).__name__}: {exc}")
 
 
@@ -59,19 +82,35 @@ class LocalExecutor:
         expander: PromptExpander | None = None,
     ) -> None:
         self.engine, self.references, self.post, self.expander = engine, references, post, expander
+        self._preparing = ThreadPoolExecutor(max_workers=PREPARE_THREADS, thread_name_prefix="prepare")
+
+    def prepare(self, job: Job, emit: EventSink) -> Future[_Prepared | None]:
+        """Jobs with nothing to fetch or expand are ready at once; the others get a thread each (the
+        fetches themselves wait on the fetch loop, each under its own deadline)."""
+        if job.request.references or job.output.expand_prompt:
+            return self._preparing.submit(self._guarded, job, emit, self._prepare, job, emit)
+        ready: Future[_Prepared | None] = Future()
+        ready.set_result(self._guarded(job, emit, self._prepare, job, emit))
+        return ready
 
     def run(
-        self, jobs: Sequence[Job], emit: EventSink, cancelled: CancelCheck, stopping: Callable[[], bool]
+        self,
+        prepared: Sequence[_Prepared],
+        emit: EventSink,
+        cancelled: CancelCheck,
+        stopping: Callable[[], bool],
     ) -> None:
-        prepared = [p for p in (self._guarded(job, emit, self._prepare, job, emit) for job in jobs) if p]
         if not prepared:
             return
         for p in prepared:
-            emit(JobLog(p.job.id, self._describe(p.request, len(prepared))))
+            emit(JobLog(p.job.id, self._describe(p.request, p.job.output.keep_best, len(prepared))))
 
         def on_progress(progress: Progress) -> None:
             for p in prepared:
                 emit(JobProgress(p.job.id, progress.stage, progress.done, progress.total))
+
+        def on_preview(preview: Preview) -> None:
+            emit(JobPreview(prepared[preview.request].job.id, encode_preview(preview)))
 
         metrics.ENGINE_CALLS.inc()
         try:
@@ -81,6 +120,7 @@ class LocalExecutor:
                 on_progress=on_progress,
                 should_cancel=lambda: stopping() or all(cancelled(p.job.id) for p in prepared),
                 should_skip=lambda i: cancelled(prepared[i].job.id),
+                on_preview=on_preview,
             )
         except Cancelled:
             if stopping():
@@ -95,10 +135,15 @@ class LocalExecutor:
             self._finish(p, generated, emit, cancelled)
 
     @staticmethod
-    def _describe(request: GenerationRequest, batch: int) -> str:
+    def _describe(request: GenerationRequest, keep_best: int, batch: int) -> str:
         r = request
+        what = (
+            f"{r.num_images} candidate(s) to keep the best {keep_best}"
+            if keep_best
+            else f"{r.num_images} image(s)"
+        )
         return (
-            f"Generating {r.num_images} image(s) at {r.width}x{r.height}, {r.num_inference_steps} steps, "
+            f"Generating {what} at {r.width}x{r.height}, {r.num_inference_steps} steps, "
             f"guidance {r.guidance_scale:g}, seed {r.seed}"
             + (f", in a batch of {batch} requests" if batch > 1 else "")
         )
@@ -107,8 +152,8 @@ class LocalExecutor:
         self, p: _Prepared, generated: GenerationResult | None, emit: EventSink, cancelled: CancelCheck
     ) -> None:
         if generated is None or cancelled(p.job.id):
-            emit(JobLog(p.job.id, "Cancelled: stopped before its images were finished", "WARN"))
-            emit(JobFailed(p.job.id, JobError(kind="cancelled", message="cancelled")))
+            error = JobError(kind="cancelled", message="stopped before its images were finished")
+            emit(JobFailed(p.job.id, error))  # the store logs the cancel line
             return
         result = self._guarded(p.job, emit, self._post, p, generated, emit)
         if result is not None:
@@ -118,8 +163,16 @@ class LocalExecutor:
         def log(message: str, level: str) -> None:
             emit(JobLog(p.job.id, message, level))  # type: ignore[arg-type]
 
+        job = p.job
         return finish_images(
-            self.post, generated, p.job.output, p.job.file_prefix, p.request.prompt, p.timings, log
+            self.post,
+            generated,
+            job.output,
+            job.file_prefix,
+            p.request.prompt,
+            p.timings,
+            log,
+            asked_prompt=job.request.prompt,
         )
 
     @staticmethod

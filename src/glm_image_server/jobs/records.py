@@ -7,12 +7,14 @@ run or answer for any job, and a restarted server picks up where the last one st
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from ..types import GenerationRequest, OutputSpec
+from ..text_check import TextCheck
+from ..types import GenerationRequest, OutputSpec, Stage
 
 LogLevel = Literal["INFO", "WARN", "ERROR", "DEBUG"]
 
@@ -46,8 +48,10 @@ class JobResult(_Frozen):
     images: tuple[StoredImage, ...]
     prompt: str  # the prompt actually used
     has_nsfw_concepts: tuple[bool, ...]
-    timings: dict[str, float]  # seconds: queue, fetch, expansion, ar, dit, vae, safety, encode, inference
-    cost: float = 0.0  # USD, from the configured pricing
+    timings: dict[str, float]  # seconds: queue, fetch, expansion, ar, dit, vae, safety, text_check, encode...
+    cost: float = 0.0  # USD, from the configured pricing (of every candidate made, kept or not)
+    # Per image, when the request asked for a text check and the prompt quoted text; else None.
+    text_checks: tuple[TextCheck, ...] | None = None
 
     @property
     def seed(self) -> int:
@@ -85,6 +89,7 @@ class Job(_Frozen):
     file_prefix: str  # unguessable; output files are {file_prefix}-{i}.{ext}
     base_url: str  # where the client reached us, for URLs in results (unless public_url is set)
     options: dict[str, JsonValue] = Field(default_factory=dict)  # the dialect's typed options, dumped
+    owner: str | None = None  # a stable hash of the API key that created it (None: the server has no keys)
     result: JobResult | None = None
     error: JobError | None = None
 
@@ -111,3 +116,27 @@ class WorkerInfo(_Frozen):
     started_at: float
     restarts: int = 0
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class PreviewImage:
+    """A running job's latest live preview: a small encoded image of image `image` after DiT step `step`."""
+
+    data: bytes
+    content_type: str
+    width: int
+    height: int
+    image: int
+    step: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What a running job is doing now: its batch's stage progress and its latest preview. Kept apart from
+    the job (not durable, dropped when the job finishes)."""
+
+    stage: Stage | None = None
+    done: int = 0
+    total: int = 0
+    preview: PreviewImage | None = None

@@ -1,5 +1,5 @@
 """Delete finished jobs, their logs and their files once their ttl or the retention period is over;
-and uploaded images older than the retention period."""
+uploaded images older than the retention period; and half-written files a crash or a full disk left."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import logging
 import threading
 import time
 
-from ..media.storage import LocalStorage
+from ..media.storage import Storage
 from .store import JobStore
 
 log = logging.getLogger(__name__)
+PARTIAL_AGE_S = 600.0  # no save takes this long: an older partial file is an orphan
 
 
 class RetentionSweeper:
-    def __init__(self, store: JobStore, storage: LocalStorage, retention_s: float) -> None:
+    def __init__(self, store: JobStore, storage: Storage, retention_s: float) -> None:
         self.store, self.storage, self.retention_s = store, storage, retention_s
         self.interval_s = min(60.0, retention_s / 4)
         self._stopping = threading.Event()
@@ -34,6 +35,7 @@ class RetentionSweeper:
             for image in job.result.images if job.result else ():
                 self.storage.delete(image.key)
         self.storage.delete_uploads_before(now - self.retention_s)
+        self.storage.delete_partials_before(now - PARTIAL_AGE_S)
         return len(jobs)
 
     def _loop(self) -> None:

@@ -12,14 +12,37 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .records import Claim, Job, JobError, JobResult, JobStatus, LogEntry, LogLevel, WorkerInfo
-from .store import CancelOutcome, Changes, Delivery, Requeued
+from ..types import Stage
+from .records import (
+    Claim,
+    Job,
+    JobError,
+    JobResult,
+    JobStatus,
+    LiveState,
+    LogEntry,
+    LogLevel,
+    PreviewImage,
+    WorkerInfo,
+)
+from .store import CancelOutcome, Changes, Channel, Delivery, Requeued
+from .transitions import (
+    CANCELLED_BEFORE_START,
+    batch,
+    cancelled_line,
+    finished,
+    held_by,
+    interrupted,
+    requeued,
+    requeued_line,
+    running,
+)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -61,6 +84,14 @@ CREATE TABLE IF NOT EXISTS changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     job_id TEXT NOT NULL,
     at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS job_live (
+    job_id TEXT PRIMARY KEY,
+    stage TEXT,
+    done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    preview BLOB,
+    preview_meta TEXT
 );
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
@@ -210,6 +241,24 @@ class SqliteJobStore:
         row = self._db().execute(query).fetchone()
         return Job.model_validate_json(row[0]) if row else None
 
+    def queued_count(self) -> int:
+        return self._db().execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'").fetchone()[0]
+
+    def unfinished_count(self, owner: str) -> int:
+        query = (
+            "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')"
+            " AND json_extract(body, '$.owner') = ?"
+        )
+        return self._db().execute(query, (owner,)).fetchone()[0]
+
+    def queue_depth(self) -> list[tuple[str, int, int, float]]:
+        rows = self._db().execute(
+            "SELECT batch_key, COUNT(*), SUM(json_extract(body, '$.request.num_images')),"
+            " MIN(json_extract(body, '$.created_at')) FROM jobs WHERE status = 'queued'"
+            " GROUP BY batch_key ORDER BY batch_key"
+        )
+        return [(key, jobs, int(images), oldest) for key, jobs, images, oldest in rows]
+
     def logs(self, job_id: str) -> list[LogEntry]:
         rows = self._db().execute(
             "SELECT timestamp, level, message FROM job_logs WHERE job_id = ? ORDER BY rowid", (job_id,)
@@ -231,21 +280,10 @@ class SqliteJobStore:
                 "SELECT body FROM jobs WHERE status = 'queued' AND batch_key = ? ORDER BY seq LIMIT ?",
                 (head[0], max(max_images, 1)),
             ).fetchall()
-            claimed, images = [], 0
-            for (body,) in rows:
-                job = Job.model_validate_json(body)
-                if claimed and images + job.request.num_images > max_images:
-                    continue  # too big for what is left of this batch: it heads a later one
-                images += job.request.num_images
-                update = {
-                    "status": JobStatus.RUNNING,
-                    "started_at": now,
-                    "attempts": job.attempts + 1,
-                    "worker_id": worker_id,
-                }
-                job = job.model_copy(update=update)
+            candidates = [Job.model_validate_json(body) for (body,) in rows]
+            claimed = [running(job, worker_id, now) for job in batch(candidates, max_images)]
+            for job in claimed:
                 self._save(db, job, lease_until=now + lease_s)
-                claimed.append(job)
             return claimed
 
     def renew(self, worker_id: str, lease_s: float) -> int:
@@ -265,22 +303,21 @@ class SqliteJobStore:
             return self._requeue(db, "lease_until < ?", (now,), "its worker stopped answering")
 
     def _requeue(self, db: sqlite3.Connection, where: str, args: tuple, reason: str) -> Requeued:
-        requeued = failed = 0
+        requeued_jobs = failed = 0
         query = f"SELECT body FROM jobs WHERE status = 'running' AND {where}"
         for (body,) in db.execute(query, args).fetchall():
             job = Job.model_validate_json(body)
-            if job.cancel_requested:
-                error = JobError(kind="cancelled", message="cancelled while its worker stopped")
-                self._finish(db, job, JobStatus.CANCELLED, None, error)
-            elif job.attempts >= self.max_attempts:
-                message = f"the job was interrupted {job.attempts} times ({reason}); giving up"
-                self._finish(db, job, JobStatus.FAILED, None, JobError(kind="internal", message=message))
-                failed += 1
+            ending = interrupted(job, self.max_attempts, reason)
+            if ending is None:
+                self._save(db, requeued(job))
+                db.execute("DELETE FROM job_live WHERE job_id = ?", (job.id,))
+                self._log(db, job.id, "WARN", requeued_line(reason))
+                requeued_jobs += 1
             else:
-                self._save(db, job.model_copy(update={"status": JobStatus.QUEUED, "worker_id": None}))
-                self._log(db, job.id, "WARN", f"Interrupted ({reason}); queued to run again with its seed")
-                requeued += 1
-        return Requeued(requeued, failed)
+                status, error = ending
+                self._finish(db, job, status, None, error)
+                failed += status == JobStatus.FAILED
+        return Requeued(requeued_jobs, failed)
 
     def _log(self, db: sqlite3.Connection, job_id: str, level: LogLevel, message: str) -> None:
         db.execute(
@@ -293,6 +330,45 @@ class SqliteJobStore:
         with self._write(durable=False) as db:  # progress lines: not worth an fsync each
             self._log(db, job_id, level, message)
 
+    # --- live state
+
+    def set_progress(self, job_id: str, stage: Stage, done: int, total: int) -> None:
+        with self._write(durable=False) as db:
+            db.execute(
+                "INSERT INTO job_live (job_id, stage, done, total) VALUES (?, ?, ?, ?) ON CONFLICT (job_id)"
+                " DO UPDATE SET stage = excluded.stage, done = excluded.done, total = excluded.total",
+                (job_id, stage, done, total),
+            )
+            self._changed(db, job_id)
+
+    def set_preview(self, job_id: str, preview: PreviewImage) -> None:
+        meta = {k: v for k, v in vars(preview).items() if k != "data"}
+        with self._write(durable=False) as db:
+            db.execute(
+                "INSERT INTO job_live (job_id, preview, preview_meta) VALUES (?, ?, ?) ON CONFLICT (job_id)"
+                " DO UPDATE SET preview = excluded.preview, preview_meta = excluded.preview_meta",
+                (job_id, preview.data, json.dumps(meta)),
+            )
+            self._changed(db, job_id)
+
+    def live(self, job_id: str) -> LiveState | None:
+        row = (
+            self._db()
+            .execute(
+                "SELECT stage, done, total, preview, preview_meta FROM job_live WHERE job_id = ?", (job_id,)
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        stage, done, total, data, meta = row
+        preview = PreviewImage(data=bytes(data), **json.loads(meta)) if data is not None else None
+        return LiveState(stage, done, total, preview)
+
+    def recent(self, limit: int) -> list[Job]:
+        rows = self._db().execute("SELECT body FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))
+        return [Job.model_validate_json(body) for (body,) in rows]
+
     def _finish(
         self,
         db: sqlite3.Connection,
@@ -302,8 +378,11 @@ class SqliteJobStore:
         error: JobError | None,
     ) -> None:
         now = time.time()
-        done = job.model_copy(update={"status": status, "finished_at": now, "result": result, "error": error})
+        done = finished(job, status, result, error, now)
         self._save(db, done)
+        db.execute("DELETE FROM job_live WHERE job_id = ?", (job.id,))
+        if status == JobStatus.CANCELLED:  # every cancelled job's log ends saying so, however it ended
+            self._log(db, job.id, "WARN", cancelled_line(error))
         if job.output.ttl_s is not None:
             db.execute("UPDATE jobs SET expires_at = ? WHERE id = ?", (now + job.output.ttl_s, job.id))
         if job.output.webhook_url or job.output.upload_url:
@@ -324,11 +403,7 @@ class SqliteJobStore:
             job = self._load(db, job_id)
             if job is None or job.status.finished:
                 return False
-            held = claim is None or (
-                job.status == JobStatus.RUNNING
-                and (job.worker_id, job.attempts) == (claim.worker_id, claim.attempt)
-            )
-            if not held:
+            if not held_by(job, claim):
                 return False  # the claim ended (the job went back to the queue): its next run finishes it
             self._finish(db, job, status, result, error)
             return True
@@ -342,8 +417,7 @@ class SqliteJobStore:
                 return "finished"
             job = job.model_copy(update={"cancel_requested": True})
             if job.status == JobStatus.QUEUED:
-                error = JobError(kind="cancelled", message="cancelled before it started")
-                self._finish(db, job, JobStatus.CANCELLED, None, error)
+                self._finish(db, job, JobStatus.CANCELLED, None, CANCELLED_BEFORE_START)
                 return "cancelled"
             db.execute(
                 "UPDATE jobs SET cancel_requested = 1, body = ? WHERE id = ?", (job.model_dump_json(), job.id)
@@ -380,6 +454,15 @@ class SqliteJobStore:
             return Changes(position, ())
         return Changes(rows[-1][0], tuple(dict.fromkeys(job_id for _, job_id in rows)))
 
+    def subscribe(self, channel: Channel, callback: Callable[[str], None]) -> bool:
+        return False  # a file cannot push: readers tail changes_after
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
     # --- retention
 
     def delete_expired(self, now: float, retention_s: float) -> list[Job]:
@@ -392,6 +475,7 @@ class SqliteJobStore:
             for job in jobs:
                 db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
                 db.execute("DELETE FROM job_logs WHERE job_id = ?", (job.id,))
+                db.execute("DELETE FROM job_live WHERE job_id = ?", (job.id,))
                 db.execute("DELETE FROM webhooks WHERE job_id = ?", (job.id,))
             db.execute("DELETE FROM changes WHERE at < ?", (now - CHANGE_LOG_KEEP_S,))
         return jobs

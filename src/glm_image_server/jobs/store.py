@@ -4,17 +4,32 @@ for any job, any worker process can run any job, and a crash, a dead worker or a
 Workers claim jobs with a lease they renew; a job whose lease ran out goes back to the queue with its
 seed (or fails after `max_attempts` claims), and only the current claim may finish it — so a job is never
 lost and never completed twice. Every change is also appended to a change log that API processes tail
-to wake their waiters.
+to wake their waiters. A store that can push changes (PostgreSQL's NOTIFY) also calls subscribers, so
+nobody has to poll.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from .records import Claim, Job, JobError, JobResult, JobStatus, LogEntry, LogLevel, WorkerInfo
+from ..types import Stage
+from .records import (
+    Claim,
+    Job,
+    JobError,
+    JobResult,
+    JobStatus,
+    LiveState,
+    LogEntry,
+    LogLevel,
+    PreviewImage,
+    WorkerInfo,
+)
 
 CancelOutcome = Literal["cancelled", "requested", "finished", "missing"]
+Channel = Literal["changes", "queued"]  # any change of a job | a job became claimable
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,15 @@ class JobStore(Protocol):
 
     def oldest_queued(self) -> Job | None: ...
 
+    def queued_count(self) -> int:
+        """Jobs waiting for a worker (the queue length that admission limits)."""
+
+    def unfinished_count(self, owner: str) -> int:
+        """The owner's queued and running jobs."""
+
+    def queue_depth(self) -> list[tuple[str, int, int, float]]:
+        """Per batch key of the queued jobs: (key, jobs, images, the oldest one's created_at)."""
+
     def logs(self, job_id: str) -> list[LogEntry]: ...
 
     # --- running (workers)
@@ -76,6 +100,17 @@ class JobStore(Protocol):
         """Running jobs whose lease ran out go back to the queue."""
 
     def add_log(self, job_id: str, level: LogLevel, message: str) -> None: ...
+
+    # --- live state of running jobs (not durable; dropped when the job finishes)
+    def set_progress(self, job_id: str, stage: Stage, done: int, total: int) -> None: ...
+
+    def set_preview(self, job_id: str, preview: PreviewImage) -> None: ...
+
+    def live(self, job_id: str) -> LiveState | None:
+        """The running job's latest progress and preview; None when it has none (or finished)."""
+
+    def recent(self, limit: int) -> list[Job]:
+        """The newest jobs, newest first (the ops view)."""
 
     def finish(
         self,
@@ -101,6 +136,13 @@ class JobStore(Protocol):
 
     # --- change log
     def changes_after(self, position: int) -> Changes: ...
+
+    def subscribe(self, channel: Channel, callback: Callable[[str], None]) -> bool:
+        """Call `callback(job_id)` from a store thread on each change in `channel`, from any process; job id
+        "" means anything may have changed (notifications were lost). False: this store cannot push, so
+        read `changes_after` (and claim) on a timer instead."""
+
+    def close(self) -> None: ...
 
     # --- retention
     def delete_expired(self, now: float, retention_s: float) -> list[Job]:

@@ -76,6 +76,9 @@ class Worker:
     def serve(self, executor: Executor) -> None:
         """Run batches until stopped (blocking)."""
         self.scheduler = Scheduler(self.store, executor, self.settings, self.id, self._on_batch)
+        if self.store.subscribe("queued", lambda _job_id: self.wake()):
+            # New and requeued jobs wake this worker; the timer only finds expired leases.
+            self.scheduler.idle_s = max(self.settings.idle_poll_s, self.settings.lease_s / 4)
         if self._stopping.is_set():
             return
         self.set_state("ready")

@@ -8,11 +8,15 @@ network reach is limited anyway if that matters to you.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import ipaddress
 import socket
-import time
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes, urljoin
 
 import httpx
@@ -23,6 +27,7 @@ from ..types import InvalidRequest
 from .inputs import decode_image
 
 USER_AGENT = "glm-image-server"
+T = TypeVar("T")
 
 
 class BlockedUrl(ValueError):
@@ -35,26 +40,44 @@ class UrlGuard:
 
     def check(self, url: str) -> None:
         """Raise BlockedUrl unless `url` is http(s) and every address its host resolves to is allowed."""
+        host, port = _target(url)
         try:
-            parsed = httpx.URL(url)
-        except httpx.InvalidURL as exc:
-            raise BlockedUrl(f"{url!r} is not a valid URL") from exc
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise BlockedUrl(f"{url!r} is not an http(s) URL")
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            raise BlockedUrl(f"the host {host!r} could not be resolved") from exc
+        self._verify(host, infos)
+
+    async def acheck(self, url: str) -> None:
+        """`check` without blocking the event loop."""
+        host, port = _target(url)
         try:
-            infos = socket.getaddrinfo(parsed.host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise BlockedUrl(f"the host {parsed.host!r} could not be resolved") from exc
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            raise BlockedUrl(f"the host {host!r} could not be resolved") from exc
+        self._verify(host, infos)
+
+    def _verify(self, host: str, infos: list) -> None:
         for info in infos:
             address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
             if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
                 address = address.ipv4_mapped
+            if address.is_unspecified:  # 0.0.0.0 and :: reach this machine: never allowed
+                raise BlockedUrl(f"{host} resolves to the unspecified address {address}")
             if address.is_loopback:
                 if not self.allow_loopback:
-                    raise BlockedUrl(f"{parsed.host} resolves to the loopback address {address}")
+                    raise BlockedUrl(f"{host} resolves to the loopback address {address}")
             elif not address.is_global and not self.allow_private:
-                raise BlockedUrl(f"{parsed.host} resolves to the non-public address {address}")
+                raise BlockedUrl(f"{host} resolves to the non-public address {address}")
+
+
+def _target(url: str) -> tuple[str, int]:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise BlockedUrl(f"{url!r} is not a valid URL") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise BlockedUrl(f"{url!r} is not an http(s) URL")
+    return parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80)
 
 
 def decode_data_uri(uri: str, field: str, max_bytes: int) -> bytes:
@@ -75,7 +98,10 @@ def decode_data_uri(uri: str, field: str, max_bytes: int) -> bytes:
 
 
 class ImageFetcher:
-    """URL or data URI -> decoded RGB image, within the configured byte, pixel and time limits."""
+    """URL or data URI -> bytes or a decoded RGB image, within the configured byte, pixel and time limits.
+    The time limit is one wall-clock deadline for the whole fetch (name lookup, connect, headers, body,
+    redirects): a server that drips one byte at a time cannot hold it longer. Async, so a slow URL holds
+    no thread; `FetchLoop` runs it for synchronous callers."""
 
     def __init__(self, settings: Settings) -> None:
         self.guard = UrlGuard(settings.allow_loopback_urls, settings.allow_private_urls)
@@ -83,27 +109,28 @@ class ImageFetcher:
         self.max_bytes = settings.fetch_max_bytes
         self.max_redirects = settings.fetch_max_redirects
         self.max_pixels = settings.input_max_pixels
-        self.client = httpx.Client(
-            timeout=self.timeout, follow_redirects=False, headers={"user-agent": USER_AGENT}
-        )
 
-    def close(self) -> None:
-        self.client.close()
+    async def fetch(self, url: str, field: str) -> Image.Image:
+        data = await self.fetch_bytes(url, field)
+        return await asyncio.to_thread(decode_image, data, field, max_pixels=self.max_pixels)
 
-    def fetch(self, url: str, field: str) -> Image.Image:
-        return decode_image(self.fetch_bytes(url, field), field, max_pixels=self.max_pixels)
-
-    def fetch_bytes(self, url: str, field: str) -> bytes:
+    async def fetch_bytes(self, url: str, field: str) -> bytes:
         if url.startswith("data:"):
             return decode_data_uri(url, field, self.max_bytes)
-        deadline = time.monotonic() + self.timeout
+        try:
+            async with asyncio.timeout(self.timeout), _client() as client:
+                return await self._follow(client, url, field)
+        except TimeoutError:
+            raise InvalidRequest(field, f"timed out fetching {url}", f"within {self.timeout:g} s") from None
+
+    async def _follow(self, client: httpx.AsyncClient, url: str, field: str) -> bytes:
         for _ in range(self.max_redirects + 1):
             try:
-                self.guard.check(url)
+                await self.guard.acheck(url)
             except BlockedUrl as exc:
                 raise InvalidRequest(field, f"refused: {exc}", "public http(s) URLs or data URIs") from exc
             try:
-                with self.client.stream("GET", url) as response:
+                async with client.stream("GET", url) as response:
                     if response.is_redirect and "location" in response.headers:
                         url = urljoin(url, response.headers["location"])
                         continue
@@ -111,24 +138,40 @@ class ImageFetcher:
                         raise InvalidRequest(
                             field, f"{url} answered HTTP {response.status_code}", "a URL that serves an image"
                         )
-                    return self._read(response, url, field, deadline)
-            except httpx.TimeoutException as exc:
-                raise InvalidRequest(field, f"timed out fetching {url}", f"{self.timeout:g} s") from exc
+                    return await self._read(response, url, field)
             except httpx.HTTPError as exc:
                 raise InvalidRequest(field, f"could not fetch {url}: {exc}", "a reachable URL") from exc
         raise InvalidRequest(field, f"more than {self.max_redirects} redirects", "a URL that serves an image")
 
-    def _read(self, response: httpx.Response, url: str, field: str, deadline: float) -> bytes:
+    async def _read(self, response: httpx.Response, url: str, field: str) -> bytes:
         too_big = InvalidRequest(field, f"{url} is larger than {self.max_bytes} bytes", "smaller images")
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             raise too_big
         chunks, size = [], 0
-        for chunk in response.iter_bytes():
+        async for chunk in response.aiter_bytes():
             size += len(chunk)
             if size > self.max_bytes:
                 raise too_big
-            if time.monotonic() > deadline:
-                raise InvalidRequest(field, f"timed out fetching {url}", f"{self.timeout:g} s")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _client() -> httpx.AsyncClient:
+    return httpx.AsyncClient(follow_redirects=False, headers={"user-agent": USER_AGENT}, timeout=None)
+
+
+class FetchLoop:
+    """An event loop on its own thread, for fetching from synchronous code (a worker): many fetches at
+    once, each under its own deadline, and none of them holding a thread while it waits."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="fetch-loop", daemon=True)
+        self._thread.start()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)

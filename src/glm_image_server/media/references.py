@@ -1,36 +1,45 @@
 """A request's reference locators -> decoded images: URLs and data URIs through the guarded fetcher,
-`stored:<key>` uploads straight from our storage. Runs in the worker, several fetches at once."""
+`stored:<key>` uploads straight from our storage. Runs in the worker: all of a request's references at
+once, each fetch under its own deadline, on the fetch loop (no thread waits on a slow server)."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import asyncio
+from concurrent.futures import Future
 
 from PIL import Image
 
 from ..types import STORED, InvalidRequest
-from .fetch import ImageFetcher
+from .fetch import FetchLoop, ImageFetcher
 from .inputs import decode_image
-from .storage import LocalStorage
+from .storage import Storage
 
 
 class ReferenceLoader:
-    def __init__(self, fetcher: ImageFetcher, storage: LocalStorage, workers: int) -> None:
+    def __init__(self, fetcher: ImageFetcher, storage: Storage) -> None:
         self.fetcher, self.storage = fetcher, storage
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
+        self._loop = FetchLoop()
+
+    def start(self, locators: tuple[str, ...]) -> Future[tuple[Image.Image, ...]]:
+        """Begin loading; the future raises InvalidRequest naming the first bad reference."""
+        return self._loop.submit(self._all(locators))
 
     def load(self, locators: tuple[str, ...]) -> tuple[Image.Image, ...]:
-        """All of a request's references, decoded; raises InvalidRequest naming the first bad one."""
-        fields = [f"references[{i}]" for i in range(len(locators))]
-        return tuple(self._pool.map(self._one, locators, fields))
+        """All of a request's references, decoded (blocking)."""
+        return self.start(locators).result()
 
-    def _one(self, locator: str, field: str) -> Image.Image:
+    async def _all(self, locators: tuple[str, ...]) -> tuple[Image.Image, ...]:
+        loads = [self._one(locator, f"references[{i}]") for i, locator in enumerate(locators)]
+        return tuple(await asyncio.gather(*loads))
+
+    async def _one(self, locator: str, field: str) -> Image.Image:
         if not locator.startswith(STORED):
-            return self.fetcher.fetch(locator, field)
-        path = self.storage.path(locator.removeprefix(STORED))
-        if path is None:
+            return await self.fetcher.fetch(locator, field)
+        key = locator.removeprefix(STORED)
+        if not await asyncio.to_thread(self.storage.exists, key):
             raise InvalidRequest(field, "the uploaded image has expired or does not exist", "a recent upload")
-        return decode_image(path.read_bytes(), field, self.fetcher.max_pixels)
+        data = await asyncio.to_thread(self.storage.read, key)
+        return await asyncio.to_thread(decode_image, data, field, self.fetcher.max_pixels)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self.fetcher.close()
+        self._loop.close()

@@ -1,18 +1,25 @@
-"""Where output files live: a local directory, served by the API at /files/{key}."""
+"""Where output files and uploads live: a local directory, served by the API at /files/{key} (one box), or
+an S3 bucket whose objects clients fetch through presigned URLs (a fleet: media/s3.py). Both keep the same
+flat keys, so jobs and locators (`stored:<key>`) do not care which one holds them."""
 
 from __future__ import annotations
 
+import mimetypes
 import os
 import re
+import shutil
+import time
 import uuid
 from pathlib import Path
+from typing import Protocol
 
 KEY = re.compile(r"^[A-Za-z0-9_-]+\.[a-z]+$")
 UPLOAD_PREFIX = "upload-"
+PRESIGN_MAX_S = 7 * 24 * 3600  # the longest a SigV4 presigned URL may live
 
 
 def file_url(public_url: str | None, request_base_url: str, key: str) -> str:
-    """The URL a client fetches a stored file at: under the configured public URL (behind a reverse
+    """The URL a client fetches a locally stored file at: under the configured public URL (behind a reverse
     proxy), else under the URL the request came in on."""
     return f"{(public_url or request_base_url).rstrip('/')}/files/{key}"
 
@@ -20,6 +27,36 @@ def file_url(public_url: str | None, request_base_url: str, key: str) -> str:
 def upload_key(image_uuid: uuid.UUID) -> str:
     """Where an uploaded image (PNG) is kept; its UUID is the public handle."""
     return f"{UPLOAD_PREFIX}{image_uuid}.png"
+
+
+def content_type(key: str) -> str:
+    return mimetypes.guess_type(key)[0] or "application/octet-stream"
+
+
+def check_key(key: str) -> None:
+    if not KEY.match(key):
+        raise ValueError(f"bad storage key {key!r}")
+
+
+class Storage(Protocol):
+    def save(self, key: str, data: bytes) -> None:
+        """Atomic: a reader sees the whole object or none (a re-run job overwrites its own keys)."""
+
+    def read(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool:
+        """False for a key that is malformed or absent."""
+
+    def delete(self, key: str) -> None: ...
+
+    def delete_uploads_before(self, when: float) -> None: ...
+
+    def delete_partials_before(self, when: float) -> int:
+        """Half-written objects a crash left (none where writes are atomic); returns how many went."""
+
+    def url(self, key: str, base_url: str, expires_s: float) -> str:
+        """Where a client downloads the object: valid at least `expires_s` (capped at 7 days) or, locally,
+        as long as the file exists. `base_url`: the server's public URL for local files."""
 
 
 class LocalStorage:
@@ -34,13 +71,18 @@ class LocalStorage:
         path = self.root / key
         return path if path.is_file() else None
 
+    def exists(self, key: str) -> bool:
+        return self.path(key) is not None
+
     def save(self, key: str, data: bytes) -> None:
-        """Atomic: a reader sees the whole file or none (a re-run job overwrites its own keys)."""
-        if not KEY.match(key):
-            raise ValueError(f"bad storage key {key!r}")
+        check_key(key)
         partial = self.root / f".{key}.partial"
-        partial.write_bytes(data)
-        os.replace(partial, self.root / key)
+        try:
+            partial.write_bytes(data)
+            os.replace(partial, self.root / key)
+        except OSError:
+            partial.unlink(missing_ok=True)  # a full disk must not leave half files behind
+            raise
 
     def read(self, key: str) -> bytes:
         return (self.root / key).read_bytes()
@@ -49,7 +91,50 @@ class LocalStorage:
         if KEY.match(key):
             (self.root / key).unlink(missing_ok=True)
 
+    def delete_partials_before(self, when: float) -> int:
+        """Half-written files that a crash left behind; returns how many went."""
+        gone = 0
+        for path in self.root.glob(".*.partial"):
+            try:
+                if path.stat().st_mtime < when:
+                    path.unlink(missing_ok=True)
+                    gone += 1
+            except FileNotFoundError:
+                pass
+        return gone
+
     def delete_uploads_before(self, when: float) -> None:
         for path in self.root.glob(f"{UPLOAD_PREFIX}*"):
             if path.stat().st_mtime < when:
                 path.unlink(missing_ok=True)
+
+    def url(self, key: str, base_url: str, expires_s: float) -> str:
+        return file_url(None, base_url, key)
+
+
+class DiskSpace:
+    """Free space where the data lives, read at most once a second."""
+
+    def __init__(self, path: Path, min_free_mb: float) -> None:
+        self.path, self.min_free = path, min_free_mb * 1024 * 1024
+        self._checked_at, self._free = 0.0, float("inf")
+
+    def free_bytes(self) -> float:
+        now = time.monotonic()
+        if now - self._checked_at > 1.0:
+            try:
+                self._free = shutil.disk_usage(self.path).free
+            except OSError:
+                self._free = float("inf")  # unknown: do not refuse work over it
+            self._checked_at = now
+        return self._free
+
+    def problem(self) -> str | None:
+        """Why the disk cannot take more work, or None."""
+        free = self.free_bytes()
+        if free >= self.min_free:
+            return None
+        return (
+            f"low disk space: {free / 2**20:.0f} MB free in {self.path}, "
+            f"{self.min_free / 2**20:.0f} MB needed to take new work"
+        )

@@ -13,17 +13,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from PIL import Image
 
-from ..types import Cancelled, GenerationRequest, GenerationResult, Progress, StageTimings
+from ..types import Cancelled, GenerationRequest, GenerationResult, Preview, Progress, StageTimings
 from .ar_fast import supports_fast_path
 from .dit import denoise, needs_tiling, vae_tiling
+from .previews import PreviewProjection, preview_steps
 from .prior import PriorTokens, generate_prior_tokens
 from .references import fit_reference, side_bounds
 
 ProgressCallback = Callable[[Progress], None]
+PreviewCallback = Callable[[Preview], None]
 CancelCheck = Callable[[], bool]
 SkipCheck = Callable[[int], bool]
 
@@ -31,6 +34,7 @@ SkipCheck = Callable[[int], bool]
 @dataclass(frozen=True)
 class _Row:
     request: int
+    image: int  # index among its request's images
     prompt: str
     seed: int
     references: tuple[Image.Image, ...]
@@ -47,10 +51,19 @@ class Engine:
     `batched_cfg`: the DiT's conditional and unconditional passes as one batch (dit.py); equal to the
         pipeline's two passes up to float rounding, hence off by default.
     `vae_tiling`: tiled VAE decoding for images beyond the VAE's tile (2048² on the real model); changes
-        pixels slightly at tile seams, hence off by default."""
+        pixels slightly at tile seams, hence off by default.
+    `previews`: how many live previews per image the DiT stage takes when `generate` is given `on_preview`
+        (previews.py: a linear latent->RGB map fitted once per model, cached in `preview_cache`); they read
+        the latents and never change them, so the final images are the same with and without."""
 
     def __init__(
-        self, pipe, ar_fast_path: bool | None = None, batched_cfg: bool = False, vae_tiling: bool = False
+        self,
+        pipe,
+        ar_fast_path: bool | None = None,
+        batched_cfg: bool = False,
+        vae_tiling: bool = False,
+        previews: int = 0,
+        preview_cache: Path | None = None,
     ) -> None:
         self.pipe = pipe
         self.device: torch.device = pipe._execution_device
@@ -60,6 +73,8 @@ class Engine:
         self.ar_fast_path = fast_ok and self.device.type == "cuda" if ar_fast_path is None else ar_fast_path
         self.batched_cfg = batched_cfg
         self.vae_tiling = vae_tiling
+        self.previews, self.preview_cache = previews, preview_cache
+        self._projection: PreviewProjection | None = None
         self.min_ref_side, self.max_ref_side = side_bounds(pipe.processor.image_processor)
         self._lock = threading.Lock()
 
@@ -70,11 +85,13 @@ class Engine:
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
         should_skip: SkipCheck | None = None,
+        on_preview: PreviewCallback | None = None,
     ) -> list[GenerationResult | None]:
         """Run the requests; results come back in request order. `references[i]` are request i's decoded
         reference images (as many as its `references` locators). Raises Cancelled when `should_cancel`
-        says stop. `should_skip(i)` true drops request i's remaining DiT/VAE work (its result is None)
-        while its neighbours go on; its AR rows, batched with theirs, run to the end regardless."""
+        says stop. `on_preview` gets `self.previews` small previews per image during the DiT stage.
+        `should_skip(i)` true drops request i's remaining DiT/VAE work (its result is None) while its
+        neighbours go on; its AR rows, batched with theirs, run to the end regardless."""
         decoded_refs = list(references) if references is not None else [()] * len(requests)
         for request, refs in zip(requests, decoded_refs, strict=True):
             if len(refs) != len(request.references):
@@ -88,12 +105,17 @@ class Engine:
             for members in groups.values():
                 fitted = {i: self._fit(decoded_refs[i]) for i in members}
                 rows = [
-                    _Row(i, requests[i].prompt, seed, fitted[i])
+                    _Row(i, k, requests[i].prompt, seed, fitted[i])
                     for i in members
-                    for seed in requests[i].seeds
+                    for k, seed in enumerate(requests[i].seeds)
                 ]
                 decoded, stage_timings = self._run_group(
-                    requests[members[0]], rows, on_progress, should_cancel, should_skip or (lambda _: False)
+                    requests[members[0]],
+                    rows,
+                    on_progress,
+                    should_cancel,
+                    should_skip or (lambda _: False),
+                    on_preview,
                 )
                 for row, image in zip(rows, decoded, strict=True):
                     images[row.request].append(image)
@@ -117,10 +139,12 @@ class Engine:
         on_progress: ProgressCallback | None,
         should_cancel: CancelCheck | None,
         should_skip: SkipCheck,
+        on_preview: PreviewCallback | None,
     ) -> tuple[list[Image.Image | None], StageTimings]:
         """One batch of rows that share size, steps, guidance and reference count."""
         report = on_progress or (lambda _: None)
         cancel = should_cancel or (lambda: False)
+        previews = self._previewer(spec.num_inference_steps, on_preview)
 
         # 1. AR: prior tokens for all rows in one batched generate(), one generator per row.
         start = time.perf_counter()
@@ -161,6 +185,7 @@ class Engine:
                 report,
                 cancel,
                 should_skip,
+                previews,
             )
             if latents is None:  # this request was skipped mid-denoise
                 decoded.append(None)
@@ -184,11 +209,13 @@ class Engine:
         report: ProgressCallback,
         cancel: CancelCheck,
         should_skip: SkipCheck,
+        previews: Callable[[_Row, int, torch.Tensor], None],
     ) -> torch.Tensor | None:
         """The pipeline's DiT loop from given prior tokens; it stops before its own VAE decode. None when
         the row's request was dropped part-way."""
 
         def step_end(_pipe, step: int, _timestep, tensors: dict) -> dict:
+            previews(row, step + 1, tensors["latents"])
             report(Progress("dit", steps_before + step + 1, total_steps))
             if cancel():
                 raise Cancelled("cancelled during the DiT stage")
@@ -200,6 +227,23 @@ class Engine:
             return self._call_pipe(spec, row, prior, step_end)
         except _Skipped:
             return None
+
+    def _previewer(
+        self, steps: int, on_preview: PreviewCallback | None
+    ) -> Callable[[_Row, int, torch.Tensor], None]:
+        """What the DiT loop calls after each step: a preview at the chosen steps, else nothing."""
+        chosen = preview_steps(steps, self.previews) if on_preview is not None else frozenset()
+        if not chosen:
+            return lambda _row, _step, _latents: None
+        if self._projection is None:
+            self._projection = PreviewProjection.load_or_fit(self.pipe.vae, self.preview_cache)
+        projection = self._projection
+
+        def take(row: _Row, step: int, latents: torch.Tensor) -> None:
+            if step in chosen and on_preview is not None:
+                on_preview(Preview(row.request, row.image, step, steps, projection(latents)))
+
+        return take
 
     def _call_pipe(self, spec: GenerationRequest, row: _Row, prior: PriorTokens, step_end) -> torch.Tensor:
         if self.batched_cfg:

@@ -85,4 +85,11 @@ def load_engine(settings: Settings):
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     pipe = load_pipeline(settings)
-    return Engine(pipe, settings.ar_fast_path, settings.batched_cfg, settings.vae_tiling)
+    return Engine(
+        pipe,
+        settings.ar_fast_path,
+        settings.batched_cfg,
+        settings.vae_tiling,
+        previews=settings.previews,
+        preview_cache=settings.cache_dir / "previews",
+    )

@@ -1,24 +1,22 @@
-"""fal-only HTTP behaviour: the `Key` auth scheme, an `x-fal-request-id` header on every fal response,
-and `queue.*` hosts routed to the queue paths, as fal's clients expect of `queue.<run host>`."""
+"""fal-only HTTP behaviour: an `x-fal-request-id` header on every fal response, and `queue.*` hosts
+routed to the queue paths, as fal's clients expect of `queue.<run host>`. (The `Key` auth scheme is
+checked by the gate, api/gate.py, before the body is read.)"""
 
 from __future__ import annotations
 
+import re
 import uuid
 
-from fastapi import HTTPException, Request
-
-from ..auth import key_ok, presented_key
 from .protocol import OWNER
 
 FAL_PREFIXES = (f"/{OWNER}/".encode(), b"/queue/")
+SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-async def require_api_key(request: Request) -> None:
-    """`Authorization: Key <key>` (fal) or `Bearer <key>`; open when no keys are configured."""
-    key = presented_key(request.headers.get("authorization", ""), ("key", "bearer"))
-    if key_ok(request.app.state.services.settings.api_keys, key):
-        return
-    raise HTTPException(401, "missing or invalid API key: send 'Authorization: Key <key>' or 'Bearer <key>'")
+def header_id(request_id: str | None) -> str:
+    """The id to echo: the request's own when it is a plain token, else a fresh one (a client-given
+    path segment with control characters must never reach a header)."""
+    return request_id if request_id and SAFE_ID.match(request_id) else str(uuid.uuid4())
 
 
 class FalRequestIdAndQueueHost:
@@ -39,7 +37,7 @@ class FalRequestIdAndQueueHost:
 
         async def send_with_id(message) -> None:
             if message["type"] == "http.response.start":
-                request_id = state.get("request_id") or str(uuid.uuid4())
+                request_id = header_id(state.get("request_id"))
                 headers = [*message.get("headers", []), (b"x-fal-request-id", request_id.encode())]
                 message = {**message, "headers": headers}
             await send(message)

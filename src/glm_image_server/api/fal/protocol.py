@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ...text_check import MAX_CANDIDATES
 from ...types import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS_API,
@@ -52,6 +53,16 @@ class TextToImageInput(BaseModel):
     output_format: Literal["jpeg", "png", "webp"] = Field(default="jpeg", description="webp is our addition.")
     sync_mode: bool = Field(default=False, description="Return images as base64 data URIs, not URLs.")
     enable_prompt_expansion: bool = False
+    enable_text_check: bool = Field(
+        default=False, description="Our addition: read back the prompt's quoted text in every image."
+    )
+    text_check_candidates: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_CANDIDATES,
+        description="Our addition: make this many candidates (seeds seed..seed+N-1) and return the "
+        "num_images best by text check.",
+    )
 
     @field_validator("image_size")
     @classmethod
@@ -112,12 +123,26 @@ class FalImage(BaseModel):
     height: int
 
 
+class FalSpanCheck(BaseModel):
+    text: str
+    found: bool
+    similarity: float
+
+
+class FalTextCheck(BaseModel):
+    score: float
+    seed: int
+    spans: list[FalSpanCheck]
+    detected_text: str
+
+
 class FalOutput(BaseModel):
     images: list[FalImage]
     seed: int
     prompt: str
     has_nsfw_concepts: list[bool]
     timings: dict[str, float]
+    text_checks: list[FalTextCheck] | None = None  # our addition: with enable_text_check
 
 
 class QueueSubmitted(BaseModel):

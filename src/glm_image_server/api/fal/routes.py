@@ -9,16 +9,28 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ...jobs.deliveries import Outgoing, Renderer
 from ...jobs.records import Job, JobStatus
 from ...services import Services
 from ...types import InvalidRequest
-from ..common import DialectService, input_error, is_http_url, job_error
+from ..common import (
+    GONE,
+    HUNG_UP,
+    DialectService,
+    client_of,
+    input_error,
+    is_http_url,
+    job_error,
+    owner_of_request,
+    unless_disconnected,
+)
+from ..jsonbody import StrictJsonRoute
 from . import translate
-from .middleware import require_api_key
 from .protocol import (
     ALIAS,
     IMAGE_TO_IMAGE,
@@ -33,7 +45,7 @@ from .protocol import (
 REQUEST_PATH = f"/queue/{OWNER}/{ALIAS}/requests/{{request_id}}"
 NOT_FOUND = {"detail": "request not found"}
 
-router = APIRouter(tags=["fal"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["fal"], route_class=StrictJsonRoute)
 
 
 class FalService(DialectService):
@@ -42,7 +54,7 @@ class FalService(DialectService):
     def render(self, job: Job) -> dict:
         """The output JSON of a succeeded job (blocking with sync_mode: reads the files)."""
         inline = self.options(job, FalOptions).sync_mode
-        return translate.output(job, self.render_images(job, inline)).model_dump()
+        return translate.output(job, self.render_images(job, inline)).model_dump(exclude_none=True)
 
     async def result_response(self, job: Job) -> JSONResponse:
         if job.status != JobStatus.SUCCEEDED:
@@ -59,6 +71,12 @@ def deliveries(services: Services) -> Renderer:
         return [Outgoing("POST", job.output.webhook_url, json=translate.webhook_payload(job, images))]
 
     return render
+
+
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 for a body or query that fails the fal schema, in words (translate.py)."""
+    detail = translate.validation_detail(list(exc.errors()), request.headers.get("content-type"))
+    return JSONResponse({"detail": jsonable_encoder(detail)}, 422)
 
 
 def _service(request: Request) -> FalService:
@@ -80,7 +98,8 @@ def _urls(request: Request, job_id: str) -> dict[str, str]:
 
 def _new_job(request: Request, app: str, body: TextToImageInput, webhook: str | None) -> Job:
     req, output, options = translate.to_internal(body, webhook)
-    return _service(request).new_job(app, req, output, str(request.base_url), options)
+    owner = owner_of_request(request)
+    return _service(request).new_job(app, req, output, str(request.base_url), options, owner=owner)
 
 
 def _invalid(exc: InvalidRequest) -> JSONResponse:
@@ -94,8 +113,10 @@ async def _run(request: Request, app: str, body: TextToImageInput) -> JSONRespon
     except InvalidRequest as exc:
         return _invalid(exc)
     request.state.request_id = job.id
-    await service.submit(job)
-    finished = await service.wait(job.id)
+    await service.submit(job, client_of(request))
+    finished = await unless_disconnected(request, service.wait(job.id))
+    if finished is GONE:
+        return HUNG_UP
     if finished is None:
         return JSONResponse({"detail": "the request expired before it finished"}, 410)
     return await service.result_response(finished)
@@ -103,15 +124,18 @@ async def _run(request: Request, app: str, body: TextToImageInput) -> JSONRespon
 
 async def _submit(request: Request, app: str, body: TextToImageInput, webhook: str | None) -> JSONResponse:
     service = _service(request)
-    if not is_http_url(webhook):
-        detail = [{"loc": ["query", "fal_webhook"], "msg": "must be an http(s) URL", "type": "value_error"}]
+    problem = (
+        "must be an http(s) URL" if not is_http_url(webhook) else await service.refused_destination(webhook)
+    )
+    if problem:
+        detail = [{"loc": ["query", "fal_webhook"], "msg": problem, "type": "value_error"}]
         return JSONResponse({"detail": detail}, 422)
     try:
         job = _new_job(request, app, body, webhook)
     except InvalidRequest as exc:
         return _invalid(exc)
     request.state.request_id = job.id
-    await service.submit(job)
+    await service.submit(job, client_of(request))
     position = await service.services.call(service.services.store.queue_position, job.id)
     submitted = QueueSubmitted(
         request_id=job.id, gateway_request_id=job.id, **_urls(request, job.id), queue_position=position
@@ -147,37 +171,51 @@ async def submit_image_to_image(
 
 
 LogsFlag = Annotated[str, Query(pattern="^(?i:0|1|true|false)$", description="include logs: 1/0/true/false")]
+PreviewsFlag = Annotated[
+    str,
+    Query(
+        pattern="^(?i:0|1|true|false)$",
+        description="our extension: include the latest live preview as a data URI while running",
+    ),
+]
 
 
 def _logs_on(logs: str) -> bool:
     return logs.lower() in ("1", "true")
 
 
-def _read_status(services: Services, request_id: str, logs: bool) -> tuple[Job, int, list | None] | None:
-    """What a status body needs from the store: the job (fal's only), its queue position, its logs."""
+def _read_status(services: Services, request_id: str, logs: bool) -> tuple | None:
+    """What a status body needs from the store: the job (fal's only), its queue position, its logs, and
+    while it runs its live progress and preview."""
     job = services.store.get(request_id)
     if job is None or job.api != FalService.api:
         return None
     position = services.store.queue_position(job.id) if job.status == JobStatus.QUEUED else 0
     entries = translate.log_entries(services.store.logs(job.id)) if logs else None
-    return job, position, entries
+    live = services.store.live(job.id) if job.status == JobStatus.RUNNING else None
+    return job, position, entries, live
 
 
-async def _status(request: Request, request_id: str, logs: bool) -> tuple[Job | None, dict]:
+async def _status(
+    request: Request, request_id: str, logs: bool, previews: bool = False
+) -> tuple[Job | None, dict]:
     services: Services = request.app.state.services
     snapshot = await services.snapshots.load(
-        (request_id, logs), lambda: services.call(_read_status, services, request_id, logs)
+        (request_id, logs, previews), lambda: services.call(_read_status, services, request_id, logs)
     )
     if snapshot is None:
         return None, NOT_FOUND
-    job, position, entries = snapshot
-    return job, translate.status_body(job, _urls(request, job.id), position, entries)
+    job, position, entries, live = snapshot
+    body = translate.status_body(job, _urls(request, job.id), position, entries)
+    return job, translate.with_live(body, live, previews)
 
 
 @router.get(f"{REQUEST_PATH}/status", summary="Request status")
-async def status(request: Request, request_id: str, logs: LogsFlag = "0") -> JSONResponse:
+async def status(
+    request: Request, request_id: str, logs: LogsFlag = "0", previews: PreviewsFlag = "0"
+) -> JSONResponse:
     request.state.request_id = request_id
-    job, body = await _status(request, request_id, _logs_on(logs))
+    job, body = await _status(request, request_id, _logs_on(logs), _logs_on(previews))
     if job is None:
         return JSONResponse(body, 404)
     return JSONResponse(body, 200 if job.status.finished else 202)
@@ -187,16 +225,18 @@ async def status(request: Request, request_id: str, logs: LogsFlag = "0") -> JSO
     f"{REQUEST_PATH}/status/stream", summary="Request status as server-sent events", response_model=None
 )
 async def status_stream(
-    request: Request, request_id: str, logs: LogsFlag = "0"
+    request: Request, request_id: str, logs: LogsFlag = "0", previews: PreviewsFlag = "0"
 ) -> StreamingResponse | JSONResponse:
     request.state.request_id = request_id
     services: Services = request.app.state.services
-    job, body = await _status(request, request_id, _logs_on(logs))
+    flags = (_logs_on(logs), _logs_on(previews))
+    seen = services.changes.seen(request_id)
+    job, body = await _status(request, request_id, *flags)
     if job is None:
         return JSONResponse(body, 404)
 
     async def events() -> AsyncIterator[str]:
-        last, current, body_now = None, job, body
+        last, current, body_now, version = None, job, body, seen
         while True:
             text = json.dumps(body_now)
             if text != last:
@@ -204,8 +244,9 @@ async def status_stream(
                 last = text
             if current is None or current.status.finished:
                 return
-            await services.changes.wait(request_id, services.settings.stream_keepalive_s)
-            current, body_now = await _status(request, request_id, _logs_on(logs))
+            await services.changes.wait(request_id, services.settings.stream_keepalive_s, version)
+            version = services.changes.seen(request_id)
+            current, body_now = await _status(request, request_id, *flags)
             if json.dumps(body_now) == last:
                 yield ": keep-alive\n\n"
 

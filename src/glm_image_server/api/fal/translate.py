@@ -3,12 +3,14 @@ becomes fal's output, status, error and webhook bodies."""
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 
-from ...jobs.records import Job, JobError, JobStatus, LogEntry
-from ...types import GenerationRequest, OutputSpec, random_seed
+from ...jobs.records import Job, JobError, JobStatus, LiveState, LogEntry
+from ...text_check import with_candidates
+from ...types import SIZE_PRESETS, GenerationRequest, OutputSpec, random_seed
 from ..common import RenderedImage, job_error
-from .protocol import FalImage, FalOptions, FalOutput, TextToImageInput
+from .protocol import FalImage, FalOptions, FalOutput, FalTextCheck, TextToImageInput
 
 FIELD_NAMES = {"references": "image_urls", "width": "image_size", "height": "image_size"}
 ERROR_TYPES = {"input": "validation_error", "internal": "internal_error", "cancelled": "request_cancelled"}
@@ -35,6 +37,7 @@ def to_internal(
         expand_prompt=body.enable_prompt_expansion,
         webhook_url=webhook,
     )
+    request, output = with_candidates(request, output, body.enable_text_check, body.text_check_candidates)
     return request, output, FalOptions(sync_mode=body.sync_mode)
 
 
@@ -52,6 +55,54 @@ def detail(error: JobError) -> list[dict]:
     return [{"loc": loc(error.field), "msg": error.message, "type": "value_error"}]
 
 
+UNION_TAGS = ("literal[", "ImageSize")  # pydantic's per-member locations of a union field's errors
+
+
+def _member_of_union(loc: tuple | list) -> bool:
+    return bool(loc) and isinstance(loc[-1], str) and loc[-1].startswith(UNION_TAGS)
+
+
+def _clean(error: dict) -> dict:
+    """One pydantic error in words: no "Value error, " prefix, no empty or unserialisable ctx."""
+    cleaned = {k: v for k, v in error.items() if k not in ("ctx", "url")}
+    cleaned["msg"] = str(error.get("msg", "")).removeprefix("Value error, ")
+    ctx = error.get("ctx")
+    if ctx and all(isinstance(v, str | int | float) for v in ctx.values()):
+        cleaned["ctx"] = ctx
+    return cleaned
+
+
+def validation_detail(errors: list[dict], content_type: str | None) -> list[dict]:
+    """FastAPI's 422 `detail` for a fal body, reworded: a union field (image_size) whose members each
+    failed says once what it accepts; a body that is not a JSON object says so, and why when it came
+    without a JSON Content-Type."""
+    detail: list[dict] = []
+    unions: set[tuple] = set()
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        if loc == ("body",) and error.get("type") in ("model_attributes_type", "dict_type", "model_type"):
+            msg = "the body must be a JSON object"
+            if "json" not in (content_type or ""):
+                msg += f" sent with Content-Type: application/json (got {content_type or 'no Content-Type'})"
+            detail.append({"type": "model_attributes_type", "loc": ["body"], "msg": msg})
+        elif _member_of_union(loc):
+            if loc[:-1] not in unions:
+                unions.add(loc[:-1])
+                presets = ", ".join(SIZE_PRESETS)
+                detail.append(
+                    {
+                        "type": "value_error",
+                        "loc": list(loc[:-1]),
+                        "msg": f"must be one of {presets}, or an object {{width, height}}; "
+                        f"got {error.get('input')!r}",
+                        "input": error.get("input"),
+                    }
+                )
+        else:
+            detail.append(_clean(error))
+    return detail
+
+
 def error_text(error: JobError) -> str:
     if error.kind != "input":
         return error.message
@@ -67,6 +118,17 @@ def error_body(error: JobError) -> tuple[int, dict]:
         "detail": error.message,
         "error_type": ERROR_TYPES[error.kind],
     }
+
+
+def text_checks(job: Job) -> list[FalTextCheck] | None:
+    """Per image: its seed, score, spans found or missing, and the text read."""
+    assert job.result is not None
+    if job.result.text_checks is None:
+        return None
+    return [
+        FalTextCheck(seed=image.seed, **check.model_dump())
+        for image, check in zip(job.result.images, job.result.text_checks, strict=True)
+    ]
 
 
 def output(job: Job, images: list[RenderedImage]) -> FalOutput:
@@ -87,6 +149,7 @@ def output(job: Job, images: list[RenderedImage]) -> FalOutput:
         prompt=job.result.prompt,
         has_nsfw_concepts=list(job.result.has_nsfw_concepts),
         timings=job.result.timings,
+        text_checks=text_checks(job),
     )
 
 
@@ -94,7 +157,12 @@ def webhook_payload(job: Job, images: list[RenderedImage] | None) -> dict:
     """fal's webhook body: {request_id, gateway_request_id, status: OK|ERROR, payload, error}."""
     body = {"request_id": job.id, "gateway_request_id": job.id}
     if job.status == JobStatus.SUCCEEDED and images is not None:
-        return {**body, "status": "OK", "payload": output(job, images).model_dump(), "error": None}
+        return {
+            **body,
+            "status": "OK",
+            "payload": output(job, images).model_dump(exclude_none=True),
+            "error": None,
+        }
     error = job_error(job)
     payload = detail(error) if error.kind == "input" else error.message
     return {**body, "status": "ERROR", "payload": {"detail": payload}, "error": error_text(error)}
@@ -126,4 +194,27 @@ def status_body(job: Job, urls: dict[str, str], position: int, logs: list[dict] 
         body.update(
             metrics={"inference_time": None}, error=error_text(error), error_type=ERROR_TYPES[error.kind]
         )
+    return body
+
+
+def with_live(body: dict, live: LiveState | None, previews: bool) -> dict:
+    """Our extension of a running request's status (fal clients ignore unknown fields): `progress`
+    {stage: ar|dit|vae, done, total} of its batch, and with `previews` the latest `preview` {url (a data
+    URI), width, height, image, step, steps}."""
+    if live is None or body["status"] != "IN_PROGRESS":
+        return body
+    body = dict(body)
+    if live.stage is not None:
+        body["progress"] = {"stage": live.stage, "done": live.done, "total": live.total}
+    if previews and live.preview is not None:
+        p = live.preview
+        uri = f"data:{p.content_type};base64,{base64.b64encode(p.data).decode()}"
+        body["preview"] = {
+            "url": uri,
+            "width": p.width,
+            "height": p.height,
+            "image": p.image,
+            "step": p.step,
+            "steps": p.steps,
+        }
     return body

@@ -1,6 +1,7 @@
 """OpenAI's wire models: the Images API's parameters (generations as JSON, edits as multipart), and its
-error envelope. Extensions beyond OpenAI's fields: seed, num_inference_steps, guidance_scale. Any `model`
-is accepted: this server runs one model.
+error envelope. `stream` with `partial_images` 0-3 answers with OpenAI's server-sent events. Extensions
+beyond OpenAI's fields: seed, num_inference_steps, guidance_scale. Any `model` is accepted: this server
+runs one model.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Literal
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from ...text_check import MAX_CANDIDATES
 from ...types import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS_API,
@@ -39,6 +41,23 @@ class OpenAIError(Exception):
         return JSONResponse({"error": error}, self.status)
 
 
+def request_bodies() -> tuple[dict, dict]:
+    """The generations (JSON) and edits (multipart) bodies for the OpenAPI document: the routes read
+    their bodies themselves, to answer every failure in OpenAI's envelope."""
+    fields = ImageParams.model_json_schema()
+    edit = {
+        **fields,
+        "properties": {
+            **fields["properties"],
+            "image": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        },
+    }
+    edit["required"] = [*fields.get("required", []), "image"]
+    generations = {"requestBody": {"required": True, "content": {"application/json": {"schema": fields}}}}
+    edits = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": edit}}}}
+    return generations, edits
+
+
 class ImageParams(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -51,9 +70,14 @@ class ImageParams(BaseModel):
     output_compression: int | None = Field(default=None, ge=0, le=100)
     background: Literal["auto", "opaque", "transparent"] | None = None
     stream: bool = False
+    partial_images: int | None = Field(default=None, ge=0, le=3)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     num_inference_steps: int = Field(default=DEFAULT_STEPS_API, ge=1, le=100)
     guidance_scale: float = Field(default=DEFAULT_GUIDANCE, ge=MIN_GUIDANCE, le=MAX_GUIDANCE)
+    # Our additions (the SDK sends them through `extra_body`): read back the prompt's quoted text, and
+    # make this many candidates (seeds seed..seed+N-1) to return the n best by it.
+    text_check: bool = False
+    text_check_candidates: int = Field(default=1, ge=1, le=MAX_CANDIDATES)
 
 
 class OpenAIOptions(BaseModel):
@@ -62,10 +86,24 @@ class OpenAIOptions(BaseModel):
     response_format: Literal["b64_json", "url"] = "b64_json"
 
 
+class SpanCheckData(BaseModel):
+    text: str
+    found: bool
+    similarity: float
+
+
+class TextCheckData(BaseModel):
+    score: float
+    seed: int
+    spans: list[SpanCheckData]
+    detected_text: str
+
+
 class ImageData(BaseModel):
     revised_prompt: str
     url: str | None = None
     b64_json: str | None = None
+    text_check: TextCheckData | None = None  # our addition: with text_check
 
 
 class ImagesResponse(BaseModel):

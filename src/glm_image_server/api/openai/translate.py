@@ -3,15 +3,20 @@ an OutputSpec; a job becomes an ImagesResponse or an OpenAIError."""
 
 from __future__ import annotations
 
+import io
+import json
 import re
+import time
 from typing import Any
 
+from PIL import Image
 from pydantic import ValidationError
 
 from ...jobs.records import Job, JobError
+from ...text_check import with_candidates
 from ...types import GenerationRequest, InvalidRequest, OutputSpec, random_seed, size_like
 from ..common import RenderedImage
-from .protocol import ImageData, ImageParams, ImagesResponse, OpenAIError, OpenAIOptions
+from .protocol import ImageData, ImageParams, ImagesResponse, OpenAIError, OpenAIOptions, TextCheckData
 
 SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 DEFAULT_SIZE = (1024, 1024)
@@ -29,8 +34,8 @@ def params(fields: dict[str, Any]) -> ImageParams:
                 f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
             ) from None
         raise OpenAIError(f"Invalid value for '{param}': {first['msg']}.", param) from None
-    if parsed.stream:
-        raise OpenAIError("Streaming is not supported by this server.", "stream", "unsupported_value")
+    if parsed.partial_images and not parsed.stream:
+        raise OpenAIError("'partial_images' needs 'stream': true.", "partial_images")
     if parsed.background == "transparent":
         raise OpenAIError("GLM-Image cannot make transparent backgrounds.", "background", "unsupported_value")
     return parsed
@@ -63,6 +68,7 @@ def to_internal(
             references=tuple(locator for _, locator in references),
         )
         output = OutputSpec(format=parsed.output_format, quality=max(1, quality), safety_check=safety_default)
+        request, output = with_candidates(request, output, parsed.text_check, parsed.text_check_candidates)
     except InvalidRequest as exc:
         raise OpenAIError(exc.explanation, PARAMS.get(exc.field, exc.field)) from None
     return request, output, OpenAIOptions(response_format=parsed.response_format)
@@ -76,14 +82,72 @@ def job_error(error: JobError) -> OpenAIError:
     return OpenAIError(error.message, None, None, status=500, kind="server_error")
 
 
+def text_check(job: Job, i: int) -> TextCheckData | None:
+    assert job.result is not None
+    if job.result.text_checks is None:
+        return None
+    check = job.result.text_checks[i]
+    return TextCheckData(seed=job.result.images[i].seed, **check.model_dump())
+
+
 def response(job: Job, images: list[RenderedImage]) -> ImagesResponse:
     assert job.result is not None
     return ImagesResponse(
         created=int(job.created_at),
         data=[
-            ImageData(revised_prompt=job.result.prompt, url=image.url, b64_json=image.base64)
-            for image in images
+            ImageData(
+                revised_prompt=job.result.prompt,
+                url=image.url,
+                b64_json=image.base64,
+                text_check=text_check(job, i),
+            )
+            for i, image in enumerate(images)
         ],
         size=f"{job.request.width}x{job.request.height}",
         output_format=job.output.format,
     )
+
+
+PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+EMPTY_USAGE = {
+    "input_tokens": 0,
+    "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
+    "output_tokens": 0,
+    "total_tokens": 0,
+}
+
+
+def reencode(data: bytes, output_format: str) -> bytes:
+    """A preview (stored as JPEG) in the format the client asked for (blocking; previews are small)."""
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("RGB").save(buffer, PIL_FORMATS[output_format])
+    return buffer.getvalue()
+
+
+def stream_event(prefix: str, kind: str, job: Job, b64: str, **extra: Any) -> str:
+    """One server-sent event as OpenAI streams images: `event: <prefix>.<kind>` and the event as data
+    (`prefix`: image_generation or image_edit; `kind`: partial_image or completed)."""
+    event = {
+        "type": f"{prefix}.{kind}",
+        "b64_json": b64,
+        "created_at": int(time.time()),
+        "size": f"{job.request.width}x{job.request.height}",
+        "quality": "auto",
+        "background": "opaque",
+        "output_format": job.output.format,
+        **extra,
+    }
+    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+
+
+def stream_error(error: OpenAIError) -> str:
+    body = {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}}
+    return f"event: error\ndata: {json.dumps(body)}\n\n"
+
+
+def partial_due(sent: int, wanted: int, image: int, step: int, steps: int, images: int) -> bool:
+    """Whether a preview at this point of the job is the next partial image to send: partial k goes out
+    at the first preview past (k + 1) / (wanted + 1) of the job's DiT steps, so they spread out."""
+    if sent >= wanted:
+        return False
+    return (image * steps + step) / (images * steps) >= (sent + 1) / (wanted + 1)

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ...text_check import MAX_CANDIDATES
 from ...types import DEFAULT_GUIDANCE, DEFAULT_STEPS_API, MAX_REFERENCES, MAX_SEED, SIZE_MULTIPLE
 
 MODEL = "runware:glm-image@0"
@@ -27,9 +28,11 @@ class TaskError(Exception):
         parameter: str | None = None,
         task: dict | None = None,
         status: int = 400,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code, self.message, self.parameter, self.status = code, message, parameter, status
+        self.retry_after_s = retry_after_s
         self.task_type = (task or {}).get("taskType")
         self.task_uuid = (task or {}).get("taskUUID")
 
@@ -46,6 +49,13 @@ class TaskError(Exception):
 class Safety(BaseModel):
     checkContent: bool = False
     mode: Literal["none", "fast"] | None = None
+
+
+class TextCheck(BaseModel):
+    """Our addition: read back the prompt's quoted text in every image; with `candidates` N, make N
+    candidates (seeds seed..seed+N-1) and return the numberResults best."""
+
+    candidates: int = Field(default=1, ge=1, le=MAX_CANDIDATES)
 
 
 class Inputs(BaseModel):
@@ -76,6 +86,7 @@ class ImageInference(BaseModel):
     ttl: int | None = Field(default=None, ge=60)
     includeCost: bool = False
     safety: Safety | None = None
+    textCheck: TextCheck | None = None
 
     @field_validator("taskUUID")
     @classmethod
@@ -109,3 +120,28 @@ class RunwareOptions(BaseModel):
 
     outputType: Literal["URL", "dataURI", "base64Data"] = "URL"
     includeCost: bool = False
+
+
+TASK_TYPES = ["authentication", "ping", "imageInference", "getResponse", "imageUpload"]
+# The REST body in the OpenAPI document (the route reads it itself, to answer each task in Runware's way).
+REST_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["taskType"],
+                        "properties": {
+                            "taskType": {"type": "string", "enum": TASK_TYPES},
+                            "taskUUID": {"type": "string", "format": "uuid"},
+                        },
+                        "additionalProperties": True,
+                    },
+                }
+            }
+        },
+    }
+}

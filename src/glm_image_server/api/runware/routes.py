@@ -15,19 +15,24 @@ from typing import Any
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.requests import HTTPConnection
 
+from ...admission import Refused, TokenBuckets
 from ...jobs.deliveries import Outgoing, Renderer
 from ...jobs.records import Job, JobStatus
 from ...media.fetch import decode_data_uri
 from ...media.inputs import decode_image
-from ...media.storage import file_url, upload_key
+from ...media.storage import upload_key
 from ...media.uploads import keep_upload, upload_locator
 from ...services import Services
 from ...types import InvalidRequest
-from ..auth import key_ok, presented_key
-from ..common import DialectService
+from .. import jsonbody
+from ..auth import key_ok, owner_of, presented_key
+from ..common import GONE, HUNG_UP, DialectService, client_of, unless_disconnected
+from ..errors import RUNWARE_CODES, refused_status
+from ..errors import retry_after as retry_after_header
 from . import translate
-from .protocol import MODEL, ImageInference, RunwareOptions, TaskError
+from .protocol import MODEL, REST_OPENAPI, ImageInference, RunwareOptions, TaskError
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["runware"])
@@ -73,12 +78,34 @@ def deliveries(services: Services) -> Renderer:
 class Tasks:
     """Runs tasks for one REST call or one WebSocket connection."""
 
-    def __init__(self, services: Services, base_url: str) -> None:
+    def __init__(self, services: Services, base_url: str, client: str, auth_failures: TokenBuckets) -> None:
         self.service, self.services, self.base_url = RunwareService(services), services, base_url
+        self.client, self.auth_failures = client, auth_failures
         self.authenticated = not services.settings.api_keys
+        self.owner: str | None = None
 
-    def check_key(self, key: str | None) -> bool:
-        return key_ok(self.services.settings.api_keys, key)
+    def accept_key(self, key: str | None) -> bool:
+        """Authenticate with `key` when it is right; the jobs submitted after carry its owner."""
+        keys = self.services.settings.api_keys
+        if not key_ok(keys, key):
+            return False
+        self.authenticated, self.owner = True, owner_of(keys, key)
+        return True
+
+    async def run_safely(self, task: Any) -> list[dict]:
+        """`run`, with any fault of ours as a task error too: every task gets an answer."""
+        try:
+            return await self.run(task)
+        except TaskError:
+            raise
+        except Refused as exc:
+            status = refused_status(exc)
+            code = RUNWARE_CODES[status]
+            raise TaskError(code, exc.message, None, _task(task), status, exc.retry_after_s) from None
+        except Exception as exc:
+            log.exception("Runware task failed")
+            message = f"the server failed to run this task ({type(exc).__name__})"
+            raise TaskError("internalError", message, None, _task(task), status=500) from None
 
     async def run(self, task: Any) -> list[dict]:
         """A task's data items; raises TaskError."""
@@ -104,9 +131,11 @@ class Tasks:
         raise TaskError("unsupportedTaskType", f"unsupported taskType {task_type!r}", "taskType", task)
 
     def authenticate(self, task: dict) -> dict:
-        if not self.check_key(task.get("apiKey")):
+        key = task.get("apiKey")
+        if not self.accept_key(key if isinstance(key, str) else None):
+            if self.auth_failures.take(self.client):
+                raise TaskError("tooManyRequests", "too many wrong API keys", "apiKey", task, status=429)
             raise TaskError("invalidApiKey", "invalid API key", "apiKey", task, status=401)
-        self.authenticated = True
         session = task.get("connectionSessionUUID") or str(uuid.uuid4())
         return {"taskType": "authentication", "connectionSessionUUID": session}
 
@@ -123,8 +152,13 @@ class Tasks:
         request, output, options = await self.services.call(
             translate.to_internal, params, task, lambda image_uuid: upload_locator(storage, image_uuid)
         )
-        job = self.service.new_job(MODEL, request, output, self.base_url, options, id=params.taskUUID)
-        if not await self.service.submit(job):
+        for url, parameter in ((output.webhook_url, "webhookURL"), (output.upload_url, "uploadEndpoint")):
+            if problem := await self.service.refused_destination(url):
+                raise TaskError(f"invalid{parameter[0].upper()}{parameter[1:]}", problem, parameter, task)
+        job = self.service.new_job(
+            MODEL, request, output, self.base_url, options, id=params.taskUUID, owner=self.owner
+        )
+        if not await self.service.submit(job, self.client):
             log.info("repeated taskUUID %s: answering with the existing task", job.id)
         return job
 
@@ -157,10 +191,12 @@ class Tasks:
         if not isinstance(image, str) or not image:
             raise TaskError("missingImage", "imageUpload needs an image", "image", task)
         try:
+            if image.startswith(("http://", "https://")):  # fetched on the event loop: no thread waits
+                image = await self.services.fetcher.fetch_bytes(image, "image")
             image_uuid = await self.services.call(self._keep, image)
         except InvalidRequest as exc:
             raise TaskError("invalidImage", exc.explanation, "image", task) from None
-        url = file_url(self.services.settings.public_url, self.base_url, upload_key(image_uuid))
+        url = self.services.upload_url(upload_key(image_uuid), self.base_url)
         return {
             "taskType": "imageUpload",
             "taskUUID": task.get("taskUUID"),
@@ -168,50 +204,75 @@ class Tasks:
             "imageURL": url,
         }
 
-    def _keep(self, image: str) -> uuid.UUID:
+    def _keep(self, image: str | bytes) -> uuid.UUID:
+        """Decode and keep an upload: fetched bytes, a data URI or bare base64."""
         settings = self.services.settings
-        if image.startswith(("http://", "https://")):
-            decoded = self.services.fetcher.fetch(image, "image")
-        else:
+        if isinstance(image, str):
             uri = image if image.startswith("data:") else "data:;base64," + "".join(image.split())
-            data = decode_data_uri(uri, "image", settings.fetch_max_bytes)
-            decoded = decode_image(data, "image", settings.input_max_pixels)
+            image = decode_data_uri(uri, "image", settings.fetch_max_bytes)
+        decoded = decode_image(image, "image", settings.input_max_pixels)
         return keep_upload(self.services.storage, decoded)
 
 
-def _tasks_of(payload: Any) -> list:
-    return payload if isinstance(payload, list) else [payload]
+def _task(task: Any) -> dict | None:
+    return task if isinstance(task, dict) else None
 
 
-@router.post("/v1", summary="Runware tasks (REST)")
+def _tasks_of(payload: Any, limit: int) -> list:
+    """The tasks of one REST body or WebSocket message; raises TaskError past `limit`."""
+    tasks = payload if isinstance(payload, list) else [payload]
+    if len(tasks) > limit:
+        raise TaskError("tooManyTasks", f"at most {limit} tasks per message, got {len(tasks)}", status=429)
+    return tasks
+
+
+async def _parse(text: bytes | str) -> Any:
+    try:
+        return await jsonbody.parse(text.encode() if isinstance(text, str) else text)
+    except ValueError as exc:
+        raise TaskError("invalidJSON", f"messages must be JSON arrays of tasks ({exc})") from None
+
+
+def _tasks_runner(connection: HTTPConnection, base_url: str) -> Tasks:
+    state = connection.app.state
+    return Tasks(state.services, base_url, client_of(connection), state.auth_failures)
+
+
+@router.post("/v1", summary="Runware tasks (REST)", openapi_extra=REST_OPENAPI)
 @router.post("/v1/", include_in_schema=False)
 async def rest(request: Request) -> JSONResponse:
-    tasks_runner = Tasks(request.app.state.services, str(request.base_url))
-    if tasks_runner.check_key(presented_key(request.headers.get("authorization", ""))):
-        tasks_runner.authenticated = True
+    tasks_runner = _tasks_runner(request, str(request.base_url))
+    if getattr(request.state, "authenticated", False):
+        tasks_runner.accept_key(presented_key(request.headers.get("authorization", "")))
     try:
-        payload = json.loads(await request.body())
-    except ValueError:
-        error = TaskError("invalidJSON", "the body must be a JSON array of tasks")
-        return JSONResponse({"errors": [error.item()]}, 400)
-    data, errors, status = [], [], 200
-    for task in _tasks_of(payload):
+        tasks = _tasks_of(
+            await _parse(await request.body()), request.app.state.services.settings.max_tasks_per_message
+        )
+    except TaskError as exc:
+        return JSONResponse({"errors": [exc.item()]}, exc.status)
+    data, errors, status, retry_after = [], [], 200, 0.0
+    for task in tasks:
         try:
-            data += await tasks_runner.run(task)
+            items = await unless_disconnected(request, tasks_runner.run_safely(task))
+            if items is GONE:
+                return HUNG_UP
+            data += items
         except TaskError as exc:
             errors.append(exc.item())
             status = exc.status if status == 200 else status
+            retry_after = max(retry_after, exc.retry_after_s or 0.0)
     body: dict = {"data": data} if data or not errors else {}
     if errors:
         body["errors"] = errors
-    return JSONResponse(body, 200 if data and status < 500 else status)
+    return JSONResponse(body, 200 if data and status < 500 else status, retry_after_header(retry_after))
 
 
 @router.websocket("/v1")
 async def websocket(socket: WebSocket) -> None:
     await socket.accept()
     base_url = str(socket.base_url).replace("ws://", "http://", 1).replace("wss://", "https://", 1)
-    tasks_runner = Tasks(socket.app.state.services, base_url)
+    tasks_runner = _tasks_runner(socket, base_url)
+    limit = socket.app.state.services.settings.max_tasks_per_message
     lock = asyncio.Lock()
     running: set[asyncio.Task] = set()
 
@@ -221,21 +282,24 @@ async def websocket(socket: WebSocket) -> None:
 
     async def answer(task: Any) -> None:
         try:
-            await send({"data": await tasks_runner.run(task)})
+            await send({"data": await tasks_runner.run_safely(task)})
         except TaskError as exc:
             await send({"errors": [exc.item()]})
 
     try:
         while True:
-            text = await socket.receive_text()
+            message = await socket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is None:
+                await socket.close(1003, "send tasks as JSON text messages")
+                return
             try:
-                payload = json.loads(text)
-            except ValueError:
-                await send(
-                    {"errors": [TaskError("invalidJSON", "messages must be JSON arrays of tasks").item()]}
-                )
+                tasks = _tasks_of(await _parse(message["text"]), limit)
+            except TaskError as exc:
+                await send({"errors": [exc.item()]})
                 continue
-            for task in _tasks_of(payload):
+            for task in tasks:
                 if isinstance(task, dict) and task.get("taskType") == "imageInference":
                     job = asyncio.create_task(answer(task))  # results are pushed when they are done
                     running.add(job)

@@ -12,13 +12,18 @@ from typing import Any
 from pydantic import ValidationError
 
 from ...jobs.records import Job
+from ...text_check import TextCheck, with_candidates
 from ...types import GenerationRequest, InvalidRequest, OutputSpec, random_seed
 from ..common import RenderedImage, job_error
 from .protocol import IMAGE_FIELDS, OUTPUT_FORMATS, ImageInference, RunwareOptions, TaskError
 
 IMAGE_NAMESPACE = uuid.UUID("5b0f1f4e-3c1a-4d43-9d1e-6f1c0a7e2b10")  # imageUUIDs derive from taskUUIDs
 BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]+$")
-FIELD_PARAMETERS = {"references": "referenceImages", "prompt": "positivePrompt"}
+FIELD_PARAMETERS = {
+    "references": "referenceImages",
+    "prompt": "positivePrompt",
+    "text_check_candidates": "textCheck",
+}
 UploadLookup = Callable[[uuid.UUID], str | None]  # imageUUID -> `stored:` locator, None if unknown
 
 
@@ -84,6 +89,10 @@ def to_internal(
             upload_url=params.uploadEndpoint,
             ttl_s=params.ttl if params.outputType == "URL" else None,
         )
+        check = params.textCheck
+        request, output = with_candidates(
+            request, output, check is not None, check.candidates if check else 1
+        )
     except InvalidRequest as exc:
         raise from_invalid(exc, task) from None
     return request, output, RunwareOptions(outputType=params.outputType, includeCost=params.includeCost)
@@ -113,8 +122,19 @@ def items(job: Job, images: list[RenderedImage], options: RunwareOptions) -> lis
             item[IMAGE_FIELDS[options.outputType]] = inline
         if options.includeCost:
             item["cost"] = round(job.result.cost / len(job.result.images), 10)
+        if job.result.text_checks is not None:
+            item["textCheck"] = text_check(job.result.text_checks[i])
         result.append(item)
     return result
+
+
+def text_check(check: TextCheck) -> dict:
+    """One image's text check in Runware's camelCase."""
+    return {
+        "score": check.score,
+        "spans": [span.model_dump() for span in check.spans],
+        "detectedText": check.detected_text,
+    }
 
 
 def error_item(job: Job) -> TaskError:

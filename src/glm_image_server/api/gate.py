@@ -1,0 +1,117 @@
+"""The first thing every HTTP request meets: the API key (checked before a byte of the body is read),
+failed-key throttling per client address, and the body — refused from its Content-Length when too big,
+else read within a size cap and a deadline, so a slow or huge body never reaches a route. Errors come
+in the format of the dialect whose path was asked (api/errors.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..admission import TokenBuckets
+from ..settings import Settings
+from .auth import key_ok, owner_of, presented_key
+from .errors import Dialect, dialect_of, error_response
+
+log = logging.getLogger("glm_image_server")
+BODY_METHODS = ("POST", "PUT", "PATCH")
+KEY_SCHEMES: dict[Dialect, tuple[str, ...]] = {
+    "fal": ("key", "bearer"),
+    "openai": ("bearer",),
+    "runware": ("bearer",),
+}
+WRONG_KEY = {
+    "fal": "missing or invalid API key: send 'Authorization: Key <key>' or 'Bearer <key>'",
+    "openai": "Incorrect API key provided.",
+}
+
+
+class _BodyError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status, self.message = status, message
+
+
+def failed_key_buckets(settings: Settings) -> TokenBuckets:
+    """Wrong keys per client address (shared with Runware, whose keys may come inside the body)."""
+    per_minute = settings.auth_failures_per_minute
+    return TokenBuckets(per_minute / 60, per_minute)
+
+
+class Gate:
+    def __init__(self, app: ASGIApp, settings: Settings, auth_failures: TokenBuckets) -> None:
+        self.app, self.settings, self.auth_failures = app, settings, auth_failures
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        dialect = dialect_of(scope["path"])
+        client = (scope.get("client") or ("unknown", 0))[0]
+        headers = dict(scope["headers"])
+        key = presented_key(
+            headers.get(b"authorization", b"").decode("latin-1"), KEY_SCHEMES.get(dialect, ())
+        )
+        keys = self.settings.api_keys
+        valid = key_ok(keys, key)
+        state = scope.setdefault("state", {})
+        state["owner"], state["authenticated"] = (owner_of(keys, key) if valid else None), valid
+        if not valid and (dialect in WRONG_KEY or key is not None):
+            refusal = self._wrong_key(dialect, client)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        if scope["method"] in BODY_METHODS and dialect != "server":
+            limit = self.settings.max_body_bytes if valid else self.settings.max_unauthenticated_body_bytes
+            try:
+                receive = await self._buffered(headers, receive, limit)
+            except _BodyError as exc:
+                await error_response(dialect, exc.status, exc.message)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _wrong_key(self, dialect: Dialect, client: str):
+        """The response to a wrong or missing key, or None for Runware (which may authenticate in the
+        body) — after too many failures from one address, 429 for everyone there."""
+        wait = self.auth_failures.take(client)
+        if wait:
+            log.warning("too many failed API keys from %s", client)
+            return error_response(dialect, 429, "too many requests with a wrong API key", wait)
+        if dialect not in WRONG_KEY:
+            return None
+        return error_response(dialect, 401, WRONG_KEY[dialect])
+
+    async def _buffered(self, headers: dict[bytes, bytes], receive: Receive, limit: int) -> Receive:
+        """The whole body, read within `limit` bytes and the body deadline, replayed to the app."""
+        too_big = _BodyError(413, f"the request body is larger than {limit} bytes")
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_big
+        chunks, size = [], 0
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        raise _BodyError(400, "the client went away while sending the body")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise too_big
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise _BodyError(408, f"the body took longer than {self.settings.body_timeout_s:g} s") from None
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay

@@ -1,0 +1,44 @@
+"""One data directory, one server: `serve` holds an exclusive lock on it for its whole life, taken before
+anything else touches the directory, so a second server on the same jobs exits with a message naming the
+first instead of running its jobs twice. (Workers share the directory with their server; they take no
+lock. A fleet shares a PostgreSQL store instead, where leases keep claims apart.)"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+LOCK_NAME = "serve.lock"
+
+
+class DataDirBusy(RuntimeError):
+    pass
+
+
+class DataDirLock:
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Raises DataDirBusy when another process holds it. Released when this process exits."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DataDirBusy(
+                f"another glm-image serve (pid {holder}) is using the data directory {self.path.parent}; "
+                "stop it, or give this one its own --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

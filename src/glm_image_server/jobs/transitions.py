@@ -1,0 +1,74 @@
+"""How a job moves between states: the decisions every store makes the same way, whatever its SQL —
+which queued jobs make one batch, what a claim, a finish or an interruption does to a job, and who may
+finish it. The stores (sqlite.py, postgres.py) only read and write rows around these."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .records import Claim, Job, JobError, JobResult, JobStatus
+
+CANCELLED_BEFORE_START = JobError(kind="cancelled", message="cancelled before it started")
+CANCELLED_WHILE_STOPPED = JobError(kind="cancelled", message="cancelled while its worker stopped")
+
+
+def batch(candidates: Iterable[Job], max_images: int) -> list[Job]:
+    """The queued jobs of one batch key, oldest first, that fit `max_images` images together (the first
+    always does); a job too big for what is left heads a later batch."""
+    chosen, images = [], 0
+    for job in candidates:
+        if chosen and images + job.request.num_images > max_images:
+            continue
+        images += job.request.num_images
+        chosen.append(job)
+    return chosen
+
+
+def running(job: Job, worker_id: str, now: float) -> Job:
+    """The job claimed by `worker_id`: its attempt number is the claim's."""
+    update = {
+        "status": JobStatus.RUNNING,
+        "started_at": now,
+        "attempts": job.attempts + 1,
+        "worker_id": worker_id,
+    }
+    return job.model_copy(update=update)
+
+
+def held_by(job: Job, claim: Claim | None) -> bool:
+    """Whether `claim` may finish the job (None: no claim to check, e.g. a cancel)."""
+    if claim is None:
+        return True
+    return job.status == JobStatus.RUNNING and (job.worker_id, job.attempts) == (
+        claim.worker_id,
+        claim.attempt,
+    )
+
+
+def finished(
+    job: Job, status: JobStatus, result: JobResult | None, error: JobError | None, now: float
+) -> Job:
+    return job.model_copy(update={"status": status, "finished_at": now, "result": result, "error": error})
+
+
+def cancelled_line(error: JobError | None) -> str:
+    """The line every cancelled job's log ends with, however it ended."""
+    return f"Cancelled: {error.message if error else 'cancelled'}"
+
+
+def interrupted(job: Job, max_attempts: int, reason: str) -> tuple[JobStatus, JobError] | None:
+    """How a running job whose worker went away ends: cancelled or failed, or None: queued again."""
+    if job.cancel_requested:
+        return JobStatus.CANCELLED, CANCELLED_WHILE_STOPPED
+    if job.attempts >= max_attempts:
+        message = f"the job was interrupted {job.attempts} times ({reason}); giving up"
+        return JobStatus.FAILED, JobError(kind="internal", message=message)
+    return None
+
+
+def requeued(job: Job) -> Job:
+    return job.model_copy(update={"status": JobStatus.QUEUED, "worker_id": None})
+
+
+def requeued_line(reason: str) -> str:
+    return f"Interrupted ({reason}); queued to run again with its seed"

@@ -1,0 +1,138 @@
+"""A fleet on one machine: two API processes and one worker process share a PostgreSQL job store and an S3
+bucket (moto's server), as separate machines would. A job submitted through API A is polled, streamed
+(SSE, woken by NOTIFY) and cancelled through API B; its result URL is a presigned S3 URL; a webhook whose
+receiver fails twice is accepted exactly once across both APIs."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+from helpers.fleet import WorkerProcess, api_process, fleet_env
+from helpers.serving import WebServer
+from helpers.stores import throwaway_database
+from helpers.waiting import wait_for
+from PIL import Image
+
+QUEUE = "/queue/fal-ai/glm-image"
+
+
+def body(seed: int, size: int = 64, steps: int = 10) -> dict:
+    return {
+        "prompt": f"a sign that reads 'FLEET {seed}'",
+        "image_size": {"width": size, "height": size},
+        "num_inference_steps": steps,
+        "seed": seed,
+        "output_format": "png",
+        "enable_safety_checker": False,
+    }
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, s3_server):
+    """(API A, API B, the bucket): a worker first, then the two APIs (each ready once it sees the worker).
+    Keep-alives and sync re-reads at 60 s: what reaches a waiter sooner came through NOTIFY."""
+    root = tmp_path_factory.mktemp("fleet")
+    with throwaway_database() as url:
+        bucket = s3_server.new_bucket()
+        env = fleet_env(
+            url,
+            bucket,
+            s3_server.env,
+            GLM_IMAGE_STREAM_KEEPALIVE_S="60",
+            GLM_IMAGE_WAIT_POLL_S="60",
+            GLM_IMAGE_SAFETY_CHECKER="none",
+        )
+        worker = WorkerProcess(root / "worker-data", model_cache, env, "gpu-1").start()
+        apis = []
+        try:
+            for name in ("a", "b"):
+                apis.append(api_process(root / f"api-{name}", model_cache, env).start())
+            yield apis[0], apis[1], bucket
+        finally:
+            for api in apis:
+                api.stop()
+            worker.stop()
+
+
+def test_submit_on_a_then_poll_stream_and_download_on_b(fleet, s3_server) -> None:
+    api_a, api_b, bucket = fleet
+    with httpx.Client(base_url=api_a.base_url, timeout=60) as a, httpx.Client(base_url=api_b.base_url) as b:
+        submitted = a.post(QUEUE, json=body(7, steps=100)).json()
+        request_id = submitted["request_id"]
+        assert b.get(f"{QUEUE}/requests/{request_id}/status").json()["status"] in ("IN_QUEUE", "IN_PROGRESS")
+
+        events: list[dict] = []
+        started = time.monotonic()
+        with b.stream(
+            "GET", f"{QUEUE}/requests/{request_id}/status/stream", params={"logs": 1}, timeout=60
+        ) as s:
+            for line in s.iter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line.removeprefix("data: ")))
+                    if events[-1]["status"] == "COMPLETED":
+                        break
+        assert time.monotonic() - started < 50  # woken by NOTIFY, not by the 60 s keep-alive
+        statuses = [event["status"] for event in events]
+        assert statuses[-1] == "COMPLETED" and "IN_PROGRESS" in statuses
+        assert len(events) >= 3  # progress lines arrived as they happened
+
+        result = b.get(f"{QUEUE}/requests/{request_id}").json()
+        assert result == a.get(f"{QUEUE}/requests/{request_id}").json()
+        url = result["images"][0]["url"]
+        assert url.startswith(f"{s3_server.endpoint}/{bucket}/fleet/") and "X-Amz-Signature=" in url
+        assert int(dict(p.split("=", 1) for p in urlparse(url).query.split("&"))["X-Amz-Expires"]) > 3600
+        image = Image.open(io.BytesIO(httpx.get(url, timeout=30).content))
+        assert image.size == (64, 64) and image.format == "PNG"
+        assert b.get(urlparse(url).path.replace(f"/{bucket}/fleet", "/files")).status_code == 404
+
+
+def test_cancel_on_b_a_job_running_from_a(fleet) -> None:
+    api_a, api_b, _ = fleet
+    with httpx.Client(base_url=api_a.base_url, timeout=60) as a, httpx.Client(base_url=api_b.base_url) as b:
+        request_id = a.post(QUEUE, json=body(8, size=256, steps=100)).json()["request_id"]
+        wait_for(
+            lambda: b.get(f"{QUEUE}/requests/{request_id}/status").json()["status"] == "IN_PROGRESS",
+            60,
+            "the job to start",
+        )
+        assert b.put(f"{QUEUE}/requests/{request_id}/cancel").json() == {"status": "CANCELLATION_REQUESTED"}
+        wait_for(
+            lambda: a.get(f"{QUEUE}/requests/{request_id}/status").json()["status"] == "COMPLETED",
+            30,
+            "the cancel to reach the worker",
+        )
+        result = a.get(f"{QUEUE}/requests/{request_id}")
+        assert "cancel" in result.text.lower() and "images" not in result.json()
+
+
+def test_a_webhook_failing_twice_is_accepted_exactly_once_across_both_apis(fleet) -> None:
+    _, api_b, _ = fleet
+    receiver = WebServer()
+    answers: list[int] = []
+    lock = threading.Lock()
+
+    def hook(_handler) -> tuple[int, bytes, dict]:
+        with lock:
+            answers.append(500 if len(answers) < 2 else 200)
+            return answers[-1], b"", {}
+
+    receiver.routes["/hook"] = hook
+    try:
+        with httpx.Client(base_url=api_b.base_url, timeout=60) as b:
+            params = {"fal_webhook": receiver.url("/hook")}
+            request_id = b.post(QUEUE, json=body(9), params=params).json()["request_id"]
+        wait_for(lambda: 200 in answers, 60, "the webhook to be accepted")
+        time.sleep(3)  # ten retry delays (0.3 s): a second sender would have sent again by now
+        assert answers == [500, 500, 200]
+        posts = [json.loads(data) for method, path, data in receiver.received if path == "/hook"]
+        assert [post["request_id"] for post in posts] == [request_id] * 3
+        assert posts[-1]["status"] == "OK"
+    finally:
+        receiver.close()

@@ -1,0 +1,215 @@
+"""Bad luck and hostile clients against a real `glm-image serve` on loopback: a full disk mid-job, a
+reference URL that drips, 50 MB bodies, a second server on the same data directory, slow headers and
+too many connections. Each is bounded in time; the server keeps serving through all of them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import select
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers.runware import task
+from helpers.serving import ServerProcess, dripping
+from helpers.waiting import wait_for
+
+KEY = "hardening-key-1"
+QUEUE = "/queue/fal-ai/glm-image"
+SMALL = {"image_size": {"width": 64, "height": 64}, "num_inference_steps": 10, "enable_safety_checker": False}
+
+
+def status(client: httpx.Client, request_id: str) -> str:
+    return client.get(f"{QUEUE}/requests/{request_id}/status").json()["status"]
+
+
+def submit(client: httpx.Client, app: str = "", **fields) -> str:
+    response = client.post(f"{QUEUE}{app}", json={"prompt": "a sign that reads 'OK'", **SMALL, **fields})
+    response.raise_for_status()
+    return response.json()["request_id"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path):
+    env = {
+        "GLM_IMAGE_FETCH_TIMEOUT_S": "8",
+        "GLM_IMAGE_HEADER_TIMEOUT_S": "2",
+        "GLM_IMAGE_MAX_CONNECTIONS_PER_CLIENT": "40",
+    }
+    server = ServerProcess(
+        tmp_path_factory.mktemp("hard") / "data", model_cache, env=env, args=("--api-key", KEY)
+    )
+    server.start()
+    with httpx.Client(
+        base_url=server.base_url, headers={"authorization": f"Key {KEY}"}, timeout=60
+    ) as client:
+        server.client = client
+        yield server
+    server.stop()
+
+
+def queue_wait_s(client: httpx.Client, request_id: str) -> float:
+    logs = client.get(f"{QUEUE}/requests/{request_id}/status", params={"logs": 1}).json()["logs"]
+    started = next(e["message"] for e in logs if e["message"].startswith("Started after"))
+    return float(re.search(r"after ([0-9.]+) s", started).group(1))
+
+
+def test_a_dripping_reference_fails_at_its_deadline_while_other_jobs_run(server, web):
+    web.routes["/drip.png"] = dripping(0.5, total_s=30)
+    slow = submit(server.client, "/image-to-image", image_urls=[web.url("/drip.png")])
+    wait_for(lambda: status(server.client, slow) == "IN_PROGRESS", 30, "the slow job to start")
+    quick = submit(server.client, seed=7)
+    wait_for(lambda: status(server.client, quick) == "COMPLETED", 60, "the unrelated job")
+    assert queue_wait_s(server.client, quick) < 4  # it ran at once, not after the 8 s fetch deadline
+    assert server.client.get(f"{QUEUE}/requests/{quick}").status_code == 200
+    wait_for(lambda: status(server.client, slow) == "COMPLETED", 30, "the slow job to fail")
+    result = server.client.get(f"{QUEUE}/requests/{slow}")
+    assert result.status_code == 422
+    assert "timed out" in result.json()["detail"][0]["msg"]
+
+
+def rss_mb(pid: int) -> float:
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmRSS"))
+    return int(line.split()[1]) / 1024
+
+
+def post_huge(port: int, path: str, size: int, key: str | None) -> int:
+    """POST `size` bytes, streaming until the server answers; returns the status it answered."""
+    auth = f"authorization: Bearer {key}\r\n" if key else ""
+    head = f"POST {path} HTTP/1.1\r\nhost: x\r\n{auth}content-length: {size}\r\n\r\n"
+    chunk, sent = b"x" * 65536, 0
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head.encode())
+        deadline = time.monotonic() + 30
+        while sent < size and time.monotonic() < deadline:
+            readable, _, _ = select.select([sock], [], [], 0)
+            if readable:
+                break
+            try:
+                sent += sock.send(chunk)
+            except OSError:
+                break
+        answer = sock.recv(4096)
+    return int(answer.split()[1])
+
+
+@pytest.mark.parametrize(
+    ("path", "key", "expected"),
+    [
+        ("/fal-ai/glm-image", None, 401),
+        ("/v1/images/generations", None, 401),
+        ("/v1", None, 413),
+        ("/fal-ai/glm-image", KEY, 413),
+        ("/v1", KEY, 413),
+    ],
+)
+def test_a_50_mb_body_is_refused_without_being_read(server, path, key, expected):
+    before = rss_mb(server.process.pid)
+    assert post_huge(server.port, path, 50 * 2**20, key) == expected
+    assert rss_mb(server.process.pid) - before < 20
+    assert server.client.get("/health").status_code == 200
+
+
+def test_slow_headers_are_cut_off_and_connections_per_address_are_capped(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as slow:
+        slow.sendall(b"GET /health HTTP/1.1\r\nhost:")
+        started = time.monotonic()
+        answer = slow.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408")
+        assert 1.5 < time.monotonic() - started < 6
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(40)]
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as extra:
+            extra.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert extra.recv(4096).startswith(b"HTTP/1.1 503")
+    finally:
+        for sock in idle:
+            sock.close()
+    wait_for(
+        lambda: httpx.get(f"{server.base_url}/health").status_code == 200, 10, "the server to serve again"
+    )
+
+
+def test_a_second_server_on_the_same_data_directory_exits_and_touches_nothing(server, model_cache, tmp_path):
+    running = submit(server.client, image_size={"width": 256, "height": 256}, num_inference_steps=40)
+    wait_for(lambda: status(server.client, running) == "IN_PROGRESS", 30, "the job to start")
+    second = ServerProcess(server.data_dir, model_cache)
+    second.log_path = tmp_path / "second.log"
+    with pytest.raises(RuntimeError) as exited:
+        second.start(timeout=60)
+    assert "server exited with 2" in str(exited.value)
+    assert f"another glm-image serve (pid {server.process.pid})" in second.log()
+    assert "tiny" not in second.log()  # it stopped before saying which model it would load
+    wait_for(lambda: status(server.client, running) == "COMPLETED", 60, "the first server's job")
+    logs = server.client.get(f"{QUEUE}/requests/{running}/status", params={"logs": 1}).json()["logs"]
+    assert not any("attempt 2" in entry["message"] for entry in logs)
+
+
+# --- a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path, leave_bytes: int) -> Path:
+    """A file that takes the disk's space but `leave_bytes`."""
+    filler = disk / "filler"
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with filler.open("wb") as out:
+        out.write(b"\0" * max(0, free - leave_bytes))
+    return filler
+
+
+def test_a_full_disk_fails_the_job_and_the_server_recovers_by_itself(small_disk, model_cache):
+    env = {"GLM_IMAGE_MIN_FREE_DISK_MB": "2"}  # the filler leaves 1.5 MB: low, with room for the database
+    server = ServerProcess(small_disk / "data", model_cache, env=env)
+    server.log_path = small_disk.parent / "server.log"  # off the small disk
+    server.start()
+    try:
+        with httpx.Client(base_url=server.base_url, timeout=60) as client:
+            big = submit(  # its PNG of noise (~3 MB) will not fit in what the filler leaves
+                client,
+                image_size={"width": 1024, "height": 1024},
+                num_inference_steps=10,
+                output_format="png",
+            )
+            wait_for(lambda: status(client, big) == "IN_PROGRESS", 60, "the big job to start")
+            filler = fill(small_disk, 1536 * 1024)  # room for the database's writes, not for the image
+
+            # While the disk is full (free space is read at most once a second): /ready says why, and
+            # each dialect answers in its own format.
+            wait_for(lambda: client.get("/ready").status_code == 503, 10, "/ready to see the full disk")
+            fal = client.post(QUEUE, json={"prompt": "x", **SMALL})
+            assert fal.status_code == 507 and "low disk space" in fal.json()["detail"]
+            runware = client.post("/v1", json=[task()])
+            assert runware.status_code == 507 and runware.json()["errors"][0]["code"] == "insufficientStorage"
+            openai = client.post("/v1/images/generations", json={"prompt": "x", "size": "64x64"})
+            assert openai.status_code == 507 and openai.json()["error"]["code"] == "insufficient_storage"
+            ready = client.get("/ready")
+            assert ready.status_code == 503 and "low disk space" in " ".join(ready.json()["problems"])
+
+            wait_for(lambda: status(client, big) == "COMPLETED", 120, "the big job to end")
+            failed = client.get(f"{QUEUE}/requests/{big}")
+            assert failed.status_code == 500 and "disk is full" in failed.json()["detail"]
+            assert not list((small_disk / "data" / "files").glob(".*.partial"))
+
+            filler.unlink()
+            wait_for(lambda: client.get("/ready").status_code == 200, 20, "/ready once space is back")
+            after = submit(client)
+            wait_for(lambda: status(client, after) == "COMPLETED", 60, "a job after the disk recovered")
+            assert client.get(f"{QUEUE}/requests/{after}").status_code == 200
+    finally:
+        server.stop()
+        with contextlib.suppress(FileNotFoundError):
+            (small_disk / "filler").unlink()

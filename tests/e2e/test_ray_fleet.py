@@ -1,0 +1,122 @@
+"""The fleet on a local Ray cluster (started on loopback with docs/deploy.md's commands, 4 logical CPUs):
+the application serves a fal queue request (submit, status stream, result: what fal's subscribe does) and a
+Runware WebSocket request; a worker replica SIGKILLed mid-job is restarted by Ray and the job completes
+byte-identical to a fresh run with its seed; 10 queued jobs all complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+from helpers.fleet import fleet_env
+from helpers.images import decode
+from helpers.keys import FAL_KEY
+from helpers.ray_cluster import RayFleet
+from helpers.runware import task
+from helpers.stores import throwaway_database
+from helpers.waiting import wait_for
+from websockets.sync.client import connect
+
+QUEUE = "/queue/fal-ai/glm-image"
+QUICK, VICTIM = (64, 10), (256, 60)  # size, steps: the victim lasts long enough to kill its worker
+
+
+def body(seed: int, size: int, steps: int) -> dict:
+    return {
+        "prompt": f"a sign that reads 'RAY {seed}'",
+        "image_size": {"width": size, "height": size},
+        "num_inference_steps": steps,
+        "seed": seed,
+        "output_format": "png",
+        "enable_safety_checker": False,
+    }
+
+
+@pytest.fixture(scope="module")
+def ray_fleet(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, s3_server):
+    root = tmp_path_factory.mktemp("ray-fleet")
+    with throwaway_database() as url:
+        env = fleet_env(
+            url,
+            s3_server.new_bucket(),
+            s3_server.env,
+            HF_HUB_OFFLINE="1",
+            GLM_IMAGE_MODEL="tiny",
+            GLM_IMAGE_DEVICE="cpu",
+            GLM_IMAGE_CACHE_DIR=str(model_cache),
+            GLM_IMAGE_DATA_DIR=str(root / "data"),
+            GLM_IMAGE_SAFETY_CHECKER="none",
+            GLM_IMAGE_API_KEYS=FAL_KEY,
+            GLM_IMAGE_LEASE_S="3",
+            GLM_IMAGE_HEARTBEAT_S="0.5",
+            GLM_IMAGE_MAX_BATCH_SIZE="1",
+        )
+        fleet = RayFleet(env, root)
+        try:
+            fleet.start("worker_gpus=0", "api_replicas=1", "worker_replicas=1", "api_cpus=0.5")
+            with httpx.Client(
+                base_url=fleet.base_url, headers={"authorization": f"Key {FAL_KEY}"}, timeout=120
+            ) as client:
+                yield fleet, client
+        finally:
+            fleet.stop()
+
+
+def test_a_fal_queue_request_streams_and_completes(ray_fleet) -> None:
+    _, client = ray_fleet
+    request_id = client.post(QUEUE, json=body(1, *QUICK)).json()["request_id"]
+    last = None
+    with client.stream("GET", f"{QUEUE}/requests/{request_id}/status/stream") as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                last = json.loads(line.removeprefix("data: "))
+                if last["status"] == "COMPLETED":
+                    break
+    assert last is not None and last["status"] == "COMPLETED"
+    (image,) = client.get(f"{QUEUE}/requests/{request_id}").json()["images"]
+    assert "X-Amz-Signature=" in image["url"]  # from the bucket, presigned
+    assert decode(httpx.get(image["url"], timeout=30).content).size == (64, 64)
+
+
+def test_a_runware_websocket_request(ray_fleet) -> None:
+    fleet, _ = ray_fleet
+    with connect(f"ws://127.0.0.1:{fleet.http_port}/v1") as socket:
+        socket.send(json.dumps([{"taskType": "authentication", "apiKey": FAL_KEY}]))
+        assert json.loads(socket.recv(timeout=60))["data"][0]["taskType"] == "authentication"
+        job = task()
+        socket.send(json.dumps([job]))
+        item = json.loads(socket.recv(timeout=120))["data"][0]
+    assert item["taskUUID"] == job["taskUUID"]
+    assert decode(httpx.get(item["imageURL"], timeout=30).content).size == (128, 160)
+
+
+def test_a_killed_worker_replica_is_restarted_and_every_job_completes(ray_fleet) -> None:
+    _, client = ray_fleet
+    ids = [
+        client.post(QUEUE, json=body(100 + i, *(VICTIM if i == 1 else QUICK))).json()["request_id"]
+        for i in range(10)
+    ]
+    victim = ids[1]
+
+    def status(request_id: str) -> str:
+        return client.get(f"{QUEUE}/requests/{request_id}/status").json()["status"]
+
+    wait_for(lambda: status(victim) == "IN_PROGRESS", 120, "the long job to start")
+    (worker,) = [w for w in client.get("/ready").json()["workers"] if victim in w["jobs"]]
+    os.kill(worker["pid"], signal.SIGKILL)
+
+    wait_for(lambda: all(status(i) == "COMPLETED" for i in ids), 300, "all 10 jobs")
+    results = [client.get(f"{QUEUE}/requests/{i}").json() for i in ids]
+    assert all(len(result["images"]) == 1 for result in results), results
+    workers = client.get("/ready").json()["workers"]
+    assert any(w["pid"] != worker["pid"] and w["state"] in ("ready", "busy") for w in workers)
+    logs = client.get(f"{QUEUE}/requests/{victim}/status", params={"logs": 1}).json()["logs"]
+    assert any("Interrupted" in entry["message"] for entry in logs), logs
+
+    fresh = client.post("/fal-ai/glm-image", json=body(101, *VICTIM)).json()
+    rerun = httpx.get(results[1]["images"][0]["url"], timeout=30).content
+    assert rerun == httpx.get(fresh["images"][0]["url"], timeout=30).content  # byte-identical, its seed
