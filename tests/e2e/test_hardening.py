@@ -199,7 +199,7 @@ def test_a_full_disk_fails_the_job_and_the_server_recovers_by_itself(small_disk,
             ready = client.get("/ready")
             assert ready.status_code == 503 and "low disk space" in " ".join(ready.json()["problems"])
 
-            wait_for(lambda: status(client, big) == "COMPLETED", 120, "the big job to end")
+            wait_for(lambda: status(client, big) == "COMPLETED", 300, "the big job to end")
             failed = client.get(f"{QUEUE}/requests/{big}")
             assert failed.status_code == 500 and "disk is full" in failed.json()["detail"]
             assert not list((small_disk / "data" / "files").glob(".*.partial"))
