@@ -13,7 +13,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 ENGINE_CALLS = Counter("glm_image_engine_calls", "Engine.generate calls (one per batch of requests)")
 IMAGES = Counter("glm_image_images_generated", "Images generated")
-JOBS_SUBMITTED = Counter("glm_image_jobs_submitted", "Jobs accepted", ["api"])
+# `key`: the submitting key's name (or hash) — one value per configured key, `-` without keys.
+JOBS_SUBMITTED = Counter("glm_image_jobs_submitted", "Jobs accepted", ["api", "key"])
 JOBS_FINISHED = Counter("glm_image_jobs_finished", "Jobs finished", ["api", "status"])
 STAGE_SECONDS = Histogram(
     "glm_image_stage_seconds",

@@ -30,6 +30,7 @@ from .jobs.sqlite import SqliteJobStore
 from .jobs.store import JobStore
 from .jobs.supervisor import Supervisor
 from .jobs.worker import Worker, default_worker_id
+from .keys import owner_label
 from .media.fetch import ImageFetcher, UrlGuard
 from .media.references import ReferenceLoader
 from .media.storage import LocalStorage, Storage
@@ -37,6 +38,7 @@ from .post import PostContext
 from .prompting import PromptExpander
 from .safety import load_checker
 from .settings import Settings
+from .signing import SigningKey
 from .text_check import load_text_checker
 from .types import GenerationRequest, OutputSpec
 
@@ -75,6 +77,7 @@ class Services:
     fetcher: ImageFetcher  # for uploads given as URLs (job references are fetched by the workers)
     admission: Admission
     destinations: UrlGuard  # where webhooks and upload PUTs may go (checked at submission and per call)
+    webhook_key: SigningKey  # signs fal webhooks; its public half is at /.well-known/jwks.json
     deliveries: DeliverySender | None = None
     supervisor: Supervisor | None = None
     local_worker: Worker | None = None
@@ -115,10 +118,26 @@ class Services:
         Raises `admission.Refused` when the server takes no new work now (limits, disk, store)."""
         created = await self.call(self._admit, job, client)
         if created:
-            metrics.JOBS_SUBMITTED.labels(job.api).inc()
+            key = self.key_label(job.owner)
+            metrics.JOBS_SUBMITTED.labels(job.api, key).inc()
+            request = job.request
+            log.info(
+                "job %s accepted: %s %s, %d image(s) at %dx%d, key %s",
+                job.id,
+                job.api,
+                job.app,
+                request.num_images,
+                request.width,
+                request.height,
+                key,
+            )
             if self.local_worker is not None:
                 self.local_worker.wake()
         return created
+
+    def key_label(self, owner: str | None) -> str:
+        """Whose work a job is, for logs and metrics: its key's name (or hash); `-` without keys."""
+        return owner_label(self.settings.api_keys, owner)
 
     async def wait_finished(self, job_id: str) -> Job | None:
         """The job once it is finished (None if it vanished: expired, or never existed)."""
@@ -196,6 +215,7 @@ def start_services(
         fetcher=ImageFetcher(settings),
         admission=Admission(settings, store),
         destinations=UrlGuard(settings.allow_loopback_urls, settings.allow_private_urls),
+        webhook_key=SigningKey.load_or_create(settings.webhook_key_path),
     )
     deliveries = DeliverySender(store, settings, renderers(services), services.destinations)
     services.deliveries = deliveries

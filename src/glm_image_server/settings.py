@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .keys import NAME
+
 DEFAULT_MODEL = "zai-org/GLM-Image"
 # NudeNet's labels for exposed anatomy (safety.py); kept here so settings import nothing heavy.
 DEFAULT_LABELS = (
@@ -88,7 +90,9 @@ class Settings(BaseSettings):
         "default: the URL each request came in on",
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="accepted API keys, comma-separated in the environment"
+        default_factory=list,
+        description="accepted API keys, comma-separated in the environment; `name:key` names a key, and "
+        "logs and metrics then say whose work a job was",
     )
     allow_unauthenticated: bool = Field(
         default=False, description="serve a non-loopback address with no API keys configured"
@@ -244,6 +248,12 @@ class Settings(BaseSettings):
         gt=0,
         description="a webhook attempt is held by one API process this long",
     )
+    webhook_key_file: Path | None = Field(
+        default=None,
+        description="the Ed25519 private key (PEM) fal webhooks are signed with, published at "
+        "/.well-known/jwks.json; default webhook-key.pem in the data directory, made on first start. "
+        "Give every API replica of a fleet the same file",
+    )
 
     @field_validator("api_keys", "safety_labels", mode="before")
     @classmethod
@@ -257,6 +267,10 @@ class Settings(BaseSettings):
     def _no_empty_keys(cls, keys: list[str]) -> list[str]:
         if any(not key.strip() for key in keys):
             raise ValueError("an API key is empty (is the variable you passed unset?)")
+        for key in keys:
+            name, colon, secret = key.partition(":")
+            if colon and not secret.strip() and NAME.match(name):
+                raise ValueError(f"the API key named {name!r} is empty (is the variable you passed unset?)")
         return keys
 
     @property
@@ -266,6 +280,10 @@ class Settings(BaseSettings):
     @property
     def files_dir(self) -> Path:
         return self.data_dir / "files"
+
+    @property
+    def webhook_key_path(self) -> Path:
+        return self.webhook_key_file or self.data_dir / "webhook-key.pem"
 
 
 def settings_markdown() -> str:

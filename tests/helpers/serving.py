@@ -114,6 +114,7 @@ class WebServer:
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
+                self.body = body  # for routes that need the raw bytes with the headers
                 outer.received.append((self.command, self.path, body))
                 route = outer.routes.get(self.path.split("?")[0], (404, b"not found", {}))
                 answer = route(self) if callable(route) else route

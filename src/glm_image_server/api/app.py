@@ -63,11 +63,12 @@ def problems(services: Services, has_workers: bool) -> list[str]:
     return found
 
 
-def _ops_job(job) -> dict:
+def _ops_job(services: Services, job) -> dict:
     """A job as the ops view lists it."""
     return {
         "id": job.id,
         "api": job.api,
+        "key": services.key_label(job.owner),
         "app": job.app,
         "status": job.status.value,
         "created_at": job.created_at,
@@ -90,7 +91,7 @@ def ops_view(services: Services, limit: int = 30) -> dict:
         "ready": ready,
         "workers": workers,
         "queue_depth": services.store.queued_count(),
-        "jobs": [_ops_job(job) for job in recent],
+        "jobs": [_ops_job(services, job) for job in recent],
     }
 
 
@@ -164,6 +165,12 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
         body, content_type = await services.call(metrics.exposition)
         depth = await services.call(services.store.queue_depth)
         return Response(body + metrics.queue_exposition(depth, time.time()), media_type=content_type)
+
+    @app.get("/.well-known/jwks.json", tags=["server"])
+    async def jwks(request: Request) -> JSONResponse:
+        """The public keys fal webhooks are signed with (Ed25519 JSON Web Key Set; no key needed)."""
+        services: Services = request.app.state.services
+        return JSONResponse(services.webhook_key.jwks(), headers={"cache-control": "public, max-age=3600"})
 
     @app.get("/files/{key}", tags=["server"], include_in_schema=False)
     async def file(key: str, request: Request) -> FileResponse:

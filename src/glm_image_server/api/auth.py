@@ -1,18 +1,22 @@
-"""API keys: each dialect asks for them its own way, and reports a wrong one in its own format."""
+"""API keys: each dialect asks for them its own way, and reports a wrong one in its own format. `keys`
+are the configured entries (`key` or `name:key`, keys.py)."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 from fastapi import HTTPException, Request
+
+from ..keys import owner_hash, parse_keys
 
 
 def key_ok(keys: list[str], key: str | None) -> bool:
     """True when no keys are configured, or `key` is one of them (compared in constant time)."""
     if not keys:
         return True
-    return bool(key) and any(hmac.compare_digest(key.encode(), k.encode()) for k in keys)  # type: ignore[union-attr]
+    if not key:
+        return False
+    return any(hmac.compare_digest(key.encode(), k.secret.encode()) for k in parse_keys(keys))
 
 
 def presented_key(authorization: str, schemes: tuple[str, ...] = ("bearer",)) -> str | None:
@@ -25,7 +29,7 @@ def owner_of(keys: list[str], key: str | None) -> str | None:
     """A stable, non-reversible name for the key a job was submitted with (None: no keys configured)."""
     if not keys or not key:
         return None
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+    return owner_hash(key)
 
 
 async def require_api_key(request: Request) -> None:

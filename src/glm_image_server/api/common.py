@@ -90,12 +90,15 @@ def is_http_url(url: str | None) -> bool:
 
 
 class DialectService:
-    """One dialect's view of the job store: it sees only the jobs it created (`api` on the job)."""
+    """One dialect's view of the job store for one caller: it sees only the jobs that dialect created
+    (`api` on the job) with the caller's key (`owner`, None on a server without keys). Every lookup of a
+    job by id goes through `own`, so another dialect's or another key's job answers as if it did not
+    exist."""
 
     api: str = ""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self, services: Services, owner: str | None = None) -> None:
+        self.services, self.owner = services, owner
 
     def new_job(
         self,
@@ -107,6 +110,7 @@ class DialectService:
         **fields: Any,
     ) -> Job:
         dumped = options.model_dump(mode="json") if options is not None else {}
+        fields = {"owner": self.owner, **fields}
         return self.services.new_job(self.api, app, request, output, base_url, options=dumped, **fields)
 
     async def submit(self, job: Job, client: str = "") -> bool:
@@ -125,7 +129,8 @@ class DialectService:
         return None
 
     def own(self, job: Job | None) -> Job | None:
-        return job if job is not None and job.api == self.api else None
+        """`job` when this caller may see it, else None."""
+        return job if job is not None and job.api == self.api and job.owner == self.owner else None
 
     async def get(self, job_id: str) -> Job | None:
         return self.own(await self.services.call(self.services.store.get, job_id))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -34,11 +35,26 @@ POLL_S = 0.25
 
 @dataclass(frozen=True)
 class Outgoing:
+    """One call. With `sign`, the JSON body is serialized here and `sign(body)` gives headers made for
+    exactly those bytes at the moment they are sent (a signature with a fresh timestamp per attempt)."""
+
     method: str
     url: str
     json: dict | None = None
     content: bytes | None = None
     content_type: str | None = None
+    sign: Callable[[bytes], Mapping[str, str]] | None = None
+
+    def request(self) -> dict:
+        """httpx.request's keyword arguments for this call."""
+        headers = {"content-type": self.content_type} if self.content_type else {}
+        if self.sign is None:
+            return {"json": self.json, "content": self.content, "headers": headers or None}
+        body = self.content
+        if body is None:
+            body = json.dumps(self.json, separators=(",", ":")).encode()
+        headers = {"content-type": self.content_type or "application/json", **self.sign(body)}
+        return {"content": body, "headers": headers}
 
 
 Renderer = Callable[[Job], list[Outgoing]]
@@ -181,13 +197,10 @@ class DeliverySender:
 
     async def _send(self, client: httpx.AsyncClient, call: Outgoing) -> _Failure | None:
         """None when the call went through; else why not, and whether that is final."""
-        headers = {"content-type": call.content_type} if call.content_type else None
         try:
             async with asyncio.timeout(self.timeout_s):
                 await self.guard.acheck(call.url)
-                response = await client.request(
-                    call.method, call.url, json=call.json, content=call.content, headers=headers
-                )
+                response = await client.request(call.method, call.url, **call.request())
         except BlockedUrl as exc:
             return _Failure(f"refused: {exc}", final=True)
         except TimeoutError:

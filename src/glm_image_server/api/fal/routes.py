@@ -6,6 +6,7 @@ Status, result and cancel URLs carry the app without its sub-path, so both apps 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -64,11 +65,19 @@ class FalService(DialectService):
 
 
 def deliveries(services: Services) -> Renderer:
+    """The webhook POST of a finished job, signed as fal signs its webhooks (translate.webhook_headers)
+    when it is sent; the user id is the job's key's owner hash."""
     service = FalService(services)
 
     def render(job: Job) -> list[Outgoing]:
         images = service.render_images(job, False) if job.status == JobStatus.SUCCEEDED else None
-        return [Outgoing("POST", job.output.webhook_url, json=translate.webhook_payload(job, images))]
+        body = translate.webhook_payload(job, images)
+        user_id = job.owner or "anonymous"
+
+        def sign(data: bytes) -> dict[str, str]:
+            return translate.webhook_headers(services.webhook_key.sign, job.id, user_id, data, time.time())
+
+        return [Outgoing("POST", job.output.webhook_url, json=body, sign=sign)]
 
     return render
 
@@ -80,7 +89,8 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
 
 
 def _service(request: Request) -> FalService:
-    return FalService(request.app.state.services)
+    """The fal view of the jobs of the request's key."""
+    return FalService(request.app.state.services, owner_of_request(request))
 
 
 def _queue_base(request: Request) -> str:
@@ -98,8 +108,7 @@ def _urls(request: Request, job_id: str) -> dict[str, str]:
 
 def _new_job(request: Request, app: str, body: TextToImageInput, webhook: str | None) -> Job:
     req, output, options = translate.to_internal(body, webhook)
-    owner = owner_of_request(request)
-    return _service(request).new_job(app, req, output, str(request.base_url), options, owner=owner)
+    return _service(request).new_job(app, req, output, str(request.base_url), options)
 
 
 def _invalid(exc: InvalidRequest) -> JSONResponse:
@@ -186,7 +195,8 @@ def _logs_on(logs: str) -> bool:
 
 def _read_status(services: Services, request_id: str, logs: bool) -> tuple | None:
     """What a status body needs from the store: the job (fal's only), its queue position, its logs, and
-    while it runs its live progress and preview."""
+    while it runs its live progress and preview. Shared by every caller (snapshots): `_status` checks
+    the caller's key."""
     job = services.store.get(request_id)
     if job is None or job.api != FalService.api:
         return None
@@ -203,7 +213,7 @@ async def _status(
     snapshot = await services.snapshots.load(
         (request_id, logs, previews), lambda: services.call(_read_status, services, request_id, logs)
     )
-    if snapshot is None:
+    if snapshot is None or _service(request).own(snapshot[0]) is None:
         return None, NOT_FOUND
     job, position, entries, live = snapshot
     body = translate.status_body(job, _urls(request, job.id), position, entries)

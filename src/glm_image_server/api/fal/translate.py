@@ -4,6 +4,8 @@ becomes fal's output, status, error and webhook bodies."""
 from __future__ import annotations
 
 import base64
+import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ...jobs.records import Job, JobError, JobStatus, LiveState, LogEntry
@@ -166,6 +168,21 @@ def webhook_payload(job: Job, images: list[RenderedImage] | None) -> dict:
     error = job_error(job)
     payload = detail(error) if error.kind == "input" else error.message
     return {**body, "status": "ERROR", "payload": {"detail": payload}, "error": error_text(error)}
+
+
+def webhook_headers(
+    sign: Callable[[bytes], bytes], request_id: str, user_id: str, body: bytes, now: float
+) -> dict[str, str]:
+    """fal's webhook signature headers: a hex Ed25519 signature over request_id, user_id, the timestamp
+    (Unix seconds) and the body's SHA-256 in hex, joined by newlines; receivers verify it with the JWKS."""
+    timestamp = str(int(now))
+    message = "\n".join((request_id, user_id, timestamp, hashlib.sha256(body).hexdigest()))
+    return {
+        "x-fal-webhook-request-id": request_id,
+        "x-fal-webhook-user-id": user_id,
+        "x-fal-webhook-timestamp": timestamp,
+        "x-fal-webhook-signature": sign(message.encode()).hex(),
+    }
 
 
 def log_entries(entries: list[LogEntry]) -> list[dict]:

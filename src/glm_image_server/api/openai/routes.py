@@ -30,7 +30,7 @@ class OpenAIService(DialectService):
     async def generate(self, request: Request, app: str, parsed: ImageParams, references: list) -> Response:
         settings = self.services.settings
         req, output, options = translate.to_internal(parsed, references, settings.safety_default)
-        job = self.new_job(app, req, output, str(request.base_url), options, owner=owner_of_request(request))
+        job = self.new_job(app, req, output, str(request.base_url), options)
         await self.submit(job, client_of(request))
         if parsed.stream:
             prefix = "image_edit" if app == "images/edits" else "image_generation"
@@ -95,7 +95,7 @@ async def generations(request: Request) -> JSONResponse:
             ) from None
         if not isinstance(body, dict):
             raise OpenAIError("The body must be a JSON object.", None, "invalid_json")
-        service = OpenAIService(request.app.state.services)
+        service = OpenAIService(request.app.state.services, owner_of_request(request))
         return await service.generate(request, "images/generations", translate.params(body), [])
     except OpenAIError as exc:
         return exc.response()
@@ -120,7 +120,8 @@ async def edits(request: Request) -> JSONResponse:
             raise OpenAIError(f"At most {MAX_REFERENCES} images, got {len(uploads)}.", "image")
         parsed = translate.params({k: v for k, v in form.multi_items() if isinstance(v, str)})
         references = [await _store_upload(services, upload, i) for i, upload in enumerate(uploads)]
-        return await OpenAIService(services).generate(request, "images/edits", parsed, references)
+        service = OpenAIService(services, owner_of_request(request))
+        return await service.generate(request, "images/edits", parsed, references)
     except OpenAIError as exc:
         return exc.response()
 

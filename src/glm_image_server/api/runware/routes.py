@@ -82,14 +82,18 @@ class Tasks:
         self.service, self.services, self.base_url = RunwareService(services), services, base_url
         self.client, self.auth_failures = client, auth_failures
         self.authenticated = not services.settings.api_keys
-        self.owner: str | None = None
+
+    @property
+    def owner(self) -> str | None:
+        """The key's owner hash: the tasks submitted carry it, and only its tasks can be read."""
+        return self.service.owner
 
     def accept_key(self, key: str | None) -> bool:
-        """Authenticate with `key` when it is right; the jobs submitted after carry its owner."""
+        """Authenticate with `key` when it is right; the tasks after are that key's."""
         keys = self.services.settings.api_keys
         if not key_ok(keys, key):
             return False
-        self.authenticated, self.owner = True, owner_of(keys, key)
+        self.authenticated, self.service.owner = True, owner_of(keys, key)
         return True
 
     async def run_safely(self, task: Any) -> list[dict]:
@@ -155,10 +159,11 @@ class Tasks:
         for url, parameter in ((output.webhook_url, "webhookURL"), (output.upload_url, "uploadEndpoint")):
             if problem := await self.service.refused_destination(url):
                 raise TaskError(f"invalid{parameter[0].upper()}{parameter[1:]}", problem, parameter, task)
-        job = self.service.new_job(
-            MODEL, request, output, self.base_url, options, id=params.taskUUID, owner=self.owner
-        )
+        job = self.service.new_job(MODEL, request, output, self.base_url, options, id=params.taskUUID)
         if not await self.service.submit(job, self.client):
+            if await self.service.get(job.id) is None:  # another key's or another API's
+                message = "this taskUUID is taken: send a new UUIDv4 for each task"
+                raise TaskError("invalidTaskUUID", message, "taskUUID", task)
             log.info("repeated taskUUID %s: answering with the existing task", job.id)
         return job
 

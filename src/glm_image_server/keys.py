@@ -1,0 +1,54 @@
+"""API keys as the operator configures them: each a secret, optionally named (`name:key`), so that logs and
+metrics say whose work a job was without ever showing the key. A job records only its key's owner: a
+stable hash of the secret that the name can change around (renaming a key keeps its jobs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+NO_KEYS = "-"  # the label of work done on a server without keys
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    secret: str
+    name: str | None = None
+
+    @property
+    def owner(self) -> str:
+        return owner_hash(self.secret)
+
+    @property
+    def label(self) -> str:
+        """What logs and metrics call it: its name, else its owner hash."""
+        return self.name or self.owner
+
+
+def owner_hash(secret: str) -> str:
+    """A stable, non-reversible name for a key (what jobs record as their `owner`)."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+
+def parse_key(entry: str) -> ApiKey:
+    """`name:key` names a key (the name: letters, digits and `_.@-`, up to 64); anything else is a plain
+    key, so plain keys configured before names existed keep working. A key that itself contains `:` can
+    always be written unambiguously with a name in front (`name:ab:cd`)."""
+    name, colon, secret = entry.partition(":")
+    if colon and secret and NAME.match(name):
+        return ApiKey(secret, name)
+    return ApiKey(entry)
+
+
+def parse_keys(entries: list[str]) -> list[ApiKey]:
+    return [parse_key(entry) for entry in entries]
+
+
+def owner_label(entries: list[str], owner: str | None) -> str:
+    """The name (or hash) of the configured key whose owner hash is `owner`; `-` without keys."""
+    if owner is None:
+        return NO_KEYS
+    return next((key.label for key in parse_keys(entries) if key.owner == owner), owner)
