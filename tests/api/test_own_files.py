@@ -79,3 +79,13 @@ def test_runware_own_url_that_is_gone_is_an_error(app: TestClient) -> None:
     (error,) = runware(app, KEY_A, referenceImages=["http://testserver/files/gone-1.png"])["errors"]
     assert (error["code"], error["parameter"]) == ("invalidReferenceImages", "referenceImages")
     assert "referenceImages[0]" in error["message"] and "expired or does not exist" in error["message"]
+
+
+def test_runware_upload_of_a_result_url_reads_it_from_storage(app: TestClient) -> None:
+    (item,) = runware(app, KEY_A)["data"]
+    upload = {"taskType": "imageUpload", "taskUUID": "u1", "image": item["imageURL"]}
+    response = app.post("/v1", json=[upload], headers={"authorization": f"Bearer {KEY_A}"}).json()
+    assert "errors" not in response, response
+    (uploaded,) = response["data"]
+    edit = runware(app, KEY_A, referenceImages=[uploaded["imageUUID"]])
+    assert "errors" not in edit, edit

@@ -209,8 +209,8 @@ class Tasks:
         if not isinstance(image, str) or not image:
             raise TaskError("missingImage", "imageUpload needs an image", "image", task)
         try:
-            if image.startswith(("http://", "https://")):  # fetched on the event loop: no thread waits
-                image = await self.services.fetcher.fetch_bytes(image, "image")
+            if image.startswith(("http://", "https://", "/")):
+                image = await self._image_at(image)
             image_uuid = await self.services.call(self._keep, image)
         except InvalidRequest as exc:
             raise TaskError("invalidImage", exc.explanation, "image", task) from None
@@ -221,6 +221,15 @@ class Tasks:
             "imageUUID": str(image_uuid),
             "imageURL": url,
         }
+
+    async def _image_at(self, url: str) -> bytes:
+        """An upload given as a URL: one of our own files read from storage, any other fetched on the
+        event loop (no thread waits). Raises InvalidRequest."""
+        services = self.services
+        locator = await services.call(services.own_files.locator, url, "image", self.base_url)
+        if locator.startswith(STORED):
+            return await services.call(services.storage.read, locator.removeprefix(STORED))
+        return await services.fetcher.fetch_bytes(url, "image")
 
     def _keep(self, image: str | bytes) -> uuid.UUID:
         """Decode and keep an upload: fetched bytes, a data URI or bare base64."""
