@@ -89,3 +89,24 @@ def test_runware_upload_of_a_result_url_reads_it_from_storage(app: TestClient) -
     (uploaded,) = response["data"]
     edit = runware(app, KEY_A, referenceImages=[uploaded["imageUUID"]])
     assert "errors" not in edit, edit
+
+
+@pytest.mark.parametrize("where", ["public-url", "s3"])
+def test_fal_chaining_behind_a_public_url_and_on_s3(
+    where: str, tmp_path: Path, model_cache: Path, engine, request: pytest.FixtureRequest
+) -> None:
+    """The result URL points at a proxy that does not exist here, or at S3 on loopback (a presigned URL
+    the guard would refuse to fetch): only reading our own storage makes the edit succeed."""
+    if where == "s3":
+        s3_server = request.getfixturevalue("s3_server")
+        request.getfixturevalue("s3_env")
+        fields = {"storage_url": f"s3://{s3_server.new_bucket()}/results"}
+    else:
+        fields = {"public_url": "https://images.example.invalid/glm"}
+    settings = app_settings(tmp_path, model_cache, **fields)
+    for app in serve_app(settings, engine):
+        url = fal_result_url(app)
+        expected = "X-Amz-Signature=" if where == "s3" else "https://images.example.invalid/glm/files/"
+        assert expected in url
+        edit = app.post(f"/{I2I}", json={"prompt": "make it blue", "image_urls": [url], **SMALL})
+        assert edit.status_code == 200, edit.text

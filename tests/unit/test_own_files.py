@@ -4,6 +4,7 @@ the same path stays a URL; a key cannot leave the storage; a file that is gone i
 
 from __future__ import annotations
 
+import base64
 import uuid
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from helpers.images import png_bytes
 
 from glm_image_server.api.runware import translate as runware
+from glm_image_server.api.runware.protocol import ImageInference
 from glm_image_server.media.own_files import OwnFiles
 from glm_image_server.media.s3 import S3Storage
 from glm_image_server.media.storage import LocalStorage
@@ -118,3 +120,14 @@ def test_runware_result_image_uuids_lead_back_to_their_task() -> None:
     assert len(set(uuids)) == 20 and task not in uuids
     assert [runware.result_of(uuid.UUID(u)) for u in uuids] == [(task, i) for i in range(20)]
     assert runware.result_of(uuid.uuid4()) is None  # an upload's imageUUID
+
+
+def test_runware_bare_base64_of_a_jpeg_is_no_path() -> None:
+    """A JPEG's base64 starts with `/9j/`: data, not a relative path of ours."""
+    jpeg = base64.b64encode(b"\xff\xd8\xff\xe0" + bytes(30)).decode()
+    assert jpeg.startswith("/9j/") and not runware.is_path(jpeg)
+    assert runware.is_path("/files/abc-0.png") and runware.is_path("/files/..%2Fx")
+    body = {"taskType": "imageInference", "taskUUID": str(uuid.uuid4()), "model": "runware:glm-image@0"}
+    body |= {"positivePrompt": "a fox", "referenceImages": [jpeg]}
+    request, _, _ = runware.to_internal(ImageInference.model_validate(body), body, lambda _uuid: None)
+    assert request.references == ("data:;base64," + jpeg,)

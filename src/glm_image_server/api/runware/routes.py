@@ -209,7 +209,7 @@ class Tasks:
         if not isinstance(image, str) or not image:
             raise TaskError("missingImage", "imageUpload needs an image", "image", task)
         try:
-            if image.startswith(("http://", "https://", "/")):
+            if image.startswith(("http://", "https://")) or translate.is_path(image):
                 image = await self._image_at(image)
             image_uuid = await self.services.call(self._keep, image)
         except InvalidRequest as exc:

@@ -51,6 +51,11 @@ def from_invalid(exc: InvalidRequest, task: dict) -> TaskError:
     return TaskError(f"invalid{_cap(parameter)}", exc.explanation, parameter, task)
 
 
+def is_path(ref: str) -> bool:
+    """A relative path (`/files/<key>`), not bare base64 (a JPEG's starts with `/9j/`)."""
+    return ref.startswith("/") and not BASE64.match(ref)
+
+
 def reference(ref: str, index: int, task: dict, uploads: UploadLookup, own_url: OwnUrl = _as_given) -> str:
     """A referenceImages entry as a locator: data URIs as given, URLs too unless they are our own files
     (read from storage), an imageUUID as its upload or result, bare base64 as a data URI."""
@@ -60,7 +65,7 @@ def reference(ref: str, index: int, task: dict, uploads: UploadLookup, own_url: 
 
     if ref.startswith("data:"):
         return ref
-    if ref.startswith(("http://", "https://", "/")):
+    if ref.startswith(("http://", "https://")) or is_path(ref):
         try:
             return own_url(ref, f"referenceImages[{index}]")
         except InvalidRequest as exc:
