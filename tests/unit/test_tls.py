@@ -1,18 +1,24 @@
 """`--tls self-signed`: a CA and a server certificate made once and kept in the data directory, trusted by
 a strict TLS client for every name it lists; a changed host gets a new server certificate from the same
-CA (clients keep trusting it); the private keys are the user's alone."""
+CA (clients keep trusting it); the private keys are the user's alone; the server's own fetcher trusts it."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers.images import png_bytes
 
 from glm_image_server.cli import main
+from glm_image_server.media.fetch import ImageFetcher
+from glm_image_server.settings import Settings
 from glm_image_server.tls import ensure_self_signed, server_names
+from glm_image_server.types import InvalidRequest
 
 
 def handshake(cert: Path, key: Path, ca: Path, server_hostname: str) -> str:
@@ -76,3 +82,36 @@ def test_tls_self_signed_and_an_own_certificate_exclude_each_other(tmp_path: Pat
     )
     assert code == 2
     assert "--tls self-signed makes its own certificate" in capsys.readouterr().err
+
+
+def test_the_fetcher_trusts_the_servers_own_certificate(tmp_path: Path) -> None:
+    """A URL of ours that was not recognised as one is fetched over HTTPS: with `tls: self-signed` the
+    fetcher trusts the data directory's CA; without it, the same server's certificate is refused."""
+    settings = Settings(data_dir=tmp_path, tls="self-signed", allow_loopback_urls=True)
+    files = ensure_self_signed(settings.tls_dir, server_names("127.0.0.1"))
+    body = png_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(files.cert, files.key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/ref.png"
+    try:
+        assert asyncio.run(ImageFetcher(settings).fetch_bytes(url, "image")) == body
+        plain = settings.model_copy(update={"tls": None})
+        with pytest.raises(InvalidRequest, match="CERTIFICATE_VERIFY_FAILED"):
+            asyncio.run(ImageFetcher(plain).fetch_bytes(url, "image"))
+    finally:
+        server.shutdown()
+        server.server_close()
