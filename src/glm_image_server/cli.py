@@ -53,6 +53,7 @@ SERVE_FLAGS = (
     "allow_unauthenticated",
     "ssl_certfile",
     "ssl_keyfile",
+    "tls",
     "workers",
     *MODEL_FLAGS,
 )
@@ -181,8 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve GLM-Image over the fal.ai API (sync runs at /fal-ai/glm-image[/image-to-image], "
         "the queue under /queue/...), the Runware API (POST /v1 and a WebSocket on /v1) and the OpenAI "
         "Images API (/v1/images/generations, /v1/images/edits). The model runs in worker processes, one per "
-        "GPU by default; the API process never loads it. Point fal clients at it with FAL_RUN_HOST=HOST:PORT "
-        "and FAL_QUEUE_RUN_HOST=HOST:PORT/queue (fal's Python client needs HTTPS: see docs/api.md). "
+        "GPU by default; the API process never loads it. fal's Python client speaks only HTTPS: serve with "
+        "--tls self-signed (or --ssl-certfile/--ssl-keyfile) and set FAL_RUN_HOST=HOST:PORT, "
+        "FAL_QUEUE_RUN_HOST=HOST:PORT/queue and SSL_CERT_FILE=<the ca.pem the server prints>; FAL_KEY may "
+        "be any value when the server has no --api-key (docs/api.md). "
         "A playground page is at / and the API's own docs at /docs. One data directory serves one server. "
         "Every flag can also be set as GLM_IMAGE_<FLAG> in the environment; more settings are "
         "environment-only (docs/settings.md), among them the limits and deadlines of docs/operations.md.",
@@ -349,8 +352,24 @@ class UsageError(Exception):
     """A command-line mistake, printed as one line (exit status 2)."""
 
 
+def self_signed(settings: Settings) -> Settings:
+    """`--tls self-signed`: the data directory's certificate (made on first start), served, and the
+    path clients trust printed."""
+    from .tls import ensure_self_signed, server_names
+
+    files = ensure_self_signed(settings.tls_dir, server_names(settings.host, settings.public_url))
+    print(
+        f"glm-image: serving HTTPS with a self-signed certificate; clients trust {files.ca} "
+        f"(fal's Python client: SSL_CERT_FILE={files.ca})",
+        file=sys.stderr,
+    )
+    return settings.model_copy(update={"ssl_certfile": files.cert, "ssl_keyfile": files.key})
+
+
 def serve(args: argparse.Namespace) -> int:
     settings = settings_from(args, SERVE_FLAGS)
+    if settings.tls and (settings.ssl_certfile or settings.ssl_keyfile):
+        raise UsageError("--tls self-signed makes its own certificate: drop --ssl-certfile/--ssl-keyfile")
     check_tls(settings.ssl_certfile, settings.ssl_keyfile)
     check_device(settings.device)
     if not settings.api_keys and not _is_loopback(settings.host) and not settings.allow_unauthenticated:
@@ -367,6 +386,8 @@ def serve(args: argparse.Namespace) -> int:
     except (DataDirBusy, OSError) as exc:
         print(f"glm-image: error: {exc}", file=sys.stderr)
         return 2
+    if settings.tls == "self-signed":
+        settings = self_signed(settings)  # with the data directory locked: one server makes it
     if settings.model == "tiny":
         log.warning(TINY_NOTICE)
     metrics_dir = _metrics_dir() if settings.workers != 0 else None

@@ -32,6 +32,7 @@ from .jobs.supervisor import Supervisor
 from .jobs.worker import Worker, default_worker_id
 from .keys import owner_label
 from .media.fetch import ImageFetcher, UrlGuard
+from .media.own_files import OwnFiles
 from .media.references import ReferenceLoader
 from .media.storage import LocalStorage, Storage
 from .post import PostContext
@@ -78,6 +79,7 @@ class Services:
     admission: Admission
     destinations: UrlGuard  # where webhooks and upload PUTs may go (checked at submission and per call)
     webhook_key: SigningKey  # signs fal webhooks; its public half is at /.well-known/jwks.json
+    own_files: OwnFiles  # our own result and upload URLs given back as inputs: read from storage
     deliveries: DeliverySender | None = None
     supervisor: Supervisor | None = None
     local_worker: Worker | None = None
@@ -216,6 +218,7 @@ def start_services(
         admission=Admission(settings, store),
         destinations=UrlGuard(settings.allow_loopback_urls, settings.allow_private_urls),
         webhook_key=SigningKey.load_or_create(settings.webhook_key_path),
+        own_files=OwnFiles(storage, settings),
     )
     deliveries = DeliverySender(store, settings, renderers(services), services.destinations)
     services.deliveries = deliveries

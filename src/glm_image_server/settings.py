@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     )
     ssl_certfile: Path | None = Field(default=None, description="serve HTTPS with this certificate (PEM)")
     ssl_keyfile: Path | None = Field(default=None, description="the certificate's private key (PEM)")
+    tls: Literal["self-signed"] | None = Field(
+        default=None,
+        description="self-signed: serve HTTPS with a certificate made on first start and kept in the data "
+        "directory (tls/), for the bound host, localhost and 127.0.0.1; clients trust tls/ca.pem",
+    )
     wait_poll_s: float = Field(
         default=1.0, gt=0, description="a waiting sync request re-reads its job at least this often"
     )
@@ -284,6 +289,11 @@ class Settings(BaseSettings):
     @property
     def webhook_key_path(self) -> Path:
         return self.webhook_key_file or self.data_dir / "webhook-key.pem"
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where `tls: self-signed` keeps its CA and server certificate."""
+        return self.data_dir / "tls"
 
 
 def settings_markdown() -> str:

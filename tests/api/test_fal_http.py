@@ -60,6 +60,16 @@ def test_api_key_required(fal_app: TestClient) -> None:
     assert fal_app.get("/health", headers={"authorization": ""}).status_code == 200  # health stays open
 
 
+def test_any_key_works_when_the_server_has_none(strict_app: TestClient) -> None:
+    """fal's clients insist on a FAL_KEY: with no keys configured, whatever they send is accepted."""
+    body = {"prompt": "x", **SMALL}
+    for authorization in ("Key anything-at-all", "Key id:secret", "Bearer whatever", ""):
+        submitted = strict_app.post(f"/queue/{T2I}", json=body, headers={"authorization": authorization})
+        assert submitted.status_code == 200, submitted.text
+        status = strict_app.get(submitted.json()["status_url"], headers={"authorization": authorization})
+        assert status.status_code in (200, 202)
+
+
 def test_queue_host_routes_to_the_queue(fal_app: TestClient) -> None:
     """fal clients derive `queue.<run host>`; such a host reaches the queue without the /queue prefix."""
     host = "queue.localhost:8443"

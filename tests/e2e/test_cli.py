@@ -80,4 +80,7 @@ def test_serve_refuses_an_open_public_bind(run) -> None:
 def test_serve_help_names_the_fal_hosts(run) -> None:
     done = run("serve", "--help")
     assert done.returncode == 0
-    assert "FAL_QUEUE_RUN_HOST=HOST:PORT/queue" in " ".join(done.stdout.split())
+    text = " ".join(done.stdout.split())
+    assert "FAL_QUEUE_RUN_HOST=HOST:PORT/queue" in text
+    assert "SSL_CERT_FILE=" in text and "FAL_KEY may be any value" in text  # the https setup, in words
+    assert "--tls {self-signed}" in text

@@ -26,6 +26,7 @@ def test_api_doc_examples_run(plain_server, tmp_path) -> None:
     assert run.returncode == 0, run.stderr + out
     assert '"status":"ok"' in out  # health
     assert '"seed": 42' in out and (tmp_path / "sign.jpg").stat().st_size > 0
+    assert '{"chained":"http' in out  # a result's URL as the next reference, loopback URLs refused
     assert '"data:image/jpeg;base64,' in out  # sync_mode
     assert '"COMPLETED"' in out and "data: {" in out  # status and stream
     assert re.search(r'"status":"(OK|CANCELLATION_REQUESTED)"', out)

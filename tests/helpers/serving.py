@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -46,8 +47,21 @@ class ServerProcess:
         self.process: subprocess.Popen | None = None
 
     @property
+    def self_signed(self) -> bool:
+        return "--tls" in self.args
+
+    @property
+    def ca(self) -> Path:
+        """The certificate clients trust with `--tls self-signed` (the server makes it on first start)."""
+        return self.data_dir / "tls" / "ca.pem"
+
+    def verify(self) -> ssl.SSLContext | bool:
+        """What an httpx client of this server verifies with (the CA must exist: after `start`)."""
+        return ssl.create_default_context(cafile=str(self.ca)) if self.self_signed else True
+
+    @property
     def base_url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls or self.self_signed else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 180.0) -> ServerProcess:
         command = [sys.executable, "-m", "glm_image_server.cli", "serve", "--port", str(self.port)]
@@ -72,8 +86,8 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
-            with contextlib.suppress(httpx.HTTPError):  # /health answers before a worker is ready
-                if httpx.get(f"{self.base_url}/ready", timeout=2).status_code == 200:
+            with contextlib.suppress(httpx.HTTPError, OSError):  # /health answers before a worker is ready
+                if httpx.get(f"{self.base_url}/ready", timeout=2, verify=self.verify()).status_code == 200:
                     return self
             time.sleep(0.2)
         self.kill()

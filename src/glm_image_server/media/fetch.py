@@ -13,6 +13,7 @@ import base64
 import binascii
 import ipaddress
 import socket
+import ssl
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
@@ -23,6 +24,7 @@ import httpx
 from PIL import Image
 
 from ..settings import Settings
+from ..tls import SelfSigned, trusting_context
 from ..types import InvalidRequest
 from .inputs import decode_image
 
@@ -109,6 +111,8 @@ class ImageFetcher:
         self.max_bytes = settings.fetch_max_bytes
         self.max_redirects = settings.fetch_max_redirects
         self.max_pixels = settings.input_max_pixels
+        # Behind `--tls self-signed` the server trusts its own CA (a URL of ours it did not recognise).
+        self.verify = trusting_context(SelfSigned(settings.tls_dir).ca if settings.tls else None)
 
     async def fetch(self, url: str, field: str) -> Image.Image:
         data = await self.fetch_bytes(url, field)
@@ -118,7 +122,7 @@ class ImageFetcher:
         if url.startswith("data:"):
             return decode_data_uri(url, field, self.max_bytes)
         try:
-            async with asyncio.timeout(self.timeout), _client() as client:
+            async with asyncio.timeout(self.timeout), _client(self.verify) as client:
                 return await self._follow(client, url, field)
         except TimeoutError:
             raise InvalidRequest(field, f"timed out fetching {url}", f"within {self.timeout:g} s") from None
@@ -157,8 +161,10 @@ class ImageFetcher:
         return b"".join(chunks)
 
 
-def _client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(follow_redirects=False, headers={"user-agent": USER_AGENT}, timeout=None)
+def _client(verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        follow_redirects=False, headers={"user-agent": USER_AGENT}, timeout=None, verify=verify
+    )
 
 
 class FetchLoop:

@@ -25,7 +25,7 @@ from ...media.inputs import decode_image
 from ...media.storage import upload_key
 from ...media.uploads import keep_upload, upload_locator
 from ...services import Services
-from ...types import InvalidRequest
+from ...types import STORED, InvalidRequest
 from .. import jsonbody
 from ..auth import key_ok, owner_of, presented_key
 from ..common import GONE, HUNG_UP, DialectService, client_of, unless_disconnected
@@ -152,9 +152,13 @@ class Tasks:
             raise TaskError(
                 "unsupportedModel", f"this server runs {MODEL}, not {params.model!r}", "model", task
             )
-        storage = self.services.storage
+        own_files, base_url = self.services.own_files, self.base_url
         request, output, options = await self.services.call(
-            translate.to_internal, params, task, lambda image_uuid: upload_locator(storage, image_uuid)
+            translate.to_internal,
+            params,
+            task,
+            self.stored_image,
+            lambda url, field: own_files.locator(url, field, base_url),
         )
         for url, parameter in ((output.webhook_url, "webhookURL"), (output.upload_url, "uploadEndpoint")):
             if problem := await self.service.refused_destination(url):
@@ -166,6 +170,20 @@ class Tasks:
                 raise TaskError("invalidTaskUUID", message, "taskUUID", task)
             log.info("repeated taskUUID %s: answering with the existing task", job.id)
         return job
+
+    def stored_image(self, image_uuid: uuid.UUID) -> str | None:
+        """The `stored:` locator of an imageUUID: an upload, or an image of one of this key's results;
+        None when it is neither (or expired). Blocking: reads the store and the storage."""
+        storage = self.services.storage
+        if (upload := upload_locator(storage, image_uuid)) is not None:
+            return upload
+        found = translate.result_of(image_uuid)
+        job = self.service.own(self.services.store.get(found[0])) if found else None
+        if found is None or job is None or job.owner != self.owner or job.result is None:
+            return None
+        images = job.result.images
+        key = images[found[1]].key if found[1] < len(images) else None
+        return STORED + key if key is not None and storage.exists(key) else None
 
     async def results(self, job_id: str, task: dict) -> list[dict]:
         job = await self.service.wait(job_id)
@@ -196,8 +214,8 @@ class Tasks:
         if not isinstance(image, str) or not image:
             raise TaskError("missingImage", "imageUpload needs an image", "image", task)
         try:
-            if image.startswith(("http://", "https://")):  # fetched on the event loop: no thread waits
-                image = await self.services.fetcher.fetch_bytes(image, "image")
+            if image.startswith(("http://", "https://")) or translate.is_path(image):
+                image = await self._image_at(image)
             image_uuid = await self.services.call(self._keep, image)
         except InvalidRequest as exc:
             raise TaskError("invalidImage", exc.explanation, "image", task) from None
@@ -208,6 +226,15 @@ class Tasks:
             "imageUUID": str(image_uuid),
             "imageURL": url,
         }
+
+    async def _image_at(self, url: str) -> bytes:
+        """An upload given as a URL: one of our own files read from storage, any other fetched on the
+        event loop (no thread waits). Raises InvalidRequest."""
+        services = self.services
+        locator = await services.call(services.own_files.locator, url, "image", self.base_url)
+        if locator.startswith(STORED):
+            return await services.call(services.storage.read, locator.removeprefix(STORED))
+        return await services.fetcher.fetch_bytes(url, "image")
 
     def _keep(self, image: str | bytes) -> uuid.UUID:
         """Decode and keep an upload: fetched bytes, a data URI or bare base64."""

@@ -1,0 +1,191 @@
+"""`serve --tls self-signed`: HTTPS without a certificate of your own, because fal's Python client speaks
+only HTTPS. On first start a small local certificate authority and a server certificate it signs are made
+in the data directory's tls/ folder and kept there, so clients trust `tls/ca.pem` once and go on trusting
+it across restarts (and across a changed --host: only the server certificate is made again). A CA and a
+leaf rather than one self-signed certificate, because strict verifiers (Node, Python 3.13's default
+context) refuse a leaf that signs itself.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_DAYS, SERVER_DAYS, RENEW_DAYS = 3650, 397, 30
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+@dataclass(frozen=True)
+class SelfSigned:
+    """Where a self-signed setup's files are: `ca` is the certificate clients trust."""
+
+    folder: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.folder / "ca.pem"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.folder / "ca-key.pem"
+
+    @property
+    def cert(self) -> Path:
+        return self.folder / "server.pem"
+
+    @property
+    def key(self) -> Path:
+        return self.folder / "server-key.pem"
+
+
+def server_names(host: str, public_url: str | None = None) -> list[str]:
+    """What the certificate names: the bound host (this machine's name too when it binds every
+    address), the public URL's host, and the loopback names."""
+    names = [host]
+    if host in ("0.0.0.0", "::", ""):
+        names = [socket.gethostname()]
+    if public_url and (public_host := urlsplit(public_url).hostname):
+        names.append(public_host)
+    return list(dict.fromkeys([*names, *LOCAL_NAMES]))
+
+
+def ensure_self_signed(folder: Path, names: list[str]) -> SelfSigned:
+    """The CA and a server certificate for `names` in `folder` (settings.tls_dir), made when missing, when
+    the server certificate does not name all of `names`, or when it expires within RENEW_DAYS."""
+    files = SelfSigned(folder)
+    files.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not (files.ca.exists() and files.ca_key.exists()):
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        _write(files.ca_key, _key_pem(ca_key))
+        _write(files.ca, _ca_certificate(ca_key).public_bytes(serialization.Encoding.PEM))
+        files.cert.unlink(missing_ok=True)
+    if not _covers(files.cert, names):
+        ca_key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
+        ca = x509.load_pem_x509_certificate(files.ca.read_bytes())
+        key = ec.generate_private_key(ec.SECP256R1())
+        _write(files.key, _key_pem(key))
+        cert = _server_certificate(key, ca, ca_key, names)
+        _write(files.cert, cert.public_bytes(serialization.Encoding.PEM))
+    return files
+
+
+def trusting_context(ca: Path | None) -> ssl.SSLContext | bool:
+    """For outgoing HTTPS: the usual trust (SSL_CERT_FILE, else certifi's) plus our own CA when it
+    exists, so the server can fetch from itself behind its self-signed certificate."""
+    if ca is None or not ca.exists():
+        return True
+    import httpx
+
+    context = httpx.create_ssl_context()
+    context.load_verify_locations(cafile=str(ca))
+    return context
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Private keys readable by this user only; written whole (a crash leaves the old file or none)."""
+    partial = path.with_name(f".{path.name}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(partial, path)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _ca_certificate(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    label = f"glm-image-server local CA ({socket.gethostname()})"
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, label[:64])])
+    public = key.public_key()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now() - datetime.timedelta(minutes=5))
+        .not_valid_after(_now() + datetime.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_usage(cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _server_certificate(
+    key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, ca_key, names: list[str]
+) -> x509.Certificate:
+    public = key.public_key()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca.subject)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_now() - datetime.timedelta(minutes=5))
+        .not_valid_after(_now() + datetime.timedelta(days=SERVER_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(cert_sign=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def _usage(cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def _covers(cert_path: Path, names: list[str]) -> bool:
+    """True when the certificate exists, names every one of `names` and is not about to expire."""
+    if not cert_path.exists():
+        return False
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        listed = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+    have = {str(n) for n in listed.get_values_for_type(x509.DNSName)}
+    have |= {str(ip) for ip in listed.get_values_for_type(x509.IPAddress)}
+    wanted = {str(_general_name(n).value) for n in names}
+    fresh = cert.not_valid_after_utc - _now() > datetime.timedelta(days=RENEW_DAYS)
+    return wanted <= have and fresh
