@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="accepted API keys, comma-separated in the environment"
     )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="web page origins (scheme://host[:port]) whose scripts may call the API from a browser, "
+        "comma-separated in the environment; '*' for any; default: none (same origin only)",
+    )
     allow_unauthenticated: bool = Field(
         default=False, description="serve a non-loopback address with no API keys configured"
     )
@@ -245,7 +250,7 @@ class Settings(BaseSettings):
         description="a webhook attempt is held by one API process this long",
     )
 
-    @field_validator("api_keys", "safety_labels", mode="before")
+    @field_validator("api_keys", "safety_labels", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
