@@ -31,6 +31,7 @@ from .jobs.store import JobStore
 from .jobs.supervisor import Supervisor
 from .jobs.worker import Worker, default_worker_id
 from .media.fetch import ImageFetcher, UrlGuard
+from .media.own_files import OwnFiles
 from .media.references import ReferenceLoader
 from .media.storage import LocalStorage, Storage
 from .post import PostContext
@@ -75,6 +76,7 @@ class Services:
     fetcher: ImageFetcher  # for uploads given as URLs (job references are fetched by the workers)
     admission: Admission
     destinations: UrlGuard  # where webhooks and upload PUTs may go (checked at submission and per call)
+    own_files: OwnFiles  # our own result and upload URLs given back as inputs: read from storage
     deliveries: DeliverySender | None = None
     supervisor: Supervisor | None = None
     local_worker: Worker | None = None
@@ -196,6 +198,7 @@ def start_services(
         fetcher=ImageFetcher(settings),
         admission=Admission(settings, store),
         destinations=UrlGuard(settings.allow_loopback_urls, settings.allow_private_urls),
+        own_files=OwnFiles(storage, settings),
     )
     deliveries = DeliverySender(store, settings, renderers(services), services.destinations)
     services.deliveries = deliveries

@@ -124,6 +124,14 @@ class DialectService:
             return f"refused: {exc}"
         return None
 
+    async def own_files(self, references: tuple[str, ...], base_url: str) -> tuple[str, ...]:
+        """References to this server's own files (results, uploads) as `stored:` locators, read from
+        storage instead of fetched; the rest as given. Raises InvalidRequest (`references[i]`) for one of
+        ours that is gone or malformed."""
+        if not references:
+            return references
+        return await self.services.call(self.services.own_files.locators, references, base_url)
+
     def own(self, job: Job | None) -> Job | None:
         return job if job is not None and job.api == self.api else None
 

@@ -1,6 +1,7 @@
 """A request's reference locators -> decoded images: URLs and data URIs through the guarded fetcher,
-`stored:<key>` uploads straight from our storage. Runs in the worker: all of a request's references at
-once, each fetch under its own deadline, on the fetch loop (no thread waits on a slow server)."""
+`stored:<key>` (uploads, and our own results given back: media/own_files.py) straight from our storage.
+Runs in the worker: all of a request's references at once, each fetch under its own deadline, on the
+fetch loop (no thread waits on a slow server)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ class ReferenceLoader:
             return await self.fetcher.fetch(locator, field)
         key = locator.removeprefix(STORED)
         if not await asyncio.to_thread(self.storage.exists, key):
-            raise InvalidRequest(field, "the uploaded image has expired or does not exist", "a recent upload")
+            raise InvalidRequest(
+                field, "the stored image (an upload or a result) has expired or does not exist", "a kept one"
+            )
         data = await asyncio.to_thread(self.storage.read, key)
         return await asyncio.to_thread(decode_image, data, field, self.fetcher.max_pixels)
 

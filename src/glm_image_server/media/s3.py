@@ -6,13 +6,17 @@ through boto3; clients download through presigned GET URLs that expire with the 
 
 from __future__ import annotations
 
-from urllib.parse import urlparse
+from collections.abc import Sequence
+from functools import cached_property
+from urllib.parse import unquote, urlparse
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from .storage import KEY, PRESIGN_MAX_S, UPLOAD_PREFIX, check_key, content_type
+from .storage import KEY, PRESIGN_MAX_S, UPLOAD_PREFIX, check_key, content_type, origin
+
+PROBE_KEY = "glm-image-probe.png"  # signs nothing: only shows where this storage's objects are addressed
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -78,3 +82,22 @@ class S3Storage:
         return self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires
         )
+
+    @cached_property
+    def _objects_at(self) -> tuple[str, int, str]:
+        """(host, port, path before a key) of this storage's object URLs, virtual-hosted or path-style as
+        the client addresses them: made like any presigned URL (locally, no request), then cut."""
+        probe = origin(self.url(PROBE_KEY, "", 60))
+        assert probe is not None, "boto3 made a presigned URL that is not http(s)"
+        host, port, path = probe
+        return host, port, unquote(path).removesuffix(PROBE_KEY)
+
+    def key_of(self, url: str, base_urls: Sequence[str] = ()) -> str | None:
+        """The key of one of this bucket's (prefix's) object URLs — a presigned result URL — whatever its
+        query (signature, expiry): read with our own credentials, it needs neither."""
+        target = origin(url)
+        host, port, path = self._objects_at
+        if target is None or target[:2] != (host, port):
+            return None
+        full = unquote(target[2])
+        return full.removeprefix(path) if full.startswith(path) else None

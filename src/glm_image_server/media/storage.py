@@ -10,8 +10,10 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import unquote, urlsplit
 
 KEY = re.compile(r"^[A-Za-z0-9_-]+\.[a-z]+$")
 UPLOAD_PREFIX = "upload-"
@@ -22,6 +24,35 @@ def file_url(public_url: str | None, request_base_url: str, key: str) -> str:
     """The URL a client fetches a locally stored file at: under the configured public URL (behind a reverse
     proxy), else under the URL the request came in on."""
     return f"{(public_url or request_base_url).rstrip('/')}/files/{key}"
+
+
+def origin(url: str) -> tuple[str, int, str] | None:
+    """(host, port, path) of an http(s) URL, the port filled in from the scheme; None for anything else.
+    Two URLs with equal host and port reach the same listener, whichever scheme they name."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+        return None
+    return parts.hostname.lower(), port, parts.path
+
+
+def file_key(url: str, base_urls: Sequence[str]) -> str | None:
+    """What `file_url` made `url` from: the text after `/files/` when `url` is on one of `base_urls`
+    (host, port and path; the scheme aside), unchecked (it may not be a valid key); None otherwise."""
+    target = origin(url)
+    if target is None:
+        return None
+    for base in base_urls:
+        own = origin(base)
+        if own is None or own[:2] != target[:2]:
+            continue
+        files = own[2].rstrip("/") + "/files/"
+        if target[2].startswith(files):
+            return unquote(target[2].removeprefix(files))
+    return None
 
 
 def upload_key(image_uuid: uuid.UUID) -> str:
@@ -62,6 +93,10 @@ class Storage(Protocol):
     def url(self, key: str, base_url: str, expires_s: float) -> str:
         """Where a client downloads the object: valid at least `expires_s` (capped at 7 days) or, locally,
         as long as the file exists. `base_url`: the server's public URL for local files."""
+
+    def key_of(self, url: str, base_urls: Sequence[str]) -> str | None:
+        """The inverse of `url`: the key `url` downloads when it is one of this storage's URLs (locally,
+        under one of the server's own `base_urls`), unchecked; None for any other URL."""
 
 
 class LocalStorage:
@@ -115,6 +150,9 @@ class LocalStorage:
 
     def url(self, key: str, base_url: str, expires_s: float) -> str:
         return file_url(None, base_url, key)
+
+    def key_of(self, url: str, base_urls: Sequence[str]) -> str | None:
+        return file_key(url, base_urls)
 
 
 class DiskSpace:

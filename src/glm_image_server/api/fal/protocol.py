@@ -87,7 +87,10 @@ class TextToImageInput(BaseModel):
 
 class ImageToImageInput(TextToImageInput):
     image_urls: list[str] = Field(
-        min_length=1, max_length=4, description="1-4 reference images: http(s) URLs or data URIs."
+        min_length=1,
+        max_length=4,
+        description="1-4 reference images: http(s) URLs or data URIs; this server's own result URLs (or "
+        "their /files/<key> paths) are read from its storage.",
     )
 
     @field_validator("image_urls", mode="before")
@@ -99,8 +102,11 @@ class ImageToImageInput(TextToImageInput):
     @classmethod
     def _schemes(cls, urls: list[str]) -> list[str]:
         for i, url in enumerate(urls):
-            if not url.startswith(("http://", "https://", "data:")):
-                raise ValueError(f"image_urls[{i}] must be an http(s) URL or a data URI, got {url[:60]!r}")
+            if not url.startswith(("http://", "https://", "data:", "/")):
+                raise ValueError(
+                    f"image_urls[{i}] must be an http(s) URL or a data URI (or a /files/ path of this "
+                    f"server), got {url[:60]!r}"
+                )
         return urls
 
     @property

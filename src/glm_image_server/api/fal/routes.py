@@ -97,10 +97,15 @@ def _urls(request: Request, job_id: str) -> dict[str, str]:
     return {"response_url": root, "status_url": f"{root}/status", "cancel_url": f"{root}/cancel"}
 
 
-def _new_job(request: Request, app: str, body: TextToImageInput, webhook: str | None) -> Job:
+async def _new_job(request: Request, app: str, body: TextToImageInput, webhook: str | None) -> Job:
+    """Raises InvalidRequest. Our own result URLs among the references are read from storage."""
+    service, base_url = _service(request), str(request.base_url)
+    references = await service.own_files(body.references, base_url)
+    if references != body.references:
+        body = body.model_copy(update={"image_urls": list(references)})
     req, output, options = translate.to_internal(body, webhook)
     owner = owner_of_request(request)
-    return _service(request).new_job(app, req, output, str(request.base_url), options, owner=owner)
+    return service.new_job(app, req, output, base_url, options, owner=owner)
 
 
 def _invalid(exc: InvalidRequest) -> JSONResponse:
@@ -110,7 +115,7 @@ def _invalid(exc: InvalidRequest) -> JSONResponse:
 async def _run(request: Request, app: str, body: TextToImageInput) -> JSONResponse:
     service = _service(request)
     try:
-        job = _new_job(request, app, body, None)
+        job = await _new_job(request, app, body, None)
     except InvalidRequest as exc:
         return _invalid(exc)
     request.state.request_id = job.id
@@ -132,7 +137,7 @@ async def _submit(request: Request, app: str, body: TextToImageInput, webhook: s
         detail = [{"loc": ["query", "fal_webhook"], "msg": problem, "type": "value_error"}]
         return JSONResponse({"detail": detail}, 422)
     try:
-        job = _new_job(request, app, body, webhook)
+        job = await _new_job(request, app, body, webhook)
     except InvalidRequest as exc:
         return _invalid(exc)
     request.state.request_id = job.id

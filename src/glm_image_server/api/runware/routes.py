@@ -25,7 +25,7 @@ from ...media.inputs import decode_image
 from ...media.storage import upload_key
 from ...media.uploads import keep_upload, upload_locator
 from ...services import Services
-from ...types import InvalidRequest
+from ...types import STORED, InvalidRequest
 from .. import jsonbody
 from ..auth import key_ok, owner_of, presented_key
 from ..common import GONE, HUNG_UP, DialectService, client_of, unless_disconnected
@@ -148,9 +148,13 @@ class Tasks:
             raise TaskError(
                 "unsupportedModel", f"this server runs {MODEL}, not {params.model!r}", "model", task
             )
-        storage = self.services.storage
+        own_files, base_url = self.services.own_files, self.base_url
         request, output, options = await self.services.call(
-            translate.to_internal, params, task, lambda image_uuid: upload_locator(storage, image_uuid)
+            translate.to_internal,
+            params,
+            task,
+            self.stored_image,
+            lambda url, field: own_files.locator(url, field, base_url),
         )
         for url, parameter in ((output.webhook_url, "webhookURL"), (output.upload_url, "uploadEndpoint")):
             if problem := await self.service.refused_destination(url):
@@ -161,6 +165,20 @@ class Tasks:
         if not await self.service.submit(job, self.client):
             log.info("repeated taskUUID %s: answering with the existing task", job.id)
         return job
+
+    def stored_image(self, image_uuid: uuid.UUID) -> str | None:
+        """The `stored:` locator of an imageUUID: an upload, or an image of one of this key's results;
+        None when it is neither (or expired). Blocking: reads the store and the storage."""
+        storage = self.services.storage
+        if (upload := upload_locator(storage, image_uuid)) is not None:
+            return upload
+        found = translate.result_of(image_uuid)
+        job = self.service.own(self.services.store.get(found[0])) if found else None
+        if found is None or job is None or job.owner != self.owner or job.result is None:
+            return None
+        images = job.result.images
+        key = images[found[1]].key if found[1] < len(images) else None
+        return STORED + key if key is not None and storage.exists(key) else None
 
     async def results(self, job_id: str, task: dict) -> list[dict]:
         job = await self.service.wait(job_id)

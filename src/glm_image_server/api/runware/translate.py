@@ -17,7 +17,6 @@ from ...types import GenerationRequest, InvalidRequest, OutputSpec, random_seed
 from ..common import RenderedImage, job_error
 from .protocol import IMAGE_FIELDS, OUTPUT_FORMATS, ImageInference, RunwareOptions, TaskError
 
-IMAGE_NAMESPACE = uuid.UUID("5b0f1f4e-3c1a-4d43-9d1e-6f1c0a7e2b10")  # imageUUIDs derive from taskUUIDs
 BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]+$")
 FIELD_PARAMETERS = {
     "references": "referenceImages",
@@ -25,6 +24,12 @@ FIELD_PARAMETERS = {
     "text_check_candidates": "textCheck",
 }
 UploadLookup = Callable[[uuid.UUID], str | None]  # imageUUID -> `stored:` locator, None if unknown
+OwnUrl = Callable[[str, str], str]  # (URL, field) -> `stored:` locator for our own files, else the URL
+VERSION_SHIFT, VARIANT_SHIFT = 76, 62  # a v4 UUID's fixed bits: version 0100, variant 10
+
+
+def _as_given(url: str, field: str) -> str:
+    return url
 
 
 def _cap(name: str) -> str:
@@ -46,19 +51,24 @@ def from_invalid(exc: InvalidRequest, task: dict) -> TaskError:
     return TaskError(f"invalid{_cap(parameter)}", exc.explanation, parameter, task)
 
 
-def reference(ref: str, index: int, task: dict, uploads: UploadLookup) -> str:
-    """A referenceImages entry as a locator: URLs and data URIs as given, an imageUUID as its upload,
-    bare base64 as a data URI."""
+def reference(ref: str, index: int, task: dict, uploads: UploadLookup, own_url: OwnUrl = _as_given) -> str:
+    """A referenceImages entry as a locator: data URIs as given, URLs too unless they are our own files
+    (read from storage), an imageUUID as its upload or result, bare base64 as a data URI."""
 
     def bad(why: str) -> TaskError:
         return TaskError("invalidReferenceImages", f"referenceImages[{index}] {why}", "referenceImages", task)
 
-    if ref.startswith(("http://", "https://", "data:")):
+    if ref.startswith("data:"):
         return ref
+    if ref.startswith(("http://", "https://", "/")):
+        try:
+            return own_url(ref, f"referenceImages[{index}]")
+        except InvalidRequest as exc:
+            raise bad(exc.explanation) from None
     with contextlib.suppress(ValueError):
         locator = uploads(uuid.UUID(ref))
         if locator is None:
-            raise bad(f"is an unknown imageUUID {ref!r} (upload it first, or it expired)")
+            raise bad(f"is an unknown imageUUID {ref!r} (not an upload or a result of yours, or it expired)")
         return locator
     if BASE64.match(ref):
         return "data:;base64," + "".join(ref.split())
@@ -66,10 +76,10 @@ def reference(ref: str, index: int, task: dict, uploads: UploadLookup) -> str:
 
 
 def to_internal(
-    params: ImageInference, task: dict, uploads: UploadLookup
+    params: ImageInference, task: dict, uploads: UploadLookup, own_url: OwnUrl = _as_given
 ) -> tuple[GenerationRequest, OutputSpec, RunwareOptions]:
-    """Raises TaskError in Runware's terms."""
-    references = tuple(reference(ref, i, task, uploads) for i, ref in enumerate(params.references))
+    """Raises TaskError in Runware's terms. Blocking when the lookups are (they read storage)."""
+    references = tuple(reference(ref, i, task, uploads, own_url) for i, ref in enumerate(params.references))
     try:
         request = GenerationRequest(
             prompt=params.positivePrompt,
@@ -99,7 +109,23 @@ def to_internal(
 
 
 def image_uuid(job_id: str, index: int) -> str:
-    return str(uuid.uuid5(IMAGE_NAMESPACE, f"{job_id}/{index}"))
+    """A result's imageUUID: its taskUUID with the six bits every v4 UUID fixes (version and variant)
+    flipped by the image's number + 1, so a result given back as a reference leads to its task in one
+    read (`result_of`). A taskUUID that is not v4 still gets distinct imageUUIDs, but they lead nowhere."""
+    code = index + 1
+    flip = ((code & 0xF) << VERSION_SHIFT) | ((code >> 4) << VARIANT_SHIFT)
+    return str(uuid.UUID(int=uuid.UUID(job_id).int ^ flip))
+
+
+def result_of(image: uuid.UUID) -> tuple[str, int] | None:
+    """(taskUUID, image index) of a result's imageUUID; None for a v4 UUID (an upload's, or unknown)."""
+    low = ((image.int >> VERSION_SHIFT) & 0xF) ^ 4
+    high = ((image.int >> VARIANT_SHIFT) & 0x3) ^ 0b10
+    code = low | (high << 4)
+    if code == 0:
+        return None
+    task = image.int ^ (low << VERSION_SHIFT) ^ (high << VARIANT_SHIFT)
+    return str(uuid.UUID(int=task)), code - 1
 
 
 def items(job: Job, images: list[RenderedImage], options: RunwareOptions) -> list[dict]:

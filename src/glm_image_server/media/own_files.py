@@ -1,0 +1,86 @@
+"""Input URLs that name this server's own files — an earlier result or upload given back as a reference —
+become `stored:<key>` locators, read straight from storage: no network fetch, so neither the URL guard
+(which rightly refuses our own loopback or private address) nor TLS verification stands in the way. The
+image still passes the same decode limits as any input (media/references.py).
+
+Own means: under the configured public URL, the base URL the request came in on, or the bound address
+(host and port; the scheme aside), at `/files/<key>`; a relative `/files/<key>` path; or one of the
+storage's own object URLs (S3: a presigned URL of our bucket and prefix, signature or not). A key must be
+a plain storage key: `/files/../x` names nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from urllib.parse import unquote, urlsplit
+
+from ..settings import Settings
+from ..types import STORED, InvalidRequest
+from .storage import KEY, Storage
+
+FILES = "/files/"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def bound_bases(host: str, port: int) -> list[str]:
+    """Base URLs of the bound address: the host itself and, when it listens on loopback or on every
+    address, the loopback names too."""
+    names = [f"[{host}]" if ":" in host else host]
+    try:
+        address = ipaddress.ip_address(host)
+        local = address.is_loopback or address.is_unspecified
+    except ValueError:
+        local = host == "localhost"
+    if local:
+        names += LOOPBACK_NAMES
+    return [f"http://{name}:{port}" for name in dict.fromkeys(names)]
+
+
+class OwnFiles:
+    """Recognises this server's own file URLs among a request's references (blocking: it asks the
+    storage whether the file exists; call it off the event loop)."""
+
+    def __init__(self, storage: Storage, settings: Settings) -> None:
+        self.storage = storage
+        self.public_url = settings.public_url
+        self.bound = bound_bases(settings.host, settings.port)
+
+    def key_of(self, ref: str, base_url: str) -> str | None:
+        """The storage key `ref` names when it is one of our files (unchecked), None for anyone else's."""
+        if ref.startswith("/"):
+            return self._relative_key(ref)
+        if not ref.startswith(("http://", "https://")):
+            return None
+        bases = [*filter(None, [self.public_url, base_url]), *self.bound]
+        return self.storage.key_of(ref, bases)
+
+    def _relative_key(self, path: str) -> str | None:
+        path = urlsplit(path).path
+        prefixes = [FILES]
+        if self.public_url:
+            prefixes.append(urlsplit(self.public_url).path.rstrip("/") + FILES)
+        for prefix in prefixes:
+            if path.startswith(prefix):
+                return unquote(path.removeprefix(prefix))
+        return None
+
+    def locator(self, ref: str, field: str, base_url: str) -> str:
+        """`stored:<key>` for one of our files, `ref` itself for anything else. Raises InvalidRequest for
+        a relative path that names no file, a malformed key, or a file that is gone (expired)."""
+        key = self.key_of(ref, base_url)
+        if key is None:
+            if ref.startswith("/"):
+                raise InvalidRequest(field, f"{ref[:80]!r} is not a file of this server", "/files/<key>")
+            return ref
+        if not KEY.match(key):
+            raise InvalidRequest(field, f"{ref[:80]!r} names no file of this server", "/files/<key>")
+        if not self.storage.exists(key):
+            raise InvalidRequest(
+                field, f"{ref[:80]} has expired or does not exist", "a result or upload still kept"
+            )
+        return STORED + key
+
+    def locators(self, refs: Sequence[str], base_url: str, field: str = "references") -> tuple[str, ...]:
+        """`locator` for each of a request's references, reported as `field[i]`."""
+        return tuple(self.locator(ref, f"{field}[{i}]", base_url) for i, ref in enumerate(refs))
