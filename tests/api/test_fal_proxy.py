@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from helpers.app import app_settings, serve_app
@@ -217,3 +218,39 @@ def test_multipart_upload(fal_app: TestClient) -> None:
     done = fal_app.post(complete, json={"parts": parts}, headers=NO_KEY)
     assert done.status_code == 200 and done.json()["file_url"] == file_url
     assert decode(fal_app.get(file_url).content).size == (120, 80)
+
+
+def test_uploads_on_s3_storage_then_an_edit(
+    tmp_path: Path, model_cache: Path, engine, s3_server, s3_env
+) -> None:
+    """With S3 storage: the upload lands in the bucket (parts too, until assembled), `file_url` is a
+    presigned URL of it, and an edit given that URL reads it from the bucket (default URL rules)."""
+    bucket = s3_server.new_bucket()
+    settings = app_settings(tmp_path, model_cache, api_keys=[FAL_KEY], storage_url=f"s3://{bucket}/p")
+    for client in serve_app(settings, engine, {"authorization": f"Key {FAL_KEY}"}):
+        single = initiate(client).json()
+        put = client.put(single["upload_url"], content=png_bytes((64, 96)), headers=NO_KEY)
+        assert put.status_code == 200
+        assert single["file_url"].startswith(s3_server.endpoint) and "Signature=" in single["file_url"]
+        assert decode(httpx.get(single["file_url"]).content).size == (64, 96)
+
+        multi = initiate(client, multipart=True).json()
+        image = png_bytes((70, 50), (1, 2, 3))
+        halves = [image[: len(image) // 2], image[len(image) // 2 :]]
+        parts = [
+            client.put(part_url(multi["upload_url"], str(n)), content=half, headers=NO_KEY).json()
+            for n, half in enumerate(halves, 1)
+        ]
+        listed = s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]
+        assert sum(item["Key"].endswith(".part") for item in listed) == 2
+        done = client.post(part_url(multi["upload_url"], "complete"), json={"parts": parts}, headers=NO_KEY)
+        assert done.status_code == 200
+        listed = s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]
+        assert not [item for item in listed if item["Key"].endswith(".part")]
+
+        edit = client.post(
+            "/fal-ai/glm-image/image-to-image",
+            json={"prompt": "edit", "image_urls": [single["file_url"], multi["file_url"]], **SMALL},
+        )
+        assert edit.status_code == 200, edit.text
+        assert len(edit.json()["images"]) == 1
