@@ -89,6 +89,8 @@ def test_any_origin_when_asked(tmp_path: Path, model_cache: Path, engine) -> Non
         "https://fal.run.evil.example/fal-ai/glm-image",
         "https://rest.fal.ai/storage/auth/token?storage_type=fal-cdn-v3",
         "https://fal.run/v1/images/generations",
+        "https://fal.run/fal-ai/../files/x.png",
+        "https://queue.fal.run/fal-ai/%2e%2e/v1/images/generations",
         "ftp://fal.run/fal-ai/glm-image",
         "not a url",
     ],
@@ -254,3 +256,16 @@ def test_uploads_on_s3_storage_then_an_edit(
         )
         assert edit.status_code == 200, edit.text
         assert len(edit.json()["images"]) == 1
+
+
+def test_upload_urls_without_keys_survive_a_restart(tmp_path: Path, model_cache: Path, engine) -> None:
+    """No keys configured: upload URLs are signed with a secret kept in the data directory (owner-only),
+    so one issued before a restart still works after it."""
+    settings = app_settings(tmp_path, model_cache)
+    for client in serve_app(settings, engine):
+        started = initiate(client).json()
+    secret = tmp_path / "upload-url.secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    for client in serve_app(settings, engine):
+        assert client.put(started["upload_url"], content=png_bytes()).status_code == 200
+        assert decode(client.get(started["file_url"]).content).size == (80, 60)

@@ -32,7 +32,7 @@ def local_path(target: str) -> tuple[str, str] | None:
         host = (url.hostname or "").lower()
     except ValueError:
         return None
-    if url.scheme not in ("https", "http"):
+    if url.scheme not in ("https", "http") or {".", ".."} & set(unquote(url.path).split("/")):
         return None
     if host == "fal.run" and url.path.startswith(FAL_PATH):
         return url.path, url.query
