@@ -50,6 +50,7 @@ SERVE_FLAGS = (
     "storage_url",
     "public_url",
     "api_keys",
+    "cors_origins",
     "allow_unauthenticated",
     "ssl_certfile",
     "ssl_keyfile",
@@ -58,7 +59,7 @@ SERVE_FLAGS = (
     *MODEL_FLAGS,
 )
 WORKER_FLAGS = ("data_dir", "database_url", "storage_url", "worker_id", "torch_threads", *MODEL_FLAGS)
-FLAG_NAMES = {"api_keys": "--api-key"}  # repeatable: one key per flag
+FLAG_NAMES = {"api_keys": "--api-key", "cors_origins": "--cors-origin"}  # repeatable: one per flag
 # The internal request's fields as `generate` spells them on the command line.
 REQUEST_FLAGS = {
     "num_inference_steps": "--steps",

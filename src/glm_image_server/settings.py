@@ -94,6 +94,11 @@ class Settings(BaseSettings):
         description="accepted API keys, comma-separated in the environment; `name:key` names a key, and "
         "logs and metrics then say whose work a job was",
     )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="web page origins (scheme://host[:port]) whose scripts may call the API from a browser, "
+        "comma-separated in the environment; '*' for any; default: none (same origin only)",
+    )
     allow_unauthenticated: bool = Field(
         default=False, description="serve a non-loopback address with no API keys configured"
     )
@@ -260,7 +265,7 @@ class Settings(BaseSettings):
         "Give every API replica of a fleet the same file",
     )
 
-    @field_validator("api_keys", "safety_labels", mode="before")
+    @field_validator("api_keys", "safety_labels", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):

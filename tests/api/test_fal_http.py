@@ -6,10 +6,15 @@ from __future__ import annotations
 import base64
 import io
 import json
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
+from helpers.app import app_settings
 from helpers.keys import FAL_KEY
 from PIL import Image
+
+from glm_image_server.api.app import create_app
 
 T2I = "fal-ai/glm-image"
 SMALL = {"image_size": {"width": 96, "height": 64}, "num_inference_steps": 10}
@@ -39,6 +44,8 @@ def test_http_details(fal_app: TestClient) -> None:
 
 
 def test_status_stream_events(fal_app: TestClient) -> None:
+    """Each event carries only the log lines it is the first to send: a client appending them (fal's JS
+    client does) ends with the request's logs, each once."""
     submitted = fal_app.post(f"/queue/{T2I}", json={"prompt": "stream", **SMALL}).json()
     events = []
     with fal_app.stream("GET", submitted["status_url"] + "/stream", params={"logs": "1"}) as response:
@@ -47,8 +54,28 @@ def test_status_stream_events(fal_app: TestClient) -> None:
             if line.startswith("data: "):
                 events.append(json.loads(line[len("data: ") :]))
     assert events[-1]["status"] == "COMPLETED"
-    assert events[-1]["logs"] and events[-1]["response_url"] == submitted["response_url"]
+    assert events[-1]["response_url"] == submitted["response_url"]
     assert {"IN_QUEUE", "IN_PROGRESS"} & {event["status"] for event in events[:-1]}
+    appended = [entry for event in events for entry in event["logs"]]
+    everything = fal_app.get(submitted["status_url"], params={"logs": "1"}).json()["logs"]
+    assert len(everything) > 1 and appended == everything
+
+
+def test_status_stream_keep_alive(
+    tmp_path_factory: pytest.TempPathFactory, model_cache: Path, engine
+) -> None:
+    """A quiet stream sends a comment after `stream_keepalive_s`, so proxies and clients keep it open."""
+    settings = app_settings(tmp_path_factory.mktemp("keepalive"), model_cache, stream_keepalive_s=0.05)
+    with TestClient(create_app(settings, engine=engine)) as client:
+        submitted = client.post(
+            f"/queue/{T2I}", json={"prompt": "slow", **SMALL, "num_inference_steps": 60}
+        ).json()
+        lines = []
+        with client.stream("GET", submitted["status_url"] + "/stream") as response:
+            lines = [line for line in response.iter_lines() if line]
+    comments = [line for line in lines if line.startswith(":")]
+    assert comments and all(line == ": keep-alive" for line in comments)
+    assert json.loads(lines[-1][len("data: ") :])["status"] == "COMPLETED"
 
 
 def test_api_key_required(fal_app: TestClient) -> None:

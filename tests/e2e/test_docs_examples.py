@@ -31,6 +31,8 @@ def test_api_doc_examples_run(plain_server, tmp_path) -> None:
     assert '"COMPLETED"' in out and "data: {" in out  # status and stream
     assert re.search(r'"status":"(OK|CANCELLATION_REQUESTED)"', out)
     assert '"request_id"' in out  # webhook submit
+    assert re.search(r'\{"file_url":"http://[^"]+/files/upload-[0-9a-f-]+\.png"\}', out)  # upload PUT
+    assert re.search(r'\{"edited":"http://[^"]+/files/[^"]+\.jpg"\}', out)  # and its edit
     assert "multiples of 32" in out  # the 422
     # Text check with the real OCR, best of 3, in each dialect.
     assert re.search(r'"text_checks":\[\{"seed":[345],"found":\[(true|false)\]\}\]', out)

@@ -12,6 +12,7 @@ import anyio
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.middleware.cors import CORSMiddleware
 
 from .. import __version__, metrics
 from ..admission import Refused
@@ -22,13 +23,32 @@ from . import openapi, playground
 from .auth import require_api_key
 from .errors import dialect_of, error_response, refusal_response
 from .fal import routes as fal
+from .fal import uploads as fal_uploads
 from .fal.middleware import FalRequestIdAndQueueHost
+from .fal.proxy import FalProxyRoutes
+from .fal.upload_urls import UploadSigner
 from .gate import Gate, failed_key_buckets
 from .openai import routes as openai
 from .runware import routes as runware
 
 log = logging.getLogger("glm_image_server")
 LIVE_STATES = ("ready", "busy")
+# What a browser script may read of our responses (fal's clients read the request id and timeout type).
+EXPOSED_HEADERS = ["x-fal-request-id", "x-fal-request-timeout-type", "x-fal-error-type", "retry-after"]
+
+
+def add_cors(app: FastAPI, settings: Settings) -> None:
+    """Browser pages on the allowed origins may call every API (preflights answered; any request header
+    allowed: fal's clients send authorization, content-type, x-fal-target-url and other x-fal-* headers).
+    No origins configured: same-origin pages only, and a cross-origin preflight is refused (400)."""
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        allow_headers=["*"],
+        expose_headers=EXPOSED_HEADERS,
+        max_age=600,
+    )
 
 
 def renderers(services: Services) -> dict:
@@ -120,8 +140,11 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
     )
     openapi.install(app)
     app.state.auth_failures = auth_failures = failed_key_buckets(settings)
-    app.add_middleware(Gate, settings=settings, auth_failures=auth_failures)
+    app.state.upload_signer = signer = UploadSigner(settings.api_keys, settings.data_dir)
+    app.add_middleware(Gate, settings=settings, auth_failures=auth_failures, uploads=signer)
     app.add_middleware(FalRequestIdAndQueueHost)  # outside the gate: its answers carry the request id too
+    app.add_middleware(FalProxyRoutes)  # outside both: they see the proxied request's own path
+    add_cors(app, settings)  # outermost: preflights are answered, and every answer carries CORS headers
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> JSONResponse:
@@ -134,6 +157,8 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
 
     app.add_exception_handler(RequestValidationError, fal.validation_error)  # only fal's routes use it
     app.include_router(fal.router)
+    app.include_router(fal_uploads.router)
+    app.include_router(fal_uploads.bytes_router)
     app.include_router(runware.router)  # Runware and OpenAI check keys themselves, in their own formats
     app.include_router(openai.router)
     app.include_router(playground.router)

@@ -41,7 +41,7 @@ OPENAI_CODES = {
 
 
 def dialect_of(path: str) -> Dialect:
-    if path.startswith((f"/{OWNER}/", "/queue/")):
+    if path.startswith((f"/{OWNER}/", "/queue/", "/fal/")):
         return "fal"
     if path.startswith("/v1/images/"):
         return "openai"

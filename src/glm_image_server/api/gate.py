@@ -1,5 +1,6 @@
-"""The first thing every HTTP request meets: the API key (checked before a byte of the body is read),
-failed-key throttling per client address, and the body — refused from its Content-Length when too big,
+"""The first thing every HTTP request meets: the API key (checked before a byte of the body is read; for
+fal's upload PUTs the signed URL stands for it: api/fal/upload_urls.py), failed-key throttling per client
+address, and the body — refused from its Content-Length when too big,
 else read within a size cap and a deadline, so a slow or huge body never reaches a route. Errors come
 in the format of the dialect whose path was asked (api/errors.py).
 """
@@ -15,6 +16,7 @@ from ..admission import TokenBuckets
 from ..settings import Settings
 from .auth import key_ok, owner_of, presented_key
 from .errors import Dialect, dialect_of, error_response
+from .fal.upload_urls import UPLOADS_PATH, UploadSigner
 
 log = logging.getLogger("glm_image_server")
 BODY_METHODS = ("POST", "PUT", "PATCH")
@@ -41,8 +43,10 @@ def failed_key_buckets(settings: Settings) -> TokenBuckets:
 
 
 class Gate:
-    def __init__(self, app: ASGIApp, settings: Settings, auth_failures: TokenBuckets) -> None:
-        self.app, self.settings, self.auth_failures = app, settings, auth_failures
+    def __init__(
+        self, app: ASGIApp, settings: Settings, auth_failures: TokenBuckets, uploads: UploadSigner
+    ) -> None:
+        self.app, self.settings, self.auth_failures, self.uploads = app, settings, auth_failures, uploads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,18 +55,14 @@ class Gate:
         dialect = dialect_of(scope["path"])
         client = (scope.get("client") or ("unknown", 0))[0]
         headers = dict(scope["headers"])
-        key = presented_key(
-            headers.get(b"authorization", b"").decode("latin-1"), KEY_SCHEMES.get(dialect, ())
-        )
-        keys = self.settings.api_keys
-        valid = key_ok(keys, key)
         state = scope.setdefault("state", {})
-        state["owner"], state["authenticated"] = (owner_of(keys, key) if valid else None), valid
-        if not valid and (dialect in WRONG_KEY or key is not None):
-            refusal = self._wrong_key(dialect, client)
-            if refusal is not None:
-                await refusal(scope, receive, send)
-                return
+        if scope["path"].startswith(UPLOADS_PATH):
+            valid, refusal = self._upload_url(scope["path"], state, client)
+        else:
+            valid, refusal = self._api_key(headers, dialect, state, client)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
         if scope["method"] in BODY_METHODS and dialect != "server":
             limit = self.settings.max_body_bytes if valid else self.settings.max_unauthenticated_body_bytes
             try:
@@ -71,6 +71,29 @@ class Gate:
                 await error_response(dialect, exc.status, exc.message)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    def _api_key(self, headers: dict[bytes, bytes], dialect: Dialect, state: dict, client: str):
+        """(whether the key is good, the response refusing the request or None); notes the owner."""
+        key = presented_key(
+            headers.get(b"authorization", b"").decode("latin-1"), KEY_SCHEMES.get(dialect, ())
+        )
+        keys = self.settings.api_keys
+        valid = key_ok(keys, key)
+        state["owner"], state["authenticated"] = (owner_of(keys, key) if valid else None), valid
+        if not valid and (dialect in WRONG_KEY or key is not None):
+            return valid, self._wrong_key(dialect, client)
+        return valid, None
+
+    def _upload_url(self, path: str, state: dict, client: str):
+        """A signed upload URL: its grant, noted with its owner, stands for the key."""
+        grant = self.uploads.grant_of(path)
+        state["owner"], state["authenticated"], state["upload"] = (grant and grant.owner), bool(grant), grant
+        if grant is not None:
+            return True, None
+        wait = self.auth_failures.take(client)
+        if wait:
+            return False, error_response("fal", 429, "too many requests with a bad upload URL", wait)
+        return False, error_response("fal", 403, "this upload URL is not valid (altered, or expired)")
 
     def _wrong_key(self, dialect: Dialect, client: str):
         """The response to a wrong or missing key, or None for Runware (which may authenticate in the

@@ -60,6 +60,11 @@ def upload_key(image_uuid: uuid.UUID) -> str:
     return f"{UPLOAD_PREFIX}{image_uuid}.png"
 
 
+def upload_part_key(image_uuid: uuid.UUID, part_number: int) -> str:
+    """Where one part of a multipart upload waits for the rest (gone once assembled, or with old uploads)."""
+    return f"{UPLOAD_PREFIX}{image_uuid}-{part_number}.part"
+
+
 def content_type(key: str) -> str:
     return mimetypes.guess_type(key)[0] or "application/octet-stream"
 

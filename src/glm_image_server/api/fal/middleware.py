@@ -1,6 +1,6 @@
-"""fal-only HTTP behaviour: an `x-fal-request-id` header on every fal response, and `queue.*` hosts
-routed to the queue paths, as fal's clients expect of `queue.<run host>`. (The `Key` auth scheme is
-checked by the gate, api/gate.py, before the body is read.)"""
+"""fal-only HTTP behaviour: an `x-fal-request-id` header on every fal response (uploads included), and
+`queue.*` hosts routed to the queue paths, as fal's clients expect of `queue.<run host>`. (The `Key` auth
+scheme is checked by the gate, api/gate.py, before the body is read.)"""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import uuid
 
 from .protocol import OWNER
 
-FAL_PREFIXES = (f"/{OWNER}/".encode(), b"/queue/")
+FAL_PREFIXES = (f"/{OWNER}/".encode(), b"/queue/", b"/fal/")
 SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 

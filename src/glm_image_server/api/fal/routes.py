@@ -236,34 +236,49 @@ async def status(
     return JSONResponse(body, 200 if job.status.finished else 202)
 
 
+def _unsent_logs(body: dict, sent: int) -> tuple[dict, int]:
+    """The body with only the log lines not sent before on this stream (fal's JS client appends each
+    event's logs to what it has), and how many have been sent with it."""
+    logs = body.get("logs")
+    if logs is None:
+        return body, sent
+    return {**body, "logs": logs[sent:]}, len(logs)
+
+
 @router.get(
     f"{REQUEST_PATH}/status/stream", summary="Request status as server-sent events", response_model=None
 )
 async def status_stream(
     request: Request, request_id: str, logs: LogsFlag = "0", previews: PreviewsFlag = "0"
 ) -> StreamingResponse | JSONResponse:
+    """An event whenever the status changes; each event's `logs` holds only the lines new since the
+    previous event. A keep-alive comment after `stream_keepalive_s` of silence."""
     request.state.request_id = request_id
     services: Services = request.app.state.services
-    flags = (_logs_on(logs), _logs_on(previews))
+    flags, keepalive_s = (_logs_on(logs), _logs_on(previews)), services.settings.stream_keepalive_s
     seen = services.changes.seen(request_id)
     job, body = await _status(request, request_id, *flags)
     if job is None:
         return JSONResponse(body, 404)
 
     async def events() -> AsyncIterator[str]:
-        last, current, body_now, version = None, job, body, seen
+        current, body_now, version, sent, last = job, body, seen, 0, None
+        quiet_since = time.monotonic()
         while True:
-            text = json.dumps(body_now)
-            if text != last:
+            event, sent = _unsent_logs(body_now, sent)
+            text = json.dumps(event)
+            if event.get("logs") or text != last:
                 yield f"data: {text}\n\n"
-                last = text
+                last, quiet_since = text, time.monotonic()
+            elif time.monotonic() - quiet_since >= keepalive_s:
+                yield ": keep-alive\n\n"
+                quiet_since = time.monotonic()
             if current is None or current.status.finished:
                 return
-            await services.changes.wait(request_id, services.settings.stream_keepalive_s, version)
+            wait_s = max(0.0, keepalive_s - (time.monotonic() - quiet_since))
+            await services.changes.wait(request_id, wait_s, version)
             version = services.changes.seen(request_id)
             current, body_now = await _status(request, request_id, *flags)
-            if json.dumps(body_now) == last:
-                yield ": keep-alive\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"cache-control": "no-cache"})
 

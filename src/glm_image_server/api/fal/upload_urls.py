@@ -1,0 +1,99 @@
+"""Signed upload URLs for fal's storage flow: the client PUTs its bytes to the `upload_url` it was given
+without sending its key (fal's clients never do), so the URL itself is the credential — it names the
+upload, whose key asked for it and until when it is good, signed with an HMAC.
+
+The HMAC's secret is the asking API key itself, so any API replica of a fleet can check it and a removed
+key's URLs stop working at once; with no keys configured, a random secret kept in the data directory.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..auth import owner_of
+
+UPLOADS_PATH = "/fal/storage/uploads/"
+UPLOAD_URL_TTL_S = 3600.0
+SECRET_NAME = "upload-url.secret"
+NO_OWNER = "-"
+
+
+@dataclass(frozen=True)
+class UploadGrant:
+    """What an upload URL allows: writing the upload `image_uuid` (in parts when `multipart`) until
+    `expires_at`, on behalf of `owner` (the key's hash; None without keys)."""
+
+    image_uuid: uuid.UUID
+    owner: str | None
+    multipart: bool
+    expires_at: float
+
+
+def _data_dir_secret(path: Path) -> bytes:
+    """The secret kept at `path`, made on first use (readable by this user only)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    with os.fdopen(fd, "wb") as file:
+        file.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+class UploadSigner:
+    def __init__(self, keys: list[str], data_dir: Path) -> None:
+        self._secrets = {owner_of(keys, key): key.encode() for key in keys}
+        if not keys:
+            self._secrets[None] = _data_dir_secret(data_dir / SECRET_NAME)
+
+    def _mac(self, owner: str | None, payload: str) -> str | None:
+        secret = self._secrets.get(owner)
+        if secret is None:
+            return None
+        digest = hmac.new(secret, b"fal-upload-url:" + payload.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def sign(
+        self, owner: str | None, multipart: bool, ttl_s: float = UPLOAD_URL_TTL_S
+    ) -> tuple[str, UploadGrant]:
+        """A new upload's token (a URL path segment) and what it grants."""
+        grant = UploadGrant(uuid.uuid4(), owner, multipart, float(int(time.time() + ttl_s)))
+        payload = ".".join(
+            (grant.image_uuid.hex, str(int(grant.expires_at)), "m" if multipart else "s", owner or NO_OWNER)
+        )
+        mac = self._mac(owner, payload)
+        assert mac is not None, "signing for a key that is not configured"
+        return f"{payload}.{mac}", grant
+
+    def verify(self, token: str) -> UploadGrant | None:
+        """The grant of a token this server signed and that has not expired; None for anything else."""
+        parts = token.split(".")
+        if len(parts) != 5:
+            return None
+        hex_uuid, expires, kind, owner_text, mac = parts
+        owner = None if owner_text == NO_OWNER else owner_text
+        expected = self._mac(owner, ".".join(parts[:4]))
+        if expected is None or not hmac.compare_digest(expected, mac):
+            return None
+        if not expires.isdigit() or int(expires) < time.time() or kind not in ("m", "s"):
+            return None
+        try:
+            image_uuid = uuid.UUID(hex=hex_uuid)
+        except ValueError:
+            return None
+        return UploadGrant(image_uuid, owner, kind == "m", float(expires))
+
+    def grant_of(self, path: str) -> UploadGrant | None:
+        """The grant of an upload path (`UPLOADS_PATH<token>[/<part>|/complete]`), None if not valid."""
+        if not path.startswith(UPLOADS_PATH):
+            return None
+        return self.verify(path[len(UPLOADS_PATH) :].split("/", 1)[0])

@@ -1,0 +1,176 @@
+"""fal's storage flow, answered here so `fal.storage.upload` (and the JS client's automatic upload of
+Blobs in an input) puts files on this server instead of fal's CDN:
+
+1. `POST /fal/storage/upload/initiate {content_type, file_name}` (fal's `rest.fal.ai/storage/upload/
+   initiate`, reached through the proxy convention: proxy.py) answers `{upload_url, file_url}`;
+2. the client PUTs the bytes to `upload_url`, a signed URL (upload_urls.py) that needs no key;
+3. `file_url`, where the image can be read and given back as an input, works once the PUT succeeded.
+
+Big files go in parts: `initiate-multipart`, then `PUT {upload_url}/{n}` (answers `{partNumber, etag}`)
+and `POST {upload_url}/complete {parts: [{partNumber, etag}]}`. An upload is an input image like any
+other: at most `fetch_max_bytes` and `input_max_pixels`, decoded to check it and kept as PNG with the
+other uploads (for `result_retention_s`); nothing is taken while the disk is short of `min_free_disk_mb`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from ...admission import LowDisk
+from ...media.inputs import decode_image
+from ...media.storage import upload_key
+from ...media.uploads import UploadTooLarge, assemble_parts, keep_part, keep_upload
+from ...services import Services
+from ...types import InvalidRequest
+from ..common import input_error, owner_of_request
+from ..jsonbody import StrictJsonRoute
+from . import translate
+from .upload_urls import UPLOADS_PATH, UploadGrant, UploadSigner
+
+INITIATE_PATH = "/fal/storage/upload/initiate"
+MAX_PARTS = 10_000
+ACCEPTED_TYPES = "image/* (PNG, JPEG, WEBP, GIF, BMP or TIFF) or application/octet-stream"
+
+router = APIRouter(tags=["fal uploads"], route_class=StrictJsonRoute)
+bytes_router = APIRouter(tags=["fal uploads"])  # raw bodies: a part may come with no content type
+
+
+class InitiateUpload(BaseModel):
+    content_type: str = Field(max_length=255, description="the file's MIME type")
+    file_name: str = Field(default="", max_length=1024, description="the file's name (not kept)")
+
+
+class UploadTarget(BaseModel):
+    upload_url: str = Field(description="PUT the bytes here (signed: no key needed; valid for an hour)")
+    file_url: str = Field(description="the uploaded image, to give as an input (image_urls)")
+
+
+class Part(BaseModel):
+    partNumber: int = Field(ge=1, le=MAX_PARTS)  # fal's client spells it so
+    etag: str = Field(max_length=128)
+
+
+class CompleteUpload(BaseModel):
+    parts: list[Part] = Field(min_length=1, max_length=MAX_PARTS)
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def _invalid(exc: InvalidRequest) -> JSONResponse:
+    status = 413 if isinstance(exc, UploadTooLarge) else 422
+    return JSONResponse({"detail": translate.detail(input_error(exc))}, status)
+
+
+def _file_url(request: Request, grant: UploadGrant) -> str:
+    return _services(request).upload_url(upload_key(grant.image_uuid), str(request.base_url))
+
+
+def _check_disk(services: Services) -> None:
+    if problem := services.admission.disk.problem():
+        raise LowDisk(problem, 60.0)
+
+
+async def _initiate(request: Request, body: InitiateUpload, multipart: bool) -> JSONResponse:
+    kind = body.content_type.split(";")[0].strip().lower()
+    if not (kind.startswith("image/") or kind == "application/octet-stream"):
+        problem = InvalidRequest("content_type", f"{body.content_type!r} is not an image", ACCEPTED_TYPES)
+        return _invalid(problem)
+    services = _services(request)
+    _check_disk(services)
+    signer: UploadSigner = request.app.state.upload_signer
+    token, grant = signer.sign(owner_of_request(request), multipart)
+    base = (services.settings.public_url or str(request.base_url)).rstrip("/")
+    target = UploadTarget(upload_url=f"{base}{UPLOADS_PATH}{token}", file_url=_file_url(request, grant))
+    return JSONResponse(target.model_dump())
+
+
+@router.post(INITIATE_PATH, summary="Start an upload (fal's storage flow)", response_model=UploadTarget)
+async def initiate(body: InitiateUpload, request: Request) -> JSONResponse:
+    return await _initiate(request, body, multipart=False)
+
+
+@router.post(f"{INITIATE_PATH}-multipart", summary="Start an upload in parts", response_model=UploadTarget)
+async def initiate_multipart(body: InitiateUpload, request: Request) -> JSONResponse:
+    return await _initiate(request, body, multipart=True)
+
+
+def _grant(request: Request, multipart: bool) -> UploadGrant | JSONResponse:
+    """The grant the gate found in the URL (api/gate.py), if it is for this kind of upload."""
+    grant: UploadGrant | None = getattr(request.state, "upload", None)
+    if grant is None or grant.multipart != multipart:
+        kind = "a multipart" if multipart else "a single-part"
+        return JSONResponse({"detail": f"this upload URL is not for {kind} upload"}, 404)
+    return grant
+
+
+def _store(services: Services, grant: UploadGrant, data: bytes) -> None:
+    """Blocking: decode (the input limits) and keep as the grant's upload."""
+    image = decode_image(data, "file", services.settings.input_max_pixels)
+    keep_upload(services.storage, image, grant.image_uuid)
+
+
+def _too_big(size: int, limit: int) -> JSONResponse | None:
+    if size <= limit:
+        return None
+    return JSONResponse({"detail": f"the upload is larger than {limit} bytes (fetch_max_bytes)"}, 413)
+
+
+async def _kept(request: Request, grant: UploadGrant, data: bytes) -> JSONResponse:
+    services = _services(request)
+    try:
+        await services.call(_store, services, grant, data)
+    except InvalidRequest as exc:
+        return _invalid(exc)
+    return JSONResponse({"file_url": _file_url(request, grant)})
+
+
+@bytes_router.put(UPLOADS_PATH + "{token}", summary="Upload the bytes (to the signed upload_url)")
+async def put_upload(token: str, request: Request) -> JSONResponse:
+    grant = _grant(request, multipart=False)
+    if isinstance(grant, JSONResponse):
+        return grant
+    services = _services(request)
+    data = await request.body()
+    if refused := _too_big(len(data), services.settings.fetch_max_bytes):
+        return refused
+    _check_disk(services)
+    return await _kept(request, grant, data)
+
+
+@bytes_router.put(UPLOADS_PATH + "{token}/{part_number}", summary="Upload one part")
+async def put_part(token: str, part_number: int, request: Request) -> JSONResponse:
+    grant = _grant(request, multipart=True)
+    if isinstance(grant, JSONResponse):
+        return grant
+    if not 1 <= part_number <= MAX_PARTS:
+        return _invalid(InvalidRequest("part_number", f"{part_number} is out of range", f"1 to {MAX_PARTS}"))
+    services = _services(request)
+    data = await request.body()
+    if refused := _too_big(len(data), services.settings.fetch_max_bytes):
+        return refused
+    _check_disk(services)
+    etag = await services.call(keep_part, services.storage, grant.image_uuid, part_number, data)
+    return JSONResponse({"partNumber": part_number, "etag": etag})
+
+
+@router.post(UPLOADS_PATH + "{token}/complete", summary="Finish an upload in parts")
+async def complete(token: str, body: CompleteUpload, request: Request) -> JSONResponse:
+    grant = _grant(request, multipart=True)
+    if isinstance(grant, JSONResponse):
+        return grant
+    numbers = [part.partNumber for part in body.parts]
+    if numbers != sorted(set(numbers)):
+        return _invalid(InvalidRequest("parts", "are not in ascending order, once each", "1, 2, 3, ..."))
+    services = _services(request)
+    parts = [(part.partNumber, part.etag) for part in body.parts]
+    try:
+        data = await services.call(
+            assemble_parts, services.storage, grant.image_uuid, parts, services.settings.fetch_max_bytes
+        )
+    except InvalidRequest as exc:
+        return _invalid(exc)
+    return await _kept(request, grant, data)
