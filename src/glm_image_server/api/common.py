@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
@@ -149,13 +149,15 @@ class DialectService:
     def render_images(self, job: Job, inline: bool) -> list[RenderedImage]:
         """Blocking when inline (reads the files): call through `render_images_async` from handlers."""
         assert job.result is not None
-        storage = self.services.storage
+        return self.render_stored(job, job.result.images, inline)
+
+    def render_stored(self, job: Job, images: Sequence[StoredImage], inline: bool) -> list[RenderedImage]:
+        """Some of the job's stored images (also those a running job finished already); blocking when
+        inline."""
+        read = self.services.storage.read
         if inline:
-            return [
-                RenderedImage(im, base64=base64.b64encode(storage.read(im.key)).decode())
-                for im in job.result.images
-            ]
-        return [RenderedImage(im, url=self.services.file_url(job, im.key)) for im in job.result.images]
+            return [RenderedImage(im, base64=base64.b64encode(read(im.key)).decode()) for im in images]
+        return [RenderedImage(im, url=self.services.file_url(job, im.key)) for im in images]
 
     async def render_images_async(self, job: Job, inline: bool) -> list[RenderedImage]:
         if not inline:
