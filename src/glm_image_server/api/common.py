@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -16,8 +17,8 @@ from pydantic import BaseModel
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from ..jobs.records import Job, JobError, StoredImage
-from ..jobs.store import CancelOutcome
+from ..jobs.records import Job, JobError, JobStatus, StoredImage
+from ..jobs.store import CancelOutcome, JobStore
 from ..media.fetch import BlockedUrl
 from ..services import Services
 from ..types import GenerationRequest, InvalidRequest, OutputSpec
@@ -56,6 +57,15 @@ def input_error(exc: InvalidRequest) -> JobError:
 
 def job_error(job: Job) -> JobError:
     return job.error or FAILED
+
+
+def on_time(store: JobStore, job: Job | None) -> Job | None:
+    """The job as it stands, after failing it if it is queued past its start deadline (a worker's next
+    claim would fail it too; a reader should not see it wait on). Blocking: call off the event loop."""
+    if job is None or job.status != JobStatus.QUEUED or job.start_by is None or job.start_by > time.time():
+        return job
+    store.expire_start_deadlines(time.time())
+    return store.get(job.id)
 
 
 def client_of(connection: HTTPConnection) -> str:
@@ -128,7 +138,8 @@ class DialectService:
         return job if job is not None and job.api == self.api else None
 
     async def get(self, job_id: str) -> Job | None:
-        return self.own(await self.services.call(self.services.store.get, job_id))
+        store = self.services.store
+        return self.own(await self.services.call(lambda: on_time(store, store.get(job_id))))
 
     async def wait(self, job_id: str) -> Job | None:
         """The job once finished; None when it is not this dialect's or vanished (expired)."""
