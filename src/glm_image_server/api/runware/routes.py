@@ -406,6 +406,7 @@ class Connection:
             running.cancel()
 
     async def take(self, task: Any) -> None:
+        """Answer one task (an inference: start it and push its results when they come)."""
         if isinstance(task, dict) and task.get("taskType") == "imageInference":
             # Submitted to the end even if the client goes now (it sent the task); only the push stops.
             submitting = asyncio.ensure_future(self.tasks.safely(task, self.tasks.submit(task)))
@@ -448,6 +449,7 @@ class Connection:
         await self.tasks.delivered(job_id)
 
     async def serve(self, limit: int) -> None:
+        """Take the client's messages until it goes; at most `limit` tasks per message."""
         while True:
             message = await self.socket.receive()
             if message["type"] == "websocket.disconnect":
