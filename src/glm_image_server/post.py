@@ -1,19 +1,22 @@
 """After the engine: safety check -> text check (and best-of-N choice) -> encode -> storage -> the job's
 result, as plain functions.
 
-Runs in the worker, on the images of one job; nothing here knows which API asked for them.
+Runs in the worker, on the images of one job; nothing here knows which API asked for them. A job whose
+images need nothing that looks at them all (no safety check, no text check, no candidates to choose
+from) has each image stored as soon as the engine decodes it (`finish_early`), so clients can have it
+before its siblings; the job's result then takes those images as they are.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from PIL import Image
 
 from . import metrics
-from .jobs.records import JobResult, StoredImage
+from .jobs.records import FinishedImage, JobResult, StoredImage
 from .media.encode import CONTENT_TYPES, EXTENSIONS, encode_image
 from .media.storage import Storage
 from .prompting import quoted_texts
@@ -118,10 +121,12 @@ def encode_and_store(
     seeds: Sequence[int],
     output: OutputSpec,
     file_prefix: str,
+    first: int = 0,
 ) -> list[StoredImage]:
-    """Encode each image in the requested format and save it under `{file_prefix}-{i}.{ext}`."""
+    """Encode each image in the requested format and save it under `{file_prefix}-{i}.{ext}`, i counting
+    from `first` (the output position of the first image)."""
     stored = []
-    for i, (image, seed) in enumerate(zip(images, seeds, strict=True)):
+    for i, (image, seed) in enumerate(zip(images, seeds, strict=True), start=first):
         data = encode_image(image, output.format, output.quality)
         key = f"{file_prefix}-{i}.{EXTENSIONS[output.format]}"
         storage.save(key, data)
@@ -146,6 +151,33 @@ def cost(settings: Settings, images: Sequence[Image.Image], inference_s: float) 
     return sum(image.width * image.height for image in images) / 1e6 * settings.price_per_megapixel
 
 
+@dataclass(frozen=True)
+class EarlyImage:
+    """An image stored as soon as the engine decoded it, and how long encoding and saving it took."""
+
+    finished: FinishedImage
+    encode_s: float
+
+
+def finishes_early(output: OutputSpec) -> bool:
+    """Whether a job's images can be finished one by one: not when a step looks at them all together
+    (the safety check, the text check and its choice among candidates)."""
+    return not (output.safety_check or output.text_check or output.keep_best)
+
+
+def finish_early(
+    ctx: PostContext, image: Image.Image, seed: int, index: int, output: OutputSpec, file_prefix: str
+) -> EarlyImage:
+    """Image `index` of a job whose images finish early (`finishes_early`), stored under the name the
+    job's result gives it. Its cost is known now under per-megapixel pricing (GPU seconds are counted
+    when the job ends)."""
+    start = time.perf_counter()
+    (stored,) = encode_and_store(ctx.storage, [image], [seed], output, file_prefix, first=index)
+    price = cost(ctx.settings, [image], 0.0) if ctx.settings.pricing != "gpu_second" else None
+    finished = FinishedImage(index=index, image=stored, nsfw=False, cost=price)
+    return EarlyImage(finished, time.perf_counter() - start)
+
+
 def finish_images(
     ctx: PostContext,
     generated: GenerationResult,
@@ -155,18 +187,26 @@ def finish_images(
     timings: dict[str, float],
     log: Log,
     asked_prompt: str | None = None,
+    early: Mapping[int, EarlyImage] | None = None,
 ) -> JobResult:
     """One job's images, checked, chosen, encoded and stored: its result. The text check looks for the
-    quoted spans of `asked_prompt` (the prompt as the client sent it; expansion keeps them verbatim)."""
+    quoted spans of `asked_prompt` (the prompt as the client sent it; expansion keeps them verbatim).
+    `early` holds the images (by index) that `finish_early` stored already; they are taken as they are."""
+    early = early or {}
     metrics.IMAGES.inc(len(generated.images))
     seeds = generated.seeds
     checked = check_safety(ctx.checker, generated.images, output.safety_check, log)
     spans = quoted_texts(asked_prompt if asked_prompt is not None else prompt)
     text = check_text(ctx.text_checker, checked.images, seeds, spans, output.text_check, log)
     chosen = choose(output.keep_best, len(checked.images), text.checks, seeds, log)
-    images = [checked.images[i] for i in chosen]
     start = time.perf_counter()
-    stored = encode_and_store(ctx.storage, images, [seeds[i] for i in chosen], output, file_prefix)
+    stored = [
+        early[i].finished.image
+        if i in early
+        else encode_and_store(ctx.storage, [checked.images[i]], [seeds[i]], output, file_prefix, position)[0]
+        for position, i in enumerate(chosen)
+    ]
+    encode_s = time.perf_counter() - start + sum(done.encode_s for done in early.values())
     t = generated.timings
     all_timings = {
         **timings,
@@ -175,7 +215,7 @@ def finish_images(
         "vae": t.vae,
         "safety": checked.seconds,
         "text_check": text.seconds,
-        "encode": time.perf_counter() - start,
+        "encode": encode_s,
         "inference": t.inference,
     }
     for stage, seconds in all_timings.items():

@@ -10,7 +10,7 @@ from pathlib import Path
 import helpers.fal_env as fal_env  # first: sets FAL_RUN_HOST & co. before fal_client is imported
 import httpx
 import pytest
-from helpers.keys import FAL_KEY, PLAIN_KEY, RUNWARE_KEY
+from helpers.keys import FAL_KEY, PLAIN_KEY, RUNWARE_KEY, RUNWARE_OTHER_KEY
 from helpers.serving import ServerProcess
 
 TEXT_DOUBLE = "helpers.doubles:ScoreByPixels"  # tests/ is on the servers' path
@@ -61,13 +61,14 @@ def plain_server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path):
 @pytest.fixture(scope="session")
 def runware_server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path):
     """The Runware server: plain HTTP (REST and WebSocket on /v1), loopback URLs allowed (webhooks and
-    uploads to the `web` fixture), its own key; `.rest` posts tasks to /v1 with it as a Bearer token. Its
-    text checker is the double that scores by pixels, as on the fal server."""
+    uploads to the `web` fixture), two keys (RUNWARE_OTHER_KEY is another tenant); `.rest` posts tasks to
+    /v1 with RUNWARE_KEY as a Bearer token. Its text checker is the double that scores by pixels, as on the
+    fal server."""
     server = ServerProcess(
         tmp_path_factory.mktemp("runware") / "data",
         model_cache,
         env={"GLM_IMAGE_TEXT_CHECKER": TEXT_DOUBLE},
-        args=("--api-key", RUNWARE_KEY),
+        args=("--api-key", RUNWARE_KEY, "--api-key", RUNWARE_OTHER_KEY),
     ).start()
     with httpx.Client(
         base_url=f"{server.base_url}/v1", headers={"authorization": f"Bearer {RUNWARE_KEY}"}, timeout=120

@@ -1,7 +1,8 @@
 """A fleet on one machine: two API processes and one worker process share a PostgreSQL job store and an S3
 bucket (moto's server), as separate machines would. A job submitted through API A is polled, streamed
 (SSE, woken by NOTIFY) and cancelled through API B; its result URL is a presigned S3 URL; a webhook whose
-receiver fails twice is accepted exactly once across both APIs."""
+receiver fails twice is accepted exactly once across both APIs; a Runware WebSocket session begun on A
+resumes on B."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import io
 import json
 import threading
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -19,6 +21,7 @@ from helpers.serving import WebServer
 from helpers.stores import throwaway_database
 from helpers.waiting import wait_for
 from PIL import Image
+from websockets.sync.client import connect
 
 QUEUE = "/queue/fal-ai/glm-image"
 
@@ -136,3 +139,36 @@ def test_a_webhook_failing_twice_is_accepted_exactly_once_across_both_apis(fleet
         assert posts[-1]["status"] == "OK"
     finally:
         receiver.close()
+
+
+def test_a_runware_session_started_on_a_resumes_on_b(fleet) -> None:
+    """Sessions live in the job store: a WebSocket client on API A goes away mid-task, reconnects to API B
+    with its connectionSessionUUID, and gets the result there (both images, one message each)."""
+    api_a, api_b, _ = fleet
+    job = {
+        "taskType": "imageInference",
+        "taskUUID": str(uuid.uuid4()),
+        "model": "runware:glm-image@0",
+        "positivePrompt": "a sign that reads 'AWAY'",
+        "width": 128,
+        "height": 128,
+        "steps": 10,
+        "numberResults": 2,
+    }
+    auth = {"taskType": "authentication", "apiKey": "any"}  # the fleet has no keys: any key is its key
+    with connect(f"ws://127.0.0.1:{api_a.port}/v1") as socket:
+        socket.send(json.dumps([auth]))
+        session = json.loads(socket.recv(timeout=30))["data"][0]["connectionSessionUUID"]
+        socket.send(json.dumps([job]))
+    deadline = time.monotonic() + 60
+    while True:
+        with connect(f"ws://127.0.0.1:{api_b.port}/v1") as socket:
+            socket.send(json.dumps([{**auth, "connectionSessionUUID": session}]))
+            if json.loads(socket.recv(timeout=30))["data"][0]["connectionSessionUUID"] == session:
+                pushed = [json.loads(socket.recv(timeout=120))["data"] for _ in range(2)]
+                break
+        assert time.monotonic() < deadline, "the session was never found on B"
+        time.sleep(0.05)
+    assert [len(items) for items in pushed] == [1, 1]
+    assert {items[0]["taskUUID"] for items in pushed} == {job["taskUUID"]}
+    assert len({items[0]["imageUUID"] for items in pushed}) == 2

@@ -23,7 +23,7 @@ from glm_image_server.jobs.sqlite import SqliteJobStore
 from glm_image_server.jobs.store import JobStore
 
 ADMIN_URL = os.environ.get("GLM_IMAGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-TABLES = "jobs, job_logs, deliveries, changes, workers"
+TABLES = "jobs, job_logs, job_live, deliveries, changes, workers, session_jobs"
 
 
 @contextmanager

@@ -1,5 +1,6 @@
-"""The job store contract on SQLite and PostgreSQL: ordering, one claimant per job, cancel, recovery of a
-stopped worker's jobs, retention, queue depth."""
+"""The job store contract on SQLite and PostgreSQL: ordering (priorities, start deadlines), one claimant
+per job, cancel, recovery of a stopped worker's jobs, retention, queue depth, a running job's finished
+images, connection sessions."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import time
 
 from helpers.jobs import make_job
 
-from glm_image_server.jobs.records import Claim, JobResult, JobStatus, StoredImage
+from glm_image_server.jobs.records import Claim, FinishedImage, JobResult, JobStatus, StoredImage
 from glm_image_server.jobs.retention import RetentionSweeper
-from glm_image_server.jobs.store import JobStore, Requeued
+from glm_image_server.jobs.store import JobStore, Requeued, SessionJob
 from glm_image_server.media.storage import LocalStorage
 
 LEASE_S = 60.0
@@ -164,3 +165,89 @@ def test_a_job_round_trips_through_the_store(backend, tmp_path) -> None:
     store.create(job)
     assert store.get(job.id) == job
     assert backend.open().get(job.id) == job  # read by another process
+
+
+def test_low_priority_jobs_wait_while_normal_ones_queue(backend, tmp_path) -> None:
+    """FIFO within a priority; a low job never joins a normal job's batch, nor jumps ahead of one."""
+    store = backend.open()
+    low1, normal1, low2, normal2 = (
+        make_job(name).model_copy(update={"priority": priority})
+        for name, priority in (("l1", "low"), ("n1", "normal"), ("l2", "low"), ("n2", "normal"))
+    )
+    for job in (low1, normal1, low2, normal2):
+        store.create(job)
+    positions = [store.queue_position(job.id) for job in (normal1, normal2, low1, low2)]
+    assert positions == [0, 1, 2, 3]
+    assert store.oldest_queued().id == normal1.id
+    assert [job.id for job in store.claim_batch("w", 8, LEASE_S)] == [normal1.id, normal2.id]
+    assert store.queue_position(low2.id) == 1
+    assert [job.id for job in store.claim_batch("w", 8, LEASE_S)] == [low1.id, low2.id]
+    assert backend.open().get(low1.id).priority == "low"
+
+
+def test_a_job_past_its_start_deadline_fails_instead_of_starting(backend, tmp_path) -> None:
+    store = backend.open()
+    now = time.time()
+    late = make_job("late").model_copy(update={"start_by": now - 0.5, "created_at": now - 2.5})
+    timely, patient = make_job("timely").model_copy(update={"start_by": now + 60}), make_job("patient")
+    for job in (late, timely, patient):
+        store.create(job)
+    assert store.expire_start_deadlines(now - 1) == 0  # nothing was late then
+    assert [job.id for job in store.claim_batch("w", 8, LEASE_S)] == [timely.id, patient.id]
+    failed = store.get(late.id)
+    assert failed.status == JobStatus.FAILED and failed.error.kind == "timeout"
+    assert "did not start within its 2 s start timeout" in failed.error.message
+    assert store.logs(late.id)[-1].message == failed.error.message
+    queued = make_job("queued").model_copy(update={"start_by": now + 0.05})
+    store.create(queued)
+    time.sleep(0.1)
+    assert store.expire_start_deadlines(time.time()) == 1  # without a claim: the sweeper's path
+    assert store.get(queued.id).error.kind == "timeout"
+    assert store.expire_start_deadlines(time.time()) == 0
+
+
+def test_a_running_jobs_finished_images_are_live_until_it_ends(backend, tmp_path) -> None:
+    store = backend.open()
+    job = make_job(num_images=2)
+    store.create(job)
+
+    def image(index: int) -> FinishedImage:
+        stored = StoredImage(
+            key=f"k{index}", content_type="image/png", width=1, height=1, file_size=3, seed=index
+        )
+        return FinishedImage(index=index, image=stored, nsfw=False, cost=0.5)
+
+    store.add_image(job.id, image(0))  # queued: nothing to record
+    assert store.live(job.id) is None
+    claim_one(store)
+    store.set_progress(job.id, "dit", 3, 10)
+    store.add_image(job.id, image(1))
+    store.add_image(job.id, image(0))
+    store.add_image(job.id, image(1))  # again (a retried event): still once
+    live = backend.open().live(job.id)
+    assert [done.index for done in live.images] == [0, 1] and live.images[0] == image(0)
+    assert (live.stage, live.done) == ("dit", 3)
+    store.finish(job.id, JobStatus.FAILED)
+    assert store.live(job.id) is None
+
+
+def test_session_jobs_last_as_long_as_their_jobs(backend, tmp_path) -> None:
+    store = backend.open()
+    first, second = make_job(), make_job()
+    for job in (first, second):
+        store.create(job)
+        store.add_session_job("session-a", job.id, "owner-a")
+    store.add_session_job("session-b", first.id, "owner-b")  # a job stays with its first session
+    store.session_delivered(first.id)
+    other = backend.open()
+    assert other.session_jobs("session-a") == [
+        SessionJob(first.id, "owner-a", True),
+        SessionJob(second.id, "owner-a", False),
+    ]
+    assert other.session_jobs("session-b") == []
+    for job in (first, second):
+        claim_one(store)
+        store.finish(job.id, JobStatus.FAILED)
+    time.sleep(0.01)
+    assert len(store.delete_expired(time.time(), retention_s=0.0)) == 2
+    assert store.session_jobs("session-a") == []

@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 from helpers.stores import raw_rows, throwaway_database
 
@@ -23,7 +24,7 @@ from glm_image_server.jobs.records import (
     StoredImage,
     WorkerInfo,
 )
-from glm_image_server.jobs.sqlite import SqliteJobStore
+from glm_image_server.jobs.sqlite import SCHEMA_VERSION, SqliteJobStore
 from glm_image_server.jobs.store import JobStore, Requeued
 from glm_image_server.types import GenerationRequest, OutputSpec
 
@@ -598,7 +599,7 @@ def test_a_version_1_database_is_migrated(tmp_path):
     ]
 
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     # Opening it again does not migrate twice.
     again = SqliteJobStore(path)
     assert again.get("queued") == store.get("queued")
@@ -617,6 +618,38 @@ def test_a_version_1_running_job_is_requeued_after_migration(tmp_path):
     assert requeued.status == JobStatus.QUEUED
     assert requeued.request.seed == 4242
     assert requeued.attempts == 1
+
+
+def make_v3_database(path: Path, *jobs: Job) -> None:
+    """A version-3 database (before priorities, start deadlines, finished images and sessions) holding
+    `jobs`: today's schema taken back to what version 3 had."""
+    old = SqliteJobStore(path)
+    submit(old, *jobs)
+    old.close()
+    with sqlite3.connect(path) as db:
+        for index in ("jobs_in_order", "jobs_by_batch", "jobs_by_start"):
+            db.execute(f"DROP INDEX {index}")
+        db.execute("CREATE INDEX jobs_by_batch ON jobs (status, batch_key, seq)")
+        for table, column in (("jobs", "priority"), ("jobs", "start_by"), ("job_live", "images")):
+            db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        db.execute("DROP TABLE session_jobs")
+        db.execute("PRAGMA user_version = 3")
+
+
+def test_a_version_3_database_is_migrated(tmp_path):
+    path = tmp_path / "jobs.sqlite3"
+    older, newer = make_job("older"), make_job("newer")
+    make_v3_database(path, older, newer)
+    store = SqliteJobStore(path)
+    low = make_job("low").model_copy(update={"priority": "low"})
+    submit(store, low)
+    assert [store.queue_position(job.id) for job in (older, newer, low)] == [0, 1, 2]
+    assert [job.id for job in store.claim_batch("w", 8, 30)] == [older.id, newer.id]
+    assert store.live(older.id) is None
+    store.add_session_job("s", older.id, None)
+    assert [job.job_id for job in store.session_jobs("s")] == [older.id]
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
 
 
 # --- PostgreSQL's versioned migrations
@@ -647,3 +680,34 @@ def test_postgres_migrates_a_new_database_once_even_when_replicas_start_together
         finally:
             for store in stores:
                 store.close()
+
+
+def test_postgres_version_2_database_is_migrated():
+    """A database at migration 2 (before priorities, start deadlines, finished images and sessions) with a
+    queued job: the job keeps its place and the new columns work."""
+    with throwaway_database() as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE schema_migrations"
+                " (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+            )
+            for version, sql in enumerate(MIGRATIONS[:2], start=1):
+                conn.execute(sql)
+                conn.execute("INSERT INTO schema_migrations VALUES (%s, 0)", (version,))
+            old = make_job("old")
+            conn.execute(
+                "INSERT INTO jobs (id, status, batch_key, num_images, created_at, body)"
+                " VALUES (%s, 'queued', %s, 1, %s, %s)",
+                (old.id, old.request.batch_key, old.created_at, old.model_dump_json()),
+            )
+        store = PostgresJobStore(url, pool_size=1)
+        try:
+            assert store.migrate() == len(MIGRATIONS)
+            low = make_job("low").model_copy(update={"priority": "low"})
+            submit(store, low)
+            assert store.queue_position(low.id) == 1
+            assert [job.id for job in store.claim_batch("w", 8, 30)] == [old.id]
+            store.add_session_job("s", old.id, "o")
+            assert [job.owner for job in store.session_jobs("s")] == ["o"]
+        finally:
+            store.close()

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
@@ -16,8 +17,8 @@ from pydantic import BaseModel
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from ..jobs.records import Job, JobError, StoredImage
-from ..jobs.store import CancelOutcome
+from ..jobs.records import Job, JobError, JobStatus, StoredImage
+from ..jobs.store import CancelOutcome, JobStore
 from ..media.fetch import BlockedUrl
 from ..services import Services
 from ..types import GenerationRequest, InvalidRequest, OutputSpec
@@ -56,6 +57,15 @@ def input_error(exc: InvalidRequest) -> JobError:
 
 def job_error(job: Job) -> JobError:
     return job.error or FAILED
+
+
+def on_time(store: JobStore, job: Job | None) -> Job | None:
+    """The job as it stands, after failing it if it is queued past its start deadline (a worker's next
+    claim would fail it too; a reader should not see it wait on). Blocking: call off the event loop."""
+    if job is None or job.status != JobStatus.QUEUED or job.start_by is None or job.start_by > time.time():
+        return job
+    store.expire_start_deadlines(time.time())
+    return store.get(job.id)
 
 
 def client_of(connection: HTTPConnection) -> str:
@@ -141,7 +151,8 @@ class DialectService:
         return job if job is not None and job.api == self.api and job.owner == self.owner else None
 
     async def get(self, job_id: str) -> Job | None:
-        return self.own(await self.services.call(self.services.store.get, job_id))
+        store = self.services.store
+        return self.own(await self.services.call(lambda: on_time(store, store.get(job_id))))
 
     async def wait(self, job_id: str) -> Job | None:
         """The job once finished; None when it is not this dialect's or vanished (expired)."""
@@ -162,13 +173,15 @@ class DialectService:
     def render_images(self, job: Job, inline: bool) -> list[RenderedImage]:
         """Blocking when inline (reads the files): call through `render_images_async` from handlers."""
         assert job.result is not None
-        storage = self.services.storage
+        return self.render_stored(job, job.result.images, inline)
+
+    def render_stored(self, job: Job, images: Sequence[StoredImage], inline: bool) -> list[RenderedImage]:
+        """Some of the job's stored images (also those a running job finished already); blocking when
+        inline."""
+        read = self.services.storage.read
         if inline:
-            return [
-                RenderedImage(im, base64=base64.b64encode(storage.read(im.key)).decode())
-                for im in job.result.images
-            ]
-        return [RenderedImage(im, url=self.services.file_url(job, im.key)) for im in job.result.images]
+            return [RenderedImage(im, base64=base64.b64encode(read(im.key)).decode()) for im in images]
+        return [RenderedImage(im, url=self.services.file_url(job, im.key)) for im in images]
 
     async def render_images_async(self, job: Job, inline: bool) -> list[RenderedImage]:
         if not inline:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..types import Stage
-from .records import JobError, JobResult, LogLevel, PreviewImage
+from .records import FinishedImage, JobError, JobResult, LogLevel, PreviewImage
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,14 @@ class JobPreview:
 
 
 @dataclass(frozen=True)
+class JobImage:
+    """One of the job's images is stored, before the job ends (its result will carry it too)."""
+
+    job_id: str
+    image: FinishedImage
+
+
+@dataclass(frozen=True)
 class JobSucceeded:
     job_id: str
     result: JobResult
@@ -52,5 +60,5 @@ class JobFailed:
     error: JobError
 
 
-JobEvent = JobLog | JobProgress | JobPreview | JobSucceeded | JobFailed
+JobEvent = JobLog | JobProgress | JobPreview | JobImage | JobSucceeded | JobFailed
 EventSink = Callable[[JobEvent], None]

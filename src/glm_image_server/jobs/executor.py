@@ -2,7 +2,8 @@
 expanded) — in the background, so a slow input never holds the engine or another job — then hands it
 the batch's prepared jobs to run; it reports typed events. `LocalExecutor` runs them here, in this worker
 process: one engine call for the batch, then the post stage per job. A job that fails its own inputs
-fails alone.
+fails alone. Images that need no look at their siblings are stored as the engine decodes each one and
+reported at once (JobImage), so clients can have them before the rest of their job.
 """
 
 from __future__ import annotations
@@ -12,17 +13,17 @@ import io
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from PIL import Image
 
 from .. import metrics
 from ..media.references import ReferenceLoader
-from ..post import PostContext, finish_images
+from ..post import EarlyImage, PostContext, finish_early, finish_images, finishes_early
 from ..prompting import PromptExpander
 from ..types import Cancelled, GenerationRequest, GenerationResult, InvalidRequest, Preview, Progress
-from .events import EventSink, JobFailed, JobLog, JobPreview, JobProgress, JobSucceeded
+from .events import EventSink, JobFailed, JobImage, JobLog, JobPreview, JobProgress, JobSucceeded
 from .records import Job, JobError, PreviewImage
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ class _Prepared:
     request: GenerationRequest  # the prompt after expansion
     references: tuple[Image.Image, ...]
     timings: dict[str, float]
+    early: dict[int, EarlyImage] = field(default_factory=dict)  # images stored as they were decoded
 
 
 def encode_preview(preview: Preview) -> PreviewImage:
@@ -112,6 +114,9 @@ class LocalExecutor:
         def on_preview(preview: Preview) -> None:
             emit(JobPreview(prepared[preview.request].job.id, encode_preview(preview)))
 
+        def on_image(request: int, index: int, image: Image.Image) -> None:
+            self._finish_early(prepared[request], index, image, emit)
+
         metrics.ENGINE_CALLS.inc()
         try:
             results = self.engine.generate(
@@ -121,6 +126,7 @@ class LocalExecutor:
                 should_cancel=lambda: stopping() or all(cancelled(p.job.id) for p in prepared),
                 should_skip=lambda i: cancelled(prepared[i].job.id),
                 on_preview=on_preview,
+                on_image=on_image,
             )
         except Cancelled:
             if stopping():
@@ -159,6 +165,21 @@ class LocalExecutor:
         if result is not None:
             emit(JobSucceeded(p.job.id, result))
 
+    def _finish_early(self, p: _Prepared, index: int, image: Image.Image, emit: EventSink) -> None:
+        """Store one decoded image of a job whose images finish one by one, and report it. A failure here
+        is only logged: the job's post stage stores the image again, and fails the job if it must."""
+        job = p.job
+        if not finishes_early(job.output):
+            return
+        try:
+            done = finish_early(self.post, image, p.request.seeds[index], index, job.output, job.file_prefix)
+        except Exception as exc:
+            line = f"Image {index} could not be stored early ({exc}); it is stored with the rest"
+            emit(JobLog(job.id, line, "WARN"))
+            return
+        p.early[index] = done
+        emit(JobImage(job.id, done.finished))
+
     def _post(self, p: _Prepared, generated: GenerationResult, emit: EventSink):
         def log(message: str, level: str) -> None:
             emit(JobLog(p.job.id, message, level))  # type: ignore[arg-type]
@@ -173,6 +194,7 @@ class LocalExecutor:
             p.timings,
             log,
             asked_prompt=job.request.prompt,
+            early=p.early,
         )
 
     @staticmethod

@@ -20,11 +20,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import psycopg
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from ..types import Stage
 from .records import (
     Claim,
+    FinishedImage,
     Job,
     JobError,
     JobResult,
@@ -35,7 +37,7 @@ from .records import (
     PreviewImage,
     WorkerInfo,
 )
-from .store import CancelOutcome, Changes, Channel, Delivery, Requeued
+from .store import CancelOutcome, Changes, Channel, Delivery, Requeued, SessionJob
 from .transitions import (
     CANCELLED_BEFORE_START,
     batch,
@@ -43,9 +45,12 @@ from .transitions import (
     finished,
     held_by,
     interrupted,
+    rank,
     requeued,
     requeued_line,
     running,
+    start_missed,
+    with_image,
 )
 
 log = logging.getLogger(__name__)
@@ -116,6 +121,26 @@ MIGRATIONS: tuple[str, ...] = (
         preview BYTEA,
         preview_meta TEXT
     );
+    """,
+    # 3: queue priorities and start deadlines, a running job's finished images, connection sessions (the
+    # SQLite store's version 4).
+    """
+    ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN start_by DOUBLE PRECISION;
+    DROP INDEX jobs_queued;
+    DROP INDEX jobs_queue;
+    CREATE INDEX jobs_queued ON jobs (batch_key, priority, seq) WHERE status = 'queued';
+    CREATE INDEX jobs_queue ON jobs (priority, seq) WHERE status = 'queued';
+    CREATE INDEX jobs_start_by ON jobs (start_by) WHERE status = 'queued' AND start_by IS NOT NULL;
+    ALTER TABLE job_live ADD COLUMN images JSONB;
+    CREATE TABLE session_jobs (
+        job_id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        owner TEXT,
+        delivered BOOLEAN NOT NULL DEFAULT FALSE,
+        created_at DOUBLE PRECISION NOT NULL
+    );
+    CREATE INDEX session_jobs_by_session ON session_jobs (session_id, created_at);
     """,
 )
 MIGRATION_LOCK = 0x61_6D_67_6C  # pg_advisory_xact_lock key: one migrator at a time
@@ -244,8 +269,9 @@ class PostgresJobStore:
     def create(self, job: Job) -> bool:
         with self._tx() as cur:
             cur.execute(
-                "INSERT INTO jobs (id, status, batch_key, num_images, created_at, cancel_requested, body)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO jobs (id, status, batch_key, num_images, created_at, cancel_requested,"
+                " priority, start_by, body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (id) DO NOTHING",
                 (
                     job.id,
                     job.status.value,
@@ -253,6 +279,8 @@ class PostgresJobStore:
                     job.request.num_images,
                     job.created_at,
                     job.cancel_requested,
+                    rank(job),
+                    job.start_by,
                     job.model_dump_json(),
                 ),
             )
@@ -269,15 +297,15 @@ class PostgresJobStore:
     def queue_position(self, job_id: str) -> int:
         with self._tx() as cur:
             cur.execute(
-                "SELECT COUNT(*) FROM jobs WHERE status = 'queued'"
-                " AND seq < (SELECT seq FROM jobs WHERE id = %s)",
+                "SELECT COUNT(*) FROM jobs q, jobs me WHERE me.id = %s AND q.status = 'queued'"
+                " AND (q.priority < me.priority OR (q.priority = me.priority AND q.seq < me.seq))",
                 (job_id,),
             )
             return cur.fetchone()[0]
 
     def oldest_queued(self) -> Job | None:
         with self._tx() as cur:
-            cur.execute("SELECT body FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1")
+            cur.execute("SELECT body FROM jobs WHERE status = 'queued' ORDER BY priority, seq LIMIT 1")
             row = cur.fetchone()
             return Job.model_validate_json(row[0]) if row else None
 
@@ -317,23 +345,40 @@ class PostgresJobStore:
         with self._tx() as cur:
             now = time.time()
             self._requeue(cur, "lease_until < %s", (now,), "its worker stopped answering")
+            self._expire_starts(cur, now)
             cur.execute(
-                "SELECT batch_key FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1"
+                "SELECT batch_key, priority FROM jobs WHERE status = 'queued' ORDER BY priority, seq LIMIT 1"
                 " FOR UPDATE SKIP LOCKED"
             )
             head = cur.fetchone()
             if head is None:
                 return []
             cur.execute(
-                "SELECT body FROM jobs WHERE status = 'queued' AND batch_key = %s ORDER BY seq LIMIT %s"
-                " FOR UPDATE SKIP LOCKED",
-                (head[0], max(max_images, 1)),
+                "SELECT body FROM jobs WHERE status = 'queued' AND batch_key = %s AND priority = %s"
+                " ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED",
+                (*head, max(max_images, 1)),
             )
             candidates = [Job.model_validate_json(body) for (body,) in cur.fetchall()]
             claimed = [running(job, worker_id, now) for job in batch(candidates, max_images)]
             for job in claimed:
                 self._save(cur, job, lease_until=now + lease_s)
             return claimed
+
+    def expire_start_deadlines(self, now: float) -> int:
+        with self._tx() as cur:
+            return self._expire_starts(cur, now)
+
+    def _expire_starts(self, cur: psycopg.Cursor, now: float) -> int:
+        cur.execute(
+            "SELECT body FROM jobs WHERE status = 'queued' AND start_by < %s FOR UPDATE SKIP LOCKED", (now,)
+        )
+        rows = cur.fetchall()
+        for (body,) in rows:
+            job = Job.model_validate_json(body)
+            error = start_missed(job)
+            self._finish(cur, job, JobStatus.FAILED, None, error)
+            self._log(cur, job.id, "ERROR", error.message)
+        return len(rows)
 
     def renew(self, worker_id: str, lease_s: float) -> int:
         with self._tx() as cur:
@@ -404,17 +449,34 @@ class PostgresJobStore:
             )
             self._changed(cur, job_id)
 
+    def add_image(self, job_id: str, image: FinishedImage) -> None:
+        with self._tx() as cur:
+            cur.execute("SELECT status FROM jobs WHERE id = %s FOR SHARE", (job_id,))
+            status = cur.fetchone()
+            if status is None or status[0] != JobStatus.RUNNING.value:
+                return  # finished (its result has the image) or taken back meanwhile
+            cur.execute("SELECT images FROM job_live WHERE job_id = %s FOR UPDATE", (job_id,))
+            row = cur.fetchone()
+            images = with_image(_images(row[0] if row else None), image)
+            cur.execute(
+                "INSERT INTO job_live (job_id, images) VALUES (%s, %s) ON CONFLICT (job_id)"
+                " DO UPDATE SET images = excluded.images",
+                (job_id, Jsonb([done.model_dump(mode="json") for done in images])),
+            )
+            self._changed(cur, job_id)
+
     def live(self, job_id: str) -> LiveState | None:
         with self._tx() as cur:
             cur.execute(
-                "SELECT stage, done, total, preview, preview_meta FROM job_live WHERE job_id = %s", (job_id,)
+                "SELECT stage, done, total, preview, preview_meta, images FROM job_live WHERE job_id = %s",
+                (job_id,),
             )
             row = cur.fetchone()
         if row is None:
             return None
-        stage, done, total, data, meta = row
+        stage, done, total, data, meta, images = row
         preview = PreviewImage(data=bytes(data), **json.loads(meta)) if data is not None else None
-        return LiveState(stage, done, total, preview)
+        return LiveState(stage, done, total, preview, tuple(_images(images)))
 
     def recent(self, limit: int) -> list[Job]:
         with self._tx() as cur:
@@ -484,6 +546,28 @@ class PostgresJobStore:
             row = cur.fetchone()
             return bool(row and row[0])
 
+    # --- connection sessions
+
+    def add_session_job(self, session_id: str, job_id: str, owner: str | None) -> None:
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO session_jobs (job_id, session_id, owner, created_at) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (job_id) DO NOTHING",
+                (job_id, session_id, owner, time.time()),
+            )
+
+    def session_jobs(self, session_id: str) -> list[SessionJob]:
+        with self._tx() as cur:
+            cur.execute(
+                "SELECT job_id, owner, delivered FROM session_jobs WHERE session_id = %s ORDER BY created_at",
+                (session_id,),
+            )
+            return [SessionJob(job_id, owner, delivered) for job_id, owner, delivered in cur.fetchall()]
+
+    def session_delivered(self, job_id: str) -> None:
+        with self._tx() as cur:
+            cur.execute("UPDATE session_jobs SET delivered = TRUE WHERE job_id = %s", (job_id,))
+
     # --- workers
 
     def heartbeat(self, worker: WorkerInfo) -> None:
@@ -526,6 +610,7 @@ class PostgresJobStore:
                 cur.execute("DELETE FROM job_logs WHERE job_id = ANY(%s)", (ids,))
                 cur.execute("DELETE FROM job_live WHERE job_id = ANY(%s)", (ids,))
                 cur.execute("DELETE FROM deliveries WHERE job_id = ANY(%s)", (ids,))
+                cur.execute("DELETE FROM session_jobs WHERE job_id = ANY(%s)", (ids,))
             cur.execute("DELETE FROM changes WHERE at < %s", (now - CHANGE_LOG_KEEP_S,))
         return [Job.model_validate_json(body) for _, body in rows]
 
@@ -562,3 +647,8 @@ class PostgresJobStore:
                 " lease_until = NULL WHERE id = %s",
                 (error, retry_at, delivery_id),
             )
+
+
+def _images(items: list | None) -> list[FinishedImage]:
+    """The `images` column (JSONB, read back as a list) as records."""
+    return [FinishedImage.model_validate(item) for item in items or ()]

@@ -17,6 +17,7 @@ from ..text_check import TextCheck
 from ..types import GenerationRequest, OutputSpec, Stage
 
 LogLevel = Literal["INFO", "WARN", "ERROR", "DEBUG"]
+Priority = Literal["normal", "low"]  # low: claimed only when no normal job waits
 
 
 class JobStatus(StrEnum):
@@ -60,9 +61,10 @@ class JobResult(_Frozen):
 
 
 class JobError(_Frozen):
-    """Why a job did not succeed. `kind="input"`: the client's input (field says which); else ours."""
+    """Why a job did not succeed. `kind="input"`: the client's input (field says which); `"timeout"`: it
+    did not start before its `start_by` deadline; else ours."""
 
-    kind: Literal["input", "internal", "cancelled"]
+    kind: Literal["input", "internal", "cancelled", "timeout"]
     message: str
     field: str | None = None
 
@@ -90,6 +92,8 @@ class Job(_Frozen):
     base_url: str  # where the client reached us, for URLs in results (unless public_url is set)
     options: dict[str, JsonValue] = Field(default_factory=dict)  # the dialect's typed options, dumped
     owner: str | None = None  # a stable hash of the API key that created it (None: the server has no keys)
+    priority: Priority = "normal"  # FIFO within a priority; low jobs wait while normal ones queue
+    start_by: float | None = None  # a queued job not claimed by then fails (kind "timeout")
     result: JobResult | None = None
     error: JobError | None = None
 
@@ -131,12 +135,23 @@ class PreviewImage:
     steps: int
 
 
+class FinishedImage(_Frozen):
+    """One image of a running job that is already checked, encoded and stored, before the job ends: what a
+    dialect can hand out early. The job's result, when it comes, has the same image at `index`."""
+
+    index: int
+    image: StoredImage
+    nsfw: bool
+    cost: float | None = None  # USD, when known before the job ends (per-megapixel pricing)
+
+
 @dataclass(frozen=True)
 class LiveState:
-    """What a running job is doing now: its batch's stage progress and its latest preview. Kept apart from
-    the job (not durable, dropped when the job finishes)."""
+    """What a running job is doing now: its batch's stage progress, its latest preview and the images it
+    finished so far. Kept apart from the job (not durable, dropped when the job finishes)."""
 
     stage: Stage | None = None
     done: int = 0
     total: int = 0
     preview: PreviewImage | None = None
+    images: tuple[FinishedImage, ...] = ()

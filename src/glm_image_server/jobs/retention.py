@@ -1,5 +1,6 @@
 """Delete finished jobs, their logs and their files once their ttl or the retention period is over;
-uploaded images older than the retention period; and half-written files a crash or a full disk left."""
+uploaded images older than the retention period; and half-written files a crash or a full disk left.
+Each pass also fails queued jobs past their start deadline that nobody read or claimed meanwhile."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class RetentionSweeper:
 
     def sweep(self) -> int:
         now = time.time()
+        self.store.expire_start_deadlines(now)
         jobs = self.store.delete_expired(now, self.retention_s)
         for job in jobs:
             for image in job.result.images if job.result else ():

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from .. import metrics
 from ..media.storage import DiskSpace
 from ..settings import Settings
-from .events import JobEvent, JobFailed, JobLog, JobPreview, JobProgress, JobSucceeded
+from .events import JobEvent, JobFailed, JobImage, JobLog, JobPreview, JobProgress, JobSucceeded
 from .executor import Executor, Interrupted
 from .records import Claim, Job, JobStatus
 from .store import JobStore
@@ -255,7 +255,7 @@ class Scheduler:
         else:
             try:
                 self._record_live(event, batch.throttle)
-            except Exception as exc:  # logs, progress and previews are worth losing, never a job
+            except Exception as exc:  # progress, previews, early images: worth losing, never a job
                 if not self._live_failing:
                     log.error("could not record a job's progress (%s); it goes on without", exc)
                 self._live_failing = True
@@ -273,6 +273,8 @@ class Scheduler:
                 self.store.set_progress(event.job_id, event.stage, event.done, event.total)
         elif isinstance(event, JobPreview):
             self.store.set_preview(event.job_id, event.preview)
+        elif isinstance(event, JobImage):  # the result will carry the image anyway
+            self.store.add_image(event.job_id, event.image)
 
     def _finish(self, job: Job, status: JobStatus, **outcome) -> None:
         """Under the job's claim, as it was claimed: a job taken over meanwhile is not finished here."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..types import Stage
 from .records import (
     Claim,
+    FinishedImage,
     Job,
     JobError,
     JobResult,
@@ -29,7 +30,7 @@ from .records import (
     PreviewImage,
     WorkerInfo,
 )
-from .store import CancelOutcome, Changes, Channel, Delivery, Requeued
+from .store import CancelOutcome, Changes, Channel, Delivery, Requeued, SessionJob
 from .transitions import (
     CANCELLED_BEFORE_START,
     batch,
@@ -37,12 +38,15 @@ from .transitions import (
     finished,
     held_by,
     interrupted,
+    rank,
     requeued,
     requeued_line,
     running,
+    start_missed,
+    with_image,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -54,10 +58,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     worker_id TEXT,
     lease_until REAL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    start_by REAL,
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
-CREATE INDEX IF NOT EXISTS jobs_by_batch ON jobs (status, batch_key, seq);
+CREATE INDEX IF NOT EXISTS jobs_in_order ON jobs (status, priority, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_batch ON jobs (status, batch_key, priority, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_start ON jobs (start_by) WHERE start_by IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_expiry ON jobs (expires_at);
 CREATE INDEX IF NOT EXISTS jobs_by_worker ON jobs (worker_id, status);
 CREATE TABLE IF NOT EXISTS job_logs (
@@ -91,8 +99,16 @@ CREATE TABLE IF NOT EXISTS job_live (
     done INTEGER NOT NULL DEFAULT 0,
     total INTEGER NOT NULL DEFAULT 0,
     preview BLOB,
-    preview_meta TEXT
+    preview_meta TEXT,
+    images TEXT
 );
+CREATE TABLE IF NOT EXISTS session_jobs (
+    job_id TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL,
+    owner TEXT,
+    delivered INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS session_jobs_by_session ON session_jobs (session_id);
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
     body TEXT NOT NULL
@@ -149,6 +165,12 @@ class SqliteJobStore:
                     db.execute("UPDATE jobs SET body = ? WHERE seq = ?", (_migrate_v1_body(body), seq))
                 # Version 1 requeued running jobs at startup; here they hold an expired lease instead.
                 db.execute("UPDATE jobs SET lease_until = 0 WHERE status = 'running'")
+            if version < 4 and "jobs" in tables:  # priorities and start deadlines; finished images
+                db.execute("ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
+                db.execute("ALTER TABLE jobs ADD COLUMN start_by REAL")
+                db.execute("DROP INDEX IF EXISTS jobs_by_batch")  # now ordered by priority too
+            if version < 4 and "job_live" in tables:
+                db.execute("ALTER TABLE job_live ADD COLUMN images TEXT")
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
@@ -213,12 +235,15 @@ class SqliteJobStore:
         with self._write() as db:
             try:
                 db.execute(
-                    "INSERT INTO jobs (id, status, batch_key, cancel_requested, body) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO jobs (id, status, batch_key, cancel_requested, priority, start_by, body)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         job.id,
                         job.status.value,
                         job.request.batch_key,
                         int(job.cancel_requested),
+                        rank(job),
+                        job.start_by,
                         job.model_dump_json(),
                     ),
                 )
@@ -232,12 +257,13 @@ class SqliteJobStore:
 
     def queue_position(self, job_id: str) -> int:
         query = (
-            "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND seq < (SELECT seq FROM jobs WHERE id = ?)"
+            "SELECT COUNT(*) FROM jobs q, jobs me WHERE me.id = ? AND q.status = 'queued'"
+            " AND (q.priority < me.priority OR (q.priority = me.priority AND q.seq < me.seq))"
         )
         return self._db().execute(query, (job_id,)).fetchone()[0]
 
     def oldest_queued(self) -> Job | None:
-        query = "SELECT body FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1"
+        query = "SELECT body FROM jobs WHERE status = 'queued' ORDER BY priority, seq LIMIT 1"
         row = self._db().execute(query).fetchone()
         return Job.model_validate_json(row[0]) if row else None
 
@@ -271,20 +297,35 @@ class SqliteJobStore:
         with self._write() as db:
             now = time.time()
             self._requeue(db, "lease_until < ?", (now,), "its worker stopped answering")
+            self._expire_starts(db, now)
             head = db.execute(
-                "SELECT batch_key FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1"
+                "SELECT batch_key, priority FROM jobs WHERE status = 'queued' ORDER BY priority, seq LIMIT 1"
             ).fetchone()
             if head is None:
                 return []
             rows = db.execute(
-                "SELECT body FROM jobs WHERE status = 'queued' AND batch_key = ? ORDER BY seq LIMIT ?",
-                (head[0], max(max_images, 1)),
+                "SELECT body FROM jobs WHERE status = 'queued' AND batch_key = ? AND priority = ?"
+                " ORDER BY seq LIMIT ?",
+                (*head, max(max_images, 1)),
             ).fetchall()
             candidates = [Job.model_validate_json(body) for (body,) in rows]
             claimed = [running(job, worker_id, now) for job in batch(candidates, max_images)]
             for job in claimed:
                 self._save(db, job, lease_until=now + lease_s)
             return claimed
+
+    def expire_start_deadlines(self, now: float) -> int:
+        with self._write() as db:
+            return self._expire_starts(db, now)
+
+    def _expire_starts(self, db: sqlite3.Connection, now: float) -> int:
+        rows = db.execute("SELECT body FROM jobs WHERE status = 'queued' AND start_by < ?", (now,)).fetchall()
+        for (body,) in rows:
+            job = Job.model_validate_json(body)
+            error = start_missed(job)
+            self._finish(db, job, JobStatus.FAILED, None, error)
+            self._log(db, job.id, "ERROR", error.message)
+        return len(rows)
 
     def renew(self, worker_id: str, lease_s: float) -> int:
         with self._write(durable=False) as db:
@@ -351,19 +392,34 @@ class SqliteJobStore:
             )
             self._changed(db, job_id)
 
+    def add_image(self, job_id: str, image: FinishedImage) -> None:
+        with self._write() as db:  # durable: the image's URL may be handed out at once
+            status = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if status is None or status[0] != JobStatus.RUNNING.value:
+                return  # finished (its result has the image) or taken back meanwhile
+            row = db.execute("SELECT images FROM job_live WHERE job_id = ?", (job_id,)).fetchone()
+            images = with_image(_images(row[0] if row else None), image)
+            db.execute(
+                "INSERT INTO job_live (job_id, images) VALUES (?, ?) ON CONFLICT (job_id)"
+                " DO UPDATE SET images = excluded.images",
+                (job_id, _images_json(images)),
+            )
+            self._changed(db, job_id)
+
     def live(self, job_id: str) -> LiveState | None:
         row = (
             self._db()
             .execute(
-                "SELECT stage, done, total, preview, preview_meta FROM job_live WHERE job_id = ?", (job_id,)
+                "SELECT stage, done, total, preview, preview_meta, images FROM job_live WHERE job_id = ?",
+                (job_id,),
             )
             .fetchone()
         )
         if row is None:
             return None
-        stage, done, total, data, meta = row
+        stage, done, total, data, meta, images = row
         preview = PreviewImage(data=bytes(data), **json.loads(meta)) if data is not None else None
-        return LiveState(stage, done, total, preview)
+        return LiveState(stage, done, total, preview, tuple(_images(images)))
 
     def recent(self, limit: int) -> list[Job]:
         rows = self._db().execute("SELECT body FROM jobs ORDER BY seq DESC LIMIT ?", (limit,))
@@ -429,6 +485,27 @@ class SqliteJobStore:
         row = self._db().execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return bool(row and row[0])
 
+    # --- connection sessions
+
+    def add_session_job(self, session_id: str, job_id: str, owner: str | None) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO session_jobs (job_id, session_id, owner) VALUES (?, ?, ?)"
+                " ON CONFLICT (job_id) DO NOTHING",
+                (job_id, session_id, owner),
+            )
+
+    def session_jobs(self, session_id: str) -> list[SessionJob]:
+        rows = self._db().execute(
+            "SELECT job_id, owner, delivered FROM session_jobs WHERE session_id = ? ORDER BY rowid",
+            (session_id,),
+        )
+        return [SessionJob(job_id, owner, bool(delivered)) for job_id, owner, delivered in rows]
+
+    def session_delivered(self, job_id: str) -> None:
+        with self._write(durable=False) as db:
+            db.execute("UPDATE session_jobs SET delivered = 1 WHERE job_id = ?", (job_id,))
+
     # --- workers
 
     def heartbeat(self, worker: WorkerInfo) -> None:
@@ -477,6 +554,7 @@ class SqliteJobStore:
                 db.execute("DELETE FROM job_logs WHERE job_id = ?", (job.id,))
                 db.execute("DELETE FROM job_live WHERE job_id = ?", (job.id,))
                 db.execute("DELETE FROM webhooks WHERE job_id = ?", (job.id,))
+                db.execute("DELETE FROM session_jobs WHERE job_id = ?", (job.id,))
             db.execute("DELETE FROM changes WHERE at < ?", (now - CHANGE_LOG_KEEP_S,))
         return jobs
 
@@ -515,3 +593,11 @@ class SqliteJobStore:
                 " WHERE id = ?",
                 (error, retry_at, delivery_id),
             )
+
+
+def _images(text: str | None) -> list[FinishedImage]:
+    return [FinishedImage.model_validate(item) for item in json.loads(text)] if text else []
+
+
+def _images_json(images: list[FinishedImage]) -> str:
+    return json.dumps([image.model_dump(mode="json") for image in images])

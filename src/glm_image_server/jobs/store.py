@@ -3,9 +3,10 @@ for any job, any worker process can run any job, and a crash, a dead worker or a
 
 Workers claim jobs with a lease they renew; a job whose lease ran out goes back to the queue with its
 seed (or fails after `max_attempts` claims), and only the current claim may finish it — so a job is never
-lost and never completed twice. Every change is also appended to a change log that API processes tail
-to wake their waiters. A store that can push changes (PostgreSQL's NOTIFY) also calls subscribers, so
-nobody has to poll.
+lost and never completed twice. Queued jobs are claimed by priority (normal before low), oldest first
+within one; a queued job past its `start_by` deadline fails instead of starting. Every change is also
+appended to a change log that API processes tail to wake their waiters. A store that can push changes
+(PostgreSQL's NOTIFY) also calls subscribers, so nobody has to poll.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Literal, Protocol
 from ..types import Stage
 from .records import (
     Claim,
+    FinishedImage,
     Job,
     JobError,
     JobResult,
@@ -52,6 +54,16 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class SessionJob:
+    """A job submitted on a connection session (a WebSocket the client may reconnect to), and whether its
+    outcome reached the client there."""
+
+    job_id: str
+    owner: str | None
+    delivered: bool
+
+
+@dataclass(frozen=True)
 class Changes:
     """Jobs changed since a position of the change log, and the position after them."""
 
@@ -69,7 +81,7 @@ class JobStore(Protocol):
     def get(self, job_id: str) -> Job | None: ...
 
     def queue_position(self, job_id: str) -> int:
-        """How many queued jobs are ahead of this one."""
+        """How many queued jobs are ahead of this one (by priority, then age)."""
 
     def oldest_queued(self) -> Job | None: ...
 
@@ -86,9 +98,13 @@ class JobStore(Protocol):
 
     # --- running (workers)
     def claim_batch(self, worker_id: str, max_images: int, lease_s: float) -> list[Job]:
-        """Atomically move the oldest queued job, and the queued jobs that can share its engine batch
-        (same batch key, oldest first, up to `max_images` images in all), to running under a lease held
-        by `worker_id`. Expired leases are returned to the queue first."""
+        """Atomically move the first queued job (by priority, then age), and the queued jobs that can share
+        its engine batch (same batch key and priority, oldest first, up to `max_images` images in all), to
+        running under a lease held by `worker_id`. Expired leases are returned to the queue and jobs past
+        their start deadline fail first."""
+
+    def expire_start_deadlines(self, now: float) -> int:
+        """Fail the queued jobs whose `start_by` passed (error kind "timeout"); returns how many."""
 
     def renew(self, worker_id: str, lease_s: float) -> int:
         """Extend the leases of the worker's running jobs; returns how many it holds."""
@@ -105,6 +121,9 @@ class JobStore(Protocol):
     def set_progress(self, job_id: str, stage: Stage, done: int, total: int) -> None: ...
 
     def set_preview(self, job_id: str, preview: PreviewImage) -> None: ...
+
+    def add_image(self, job_id: str, image: FinishedImage) -> None:
+        """One of the running job's images is stored already (replaces one with the same index)."""
 
     def live(self, job_id: str) -> LiveState | None:
         """The running job's latest progress and preview; None when it has none (or finished)."""
@@ -128,6 +147,15 @@ class JobStore(Protocol):
 
     def cancel_requested(self, job_id: str) -> bool: ...
 
+    # --- connection sessions (jobs submitted on a WebSocket, kept as long as the jobs are)
+    def add_session_job(self, session_id: str, job_id: str, owner: str | None) -> None:
+        """Record that `job_id` was submitted on `session_id` (a job stays with its first session)."""
+
+    def session_jobs(self, session_id: str) -> list[SessionJob]: ...
+
+    def session_delivered(self, job_id: str) -> None:
+        """The job's outcome reached the client on its session."""
+
     # --- workers
     def heartbeat(self, worker: WorkerInfo) -> None:
         """Record a worker's state (upsert by id)."""
@@ -146,8 +174,8 @@ class JobStore(Protocol):
 
     # --- retention
     def delete_expired(self, now: float, retention_s: float) -> list[Job]:
-        """Drop finished jobs past their ttl, or past `retention_s` without one (with their logs and
-        deliveries); returns them for file cleanup."""
+        """Drop finished jobs past their ttl, or past `retention_s` without one (with their logs,
+        deliveries and session records); returns them for file cleanup."""
 
     # --- deliveries (the outbox)
     def claim_deliveries(self, owner: str, now: float, lease_s: float, limit: int = 20) -> list[Delivery]:

@@ -6,10 +6,29 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .records import Claim, Job, JobError, JobResult, JobStatus
+from .records import Claim, FinishedImage, Job, JobError, JobResult, JobStatus, Priority
 
 CANCELLED_BEFORE_START = JobError(kind="cancelled", message="cancelled before it started")
 CANCELLED_WHILE_STOPPED = JobError(kind="cancelled", message="cancelled while its worker stopped")
+PRIORITY_RANK: dict[Priority, int] = {"normal": 0, "low": 1}  # the stores' `priority` column: lower first
+
+
+def rank(job: Job) -> int:
+    return PRIORITY_RANK[job.priority]
+
+
+def start_missed(job: Job) -> JobError:
+    """Why a queued job past its start deadline failed."""
+    allowed = (job.start_by or job.created_at) - job.created_at
+    message = f"the request did not start within its {allowed:g} s start timeout"
+    return JobError(kind="timeout", message=message)
+
+
+def with_image(images: Iterable[FinishedImage], image: FinishedImage) -> list[FinishedImage]:
+    """A running job's finished images with `image` added (replacing one with its index), by index."""
+    kept = {done.index: done for done in images}
+    kept[image.index] = image
+    return [kept[index] for index in sorted(kept)]
 
 
 def batch(candidates: Iterable[Job], max_images: int) -> list[Job]:

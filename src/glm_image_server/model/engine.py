@@ -27,6 +27,7 @@ from .references import fit_reference, side_bounds
 
 ProgressCallback = Callable[[Progress], None]
 PreviewCallback = Callable[[Preview], None]
+ImageCallback = Callable[[int, int, Image.Image], None]  # (request index, image index, the image)
 CancelCheck = Callable[[], bool]
 SkipCheck = Callable[[int], bool]
 
@@ -86,10 +87,13 @@ class Engine:
         should_cancel: CancelCheck | None = None,
         should_skip: SkipCheck | None = None,
         on_preview: PreviewCallback | None = None,
+        on_image: ImageCallback | None = None,
     ) -> list[GenerationResult | None]:
         """Run the requests; results come back in request order. `references[i]` are request i's decoded
         reference images (as many as its `references` locators). Raises Cancelled when `should_cancel`
-        says stop. `on_preview` gets `self.previews` small previews per image during the DiT stage.
+        says stop. `on_preview` gets `self.previews` small previews per image during the DiT stage;
+        `on_image` gets each image as soon as it is decoded (images finish one by one: the DiT and VAE
+        run row by row).
         `should_skip(i)` true drops request i's remaining DiT/VAE work (its result is None) while its
         neighbours go on; its AR rows, batched with theirs, run to the end regardless."""
         decoded_refs = list(references) if references is not None else [()] * len(requests)
@@ -116,6 +120,7 @@ class Engine:
                     should_cancel,
                     should_skip or (lambda _: False),
                     on_preview,
+                    on_image or (lambda _request, _image, _picture: None),
                 )
                 for row, image in zip(rows, decoded, strict=True):
                     images[row.request].append(image)
@@ -140,6 +145,7 @@ class Engine:
         should_cancel: CancelCheck | None,
         should_skip: SkipCheck,
         on_preview: PreviewCallback | None,
+        on_image: ImageCallback,
     ) -> tuple[list[Image.Image | None], StageTimings]:
         """One batch of rows that share size, steps, guidance and reference count."""
         report = on_progress or (lambda _: None)
@@ -197,6 +203,7 @@ class Engine:
             decoded.append(self._decode(latents))
             vae_time += time.perf_counter() - start
             report(Progress("vae", r + 1, len(rows)))
+            on_image(row.request, row.image, decoded[-1])
         return decoded, StageTimings(ar=ar_time, dit=dit_time, vae=vae_time)
 
     def _denoise(

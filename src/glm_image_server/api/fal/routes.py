@@ -1,10 +1,12 @@
 """fal's routes: sync runs at `POST /{app}`, the queue under `/queue/{app}` (or the same paths on a
 `queue.*` host), so fal clients work with FAL_RUN_HOST=<host> and FAL_QUEUE_RUN_HOST=<host>/queue.
 Status, result and cancel URLs carry the app without its sub-path, so both apps share one request store.
+Submissions honour fal's platform headers (headers.py): a start timeout and a queue priority.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -27,11 +29,12 @@ from ..common import (
     input_error,
     is_http_url,
     job_error,
+    on_time,
     owner_of_request,
     unless_disconnected,
 )
 from ..jsonbody import StrictJsonRoute
-from . import translate
+from . import headers, translate
 from .protocol import (
     ALIAS,
     IMAGE_TO_IMAGE,
@@ -59,8 +62,7 @@ class FalService(DialectService):
 
     async def result_response(self, job: Job) -> JSONResponse:
         if job.status != JobStatus.SUCCEEDED:
-            status_code, body = translate.error_body(job_error(job))
-            return JSONResponse(body, status_code)
+            return headers.error_response(*translate.error_body(job_error(job)))
         return JSONResponse(await self.services.call(self.render, job))
 
 
@@ -107,13 +109,26 @@ def _urls(request: Request, job_id: str) -> dict[str, str]:
 
 
 async def _new_job(request: Request, app: str, body: TextToImageInput, webhook: str | None) -> Job:
-    """Raises InvalidRequest. Our own result URLs among the references are read from storage."""
+    """Raises InvalidRequest for the body, headers.BadHeader for a platform header. Our own result URLs
+    among the references are read from storage."""
+    platform = headers.platform(request.headers)
     service, base_url = _service(request), str(request.base_url)
     references = await service.own_files(body.references, base_url)
     if references != body.references:
         body = body.model_copy(update={"image_urls": list(references)})
     req, output, options = translate.to_internal(body, webhook)
-    return service.new_job(app, req, output, base_url, options)
+    job = service.new_job(app, req, output, base_url, options, priority=platform.priority)
+    if platform.start_timeout_s is not None:
+        job = job.model_copy(update={"start_by": job.created_at + platform.start_timeout_s})
+    return job
+
+
+async def _enforce_start(services: Services, job: Job) -> None:
+    """Once the job's start deadline passes, fail it if it is still queued (which wakes its waiter)."""
+    if job.start_by is None:
+        return
+    await asyncio.sleep(max(0.0, job.start_by - time.time()) + 0.01)
+    await services.call(services.store.expire_start_deadlines, time.time())
 
 
 def _invalid(exc: InvalidRequest) -> JSONResponse:
@@ -126,9 +141,15 @@ async def _run(request: Request, app: str, body: TextToImageInput) -> JSONRespon
         job = await _new_job(request, app, body, None)
     except InvalidRequest as exc:
         return _invalid(exc)
+    except headers.BadHeader as exc:
+        return headers.bad_header(exc)
     request.state.request_id = job.id
     await service.submit(job, client_of(request))
-    finished = await unless_disconnected(request, service.wait(job.id))
+    deadline = asyncio.ensure_future(_enforce_start(service.services, job))
+    try:
+        finished = await unless_disconnected(request, service.wait(job.id))
+    finally:
+        deadline.cancel()
     if finished is GONE:
         return HUNG_UP
     if finished is None:
@@ -148,6 +169,8 @@ async def _submit(request: Request, app: str, body: TextToImageInput, webhook: s
         job = await _new_job(request, app, body, webhook)
     except InvalidRequest as exc:
         return _invalid(exc)
+    except headers.BadHeader as exc:
+        return headers.bad_header(exc)
     request.state.request_id = job.id
     await service.submit(job, client_of(request))
     position = await service.services.call(service.services.store.queue_position, job.id)
@@ -202,7 +225,7 @@ def _read_status(services: Services, request_id: str, logs: bool) -> tuple | Non
     """What a status body needs from the store: the job (fal's only), its queue position, its logs, and
     while it runs its live progress and preview. Shared by every caller (snapshots): `_status` checks
     the caller's key."""
-    job = services.store.get(request_id)
+    job = on_time(services.store, services.store.get(request_id))
     if job is None or job.api != FalService.api:
         return None
     position = services.store.queue_position(job.id) if job.status == JobStatus.QUEUED else 0

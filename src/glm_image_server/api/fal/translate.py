@@ -15,7 +15,13 @@ from ..common import RenderedImage, job_error
 from .protocol import FalImage, FalOptions, FalOutput, FalTextCheck, TextToImageInput
 
 FIELD_NAMES = {"references": "image_urls", "width": "image_size", "height": "image_size"}
-ERROR_TYPES = {"input": "validation_error", "internal": "internal_error", "cancelled": "request_cancelled"}
+ERROR_TYPES = {
+    "input": "validation_error",
+    "internal": "internal_error",
+    "cancelled": "request_cancelled",
+    "timeout": "request_timeout",  # it did not start within its x-fal-request-timeout
+}
+ERROR_STATUS = {"cancelled": 400, "timeout": 504}  # otherwise 500 (ours); 422 for input
 
 
 def to_internal(
@@ -116,7 +122,7 @@ def error_body(error: JobError) -> tuple[int, dict]:
     """A failed job's result as (HTTP status, body)."""
     if error.kind == "input":
         return 422, {"detail": detail(error)}
-    return (400 if error.kind == "cancelled" else 500), {
+    return ERROR_STATUS.get(error.kind, 500), {
         "detail": error.message,
         "error_type": ERROR_TYPES[error.kind],
     }

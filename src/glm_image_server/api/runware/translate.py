@@ -1,5 +1,6 @@
 """Runware wire <-> the internal model: an imageInference task becomes a GenerationRequest and an
-OutputSpec; a job becomes result items, one per image, or a TaskError."""
+OutputSpec; a job becomes result items, one per image (also for the images a running job finished
+already), or a TaskError."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ...jobs.records import Job
+from ...jobs.records import FinishedImage, Job
 from ...text_check import TextCheck, with_candidates
 from ...types import GenerationRequest, InvalidRequest, OutputSpec, random_seed
 from ..common import RenderedImage, job_error
@@ -133,30 +134,62 @@ def result_of(image: uuid.UUID) -> tuple[str, int] | None:
     return str(uuid.UUID(int=task)), code - 1
 
 
+def item(
+    job_id: str,
+    index: int,
+    image: RenderedImage,
+    nsfw: bool,
+    cost: float,
+    check: TextCheck | None,
+    options: RunwareOptions,
+) -> dict:
+    """One image's result: the same whether it is handed out before its job ends or after."""
+    result: dict[str, Any] = {
+        "taskType": "imageInference",
+        "taskUUID": job_id,
+        "imageUUID": image_uuid(job_id, index),
+        "status": "success",
+        "seed": image.image.seed,
+        "NSFWContent": nsfw,
+    }
+    if options.outputType == "URL":
+        result["imageURL"] = image.url
+    else:
+        inline = image.data_uri if options.outputType == "dataURI" else image.base64
+        result[IMAGE_FIELDS[options.outputType]] = inline
+    if options.includeCost:
+        result["cost"] = round(cost, 10)
+    if check is not None:
+        result["textCheck"] = text_check(check)
+    return result
+
+
 def items(job: Job, images: list[RenderedImage], options: RunwareOptions) -> list[dict]:
     """A succeeded job's results, one item per image."""
     assert job.result is not None
-    result = []
-    for i, image in enumerate(images):
-        item: dict[str, Any] = {
-            "taskType": "imageInference",
-            "taskUUID": job.id,
-            "imageUUID": image_uuid(job.id, i),
-            "status": "success",
-            "seed": image.image.seed,
-            "NSFWContent": job.result.has_nsfw_concepts[i],
-        }
-        if options.outputType == "URL":
-            item["imageURL"] = image.url
-        else:
-            inline = image.data_uri if options.outputType == "dataURI" else image.base64
-            item[IMAGE_FIELDS[options.outputType]] = inline
-        if options.includeCost:
-            item["cost"] = round(job.result.cost / len(job.result.images), 10)
-        if job.result.text_checks is not None:
-            item["textCheck"] = text_check(job.result.text_checks[i])
-        result.append(item)
-    return result
+    r = job.result
+    cost = r.cost / len(r.images)
+    checks = r.text_checks or [None] * len(images)
+    return [
+        item(job.id, i, image, r.has_nsfw_concepts[i], cost, check, options)
+        for i, (image, check) in enumerate(zip(images, checks, strict=True))
+    ]
+
+
+def early_items(
+    job: Job, finished: list[FinishedImage], images: list[RenderedImage], options: RunwareOptions
+) -> list[dict]:
+    """Results of the images a running job finished already (each item as the job's result will have it;
+    only images whose cost is known when `includeCost` asks for it)."""
+    return [
+        item(job.id, done.index, image, done.nsfw, done.cost or 0.0, None, options)
+        for done, image in zip(finished, images, strict=True)
+    ]
+
+
+def processing(job_id: str) -> dict:
+    """An image of the task that is not finished yet (getResponse lists one per such image)."""
+    return {"taskType": "imageInference", "taskUUID": job_id, "status": "processing"}
 
 
 def text_check(check: TextCheck) -> dict:

@@ -1,0 +1,91 @@
+"""Images finish one by one: the engine decodes a job's images row by row, and the executor stores each
+image that needs no look at its siblings as soon as it is decoded, reporting it (JobImage) before the
+next image is done; the job's result then carries those very files."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from glm_image_server.jobs.events import JobEvent, JobImage, JobProgress, JobSucceeded
+from glm_image_server.jobs.executor import LocalExecutor
+from glm_image_server.jobs.records import Job, JobStatus
+from glm_image_server.media.fetch import ImageFetcher
+from glm_image_server.media.references import ReferenceLoader
+from glm_image_server.media.storage import LocalStorage
+from glm_image_server.post import PostContext
+from glm_image_server.settings import Settings
+from glm_image_server.types import GenerationRequest, OutputSpec
+
+
+def make_job(output: OutputSpec, num_images: int = 2) -> Job:
+    request = GenerationRequest("a 'CAFE' sign", 64, 64, 3, seed=21, num_images=num_images)
+    return Job(
+        id=str(uuid.uuid4()),
+        api="runware",
+        app="runware:glm-image@0",
+        request=request,
+        output=output,
+        status=JobStatus.RUNNING,
+        created_at=time.time(),
+        file_prefix=uuid.uuid4().hex,
+        base_url="http://test/",
+    )
+
+
+def run(engine, tmp_path, job: Job, storage: LocalStorage) -> list[tuple[JobEvent, bool]]:
+    """The job's events, each with whether image 0's file existed when it was emitted."""
+    settings = Settings(data_dir=tmp_path, price_per_megapixel=0.5)
+    executor = LocalExecutor(
+        engine, ReferenceLoader(ImageFetcher(settings), storage), PostContext(storage, None, settings)
+    )
+    events: list[tuple[JobEvent, bool]] = []
+    first = f"{job.file_prefix}-0.{job.output.format.replace('jpeg', 'jpg')}"
+
+    def emit(event: JobEvent) -> None:
+        events.append((event, storage.path(first) is not None))
+
+    prepared = executor.prepare(job, emit).result()
+    executor.run([prepared], emit, lambda _job_id: False, lambda: False)
+    return events
+
+
+def milestones(events: list[tuple[JobEvent, bool]]) -> list[tuple[str, int]]:
+    """The VAE's progress (images decoded so far) and the images reported stored, in order."""
+    seen = []
+    for event, _ in events:
+        if isinstance(event, JobProgress) and event.stage == "vae":
+            seen.append(("decoded", event.done))
+        elif isinstance(event, JobImage):
+            seen.append(("stored", event.image.index))
+    return seen
+
+
+def test_each_image_is_stored_and_reported_as_soon_as_it_is_decoded(engine, tmp_path) -> None:
+    storage = LocalStorage(tmp_path / "files")
+    job = make_job(OutputSpec(format="png"))
+    events = run(engine, tmp_path, job, storage)
+    assert milestones(events) == [("decoded", 1), ("stored", 0), ("decoded", 2), ("stored", 1)]
+    early = [e.image for e, _ in events if isinstance(e, JobImage)]
+    first_reported = next(stored for e, stored in events if isinstance(e, JobImage))
+    assert first_reported  # its file was there when it was reported
+    (result,) = [e.result for e, _ in events if isinstance(e, JobSucceeded)]
+    assert result.images == tuple(done.image for done in early)  # the same files, stored once
+    assert [done.image.key for done in early] == [f"{job.file_prefix}-{i}.png" for i in (0, 1)]
+    assert [done.image.seed for done in early] == [21, 22]
+    assert all(done.cost == pytest.approx(result.cost / 2) and not done.nsfw for done in early)
+
+
+@pytest.mark.parametrize(
+    "output",
+    [OutputSpec(safety_check=True), OutputSpec(text_check=True), OutputSpec(text_check=True, keep_best=1)],
+    ids=["safety-check", "text-check", "candidates"],
+)
+def test_images_that_are_judged_together_come_together(engine, tmp_path, output: OutputSpec) -> None:
+    storage = LocalStorage(tmp_path / "files")
+    events = run(engine, tmp_path, make_job(output, num_images=2), storage)
+    assert not [e for e, _ in events if isinstance(e, JobImage)]
+    (result,) = [e.result for e, _ in events if isinstance(e, JobSucceeded)]
+    assert len(result.images) == (output.keep_best or 2)
