@@ -63,15 +63,21 @@ def thumbprint(public_bytes: bytes) -> str:
 
 
 def _create(path: Path) -> None:
-    """A new key at `path`, readable by its owner only; a key someone else put there first wins."""
+    """A new key at `path`; a key someone else put there first wins."""
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    create_once(path, pem)
+
+
+def create_once(path: Path, secret: bytes) -> None:
+    """Write `secret` to `path` readable by its owner only, unless the file exists: written aside and
+    linked into place, so a process never reads it half-written and concurrent creators agree on one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, aside = tempfile.mkstemp(dir=path.parent, prefix=".webhook-key-")  # mode 0600
+    fd, aside = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")  # mode 0600
     try:
         with os.fdopen(fd, "wb") as file:
-            file.write(pem)
+            file.write(secret)
             file.flush()
             os.fsync(file.fileno())
         with contextlib.suppress(FileExistsError):

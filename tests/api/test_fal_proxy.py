@@ -176,6 +176,26 @@ def test_upload_url_is_the_credential(fal_app: TestClient) -> None:
     assert answer.status_code == 403 and "expired" in answer.json()["detail"]
 
 
+def test_an_upload_url_works_once(fal_app: TestClient) -> None:
+    """A leaked upload_url cannot replace an image already in use."""
+    started = initiate(fal_app).json()
+    first = fal_app.put(started["upload_url"], content=png_bytes((30, 20), (9, 9, 9)), headers=NO_KEY)
+    assert first.status_code == 200
+    again = fal_app.put(started["upload_url"], content=png_bytes((40, 40)), headers=NO_KEY)
+    assert again.status_code == 409 and "initiate a new one" in again.json()["detail"]
+    assert decode(fal_app.get(started["file_url"]).content).size == (30, 20)
+
+
+def test_uploads_with_a_named_key(tmp_path: Path, model_cache: Path, engine) -> None:
+    """`name:key` entries sign upload URLs with the key itself (the name is only a label)."""
+    settings = app_settings(tmp_path, model_cache, api_keys=[f"alice:{FAL_KEY}"])
+    for client in serve_app(settings, engine, {"authorization": f"Key {FAL_KEY}"}):
+        started = initiate(client)
+        assert started.status_code == 200, started.text
+        put = client.put(started.json()["upload_url"], content=png_bytes(), headers=NO_KEY)
+        assert put.status_code == 200 and put.json()["file_url"] == started.json()["file_url"]
+
+
 def test_upload_limits(cors_app: TestClient) -> None:
     assert initiate(cors_app, content_type="text/html").status_code == 422
     upload_url = initiate(cors_app).json()["upload_url"]
@@ -211,6 +231,9 @@ def test_multipart_upload(fal_app: TestClient) -> None:
         assert answer.status_code == 200 and answer.json()["partNumber"] == number
         parts.append(answer.json())
     assert fal_app.put(upload_url, content=image, headers=NO_KEY).status_code == 404  # parts only
+    # No more parts than an input of at most fetch_max_bytes (30 MiB) needs in parts of 5 MiB or more.
+    beyond = fal_app.put(part_url(upload_url, "8"), content=b"x", headers=NO_KEY)
+    assert beyond.status_code == 422 and "1 to 7" in beyond.text
 
     wrong = [{**parts[0], "etag": "0" * 32}, *parts[1:]]
     complete = part_url(upload_url, "complete")

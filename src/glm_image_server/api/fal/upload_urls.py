@@ -11,14 +11,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..auth import owner_of
+from ...keys import parse_keys
+from ...signing import create_once
 
 UPLOADS_PATH = "/fal/storage/uploads/"
 UPLOAD_URL_TTL_S = 3600.0
@@ -38,20 +38,15 @@ class UploadGrant:
 
 
 def _data_dir_secret(path: Path) -> bytes:
-    """The secret kept at `path`, made on first use (readable by this user only)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes()
-    with os.fdopen(fd, "wb") as file:
-        file.write(secrets.token_bytes(32))
+    """The secret kept at `path`, made on first use (readable by this user only; written aside and
+    linked into place, so no process ever reads it half-written)."""
+    create_once(path, secrets.token_bytes(32))
     return path.read_bytes()
 
 
 class UploadSigner:
     def __init__(self, keys: list[str], data_dir: Path) -> None:
-        self._secrets = {owner_of(keys, key): key.encode() for key in keys}
+        self._secrets: dict[str | None, bytes] = {k.owner: k.secret.encode() for k in parse_keys(keys)}
         if not keys:
             self._secrets[None] = _data_dir_secret(data_dir / SECRET_NAME)
 

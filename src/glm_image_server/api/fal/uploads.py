@@ -31,6 +31,14 @@ from .upload_urls import UPLOADS_PATH, UploadGrant, UploadSigner
 
 INITIATE_PATH = "/fal/storage/upload/initiate"
 MAX_PARTS = 10_000
+MIN_PART_BYTES = 5 * 1024 * 1024  # S3's smallest part but the last (fal's client sends 10 MB parts)
+
+
+def max_parts(max_bytes: int) -> int:
+    """How many parts an upload of at most `max_bytes` can need: more would only fill the disk."""
+    return min(MAX_PARTS, -(-max_bytes // MIN_PART_BYTES) + 1)
+
+
 ACCEPTED_TYPES = "image/* (PNG, JPEG, WEBP, GIF, BMP or TIFF) or application/octet-stream"
 
 router = APIRouter(tags=["fal uploads"], route_class=StrictJsonRoute)
@@ -113,6 +121,13 @@ def _store(services: Services, grant: UploadGrant, data: bytes) -> None:
     keep_upload(services.storage, image, grant.image_uuid)
 
 
+async def _already_complete(services: Services, grant: UploadGrant) -> JSONResponse | None:
+    """409 once the upload exists: a leaked upload_url must not replace an image already in use."""
+    if await services.call(services.storage.exists, upload_key(grant.image_uuid)):
+        return JSONResponse({"detail": "this upload is complete: initiate a new one"}, 409)
+    return None
+
+
 def _too_big(size: int, limit: int) -> JSONResponse | None:
     if size <= limit:
         return None
@@ -134,6 +149,8 @@ async def put_upload(token: str, request: Request) -> JSONResponse:
     if isinstance(grant, JSONResponse):
         return grant
     services = _services(request)
+    if refused := await _already_complete(services, grant):
+        return refused
     data = await request.body()
     if refused := _too_big(len(data), services.settings.fetch_max_bytes):
         return refused
@@ -146,9 +163,10 @@ async def put_part(token: str, part_number: int, request: Request) -> JSONRespon
     grant = _grant(request, multipart=True)
     if isinstance(grant, JSONResponse):
         return grant
-    if not 1 <= part_number <= MAX_PARTS:
-        return _invalid(InvalidRequest("part_number", f"{part_number} is out of range", f"1 to {MAX_PARTS}"))
     services = _services(request)
+    most = max_parts(services.settings.fetch_max_bytes)
+    if not 1 <= part_number <= most:
+        return _invalid(InvalidRequest("part_number", f"{part_number} is out of range", f"1 to {most}"))
     data = await request.body()
     if refused := _too_big(len(data), services.settings.fetch_max_bytes):
         return refused
@@ -166,6 +184,8 @@ async def complete(token: str, body: CompleteUpload, request: Request) -> JSONRe
     if numbers != sorted(set(numbers)):
         return _invalid(InvalidRequest("parts", "are not in ascending order, once each", "1, 2, 3, ..."))
     services = _services(request)
+    if refused := await _already_complete(services, grant):
+        return refused
     parts = [(part.partNumber, part.etag) for part in body.parts]
     try:
         data = await services.call(
