@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from glm_image_server.jobs.events import JobEvent, JobImage, JobProgress, JobSucceeded
+from glm_image_server.jobs.events import JobEvent, JobFailed, JobImage, JobProgress, JobSucceeded
 from glm_image_server.jobs.executor import LocalExecutor
 from glm_image_server.jobs.records import Job, JobStatus
 from glm_image_server.media.fetch import ImageFetcher
@@ -35,8 +35,9 @@ def make_job(output: OutputSpec, num_images: int = 2) -> Job:
     )
 
 
-def run(engine, tmp_path, job: Job, storage: LocalStorage) -> list[tuple[JobEvent, bool]]:
-    """The job's events, each with whether image 0's file existed when it was emitted."""
+def run(engine, tmp_path, job: Job, storage: LocalStorage, cancel_after: int | None = None) -> list:
+    """The job's events, each with whether image 0's file existed when it was emitted (`cancel_after`:
+    the job is cancelled once that many images were reported)."""
     settings = Settings(data_dir=tmp_path, price_per_megapixel=0.5)
     executor = LocalExecutor(
         engine, ReferenceLoader(ImageFetcher(settings), storage), PostContext(storage, None, settings)
@@ -48,7 +49,12 @@ def run(engine, tmp_path, job: Job, storage: LocalStorage) -> list[tuple[JobEven
         events.append((event, storage.path(first) is not None))
 
     prepared = executor.prepare(job, emit).result()
-    executor.run([prepared], emit, lambda _job_id: False, lambda: False)
+
+    def cancelled(_job_id: str) -> bool:
+        reported = sum(isinstance(event, JobImage) for event, _ in events)
+        return cancel_after is not None and reported >= cancel_after
+
+    executor.run([prepared], emit, cancelled, lambda: False)
     return events
 
 
@@ -89,3 +95,11 @@ def test_images_that_are_judged_together_come_together(engine, tmp_path, output:
     assert not [e for e, _ in events if isinstance(e, JobImage)]
     (result,) = [e.result for e, _ in events if isinstance(e, JobSucceeded)]
     assert len(result.images) == (output.keep_best or 2)
+
+
+def test_a_job_cancelled_after_an_early_image_keeps_no_files(engine, tmp_path) -> None:
+    storage = LocalStorage(tmp_path / "files")
+    events = run(engine, tmp_path, make_job(OutputSpec(format="png"), num_images=3), storage, cancel_after=1)
+    assert any(isinstance(e, JobImage) for e, _ in events)  # one image was stored and handed out...
+    assert any(isinstance(e, JobFailed) and e.error.kind == "cancelled" for e, _ in events)
+    assert not list((tmp_path / "files").glob("*.png"))  # ...and deleted with the cancelled job

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +26,8 @@ from ..prompting import PromptExpander
 from ..types import Cancelled, GenerationRequest, GenerationResult, InvalidRequest, Preview, Progress
 from .events import EventSink, JobFailed, JobImage, JobLog, JobPreview, JobProgress, JobSucceeded
 from .records import Job, JobError, PreviewImage
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ..model.engine import Engine
@@ -134,6 +137,7 @@ class LocalExecutor:
             results = [None] * len(prepared)
         except Exception as exc:
             for p in prepared:
+                self._discard_early(p)
                 emit(JobLog(p.job.id, _internal(exc).message, "ERROR"))
                 emit(JobFailed(p.job.id, _internal(exc)))
             return
@@ -158,12 +162,24 @@ class LocalExecutor:
         self, p: _Prepared, generated: GenerationResult | None, emit: EventSink, cancelled: CancelCheck
     ) -> None:
         if generated is None or cancelled(p.job.id):
+            self._discard_early(p)
             error = JobError(kind="cancelled", message="stopped before its images were finished")
             emit(JobFailed(p.job.id, error))  # the store logs the cancel line
             return
         result = self._guarded(p.job, emit, self._post, p, generated, emit)
-        if result is not None:
+        if result is None:
+            self._discard_early(p)
+        else:
             emit(JobSucceeded(p.job.id, result))
+
+    def _discard_early(self, p: _Prepared) -> None:
+        """A job that did not succeed keeps no files: retention deletes only a result's images."""
+        for done in p.early.values():
+            key = done.finished.image.key
+            try:
+                self.post.storage.delete(key)
+            except OSError as exc:
+                log.warning("could not delete %s of failed job %s: %s", key, p.job.id, exc)
 
     def _finish_early(self, p: _Prepared, index: int, image: Image.Image, emit: EventSink) -> None:
         """Store one decoded image of a job whose images finish one by one, and report it. A failure here
