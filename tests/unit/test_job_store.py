@@ -206,6 +206,17 @@ def test_a_job_past_its_start_deadline_fails_instead_of_starting(backend, tmp_pa
     assert store.expire_start_deadlines(time.time()) == 0
 
 
+def test_a_job_that_started_in_time_and_was_requeued_is_not_late(backend, tmp_path) -> None:
+    store = backend.open()
+    job = make_job().model_copy(update={"start_by": time.time() + 0.05})
+    store.create(job)
+    assert claim_one(store).id == job.id  # it started in time...
+    time.sleep(0.1)
+    assert store.release("w", "its worker stopped") == Requeued(requeued=1, failed=0)
+    assert store.expire_start_deadlines(time.time()) == 0  # ...so, requeued after its deadline, it waits
+    assert claim_one(store).id == job.id
+
+
 def test_a_running_jobs_finished_images_are_live_until_it_ends(backend, tmp_path) -> None:
     store = backend.open()
     job = make_job(num_images=2)

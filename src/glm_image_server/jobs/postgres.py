@@ -202,13 +202,14 @@ class PostgresJobStore:
     def _save(self, cur: psycopg.Cursor, job: Job, lease_until: float | None = None) -> None:
         cur.execute(
             "UPDATE jobs SET status = %s, finished_at = %s, cancel_requested = %s, worker_id = %s,"
-            " lease_until = %s, body = %s WHERE id = %s",
+            " lease_until = %s, start_by = %s, body = %s WHERE id = %s",
             (
                 job.status.value,
                 job.finished_at,
                 job.cancel_requested,
                 job.worker_id,
                 lease_until,
+                job.start_by,
                 job.model_dump_json(),
                 job.id,
             ),

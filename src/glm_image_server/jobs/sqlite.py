@@ -211,13 +211,14 @@ class SqliteJobStore:
     def _save(self, db: sqlite3.Connection, job: Job, lease_until: float | None = None) -> None:
         db.execute(
             "UPDATE jobs SET status = ?, finished_at = ?, cancel_requested = ?, worker_id = ?,"
-            " lease_until = ?, body = ? WHERE id = ?",
+            " lease_until = ?, start_by = ?, body = ? WHERE id = ?",
             (
                 job.status.value,
                 job.finished_at,
                 int(job.cancel_requested),
                 job.worker_id,
                 lease_until,
+                job.start_by,
                 job.model_dump_json(),
                 job.id,
             ),

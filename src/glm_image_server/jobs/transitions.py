@@ -86,7 +86,8 @@ def interrupted(job: Job, max_attempts: int, reason: str) -> tuple[JobStatus, Jo
 
 
 def requeued(job: Job) -> Job:
-    return job.model_copy(update={"status": JobStatus.QUEUED, "worker_id": None})
+    """Back in the queue after an interruption; it did start, so its start deadline is met."""
+    return job.model_copy(update={"status": JobStatus.QUEUED, "worker_id": None, "start_by": None})
 
 
 def requeued_line(reason: str) -> str:
