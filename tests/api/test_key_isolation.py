@@ -180,6 +180,14 @@ def test_a_job_is_seen_only_by_its_key_through_its_own_api(
     assert probe(client, job_id, KEY_A) is (endpoint_dialect == job_dialect)
 
 
+def test_the_ops_view_lists_only_the_callers_jobs(client: TestClient, jobs: dict[str, str]) -> None:
+    def listed(key: str) -> set[str]:
+        return {job["id"] for job in client.get("/ops", headers=bearer(key)).json()["jobs"]}
+
+    assert set(jobs.values()) <= listed(KEY_A)
+    assert not set(jobs.values()) & listed(KEY_B)
+
+
 def test_another_keys_cancel_leaves_a_queued_job_alone(client: TestClient) -> None:
     body = {**FAL_BODY, "num_inference_steps": 30}
     job_id = _fal_submit(client, body)

@@ -20,7 +20,7 @@ from ..media.storage import LocalStorage
 from ..services import Services, start_services
 from ..settings import Settings
 from . import openapi, playground
-from .auth import require_api_key
+from .auth import owner_of, presented_key, require_api_key
 from .errors import dialect_of, error_response, refusal_response
 from .fal import routes as fal
 from .fal import uploads as fal_uploads
@@ -103,10 +103,11 @@ def _ops_job(services: Services, job) -> dict:
     }
 
 
-def ops_view(services: Services, limit: int = 30) -> dict:
-    """Workers and their state, queue depth, recent jobs (the playground's ops tab)."""
+def ops_view(services: Services, owner: str | None, limit: int = 30) -> dict:
+    """Workers and their state, queue depth, and the recent jobs of the caller's key (`owner`; another
+    key's jobs are not shown here either) among the server's newest: the playground's ops tab."""
     ready, workers = readiness(services)
-    recent = services.store.recent(limit)
+    recent = [job for job in services.store.recent(10 * limit) if job.owner == owner][:limit]
     return {
         "ready": ready,
         "workers": workers,
@@ -180,9 +181,10 @@ def create_app(settings: Settings, engine=None) -> FastAPI:
 
     @app.get("/ops", tags=["server"], dependencies=[Depends(require_api_key)])
     async def ops(request: Request) -> dict:
-        """Workers, queue depth and recent jobs (of every API), for the playground's ops tab."""
+        """Workers, queue depth and the caller's recent jobs (of every API), for the playground's ops tab."""
         services: Services = request.app.state.services
-        return await services.call(ops_view, services)
+        key = presented_key(request.headers.get("authorization", ""), ("key", "bearer"))
+        return await services.call(ops_view, services, owner_of(settings.api_keys, key))
 
     @app.get("/metrics", tags=["server"], include_in_schema=False)
     async def prometheus_metrics(request: Request) -> Response:
