@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-from helpers.fleet import WorkerProcess, api_process, fleet_env
+from helpers.fleet import WorkerProcess, api_process, fal_body, fleet_env
 from helpers.serving import WebServer
 from helpers.stores import throwaway_database
 from helpers.waiting import wait_for
@@ -27,14 +27,7 @@ QUEUE = "/queue/fal-ai/glm-image"
 
 
 def body(seed: int, size: int = 64, steps: int = 10) -> dict:
-    return {
-        "prompt": f"a sign that reads 'FLEET {seed}'",
-        "image_size": {"width": size, "height": size},
-        "num_inference_steps": steps,
-        "seed": seed,
-        "output_format": "png",
-        "enable_safety_checker": False,
-    }
+    return fal_body("FLEET", seed, size, steps)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers.fleet import fleet_env
+from helpers.fleet import fal_body, fleet_env
 from helpers.images import decode
 from helpers.keys import FAL_KEY
 from helpers.ray_cluster import RayFleet
@@ -26,14 +26,7 @@ QUICK, VICTIM = (64, 10), (256, 60)  # size, steps: the victim lasts long enough
 
 
 def body(seed: int, size: int, steps: int) -> dict:
-    return {
-        "prompt": f"a sign that reads 'RAY {seed}'",
-        "image_size": {"width": size, "height": size},
-        "num_inference_steps": steps,
-        "seed": seed,
-        "output_format": "png",
-        "enable_safety_checker": False,
-    }
+    return fal_body("RAY", seed, size, steps)
 
 
 @pytest.fixture(scope="module")

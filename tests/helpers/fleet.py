@@ -3,13 +3,24 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from .serving import TESTS_DIR, ServerProcess
+from .serving import ServerProcess, child_env
+
+
+def fal_body(label: str, seed: int, size: int, steps: int) -> dict:
+    """A small fal request that a fleet test can tell apart by its prompt, safety check off (PNG)."""
+    return {
+        "prompt": f"a sign that reads '{label} {seed}'",
+        "image_size": {"width": size, "height": size},
+        "num_inference_steps": steps,
+        "seed": seed,
+        "output_format": "png",
+        "enable_safety_checker": False,
+    }
 
 
 def fleet_env(database_url: str, bucket: str, s3_env: dict[str, str], **extra: str) -> dict[str, str]:
@@ -37,15 +48,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         command = [sys.executable, "-m", "glm_image_server.cli", "worker", "--data-dir", str(self.data_dir)]
         command += ["--model", "tiny", "--device", "cpu", "--worker-id", self.worker_id]
-        env = {
-            **os.environ,
-            "HF_HUB_OFFLINE": "1",
-            "GLM_IMAGE_CACHE_DIR": str(self.model_cache),
-            "GLM_IMAGE_ALLOW_LOOPBACK_URLS": "1",
-            "GLM_IMAGE_SAFETY_CHECKER": "none",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])),
-            **self.extra_env,
-        }
+        env = child_env(self.model_cache, {"GLM_IMAGE_SAFETY_CHECKER": "none", **self.extra_env})
         log = self.log_path.open("a")
         self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         return self

@@ -26,6 +26,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def child_env(model_cache: Path, extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a server or worker the tests start: offline, the tiny model's cache, loopback
+    URLs allowed (the tests' own web servers), tests/ on the path (the doubles, e.g.
+    GLM_IMAGE_SAFETY_CHECKER=helpers.doubles:FlagOddImages, are found there); `extra` last."""
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "GLM_IMAGE_CACHE_DIR": str(model_cache),
+        "GLM_IMAGE_ALLOW_LOOPBACK_URLS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])),
+        **extra,
+    }
+
+
 class ServerProcess:
     """`glm-image serve` in a subprocess (with its worker processes: one unless `args` say `--workers`);
     its output goes to a log file the tests can read. `start` returns once `/ready` says a worker has
@@ -70,16 +84,7 @@ class ServerProcess:
             command += ["--workers", "1"]
         if self.tls:
             command += ["--ssl-certfile", str(self.tls[0]), "--ssl-keyfile", str(self.tls[1])]
-        env = {
-            **os.environ,
-            "HF_HUB_OFFLINE": "1",
-            "GLM_IMAGE_CACHE_DIR": str(self.model_cache),
-            "GLM_IMAGE_ALLOW_LOOPBACK_URLS": "1",
-            "GLM_IMAGE_WEBHOOK_RETRY_BASE_S": "0.3",
-            # The safety double (GLM_IMAGE_SAFETY_CHECKER=helpers.doubles:FlagOddImages) is found here.
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")])),
-            **self.extra_env,
-        }
+        env = child_env(self.model_cache, {"GLM_IMAGE_WEBHOOK_RETRY_BASE_S": "0.3", **self.extra_env})
         log = self.log_path.open("a")
         self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
