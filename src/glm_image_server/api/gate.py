@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..admission import TokenBuckets
@@ -72,7 +73,9 @@ class Gate:
                 return
         await self.app(scope, receive, send)
 
-    def _api_key(self, headers: dict[bytes, bytes], dialect: Dialect, state: dict, client: str):
+    def _api_key(
+        self, headers: dict[bytes, bytes], dialect: Dialect, state: dict, client: str
+    ) -> tuple[bool, JSONResponse | None]:
         """(whether the key is good, the response refusing the request or None); notes the owner."""
         key = presented_key(
             headers.get(b"authorization", b"").decode("latin-1"), KEY_SCHEMES.get(dialect, ())
@@ -84,7 +87,7 @@ class Gate:
             return valid, self._wrong_key(dialect, client)
         return valid, None
 
-    def _upload_url(self, path: str, state: dict, client: str):
+    def _upload_url(self, path: str, state: dict, client: str) -> tuple[bool, JSONResponse | None]:
         """A signed upload URL: its grant, noted with its owner, stands for the key."""
         grant = self.uploads.grant_of(path)
         state["owner"], state["authenticated"], state["upload"] = (grant and grant.owner), bool(grant), grant
@@ -95,7 +98,7 @@ class Gate:
             return False, error_response("fal", 429, "too many requests with a bad upload URL", wait)
         return False, error_response("fal", 403, "this upload URL is not valid (altered, or expired)")
 
-    def _wrong_key(self, dialect: Dialect, client: str):
+    def _wrong_key(self, dialect: Dialect, client: str) -> JSONResponse | None:
         """The response to a wrong or missing key, or None for Runware (which may authenticate in the
         body) — after too many failures from one address, 429 for everyone there."""
         wait = self.auth_failures.take(client)

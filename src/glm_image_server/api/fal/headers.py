@@ -49,7 +49,7 @@ def platform(headers: Mapping[str, str]) -> Platform:
     return Platform(seconds, priority)  # type: ignore[arg-type]
 
 
-def error_response(status_code: int, body: dict) -> JSONResponse:
+def with_error_headers(status_code: int, body: dict) -> JSONResponse:
     """An error body with the headers fal puts beside it: `X-Fal-Error-Type` mirrors `error_type`, and a
     missed start deadline (`request_timeout`) says it was the user's timeout."""
     headers = {}
@@ -61,4 +61,4 @@ def error_response(status_code: int, body: dict) -> JSONResponse:
 
 
 def bad_header(exc: BadHeader) -> JSONResponse:
-    return error_response(400, {"detail": str(exc), "error_type": "bad_request"})
+    return with_error_headers(400, {"detail": str(exc), "error_type": "bad_request"})

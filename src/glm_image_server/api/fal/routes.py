@@ -62,7 +62,7 @@ class FalService(DialectService):
 
     async def result_response(self, job: Job) -> JSONResponse:
         if job.status != JobStatus.SUCCEEDED:
-            return headers.error_response(*translate.error_body(job_error(job)))
+            return headers.with_error_headers(*translate.error_body(job_error(job)))
         return JSONResponse(await self.services.call(self.render, job))
 
 
