@@ -22,10 +22,13 @@ def keep_upload(storage: Storage, image: Image.Image, image_uuid: uuid.UUID | No
     return image_uuid
 
 
-def keep_upload_bytes(storage: Storage, data: bytes, field: str, max_pixels: int) -> tuple[Image.Image, str]:
-    """Validate and store uploaded bytes; returns the image and its `stored:` locator."""
+def keep_upload_bytes(
+    storage: Storage, data: bytes, field: str, max_pixels: int, image_uuid: uuid.UUID | None = None
+) -> tuple[Image.Image, str]:
+    """Validate and store uploaded bytes (under `image_uuid`, default a new one); returns the image and
+    its `stored:` locator."""
     image = decode_image(data, field, max_pixels)
-    return image, STORED + upload_key(keep_upload(storage, image))
+    return image, STORED + upload_key(keep_upload(storage, image, image_uuid))
 
 
 def upload_locator(storage: Storage, image_uuid: uuid.UUID) -> str | None:

@@ -19,9 +19,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from ...admission import LowDisk
-from ...media.inputs import decode_image
 from ...media.storage import upload_key
-from ...media.uploads import UploadTooLarge, assemble_parts, keep_part, keep_upload
+from ...media.uploads import UploadTooLarge, assemble_parts, keep_part, keep_upload_bytes
 from ...services import Services
 from ...types import InvalidRequest
 from ..common import input_error, owner_of_request
@@ -117,8 +116,7 @@ def _grant(request: Request, multipart: bool) -> UploadGrant | JSONResponse:
 
 def _store(services: Services, grant: UploadGrant, data: bytes) -> None:
     """Blocking: decode (the input limits) and keep as the grant's upload."""
-    image = decode_image(data, "file", services.settings.input_max_pixels)
-    keep_upload(services.storage, image, grant.image_uuid)
+    keep_upload_bytes(services.storage, data, "file", services.settings.input_max_pixels, grant.image_uuid)
 
 
 async def _already_complete(services: Services, grant: UploadGrant) -> JSONResponse | None:
