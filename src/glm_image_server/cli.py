@@ -186,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         "GPU by default; the API process never loads it. fal's Python client speaks only HTTPS: serve with "
         "--tls self-signed (or --ssl-certfile/--ssl-keyfile) and set FAL_RUN_HOST=HOST:PORT, "
         "FAL_QUEUE_RUN_HOST=HOST:PORT/queue and SSL_CERT_FILE=<the ca.pem the server prints>; FAL_KEY may "
-        "be any value when the server has no --api-key (docs/api.md). "
+        "be any value when the server has no --api-key. fal's JavaScript client takes "
+        "proxyUrl http(s)://HOST:PORT/api/fal/proxy (browsers on other origins: --cors-origin). Every "
+        "client's setup: docs/api.md#clients. "
         "A playground page is at / and the API's own docs at /docs. One data directory serves one server. "
         "Every flag can also be set as GLM_IMAGE_<FLAG> in the environment; more settings are "
         "environment-only (docs/settings.md), among them the limits and deadlines of docs/operations.md.",
