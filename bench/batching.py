@@ -21,8 +21,8 @@ import httpx
 import torch
 from _common import ServerProcess, alternate
 
-from glm_image_server.model.loader import load_pipeline, quiet_library_logs
-from glm_image_server.settings import Settings
+from glm_image_server.config import Settings
+from glm_image_server.engine.loader import load_pipeline, quiet_library_logs
 
 PROMPTS = [f"a shop sign that reads 'OPEN {i}' above a door, photo" for i in range(8)]
 

@@ -25,7 +25,7 @@ from _common import ServerProcess
 from helpers.fleet import WorkerProcess
 from helpers.stores import throwaway_database
 
-from glm_image_server.settings import Settings
+from glm_image_server.config import Settings
 
 QUEUE = "/queue/fal-ai/glm-image"
 

@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from glm_image_server.model.engine import Engine
-from glm_image_server.model.loader import load_pipeline, quiet_library_logs
-from glm_image_server.settings import Settings
-from glm_image_server.types import GenerationRequest
+from glm_image_server.config import Settings
+from glm_image_server.core.request import GenerationRequest
+from glm_image_server.engine.engine import Engine
+from glm_image_server.engine.loader import load_pipeline, quiet_library_logs
 
 PROMPT = "a shop sign that reads 'OPEN' above a wooden door, warm evening light, photo"
 SECTIONS = ("sizes", "concurrency", "fast", "offload")
@@ -305,7 +305,7 @@ def run_offload(bench: Bench, args) -> list[str]:
 
 def load(args):
     if args.full_size:
-        from glm_image_server.model.full_size import build_full_size_pipeline
+        from glm_image_server.engine.full_size import build_full_size_pipeline
 
         if not torch.cuda.is_available():
             raise SystemExit("--full-size needs a GPU (16B parameters in bf16)")

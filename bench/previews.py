@@ -22,12 +22,13 @@ import numpy as np
 import torch
 from _common import timed
 
-from glm_image_server.jobs.executor import encode_preview
-from glm_image_server.jobs.sqlite import SqliteJobStore
-from glm_image_server.model.engine import Engine
-from glm_image_server.model.loader import load_pipeline, quiet_library_logs
-from glm_image_server.settings import Settings
-from glm_image_server.types import GenerationRequest, Preview
+from glm_image_server.config import Settings
+from glm_image_server.core.request import GenerationRequest
+from glm_image_server.core.results import Preview
+from glm_image_server.engine.engine import Engine
+from glm_image_server.engine.loader import load_pipeline, quiet_library_logs
+from glm_image_server.store.sqlite import SqliteJobStore
+from glm_image_server.worker.executor import encode_preview
 
 
 def main() -> int:

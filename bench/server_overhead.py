@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 from _common import ServerProcess, alternate
 
-from glm_image_server.model.loader import load_engine, quiet_library_logs
-from glm_image_server.settings import Settings
-from glm_image_server.types import GenerationRequest
+from glm_image_server.config import Settings
+from glm_image_server.core.request import GenerationRequest
+from glm_image_server.engine.loader import load_engine, quiet_library_logs
 
 
 def main() -> int:

@@ -15,11 +15,11 @@ import threading
 import torch
 from _common import alternate
 
-from glm_image_server.model.engine import _Row
-from glm_image_server.model.loader import load_engine, quiet_library_logs
-from glm_image_server.model.prior import PriorTokens, generate_prior_tokens
-from glm_image_server.settings import Settings
-from glm_image_server.types import GenerationRequest
+from glm_image_server.config import Settings
+from glm_image_server.core.request import GenerationRequest
+from glm_image_server.engine.engine import _Row
+from glm_image_server.engine.loader import load_engine, quiet_library_logs
+from glm_image_server.engine.prior import PriorTokens, generate_prior_tokens
 
 
 def main() -> int:

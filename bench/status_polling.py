@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 from _common import ServerProcess
 
-from glm_image_server.settings import Settings
+from glm_image_server.config import Settings
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 

@@ -26,8 +26,8 @@ import httpx
 from _common import ServerProcess
 from PIL import Image, ImageDraw, ImageFont
 
-from glm_image_server.settings import Settings
-from glm_image_server.text_check import RapidOcrChecker
+from glm_image_server.config import Settings
+from glm_image_server.post.text_check import RapidOcrChecker
 
 GOAL_S = 0.5
 SPANS = ["RIVERBANK HERBARIUM", "OPEN LATE"]

@@ -23,21 +23,21 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_settings(model_cache: Path):
-    from glm_image_server.settings import Settings
+    from glm_image_server.config import Settings
 
     return Settings(model="tiny", device="cpu", cache_dir=model_cache)
 
 
 @pytest.fixture(scope="session")
 def pipe(tiny_settings):
-    from glm_image_server.model.loader import load_pipeline
+    from glm_image_server.engine.loader import load_pipeline
 
     return load_pipeline(tiny_settings)
 
 
 @pytest.fixture(scope="session")
 def engine(pipe, model_cache: Path):
-    from glm_image_server.model.engine import Engine
+    from glm_image_server.engine.engine import Engine
 
     return Engine(pipe, previews=3, preview_cache=model_cache / "previews")
 

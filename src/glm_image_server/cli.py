@@ -19,18 +19,18 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from . import __version__
-from .datadir import DataDirBusy, DataDirLock
-from .settings import Settings
-from .types import (
+from .config import Settings
+from .core.request import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS_CLI,
     SIZE_PRESETS,
     GenerationRequest,
     InvalidRequest,
-    Progress,
     parse_size,
     size_like,
 )
+from .core.results import Progress
+from .datadir import DataDirBusy, DataDirLock
 
 log = logging.getLogger("glm_image_server")
 
@@ -276,7 +276,7 @@ def generate(args: argparse.Namespace) -> int:
     check_device(settings.device)
     if settings.model == "tiny":
         log.warning(TINY_NOTICE)
-    from .model.loader import load_engine
+    from .engine.loader import load_engine
 
     engine = load_engine(settings)
     bars = _ProgressBars()
@@ -434,7 +434,7 @@ def _run_uvicorn(settings: Settings, listener: socket.socket) -> None:
 
 
 def worker(args: argparse.Namespace) -> int:
-    from .services import run_worker
+    from .worker.main import run_worker
 
     run_worker(settings_from(args, WORKER_FLAGS))
     return 0

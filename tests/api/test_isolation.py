@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from glm_image_server.api.app import create_app
-from glm_image_server.settings import Settings
+from glm_image_server.config import Settings
 
 FAL = "/queue/fal-ai/glm-image/requests"
 SMALL = {"width": 128, "height": 128, "steps": 10}

@@ -14,7 +14,7 @@ import pytest
 from helpers.serving import ServerProcess, WebServer
 from PIL import Image
 
-from glm_image_server.prompting import SYSTEM_PROMPT
+from glm_image_server.worker.prompting import SYSTEM_PROMPT
 
 SMALL = {"image_size": {"width": 128, "height": 128}, "num_inference_steps": 10}
 STAGES = {"queue", "fetch", "expansion", "ar", "dit", "vae", "safety", "encode", "inference"}

@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from glm_image_server.api.app import create_app
-from glm_image_server.settings import Settings
+from glm_image_server.config import Settings
 
 
 def app_settings(data_dir: Path, model_cache: Path, **overrides) -> Settings:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 
-from glm_image_server.text_check import SpanCheck, TextCheck
+from glm_image_server.core.results import SpanCheck, TextCheck
 
 
 class FlagOddImages:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 import uuid
 
-from glm_image_server.jobs.records import Job, JobStatus
-from glm_image_server.types import GenerationRequest, OutputSpec
+from glm_image_server.core.job import Job, JobStatus
+from glm_image_server.core.request import GenerationRequest, OutputSpec
 
 
 def make_job(

@@ -18,9 +18,9 @@ from pathlib import Path
 import psycopg
 from psycopg.rows import dict_row
 
-from glm_image_server.jobs.postgres import PostgresJobStore
-from glm_image_server.jobs.sqlite import SqliteJobStore
-from glm_image_server.jobs.store import JobStore
+from glm_image_server.store.contract import JobStore
+from glm_image_server.store.postgres import PostgresJobStore
+from glm_image_server.store.sqlite import SqliteJobStore
 
 ADMIN_URL = os.environ.get("GLM_IMAGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 TABLES = "jobs, job_logs, job_live, deliveries, changes, workers, session_jobs"

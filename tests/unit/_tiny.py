@@ -13,8 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def load_tiny(cache_dir: Path):
     """The tiny pipeline on the CPU, through the server's own loader."""
-    from glm_image_server.model.loader import load_pipeline
-    from glm_image_server.settings import Settings
+    from glm_image_server.config import Settings
+    from glm_image_server.engine.loader import load_pipeline
 
     return load_pipeline(Settings(model="tiny", device="cpu", cache_dir=cache_dir))
 

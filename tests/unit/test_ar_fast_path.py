@@ -9,11 +9,12 @@ import pytest
 import torch
 from _tiny import load_tiny, noise_image
 
-from glm_image_server.model.ar_fast import REPORT_EVERY, RowPicker, StaticDecoder, sample_tokens
-from glm_image_server.model.engine import Engine
-from glm_image_server.model.prior import chat_inputs, generate_new_tokens, generate_prior_tokens
-from glm_image_server.model.sampling import sampling_warpers
-from glm_image_server.types import Cancelled, GenerationRequest
+from glm_image_server.core.events import Cancelled
+from glm_image_server.core.request import GenerationRequest
+from glm_image_server.engine.ar_fast import REPORT_EVERY, RowPicker, StaticDecoder, sample_tokens
+from glm_image_server.engine.engine import Engine
+from glm_image_server.engine.prior import chat_inputs, generate_new_tokens, generate_prior_tokens
+from glm_image_server.engine.sampling import sampling_warpers
 
 PROMPTS = [
     "a shop sign that reads 'OPEN'",
@@ -130,7 +131,7 @@ def test_engine_switch_gives_the_same_images(pipe) -> None:
 def test_engine_refuses_the_fast_path_for_attention_it_cannot_mask(
     pipe, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("glm_image_server.model.engine.supports_fast_path", lambda _vle: False)
+    monkeypatch.setattr("glm_image_server.engine.engine.supports_fast_path", lambda _vle: False)
     with pytest.raises(ValueError, match="sdpa or eager"):
         Engine(pipe, ar_fast_path=True)
     assert Engine(pipe).ar_fast_path is False

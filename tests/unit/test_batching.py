@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from helpers.jobs import make_job
 
-from glm_image_server.jobs.sqlite import SqliteJobStore
-from glm_image_server.model.prior import generate_prior_tokens
-from glm_image_server.types import GenerationRequest
+from glm_image_server.core.request import GenerationRequest
+from glm_image_server.engine.prior import generate_prior_tokens
+from glm_image_server.store.sqlite import SqliteJobStore
 
 TARGET = "a shop sign that reads 'OPEN'"
 NEIGHBOURS = [

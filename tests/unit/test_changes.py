@@ -9,11 +9,11 @@ import time
 import uuid
 from pathlib import Path
 
-from glm_image_server.jobs.changes import ChangeFeed, SnapshotCache
-from glm_image_server.jobs.records import Job, JobStatus
-from glm_image_server.jobs.sqlite import SqliteJobStore
-from glm_image_server.jobs.store import JobStore
-from glm_image_server.types import GenerationRequest, OutputSpec
+from glm_image_server.core.job import Job, JobStatus
+from glm_image_server.core.request import GenerationRequest, OutputSpec
+from glm_image_server.serving.changes import ChangeFeed, SnapshotCache
+from glm_image_server.store.contract import JobStore
+from glm_image_server.store.sqlite import SqliteJobStore
 
 POLL_S = 0.02
 

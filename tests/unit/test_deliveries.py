@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from helpers.stores import raw_rows
 
-from glm_image_server.jobs.deliveries import DeliverySender, Outgoing, RetryPolicy
-from glm_image_server.jobs.records import Job, JobError, JobStatus
-from glm_image_server.jobs.store import JobStore
+from glm_image_server.config import Settings
+from glm_image_server.core.job import Job, JobError, JobStatus
+from glm_image_server.core.request import GenerationRequest, OutputSpec
+from glm_image_server.delivery.sender import DeliverySender, Outgoing, RetryPolicy
 from glm_image_server.media.fetch import UrlGuard
-from glm_image_server.settings import Settings
-from glm_image_server.types import GenerationRequest, OutputSpec
+from glm_image_server.store.contract import JobStore
 
 
 def make_job(webhook_url: str | None = "https://example.com/hook", api: str = "fal") -> Job:

@@ -15,10 +15,10 @@ import pytest
 import torch
 from _tiny import load_tiny, noise_image
 
-from glm_image_server.model.dit import LATENT_TOLERANCE, _MaskedAttnProcessor, denoise, needs_tiling
-from glm_image_server.model.engine import Engine
-from glm_image_server.model.prior import generate_prior_tokens
-from glm_image_server.types import GenerationRequest
+from glm_image_server.core.request import GenerationRequest
+from glm_image_server.engine.dit import LATENT_TOLERANCE, _MaskedAttnProcessor, denoise, needs_tiling
+from glm_image_server.engine.engine import Engine
+from glm_image_server.engine.prior import generate_prior_tokens
 
 CASES = [
     ("a shop sign that reads 'OPEN' and 'CLOSED'", 0, (64, 96)),  # glyph text longer than the empty one

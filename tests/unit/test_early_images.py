@@ -9,15 +9,15 @@ import uuid
 
 import pytest
 
-from glm_image_server.jobs.events import JobEvent, JobFailed, JobImage, JobProgress, JobSucceeded
-from glm_image_server.jobs.executor import LocalExecutor
-from glm_image_server.jobs.records import Job, JobStatus
+from glm_image_server.config import Settings
+from glm_image_server.core.events import JobEvent, JobFailed, JobImage, JobProgress, JobSucceeded
+from glm_image_server.core.job import Job, JobStatus
+from glm_image_server.core.request import GenerationRequest, OutputSpec
 from glm_image_server.media.fetch import ImageFetcher
 from glm_image_server.media.references import ReferenceLoader
 from glm_image_server.media.storage import LocalStorage
-from glm_image_server.post import PostContext
-from glm_image_server.settings import Settings
-from glm_image_server.types import GenerationRequest, OutputSpec
+from glm_image_server.post.stage import PostContext
+from glm_image_server.worker.executor import LocalExecutor
 
 
 def make_job(output: OutputSpec, num_images: int = 2) -> Job:

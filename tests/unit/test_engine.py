@@ -8,7 +8,8 @@ import torch
 from diffusers import GlmImagePipeline
 from PIL import Image
 
-from glm_image_server.types import Cancelled, GenerationRequest, image_seed
+from glm_image_server.core.events import Cancelled
+from glm_image_server.core.request import GenerationRequest, image_seed
 
 PROMPT = "a shop sign that reads 'OPEN'"
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import GlmImageConfig, T5Config
 
-from glm_image_server.model.full_size import (
+from glm_image_server.engine.full_size import (
     Shapes,
     build_full_size_pipeline,
     build_meta_modules,
@@ -118,8 +118,8 @@ def test_device_build_is_made_in_the_target_dtype_and_runs() -> None:
 
 def test_saved_copy_loads_as_a_model_directory(tmp_path: Path) -> None:
     """`save_full_size_pipeline` writes what `--model DIR` (loader.load_pipeline) reads back."""
-    from glm_image_server.model.loader import load_pipeline
-    from glm_image_server.settings import Settings
+    from glm_image_server.config import Settings
+    from glm_image_server.engine.loader import load_pipeline
 
     directory = save_full_size_pipeline(tmp_path / "model", "cpu", dtype=torch.float32, shapes=small_shapes())
     pipe = load_pipeline(Settings(model=str(directory), device="cpu", cache_dir=tmp_path / "cache"))

@@ -9,10 +9,11 @@ import time
 
 from helpers.jobs import make_job
 
-from glm_image_server.jobs.records import Claim, FinishedImage, JobResult, JobStatus, StoredImage
-from glm_image_server.jobs.retention import RetentionSweeper
-from glm_image_server.jobs.store import JobStore, Requeued, SessionJob
+from glm_image_server.core.job import Claim, JobStatus
+from glm_image_server.core.results import FinishedImage, JobResult, StoredImage
 from glm_image_server.media.storage import LocalStorage
+from glm_image_server.serving.retention import RetentionSweeper
+from glm_image_server.store.contract import JobStore, Requeued, SessionJob
 
 LEASE_S = 60.0
 

@@ -20,8 +20,8 @@ from pydantic import ValidationError
 
 from glm_image_server.api.auth import key_ok, owner_of
 from glm_image_server.api.fal.translate import webhook_headers
+from glm_image_server.config import Settings
 from glm_image_server.keys import NO_KEYS, ApiKey, owner_hash, owner_label, parse_key
-from glm_image_server.settings import Settings
 from glm_image_server.signing import SigningKey
 
 

@@ -14,19 +14,12 @@ import psycopg
 import pytest
 from helpers.stores import raw_rows, throwaway_database
 
-from glm_image_server.jobs.postgres import MIGRATIONS, PostgresJobStore
-from glm_image_server.jobs.records import (
-    Claim,
-    Job,
-    JobError,
-    JobResult,
-    JobStatus,
-    StoredImage,
-    WorkerInfo,
-)
-from glm_image_server.jobs.sqlite import SCHEMA_VERSION, SqliteJobStore
-from glm_image_server.jobs.store import JobStore, Requeued
-from glm_image_server.types import GenerationRequest, OutputSpec
+from glm_image_server.core.job import Claim, Job, JobError, JobStatus, WorkerInfo
+from glm_image_server.core.request import GenerationRequest, OutputSpec
+from glm_image_server.core.results import JobResult, StoredImage
+from glm_image_server.store.contract import JobStore, Requeued
+from glm_image_server.store.postgres import MIGRATIONS, PostgresJobStore
+from glm_image_server.store.sqlite import SCHEMA_VERSION, SqliteJobStore
 
 
 def make_job(

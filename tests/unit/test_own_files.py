@@ -13,11 +13,11 @@ from helpers.images import png_bytes
 
 from glm_image_server.api.runware import translate as runware
 from glm_image_server.api.runware.protocol import ImageInference
+from glm_image_server.config import Settings
+from glm_image_server.core.request import STORED, InvalidRequest
 from glm_image_server.media.own_files import OwnFiles
 from glm_image_server.media.s3 import S3Storage
 from glm_image_server.media.storage import LocalStorage
-from glm_image_server.settings import Settings
-from glm_image_server.types import STORED, InvalidRequest
 
 KEY = "Abc123_-xyz-0.png"
 BASE = "http://127.0.0.1:8000/"

@@ -9,10 +9,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from glm_image_server.jobs.executor import encode_preview
-from glm_image_server.model.engine import Engine
-from glm_image_server.model.previews import PreviewProjection, preview_steps
-from glm_image_server.types import GenerationRequest, Preview
+from glm_image_server.core.request import GenerationRequest
+from glm_image_server.core.results import Preview
+from glm_image_server.engine.engine import Engine
+from glm_image_server.engine.previews import PreviewProjection, preview_steps
+from glm_image_server.worker.executor import encode_preview
 
 
 def test_preview_steps_are_spread_and_never_the_last() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from glm_image_server.types import (
+from glm_image_server.core.request import (
     GenerationRequest,
     InvalidRequest,
     OutputSpec,

@@ -11,12 +11,13 @@ import httpx
 import pytest
 from helpers.jobs import make_job
 
-from glm_image_server.jobs.records import JobResult, JobStatus, StoredImage
-from glm_image_server.jobs.retention import RetentionSweeper
+from glm_image_server.config import Settings
+from glm_image_server.core.job import JobStatus
+from glm_image_server.core.results import JobResult, StoredImage
 from glm_image_server.media.s3 import S3Storage, parse_s3_url
-from glm_image_server.media.storage import PRESIGN_MAX_S
-from glm_image_server.services import Services, open_storage
-from glm_image_server.settings import Settings
+from glm_image_server.media.storage import PRESIGN_MAX_S, open_storage
+from glm_image_server.serving.retention import RetentionSweeper
+from glm_image_server.serving.services import Services
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from glm_image_server.model.sampling import RowSampler, sampling_warpers
-from glm_image_server.types import Cancelled
+from glm_image_server.core.events import Cancelled
+from glm_image_server.engine.sampling import RowSampler, sampling_warpers
 
 VOCAB, EOS = 20, 5
 

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from glm_image_server.jobs.events import JobEvent, JobFailed, JobLog, JobProgress, JobSucceeded
-from glm_image_server.jobs.executor import Interrupted
-from glm_image_server.jobs.records import Claim, Job, JobError, JobResult, JobStatus, StoredImage
-from glm_image_server.jobs.scheduler import Scheduler, _CancelFlags, progress_line
-from glm_image_server.jobs.sqlite import SqliteJobStore
-from glm_image_server.settings import Settings
-from glm_image_server.types import GenerationRequest, OutputSpec
+from glm_image_server.config import Settings
+from glm_image_server.core.events import JobEvent, JobFailed, JobLog, JobProgress, JobSucceeded
+from glm_image_server.core.job import Claim, Job, JobError, JobStatus
+from glm_image_server.core.request import GenerationRequest, OutputSpec
+from glm_image_server.core.results import JobResult, StoredImage
+from glm_image_server.store.sqlite import SqliteJobStore
+from glm_image_server.worker.executor import Interrupted
+from glm_image_server.worker.scheduler import Scheduler, _CancelFlags, progress_line
 
 WORKER = "worker-1"
 Script = Callable[

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from glm_image_server import cli
-from glm_image_server.settings import Settings
+from glm_image_server.config import Settings
 
 ALL_FLAGS = sorted(set(cli.SERVE_FLAGS) | set(cli.WORKER_FLAGS) | set(cli.MODEL_FLAGS))
 

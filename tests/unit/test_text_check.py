@@ -12,20 +12,18 @@ import pytest
 from helpers.doubles import ScoreByPixels
 from PIL import Image, ImageDraw, ImageFont
 
+from glm_image_server.config import Settings
+from glm_image_server.core.request import GenerationRequest, InvalidRequest, OutputSpec, with_candidates
+from glm_image_server.core.results import GenerationResult, SpanCheck, TextCheck
 from glm_image_server.media.storage import LocalStorage
-from glm_image_server.post import PostContext, finish_images
-from glm_image_server.settings import Settings
-from glm_image_server.text_check import (
+from glm_image_server.post.stage import PostContext, finish_images
+from glm_image_server.post.text_check import (
     RapidOcrChecker,
-    SpanCheck,
-    TextCheck,
     compare,
     load_text_checker,
     normalise,
     ranked,
-    with_candidates,
 )
-from glm_image_server.types import GenerationRequest, GenerationResult, InvalidRequest, OutputSpec
 
 CJK_FONTS = (  # Debian's fonts-wqy-microhei, fonts-wqy-zenhei, fonts-noto-cjk
     "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",

@@ -15,9 +15,8 @@ from glm_image_server.api.openai import translate as openai
 from glm_image_server.api.openai.protocol import ImageParams, OpenAIError
 from glm_image_server.api.runware import translate as runware
 from glm_image_server.api.runware.protocol import ImageInference, RunwareOptions, TaskError
-from glm_image_server.jobs.records import Job, JobError, JobResult, JobStatus, StoredImage
-from glm_image_server.text_check import SpanCheck, TextCheck
-from glm_image_server.types import (
+from glm_image_server.core.job import Job, JobError, JobStatus
+from glm_image_server.core.request import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS_API,
     STORED,
@@ -25,6 +24,7 @@ from glm_image_server.types import (
     OutputSpec,
     size_like,
 )
+from glm_image_server.core.results import JobResult, SpanCheck, StoredImage, TextCheck
 
 
 def stored(i: int, seed: int) -> StoredImage:
@@ -263,7 +263,7 @@ def test_fal_webhook_payload():
 
 
 def test_fal_log_entries():
-    from glm_image_server.jobs.records import LogEntry
+    from glm_image_server.core.job import LogEntry
 
     (entry,) = fal.log_entries([LogEntry(timestamp=0.0, level="WARN", message="m")])
     assert entry == {

@@ -15,10 +15,10 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.middleware.cors import CORSMiddleware
 
 from .. import __version__, metrics
-from ..admission import Refused
+from ..config import Settings
 from ..media.storage import LocalStorage
-from ..services import Services, start_services
-from ..settings import Settings
+from ..serving.admission import Refused
+from ..serving.services import Services, start_services
 from . import openapi, playground
 from .auth import owner_of, presented_key, require_api_key
 from .errors import dialect_of, error_response, refusal_response

@@ -17,11 +17,12 @@ from pydantic import BaseModel
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from ..jobs.records import Job, JobError, JobStatus, StoredImage
-from ..jobs.store import CancelOutcome, JobStore
+from ..core.job import Job, JobError, JobStatus
+from ..core.request import GenerationRequest, InvalidRequest, OutputSpec
+from ..core.results import StoredImage
 from ..media.fetch import BlockedUrl
-from ..services import Services
-from ..types import GenerationRequest, InvalidRequest, OutputSpec
+from ..serving.services import Services
+from ..store.contract import CancelOutcome, JobStore
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")

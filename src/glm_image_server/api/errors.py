@@ -10,7 +10,7 @@ from typing import Literal
 
 from fastapi.responses import JSONResponse
 
-from ..admission import LowDisk, Refused
+from ..serving.admission import LowDisk, Refused
 from .fal.protocol import OWNER
 from .openai.protocol import OpenAIError
 from .runware.protocol import TaskError

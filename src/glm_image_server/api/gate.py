@@ -13,8 +13,8 @@ import logging
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..admission import TokenBuckets
-from ..settings import Settings
+from ..config import Settings
+from ..serving.admission import TokenBuckets
 from .auth import key_ok, owner_of, presented_key
 from .errors import Dialect, dialect_of, error_response
 from .fal.upload_urls import UPLOADS_PATH, UploadSigner

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from ..settings import Settings
-from ..types import MAX_REFERENCES, MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE, SIZE_PRESETS
+from ..config import Settings
+from ..core.request import MAX_REFERENCES, MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE, SIZE_PRESETS
 from .fal.protocol import IMAGE_TO_IMAGE, TEXT_TO_IMAGE, ImageToImageInput
 
 WEB_DIR = Path(__file__).parent / "web"

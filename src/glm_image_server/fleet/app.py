@@ -19,8 +19,8 @@ from ray import serve
 from ray.serve.config import AutoscalingContext
 
 from ..api.app import create_app
-from ..services import start_worker
-from ..settings import Settings
+from ..config import Settings
+from ..worker.main import start_worker
 
 log = logging.getLogger("glm_image_server.fleet")
 

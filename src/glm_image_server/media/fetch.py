@@ -23,9 +23,9 @@ from urllib.parse import unquote_to_bytes, urljoin
 import httpx
 from PIL import Image
 
-from ..settings import Settings
+from ..config import Settings
+from ..core.request import InvalidRequest
 from ..tls import SelfSigned, trusting_context
-from ..types import InvalidRequest
 from .inputs import decode_image
 
 USER_AGENT = "glm-image-server"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..types import InvalidRequest
+from ..core.request import InvalidRequest
 
 # Formats sniffed from the bytes (never from a name or a Content-Type); the rest of Pillow's plugins
 # (EPS through Ghostscript, for one) are not for untrusted input.

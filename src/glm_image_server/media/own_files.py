@@ -15,8 +15,8 @@ import ipaddress
 from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit
 
-from ..settings import Settings
-from ..types import STORED, InvalidRequest
+from ..config import Settings
+from ..core.request import STORED, InvalidRequest
 from .storage import KEY, Storage
 
 FILES = "/files/"

@@ -10,7 +10,7 @@ from concurrent.futures import Future
 
 from PIL import Image
 
-from ..types import STORED, InvalidRequest
+from ..core.request import STORED, InvalidRequest
 from .fetch import FetchLoop, ImageFetcher
 from .inputs import decode_image
 from .storage import Storage

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
+from ..config import Settings
+
 KEY = re.compile(r"^[A-Za-z0-9_-]+\.[a-z]+$")
 UPLOAD_PREFIX = "upload-"
 PRESIGN_MAX_S = 7 * 24 * 3600  # the longest a SigV4 presigned URL may live
@@ -181,3 +183,12 @@ class DiskSpace:
             f"low disk space: {free / 2**20:.0f} MB free in {self.path}, "
             f"{self.min_free / 2**20:.0f} MB needed to take new work"
         )
+
+
+def open_storage(settings: Settings) -> Storage:
+    """The S3 bucket when a storage URL is set (a fleet), else files/ in the data directory."""
+    if settings.storage_url:
+        from .s3 import S3Storage
+
+        return S3Storage(settings.storage_url)
+    return LocalStorage(settings.files_dir)

@@ -9,7 +9,7 @@ import uuid
 
 from PIL import Image
 
-from ..types import STORED, InvalidRequest
+from ..core.request import STORED, InvalidRequest
 from .encode import encode_image
 from .inputs import decode_image
 from .storage import Storage, upload_key, upload_part_key

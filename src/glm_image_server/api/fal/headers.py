@@ -13,7 +13,7 @@ from typing import get_args
 
 from fastapi.responses import JSONResponse
 
-from ...jobs.records import Priority
+from ...core.job import Priority
 
 REQUEST_TIMEOUT = "x-fal-request-timeout"
 QUEUE_PRIORITY = "x-fal-queue-priority"

@@ -9,10 +9,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ...text_check import MAX_CANDIDATES
-from ...types import (
+from ...core.request import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS_API,
+    MAX_CANDIDATES,
     MAX_PROMPT_CHARS,
     MAX_SEED,
     MAX_SIDE,

@@ -17,10 +17,10 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ...jobs.deliveries import Outgoing, Renderer
-from ...jobs.records import Job, JobStatus
-from ...services import Services
-from ...types import InvalidRequest
+from ...core.job import Job, JobStatus
+from ...core.request import InvalidRequest
+from ...delivery.sender import Outgoing, Renderer
+from ...serving.services import Services
 from ..common import (
     GONE,
     HUNG_UP,

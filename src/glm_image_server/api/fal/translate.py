@@ -8,9 +8,8 @@ import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from ...jobs.records import Job, JobError, JobStatus, LiveState, LogEntry
-from ...text_check import with_candidates
-from ...types import SIZE_PRESETS, GenerationRequest, OutputSpec, random_seed
+from ...core.job import Job, JobError, JobStatus, LiveState, LogEntry
+from ...core.request import SIZE_PRESETS, GenerationRequest, OutputSpec, random_seed, with_candidates
 from ..common import RenderedImage, job_error
 from .protocol import FalImage, FalOptions, FalOutput, FalTextCheck, TextToImageInput
 

@@ -18,11 +18,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from ...admission import LowDisk
+from ...core.request import InvalidRequest
 from ...media.storage import upload_key
 from ...media.uploads import UploadTooLarge, assemble_parts, keep_part, keep_upload_bytes
-from ...services import Services
-from ...types import InvalidRequest
+from ...serving.admission import LowDisk
+from ...serving.services import Services
 from ..common import input_error, owner_of_request
 from ..jsonbody import StrictJsonRoute
 from . import translate

@@ -11,10 +11,10 @@ from typing import Literal
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...text_check import MAX_CANDIDATES
-from ...types import (
+from ...core.request import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS_API,
+    MAX_CANDIDATES,
     MAX_GUIDANCE,
     MAX_PROMPT_CHARS,
     MAX_SEED,

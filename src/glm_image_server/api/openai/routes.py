@@ -11,10 +11,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 
-from ...jobs.records import Job, JobError, JobStatus
+from ...core.job import Job, JobError, JobStatus
+from ...core.request import MAX_REFERENCES, InvalidRequest
 from ...media.uploads import keep_upload_bytes
-from ...services import Services
-from ...types import MAX_REFERENCES, InvalidRequest
+from ...serving.services import Services
 from .. import jsonbody
 from ..common import GONE, HUNG_UP, DialectService, client_of, owner_of_request, unless_disconnected
 from . import translate

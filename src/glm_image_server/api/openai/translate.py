@@ -12,9 +12,15 @@ from typing import Any
 from PIL import Image
 from pydantic import ValidationError
 
-from ...jobs.records import Job, JobError
-from ...text_check import with_candidates
-from ...types import GenerationRequest, InvalidRequest, OutputSpec, random_seed, size_like
+from ...core.job import Job, JobError
+from ...core.request import (
+    GenerationRequest,
+    InvalidRequest,
+    OutputSpec,
+    random_seed,
+    size_like,
+    with_candidates,
+)
 from ..common import RenderedImage
 from .protocol import ImageData, ImageParams, ImagesResponse, OpenAIError, OpenAIOptions, TextCheckData
 

@@ -10,8 +10,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ...text_check import MAX_CANDIDATES
-from ...types import DEFAULT_GUIDANCE, DEFAULT_STEPS_API, MAX_REFERENCES, MAX_SEED, SIZE_MULTIPLE
+from ...core.request import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_STEPS_API,
+    MAX_CANDIDATES,
+    MAX_REFERENCES,
+    MAX_SEED,
+    SIZE_MULTIPLE,
+)
 
 MODEL = "runware:glm-image@0"
 OUTPUT_FORMATS = {"JPG": "jpeg", "PNG": "png", "WEBP": "webp"}

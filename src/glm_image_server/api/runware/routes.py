@@ -24,15 +24,16 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.requests import HTTPConnection
 
-from ...admission import Refused, TokenBuckets
-from ...jobs.deliveries import Outgoing, Renderer
-from ...jobs.records import FinishedImage, Job, JobStatus
+from ...core.job import Job, JobStatus
+from ...core.request import STORED, InvalidRequest
+from ...core.results import FinishedImage
+from ...delivery.sender import Outgoing, Renderer
 from ...media.fetch import decode_data_uri
 from ...media.inputs import decode_image
 from ...media.storage import upload_key
 from ...media.uploads import keep_upload, upload_locator
-from ...services import Services
-from ...types import STORED, InvalidRequest
+from ...serving.admission import Refused, TokenBuckets
+from ...serving.services import Services
 from .. import jsonbody
 from ..auth import key_ok, owner_of, presented_key
 from ..common import GONE, HUNG_UP, DialectService, client_of, unless_disconnected

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ...jobs.records import FinishedImage, Job
-from ...text_check import TextCheck, with_candidates
-from ...types import GenerationRequest, InvalidRequest, OutputSpec, random_seed
+from ...core.job import Job
+from ...core.request import GenerationRequest, InvalidRequest, OutputSpec, random_seed, with_candidates
+from ...core.results import FinishedImage, TextCheck
 from ..common import RenderedImage, job_error
 from .protocol import IMAGE_FIELDS, OUTPUT_FORMATS, ImageInference, RunwareOptions, TaskError
 

@@ -1,0 +1,95 @@
+"""How a job moves between states: the decisions every store makes the same way, whatever its SQL —
+which queued jobs make one batch, what a claim, a finish or an interruption does to a job, and who may
+finish it. The stores (sqlite.py, postgres.py) only read and write rows around these."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .job import Claim, Job, JobError, JobStatus, Priority
+from .results import FinishedImage, JobResult
+
+CANCELLED_BEFORE_START = JobError(kind="cancelled", message="cancelled before it started")
+CANCELLED_WHILE_STOPPED = JobError(kind="cancelled", message="cancelled while its worker stopped")
+PRIORITY_RANK: dict[Priority, int] = {"normal": 0, "low": 1}  # the stores' `priority` column: lower first
+
+
+def rank(job: Job) -> int:
+    return PRIORITY_RANK[job.priority]
+
+
+def start_missed(job: Job) -> JobError:
+    """Why a queued job past its start deadline failed."""
+    allowed = (job.start_by or job.created_at) - job.created_at
+    message = f"the request did not start within its {allowed:g} s start timeout"
+    return JobError(kind="timeout", message=message)
+
+
+def with_image(images: Iterable[FinishedImage], image: FinishedImage) -> list[FinishedImage]:
+    """A running job's finished images with `image` added (replacing one with its index), by index."""
+    kept = {done.index: done for done in images}
+    kept[image.index] = image
+    return [kept[index] for index in sorted(kept)]
+
+
+def batch(candidates: Iterable[Job], max_images: int) -> list[Job]:
+    """The queued jobs of one batch key, oldest first, that fit `max_images` images together (the first
+    always does); a job too big for what is left heads a later batch."""
+    chosen, images = [], 0
+    for job in candidates:
+        if chosen and images + job.request.num_images > max_images:
+            continue
+        images += job.request.num_images
+        chosen.append(job)
+    return chosen
+
+
+def running(job: Job, worker_id: str, now: float) -> Job:
+    """The job claimed by `worker_id`: its attempt number is the claim's."""
+    update = {
+        "status": JobStatus.RUNNING,
+        "started_at": now,
+        "attempts": job.attempts + 1,
+        "worker_id": worker_id,
+    }
+    return job.model_copy(update=update)
+
+
+def held_by(job: Job, claim: Claim | None) -> bool:
+    """Whether `claim` may finish the job (None: no claim to check, e.g. a cancel)."""
+    if claim is None:
+        return True
+    return job.status == JobStatus.RUNNING and (job.worker_id, job.attempts) == (
+        claim.worker_id,
+        claim.attempt,
+    )
+
+
+def finished(
+    job: Job, status: JobStatus, result: JobResult | None, error: JobError | None, now: float
+) -> Job:
+    return job.model_copy(update={"status": status, "finished_at": now, "result": result, "error": error})
+
+
+def cancelled_line(error: JobError | None) -> str:
+    """The line every cancelled job's log ends with, however it ended."""
+    return f"Cancelled: {error.message if error else 'cancelled'}"
+
+
+def interrupted(job: Job, max_attempts: int, reason: str) -> tuple[JobStatus, JobError] | None:
+    """How a running job whose worker went away ends: cancelled or failed, or None: queued again."""
+    if job.cancel_requested:
+        return JobStatus.CANCELLED, CANCELLED_WHILE_STOPPED
+    if job.attempts >= max_attempts:
+        message = f"the job was interrupted {job.attempts} times ({reason}); giving up"
+        return JobStatus.FAILED, JobError(kind="internal", message=message)
+    return None
+
+
+def requeued(job: Job) -> Job:
+    """Back in the queue after an interruption; it did start, so its start deadline is met."""
+    return job.model_copy(update={"status": JobStatus.QUEUED, "worker_id": None, "start_by": None})
+
+
+def requeued_line(reason: str) -> str:
+    return f"Interrupted ({reason}); queued to run again with its seed"

@@ -1,1 +1,0 @@
-"""Durable jobs: records, the store, the scheduler that runs them and the webhook outbox."""

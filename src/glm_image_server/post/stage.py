@@ -1,0 +1,230 @@
+"""After the engine: safety check -> text check (and best-of-N choice) -> encode -> storage -> the job's
+result, as plain functions.
+
+Runs in the worker, on the images of one job; nothing here knows which API asked for them. A job whose
+images need nothing that looks at them all (no safety check, no text check, no candidates to choose
+from) has each image stored as soon as the engine decodes it (`finish_early`), so clients can have it
+before its siblings; the job's result then takes those images as they are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+
+from .. import metrics
+from ..config import Settings
+from ..core.request import OutputSpec, quoted_texts
+from ..core.results import FinishedImage, GenerationResult, JobResult, StoredImage, TextCheck
+from ..media.encode import CONTENT_TYPES, EXTENSIONS, encode_image
+from ..media.storage import Storage
+from .safety import SafetyChecker
+from .text_check import TextChecker, ranked
+
+Log = Callable[[str, str], None]  # (message, level)
+
+
+@dataclass(frozen=True)
+class PostContext:
+    storage: Storage
+    checker: SafetyChecker | None
+    settings: Settings
+    text_checker: TextChecker | None = None
+
+
+@dataclass(frozen=True)
+class Checked:
+    images: list[Image.Image]
+    flags: list[bool]
+    seconds: float
+
+
+def check_safety(checker: SafetyChecker | None, images: list[Image.Image], wanted: bool, log: Log) -> Checked:
+    """Flags per image; a flagged image is replaced by a black one of the same size."""
+    if not wanted:
+        return Checked(images, [False] * len(images), 0.0)
+    if checker is None:
+        log("Safety checking is turned off on this server: has_nsfw_concepts is false", "WARN")
+        return Checked(images, [False] * len(images), 0.0)
+    start = time.perf_counter()
+    flags = [bool(flag) for flag in checker.check(images)]
+    checked = [Image.new("RGB", im.size) if flag else im for im, flag in zip(images, flags, strict=True)]
+    seconds = time.perf_counter() - start
+    if any(flags):
+        log(f"Safety checker flagged {sum(flags)} of {len(flags)} image(s); replaced with black", "WARN")
+    else:
+        log(f"Safety checker: no image flagged ({seconds:.2f} s)", "INFO")
+    return Checked(checked, flags, seconds)
+
+
+@dataclass(frozen=True)
+class TextChecked:
+    checks: list[TextCheck] | None  # None: not asked for, nothing quoted, or no checker
+    seconds: float
+
+
+def _describe(check: TextCheck) -> str:
+    missing = [span.text for span in check.spans if not span.found]
+    found = "all found" if not missing else "missing " + ", ".join(repr(text) for text in missing)
+    return f"score {check.score:.2f} ({found})"
+
+
+def check_text(
+    checker: TextChecker | None,
+    images: Sequence[Image.Image],
+    seeds: Sequence[int],
+    spans: Sequence[str],
+    wanted: bool,
+    log: Log,
+) -> TextChecked:
+    """Each image's quoted spans, read back."""
+    if not wanted:
+        return TextChecked(None, 0.0)
+    if not spans:
+        log("Text check skipped: the prompt quotes no text", "INFO")
+        return TextChecked(None, 0.0)
+    if checker is None:
+        log("Text checking is turned off on this server: no text_checks", "WARN")
+        return TextChecked(None, 0.0)
+    start = time.perf_counter()
+    checks = list(checker.check(images, spans))
+    if len(checks) != len(images):
+        raise RuntimeError(f"the text checker gave {len(checks)} checks for {len(images)} images")
+    seconds = time.perf_counter() - start
+    quoted = ", ".join(repr(span) for span in spans)
+    per_image = "; ".join(f"seed {seed}: {_describe(c)}" for seed, c in zip(seeds, checks, strict=True))
+    log(f"Text check of {quoted} ({seconds:.2f} s): {per_image}", "INFO")
+    return TextChecked(checks, seconds)
+
+
+def choose(keep: int, count: int, checks: Sequence[TextCheck] | None, seeds: Sequence[int], log: Log):
+    """Indexes of the images to return: all of them, or the `keep` best candidates by text score, best
+    first (ties, and candidates never checked, in seed order)."""
+    if not 0 < keep < count:
+        return list(range(count))
+    if checks is None:
+        log(f"Best of {count}: no text check, so the first {keep} candidate(s) in seed order", "WARN")
+        return list(range(keep))
+    chosen = ranked(checks)[:keep]
+    kept = ", ".join(f"seed {seeds[i]} (score {checks[i].score:.2f})" for i in chosen)
+    log(f"Best of {count} candidates by text score: kept {kept}", "INFO")
+    return chosen
+
+
+def encode_and_store(
+    storage: Storage,
+    images: Sequence[Image.Image],
+    seeds: Sequence[int],
+    output: OutputSpec,
+    file_prefix: str,
+    first: int = 0,
+) -> list[StoredImage]:
+    """Encode each image in the requested format and save it under `{file_prefix}-{i}.{ext}`, i counting
+    from `first` (the output position of the first image)."""
+    stored = []
+    for i, (image, seed) in enumerate(zip(images, seeds, strict=True), start=first):
+        data = encode_image(image, output.format, output.quality)
+        key = f"{file_prefix}-{i}.{EXTENSIONS[output.format]}"
+        storage.save(key, data)
+        content_type = CONTENT_TYPES[output.format]
+        stored.append(
+            StoredImage(
+                key=key,
+                content_type=content_type,
+                width=image.width,
+                height=image.height,
+                file_size=len(data),
+                seed=seed,
+            )
+        )
+    return stored
+
+
+def cost(settings: Settings, images: Sequence[Image.Image], inference_s: float) -> float:
+    """USD for a job, by the configured pricing: per output megapixel or per GPU-second."""
+    if settings.pricing == "gpu_second":
+        return inference_s * settings.price_per_gpu_second
+    return sum(image.width * image.height for image in images) / 1e6 * settings.price_per_megapixel
+
+
+@dataclass(frozen=True)
+class EarlyImage:
+    """An image stored as soon as the engine decoded it, and how long encoding and saving it took."""
+
+    finished: FinishedImage
+    encode_s: float
+
+
+def finishes_early(output: OutputSpec) -> bool:
+    """Whether a job's images can be finished one by one: not when a step looks at them all together
+    (the safety check, the text check and its choice among candidates)."""
+    return not (output.safety_check or output.text_check or output.keep_best)
+
+
+def finish_early(
+    ctx: PostContext, image: Image.Image, seed: int, index: int, output: OutputSpec, file_prefix: str
+) -> EarlyImage:
+    """Image `index` of a job whose images finish early (`finishes_early`), stored under the name the
+    job's result gives it. Its cost is known now under per-megapixel pricing (GPU seconds are counted
+    when the job ends)."""
+    start = time.perf_counter()
+    (stored,) = encode_and_store(ctx.storage, [image], [seed], output, file_prefix, first=index)
+    price = cost(ctx.settings, [image], 0.0) if ctx.settings.pricing != "gpu_second" else None
+    finished = FinishedImage(index=index, image=stored, nsfw=False, cost=price)
+    return EarlyImage(finished, time.perf_counter() - start)
+
+
+def finish_images(
+    ctx: PostContext,
+    generated: GenerationResult,
+    output: OutputSpec,
+    file_prefix: str,
+    prompt: str,
+    timings: dict[str, float],
+    log: Log,
+    asked_prompt: str | None = None,
+    early: Mapping[int, EarlyImage] | None = None,
+) -> JobResult:
+    """One job's images, checked, chosen, encoded and stored: its result. The text check looks for the
+    quoted spans of `asked_prompt` (the prompt as the client sent it; expansion keeps them verbatim).
+    `early` holds the images (by index) that `finish_early` stored already; they are taken as they are."""
+    early = early or {}
+    metrics.IMAGES.inc(len(generated.images))
+    seeds = generated.seeds
+    checked = check_safety(ctx.checker, generated.images, output.safety_check, log)
+    spans = quoted_texts(asked_prompt if asked_prompt is not None else prompt)
+    text = check_text(ctx.text_checker, checked.images, seeds, spans, output.text_check, log)
+    chosen = choose(output.keep_best, len(checked.images), text.checks, seeds, log)
+    start = time.perf_counter()
+    stored = [
+        early[i].finished.image
+        if i in early
+        else encode_and_store(ctx.storage, [checked.images[i]], [seeds[i]], output, file_prefix, position)[0]
+        for position, i in enumerate(chosen)
+    ]
+    encode_s = time.perf_counter() - start + sum(done.encode_s for done in early.values())
+    t = generated.timings
+    all_timings = {
+        **timings,
+        "ar": t.ar,
+        "dit": t.dit,
+        "vae": t.vae,
+        "safety": checked.seconds,
+        "text_check": text.seconds,
+        "encode": encode_s,
+        "inference": t.inference,
+    }
+    for stage, seconds in all_timings.items():
+        metrics.STAGE_SECONDS.labels(stage).observe(seconds)
+    log(f"Done: AR {t.ar:.2f} s, DiT {t.dit:.2f} s, VAE {t.vae:.2f} s", "INFO")
+    return JobResult(
+        images=tuple(stored),
+        prompt=prompt,
+        has_nsfw_concepts=tuple(checked.flags[i] for i in chosen),
+        timings=all_timings,
+        cost=cost(ctx.settings, checked.images, t.inference),  # every candidate made, kept or not
+        text_checks=None if text.checks is None else tuple(text.checks[i] for i in chosen),
+    )

@@ -1,0 +1,103 @@
+"""Whether the server takes new work now: the queue limits, the per-client submission rate and free disk.
+
+Every submission, from any dialect, passes `Admission.check` before its job is written; a refusal is a
+typed `Refused` that each dialect renders in its own format (429 with Retry-After, 507 for a full disk).
+Nothing here knows HTTP.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ..config import Settings
+from ..media.storage import DiskSpace
+from ..store.contract import JobStore
+
+
+class Refused(Exception):
+    """New work is refused for now; `retry_after_s`: when it is worth trying again."""
+
+    kind = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.message, self.retry_after_s = message, retry_after_s
+
+
+class QueueFull(Refused):
+    kind = "queue_full"
+
+
+class RateLimited(Refused):
+    kind = "rate_limited"
+
+
+class LowDisk(Refused):
+    kind = "low_disk"
+
+
+class StoreUnavailable(Refused):
+    """The job store could not take the write (its disk is full, or it is locked or gone)."""
+
+    kind = "unavailable"
+
+
+@dataclass
+class TokenBuckets:
+    """A token bucket per client: `rate` per second, up to `burst` at once. Idle buckets are forgotten."""
+
+    rate: float
+    burst: float
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, client: str, now: float | None = None) -> float:
+        """0 when a token was taken; else the seconds until one is free."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, then = self._buckets.get(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - then) * self.rate)
+            if tokens < 1:
+                self._buckets[client] = (tokens, now)
+                return (1 - tokens) / self.rate
+            self._buckets[client] = (tokens - 1, now)
+            if len(self._buckets) > 10_000:
+                self._forget_full(now)
+            return 0.0
+
+    def _forget_full(self, now: float) -> None:
+        refill_s = self.burst / self.rate
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < refill_s}
+
+
+class Admission:
+    def __init__(self, settings: Settings, store: JobStore) -> None:
+        self.settings, self.store = settings, store
+        self.disk = DiskSpace(settings.data_dir, settings.min_free_disk_mb)
+        burst = max(1.0, settings.submit_rate_per_client * 2)
+        self.rate = TokenBuckets(settings.submit_rate_per_client, burst)
+
+    def check(self, owner: str | None, client: str) -> None:
+        """Blocking (reads the store). Raises a Refused when the job must not be written now."""
+        problem = self.disk.problem()
+        if problem:
+            raise LowDisk(f"the server is {problem}; try again later", 30.0)
+        wait = self.rate.take(owner or client)
+        if wait:
+            raise RateLimited(
+                f"too many submissions: at most {self.settings.submit_rate_per_client:g} per second "
+                "per client",
+                wait,
+            )
+        limit = self.settings.max_queued_jobs
+        if self.store.queued_count() >= limit:
+            raise QueueFull(f"the queue is full ({limit} jobs waiting); try again later", 5.0)
+        per_key = self.settings.max_jobs_per_key
+        if owner is not None and self.store.unfinished_count(owner) >= per_key:
+            raise QueueFull(
+                f"this API key already has {per_key} unfinished jobs, the most it may have; wait for "
+                "some to finish",
+                5.0,
+            )

@@ -1,0 +1,178 @@
+"""The job store contract. Every state change of a job goes through it, so any API process can answer
+for any job, any worker process can run any job, and a crash, a dead worker or a restart loses nothing.
+
+Workers claim jobs with a lease they renew; a job whose lease ran out goes back to the queue with its
+seed (or fails after `max_attempts` claims), and only the current claim may finish it — so a job is never
+lost and never completed twice. Queued jobs are claimed by priority (normal before low), oldest first
+within one; a queued job past its `start_by` deadline fails instead of starting. Every change is also
+appended to a change log that API processes tail to wake their waiters. A store that can push changes
+(PostgreSQL's NOTIFY) also calls subscribers, so nobody has to poll.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from ..core.job import Claim, Job, JobError, JobStatus, LiveState, LogEntry, LogLevel, WorkerInfo
+from ..core.request import Stage
+from ..core.results import FinishedImage, JobResult, PreviewImage
+
+CancelOutcome = Literal["cancelled", "requested", "finished", "missing"]
+Channel = Literal["changes", "queued"]  # any change of a job | a job became claimable
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """Jobs taken back from claims that ended (a dead worker, an expired lease)."""
+
+    requeued: int = 0
+    failed: int = 0  # claimed max_attempts times already: failed instead
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Outgoing calls for a finished job (webhook POSTs, upload PUTs), rendered by its dialect at send
+    time; `parts_done` of them went through already. Held by one sender until `lease_until`."""
+
+    id: int
+    job_id: str
+    attempts: int
+    parts_done: int
+
+
+@dataclass(frozen=True)
+class SessionJob:
+    """A job submitted on a connection session (a WebSocket the client may reconnect to), and whether its
+    outcome reached the client there."""
+
+    job_id: str
+    owner: str | None
+    delivered: bool
+
+
+@dataclass(frozen=True)
+class Changes:
+    """Jobs changed since a position of the change log, and the position after them."""
+
+    position: int
+    job_ids: tuple[str, ...]
+
+
+class JobStore(Protocol):
+    max_attempts: int
+
+    # --- submitting and reading
+    def create(self, job: Job) -> bool:
+        """Persist a new queued job; returns once it is durable. False: a job with that id exists."""
+
+    def get(self, job_id: str) -> Job | None: ...
+
+    def queue_position(self, job_id: str) -> int:
+        """How many queued jobs are ahead of this one (by priority, then age)."""
+
+    def oldest_queued(self) -> Job | None: ...
+
+    def queued_count(self) -> int:
+        """Jobs waiting for a worker (the queue length that admission limits)."""
+
+    def unfinished_count(self, owner: str) -> int:
+        """The owner's queued and running jobs."""
+
+    def queue_depth(self) -> list[tuple[str, int, int, float]]:
+        """Per batch key of the queued jobs: (key, jobs, images, the oldest one's created_at)."""
+
+    def logs(self, job_id: str) -> list[LogEntry]: ...
+
+    # --- running (workers)
+    def claim_batch(self, worker_id: str, max_images: int, lease_s: float) -> list[Job]:
+        """Atomically move the first queued job (by priority, then age), and the queued jobs that can share
+        its engine batch (same batch key and priority, oldest first, up to `max_images` images in all), to
+        running under a lease held by `worker_id`. Expired leases are returned to the queue and jobs past
+        their start deadline fail first."""
+
+    def expire_start_deadlines(self, now: float) -> int:
+        """Fail the queued jobs whose `start_by` passed (error kind "timeout"); returns how many."""
+
+    def renew(self, worker_id: str, lease_s: float) -> int:
+        """Extend the leases of the worker's running jobs; returns how many it holds."""
+
+    def release(self, worker_id: str, reason: str) -> Requeued:
+        """The worker is gone: its running jobs go back to the queue now (or fail, or are cancelled)."""
+
+    def expire_leases(self, now: float) -> Requeued:
+        """Running jobs whose lease ran out go back to the queue."""
+
+    def add_log(self, job_id: str, level: LogLevel, message: str) -> None: ...
+
+    # --- live state of running jobs (not durable; dropped when the job finishes)
+    def set_progress(self, job_id: str, stage: Stage, done: int, total: int) -> None: ...
+
+    def set_preview(self, job_id: str, preview: PreviewImage) -> None: ...
+
+    def add_image(self, job_id: str, image: FinishedImage) -> None:
+        """One of the running job's images is stored already (replaces one with the same index)."""
+
+    def live(self, job_id: str) -> LiveState | None:
+        """The running job's latest progress and preview; None when it has none (or finished)."""
+
+    def recent(self, limit: int) -> list[Job]:
+        """The newest jobs, newest first (the ops view)."""
+
+    def finish(
+        self,
+        job_id: str,
+        status: JobStatus,
+        result: JobResult | None = None,
+        error: JobError | None = None,
+        claim: Claim | None = None,
+    ) -> bool:
+        """Record the final state (and queue its deliveries) unless the job already finished, or `claim`
+        is given and no longer holds the job."""
+
+    def request_cancel(self, job_id: str) -> CancelOutcome:
+        """Queued: cancelled now. Running: flagged for the worker. Finished or unknown: said so."""
+
+    def cancel_requested(self, job_id: str) -> bool: ...
+
+    # --- connection sessions (jobs submitted on a WebSocket, kept as long as the jobs are)
+    def add_session_job(self, session_id: str, job_id: str, owner: str | None) -> None:
+        """Record that `job_id` was submitted on `session_id` (a job stays with its first session)."""
+
+    def session_jobs(self, session_id: str) -> list[SessionJob]: ...
+
+    def session_delivered(self, job_id: str) -> None:
+        """The job's outcome reached the client on its session."""
+
+    # --- workers
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        """Record a worker's state (upsert by id)."""
+
+    def workers(self) -> list[WorkerInfo]: ...
+
+    # --- change log
+    def changes_after(self, position: int) -> Changes: ...
+
+    def subscribe(self, channel: Channel, callback: Callable[[str], None]) -> bool:
+        """Call `callback(job_id)` from a store thread on each change in `channel`, from any process; job id
+        "" means anything may have changed (notifications were lost). False: this store cannot push, so
+        read `changes_after` (and claim) on a timer instead."""
+
+    def close(self) -> None: ...
+
+    # --- retention
+    def delete_expired(self, now: float, retention_s: float) -> list[Job]:
+        """Drop finished jobs past their ttl, or past `retention_s` without one (with their logs,
+        deliveries and session records); returns them for file cleanup."""
+
+    # --- deliveries (the outbox)
+    def claim_deliveries(self, owner: str, now: float, lease_s: float, limit: int = 20) -> list[Delivery]:
+        """Due deliveries no other sender holds, now held by `owner` until now + lease_s."""
+
+    def delivery_part_done(self, delivery_id: int) -> None: ...
+
+    def delivery_done(self, delivery_id: int) -> None: ...
+
+    def delivery_failed(self, delivery_id: int, error: str, retry_at: float | None) -> None:
+        """Record a failed attempt and release the lease; retry_at None means give up."""

@@ -1,0 +1,285 @@
+"""A worker's scheduler: claims batches of compatible queued jobs from the store, hands each batch to the
+executor, and records the executor's events in the store under the batch's claims.
+
+Batches: the oldest queued job heads the next batch, and the queued jobs with its batch key (size,
+steps, guidance, reference count) join it, oldest first, up to `max_batch_size` images. A job that
+arrives to an idle worker waits `batch_window_s` after its submission for company; a job that waited
+behind a running batch is claimed at once. So jobs run in order of arrival within a key, and none waits
+more than one window past its turn. Cancels (a flag in the store, read every `cancel_poll_s`) reach a
+running job at its next token or step.
+
+A claimed batch is first prepared by the executor (inputs fetched, prompts expanded) in the background;
+while one batch waits on a slow URL, the scheduler claims and runs others. A batch runs once all its
+jobs are prepared; at most MAX_PREPARING batches wait like that.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from .. import metrics
+from ..config import Settings
+from ..core.events import JobEvent, JobFailed, JobImage, JobLog, JobPreview, JobProgress, JobSucceeded
+from ..core.job import Claim, Job, JobStatus
+from ..media.storage import DiskSpace
+from ..store.contract import JobStore
+from .executor import Executor, Interrupted
+
+log = logging.getLogger(__name__)
+
+MAX_PREPARING = 4
+STAGE_UNITS = {"ar": "AR: {} tokens", "dit": "DiT: {} steps", "vae": "VAE: {} images decoded"}
+
+
+def progress_line(event: JobProgress) -> str | None:
+    """A log line for each quarter of each stage, None in between."""
+    quarter = max(1, event.total // 4)
+    if event.done == event.total or event.done % quarter == 0:
+        return STAGE_UNITS[event.stage].format(f"{event.done}/{event.total}")
+    return None
+
+
+class _CancelFlags:
+    """Sticky once true; asks the store at most every `poll_s` per job."""
+
+    def __init__(self, store: JobStore, poll_s: float) -> None:
+        self.store, self.poll_s = store, poll_s
+        self._cancelled: set[str] = set()
+        self._next: dict[str, float] = {}
+
+    def __call__(self, job_id: str) -> bool:
+        if job_id in self._cancelled:
+            return True
+        now = time.monotonic()
+        if now >= self._next.get(job_id, 0.0):
+            self._next[job_id] = now + self.poll_s
+            if self.store.cancel_requested(job_id):
+                self._cancelled.add(job_id)
+                return True
+        return False
+
+
+class _ProgressThrottle:
+    """Lets a job's progress through to the store at most every `interval_s`, but always a stage's
+    first and last event, so readers see each stage start and end."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._last: dict[str, tuple[str, float]] = {}
+
+    def __call__(self, event: JobProgress) -> bool:
+        now = time.monotonic()
+        stage, at = self._last.get(event.job_id, ("", 0.0))
+        if stage == event.stage and event.done < event.total and now - at < self.interval_s:
+            return False
+        self._last[event.job_id] = (event.stage, now)
+        return True
+
+
+@dataclass
+class _Batch:
+    """Claimed jobs on their way to the engine, as claimed (each one's claim is its worker and attempt),
+    and what the executor prepared of them."""
+
+    jobs: list[Job]
+    throttle: _ProgressThrottle
+    prepared: list[Future] = field(default_factory=list)
+
+    @property
+    def ready(self) -> bool:
+        return all(f.done() for f in self.prepared)
+
+    def job(self, job_id: str) -> Job:
+        return next(job for job in self.jobs if job.id == job_id)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: JobStore,
+        executor: Executor,
+        settings: Settings,
+        worker_id: str,
+        on_batch: Callable[[list[Job]], None] = lambda _jobs: None,
+    ) -> None:
+        self.store, self.executor, self.settings, self.worker_id = store, executor, settings, worker_id
+        self.on_batch = on_batch  # told the running batch (empty when idle), for the worker's heartbeat
+        self.idle_s = settings.idle_poll_s  # longer where the store pushes new jobs (the worker sets it)
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self.disk = DiskSpace(settings.data_dir, settings.min_free_disk_mb)
+        self._unreleased: str | None = None  # a release that failed (store unwritable): retried first
+        self._paused_for: str | None = None
+        self._preparing: list[_Batch] = []
+        self._live_failing = False  # recording progress failed last time (said once, not per event)
+        self._next_expiry = 0.0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def _claim(self) -> list[Job]:
+        if self._unreleased and not self._release(self._unreleased):
+            return []
+        if not self._can_take_work():
+            return []
+        head = self.store.oldest_queued()
+        if head is None and time.time() >= self._next_expiry:
+            # A claim requeues expired leases, but with nothing queued no claim runs: a dead worker's
+            # jobs would wait for the next submission. So an idle worker takes them back itself.
+            self._next_expiry = time.time() + self.settings.lease_s / 2
+            if self.store.expire_leases(time.time()).requeued:
+                head = self.store.oldest_queued()
+        if head is None:
+            return []
+        gather = head.created_at + self.settings.batch_window_s - time.time()
+        if gather > 0:
+            self._stopping.wait(gather)
+        return self.store.claim_batch(self.worker_id, self.settings.max_batch_size, self.settings.lease_s)
+
+    def _can_take_work(self) -> bool:
+        """No new jobs while the disk is too full to keep their images; says so once, and when it ends."""
+        problem = self.disk.problem()
+        if problem != self._paused_for:
+            if problem:
+                log.error("worker %s takes no jobs: %s", self.worker_id, problem)
+            else:
+                log.info("worker %s takes jobs again: disk space is back", self.worker_id)
+            self._paused_for = problem
+        return problem is None
+
+    def _release(self, reason: str) -> bool:
+        """Hand this worker's jobs back to the queue; False (to be retried) when the store fails."""
+        try:
+            released = self.store.release(self.worker_id, reason)
+        except Exception as exc:
+            log.error("could not hand jobs back (%s); retrying", exc)
+            self._unreleased = reason
+            return False
+        self._unreleased = None
+        self._preparing.clear()  # their jobs were handed back too
+        if released.requeued or released.failed:
+            log.info("%d job(s) handed back (%s)", released.requeued + released.failed, reason)
+        return True
+
+    def run(self) -> None:
+        """Claim and run batches until stopped. Nothing that goes wrong in a batch ends the loop: a failure
+        to claim, run, save or record is logged and its jobs go back to the queue (retried until the
+        store takes the write again)."""
+        while not self._stopping.is_set():
+            try:
+                if self._run_a_ready_batch() or self._start_a_batch():
+                    continue
+            except Exception:
+                log.exception("the scheduler loop failed; retrying")
+            self._wake.wait(self.idle_s)
+            self._wake.clear()
+        if self._preparing:
+            self._release("the worker was stopped")
+
+    def _run_a_ready_batch(self) -> bool:
+        batch = next((b for b in self._preparing if b.ready), None)
+        if batch is None:
+            return False
+        self._preparing.remove(batch)
+        self._run(batch)
+        return True
+
+    def _start_a_batch(self) -> bool:
+        if len(self._preparing) >= MAX_PREPARING:
+            return False
+        jobs = self._claim()
+        if jobs:
+            self._preparing.append(self._start(jobs))
+        return bool(jobs)
+
+    def _start(self, jobs: list[Job]) -> _Batch:
+        batch = _Batch(jobs, _ProgressThrottle(self.settings.progress_interval_s))
+        for job in jobs:
+            future = self.executor.prepare(job, lambda event: self._record(event, batch))
+            future.add_done_callback(lambda _f: self._wake.set())
+            batch.prepared.append(future)
+        return batch
+
+    def run_batch(self, jobs: list[Job]) -> None:
+        """Prepare and run one claimed batch, waiting for its inputs (the loop does not wait: `run`)."""
+        self._run(self._start(jobs))
+
+    def _run(self, batch: _Batch) -> None:
+        try:
+            prepared = [p for p in (f.result() for f in batch.prepared) if p is not None]
+        except Exception as exc:  # recording a preparation's failure failed: the store is in trouble
+            log.error("a job's preparation could not be recorded (%s); its batch goes back", exc)
+            self._release("its preparation could not be recorded")
+            return
+        self._tell(batch.jobs)
+        try:
+            self.executor.run(
+                prepared,
+                lambda event: self._record(event, batch),
+                _CancelFlags(self.store, self.settings.cancel_poll_s),
+                self._stopping.is_set,
+            )
+        except Interrupted:
+            self._release("the worker was stopped")
+        except Exception:  # a broken executor must not strand its jobs (the heartbeat renews their leases)
+            log.exception("the executor failed; its unfinished jobs go back to the queue")
+            self._release("the executor failed")
+        finally:
+            self._tell([])
+
+    def _tell(self, jobs: list[Job]) -> None:
+        try:
+            self.on_batch(jobs)
+        except Exception as exc:  # only the worker's state on /ready: never a reason to stop the jobs
+            log.error("could not record the worker's state: %s", exc)
+
+    def _record(self, event: JobEvent, batch: _Batch) -> None:
+        if isinstance(event, JobSucceeded):
+            self._finish(batch.job(event.job_id), JobStatus.SUCCEEDED, result=event.result)
+        elif isinstance(event, JobFailed):
+            status = JobStatus.CANCELLED if event.error.kind == "cancelled" else JobStatus.FAILED
+            self._finish(batch.job(event.job_id), status, error=event.error)
+        else:
+            try:
+                self._record_live(event, batch.throttle)
+            except Exception as exc:  # progress, previews, early images: worth losing, never a job
+                if not self._live_failing:
+                    log.error("could not record a job's progress (%s); it goes on without", exc)
+                self._live_failing = True
+            else:
+                self._live_failing = False
+
+    def _record_live(self, event: JobEvent, throttle: Callable[[JobProgress], bool]) -> None:
+        if isinstance(event, JobLog):
+            self.store.add_log(event.job_id, event.level, event.message)
+        elif isinstance(event, JobProgress):
+            line = progress_line(event)
+            if line:
+                self.store.add_log(event.job_id, "INFO", line)
+            if throttle(event):
+                self.store.set_progress(event.job_id, event.stage, event.done, event.total)
+        elif isinstance(event, JobPreview):
+            self.store.set_preview(event.job_id, event.preview)
+        elif isinstance(event, JobImage):  # the result will carry the image anyway
+            self.store.add_image(event.job_id, event.image)
+
+    def _finish(self, job: Job, status: JobStatus, **outcome) -> None:
+        """Under the job's claim, as it was claimed: a job taken over meanwhile is not finished here."""
+        claim = Claim(worker_id=self.worker_id, attempt=job.attempts)
+        if self.store.finish(job.id, status, claim=claim, **outcome):
+            metrics.JOBS_FINISHED.labels(job.api, status.value).inc()
+        else:
+            log.warning("job %s was no longer held by %s; its result was dropped", job.id, self.worker_id)

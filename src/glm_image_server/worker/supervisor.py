@@ -1,0 +1,179 @@
+"""`serve`'s worker processes: starts N `glm-image worker` processes (one per visible CUDA device by
+default, each pinned to its device; one on a machine without CUDA), restarts any that dies, and hands
+its claimed jobs back to the queue at once (they run again with their seeds; the store's claims make
+sure none completes twice). The API process itself never imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from ..config import Settings
+from ..core.job import WorkerInfo
+from ..store.contract import JobStore
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.25
+
+
+def cuda_devices() -> list[str]:
+    """Visible CUDA device ids, found without importing torch: CUDA_VISIBLE_DEVICES, else nvidia-smi."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as GLM_IMAGE_* variables, so a child process builds the same Settings."""
+    env = {}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            value = ",".join(value)
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[f"GLM_IMAGE_{name.upper()}"] = str(value)
+    return env
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGKILL it when the serving process dies."""
+    with contextlib.suppress(OSError):  # elsewhere the worker's heartbeat notices a new parent instead
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class _Child:
+    worker_id: str
+    device: str
+    env: dict[str, str]
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    started: float = 0.0
+    next_start: float = 0.0
+    backoff_s: float = 1.0
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, store: JobStore, count: int | None = None) -> None:
+        self.settings, self.store = settings, store
+        devices = cuda_devices()
+        count = settings.workers if count is None else count
+        if count is None:
+            count = max(1, len(devices))
+        threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // max(count, 1))
+        base = {**os.environ, **settings_env(settings), "GLM_IMAGE_SUPERVISED": "1"}
+        base["GLM_IMAGE_TORCH_THREADS"] = str(threads)
+        self.children = []
+        for i in range(count):
+            env = dict(base, GLM_IMAGE_WORKER_ID=f"w{i}")
+            if devices:
+                env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
+                device = f"cuda:{devices[i % len(devices)]}"
+                env["GLM_IMAGE_DEVICE"] = "cuda" if settings.device == "auto" else settings.device
+            else:
+                device = settings.device
+            self.children.append(_Child(f"w{i}", device, env))
+        self.grace_s = 10.0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
+
+    def start(self) -> None:
+        for child in self.children:  # jobs a previous run of these workers held: run them again now
+            released = self.store.release(child.worker_id, f"worker {child.worker_id} was restarted")
+            if released.requeued or released.failed:
+                log.info(
+                    "worker %s: %d job(s) queued again from the last run", child.worker_id, released.requeued
+                )
+        self._thread.start()  # spawns the workers
+
+    def _spawn(self, child: _Child) -> None:
+        env = dict(child.env, GLM_IMAGE_WORKER_RESTARTS=str(child.restarts))
+        command = [sys.executable, "-m", "glm_image_server.cli", "worker"]
+        child.process = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
+        child.started = time.monotonic()
+        log.info("started worker %s (pid %d) on %s", child.worker_id, child.process.pid, child.device)
+
+    def _loop(self) -> None:
+        """Every worker is spawned, watched and stopped from this one thread: PR_SET_PDEATHSIG fires when
+        the thread that spawned a child ends, so no other (short-lived) thread may spawn one."""
+        while True:
+            for child in self.children:
+                try:
+                    self._watch(child)
+                except Exception:
+                    log.exception("supervising worker %s failed; retrying", child.worker_id)
+            if self._stopping.wait(POLL_S):
+                break
+        self._terminate()
+
+    def _watch(self, child: _Child) -> None:
+        if child.process is None:
+            if time.monotonic() >= child.next_start and not self._stopping.is_set():
+                self._spawn(child)
+            return
+        code = child.process.poll()
+        if code is None:
+            return
+        reason = f"worker {child.worker_id} (pid {child.process.pid}) exited with {code}"
+        released = self.store.release(child.worker_id, reason)
+        log.error("%s; %d job(s) queued again, restarting it", reason, released.requeued)
+        now = time.time()
+        self.store.heartbeat(
+            WorkerInfo(
+                id=child.worker_id,
+                pid=child.process.pid,
+                device=child.device,
+                state="dead",
+                heartbeat_at=now,
+                started_at=now,
+                restarts=child.restarts,
+                detail=reason,
+            )
+        )
+        quick = time.monotonic() - child.started < 60
+        child.backoff_s = min(self.settings.worker_restart_max_s, child.backoff_s * 2) if quick else 1.0
+        child.next_start = time.monotonic() + (child.backoff_s if quick else 0.0)
+        child.restarts += 1
+        child.process = None
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM every worker (their running jobs go back to the queue), SIGKILL after `grace_s`."""
+        self.grace_s = grace_s
+        self._stopping.set()
+        self._thread.join(grace_s + 10)
+
+    def _terminate(self) -> None:
+        grace_s = self.grace_s
+        running = [c.process for c in self.children if c.process and c.process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for process in running:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
