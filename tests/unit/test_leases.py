@@ -10,6 +10,8 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -653,28 +655,49 @@ def test_a_version_3_database_is_migrated(tmp_path):
     assert raw_rows(store, "SELECT version_num FROM alembic_version") == [{"version_num": HEAD}]
 
 
-# --- PostgreSQL: migrating once, and a database at release 0.1's migration 2
+# --- migrating once, and a PostgreSQL database at release 0.1's migration 2
 
 
-def test_postgres_migrates_a_new_database_once_even_when_replicas_start_together():
+@contextmanager
+def fresh_database(kind: str, tmp_path: Path, legacy: bool) -> Iterator[str]:
+    """A new database's URL, or (legacy) one holding release 0.1's tables (tests/data)."""
+    if kind == "sqlite":
+        if legacy:
+            shutil.copy(DATA / "release-0.1.sqlite3", tmp_path / "jobs.sqlite3")
+        yield f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+        return
     with throwaway_database() as url:
+        if legacy:
+            load_postgres_dump(url, DATA / "release-0.1-postgres.sql")
+        yield url
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["new", "release-0.1"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_database_is_migrated_once_even_when_replicas_start_together(kind, legacy, tmp_path):
+    """API replicas (or the API process and its workers) opening one database at once: one migrates."""
+    with fresh_database(kind, tmp_path, legacy) as url:
         stores: list[SqlJobStore] = []
-        lock = threading.Lock()
+        errors: list[BaseException] = []
+        start = threading.Barrier(3)
 
-        def start() -> None:
-            store = SqlJobStore(url, pool_size=1)
-            with lock:
-                stores.append(store)
+        def open_store() -> None:
+            try:
+                start.wait(10)
+                stores.append(SqlJobStore(url, pool_size=1))
+            except BaseException as exc:
+                errors.append(exc)
 
-        threads = [threading.Thread(target=start) for _ in range(3)]
+        threads = [threading.Thread(target=open_store) for _ in range(3)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(30)
         try:
-            assert len(stores) == 3
+            assert not errors and len(stores) == 3
             assert raw_rows(stores[0], "SELECT version_num FROM alembic_version") == [{"version_num": HEAD}]
             assert migrate(stores[0].dialect) == HEAD  # found up to date: nothing to do
+            assert len(stores[0].recent(100)) == (7 if legacy else 0)  # adopted once: no job twice
             (job,) = submit(stores[1], make_job())
             assert stores[2].get(job.id) == job
         finally:
