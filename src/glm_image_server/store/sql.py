@@ -25,7 +25,7 @@ from .migrations import migrate
 from .schema import JOB_TABLES, changes, deliveries, job_live, job_logs, job_row, jobs, session_jobs, workers
 
 CHANGE_LOG_KEEP_S, STOPPED_ANSWERING = 300.0, "its worker stopped answering"  # the log only wakes waiters
-J, D, L, S = jobs.c, deliveries.c, job_live.c, session_jobs.c
+J, D, L, S, C, G = jobs.c, deliveries.c, job_live.c, session_jobs.c, changes.c, job_logs.c
 QUEUED, RUNNING = J.status == JobStatus.QUEUED.value, J.status == JobStatus.RUNNING.value
 JOB, NOW, IDS = bindparam("job"), bindparam("now"), bindparam("ids", expanding=True)
 _q, _me = jobs.alias("q"), jobs.alias("me")
@@ -57,15 +57,13 @@ EXPIRED = or_(J.expires_at < NOW, and_(J.expires_at.is_(None), J.finished_at < b
 DELETE_EXPIRED = delete(jobs).where(EXPIRED).returning(J.id, J.body)
 DELETE_FOR_JOBS = [delete(table).where(table.c.job_id.in_(IDS)) for table in JOB_TABLES]
 ADD_LOG = insert(job_logs)
-LOGS = select(job_logs.c["timestamp", "level", "message"]).where(job_logs.c.job_id == JOB)
-LOGS = LOGS.order_by(job_logs.c.id)
+LOGS = select(G.timestamp, G.level, G.message).where(G.job_id == JOB).order_by(G.id)
 LIVE = select(L.stage, L.done, L.total, L.preview, L.preview_meta, L.images).where(L.job_id == JOB)
 LIVE_IMAGES = select(L.images).where(L.job_id == JOB).with_for_update()
 DROP_LIVE = delete(job_live).where(L.job_id == JOB)
 ADD_CHANGES = insert(changes)
-CHANGES_AFTER = select(changes.c.seq, changes.c.job_id).where(changes.c.seq > bindparam("position"))
-CHANGES_AFTER = CHANGES_AFTER.order_by(changes.c.seq)
-PRUNE_CHANGES = delete(changes).where(changes.c.at < bindparam("cut"))
+CHANGES_AFTER = select(C.seq, C.job_id).where(C.seq > bindparam("position")).order_by(C.seq)
+PRUNE_CHANGES = delete(changes).where(C.at < bindparam("cut"))
 WORKERS = select(workers.c.body).order_by(workers.c.id)
 SESSION_JOBS = select(S.job_id, S.owner, S.delivered).where(S.session_id == bindparam("session"))
 SESSION_JOBS = SESSION_JOBS.order_by(S.seq)
@@ -90,9 +88,8 @@ class _Tx:
     def run(self, statement: Executable, params: Any = None) -> Any:
         return self.conn.execute(statement, params)
 
-    def changed(self, job_id: str, *channels: Channel) -> None:
-        for channel in channels or ("changes",):
-            self.notices[(channel, job_id)] = None
+    def changed(self, job_id: str, channel: Channel = "changes") -> None:
+        self.notices[(channel, job_id)] = None
 
 
 class SqlJobStore:
@@ -123,11 +120,14 @@ class SqlJobStore:
             self.dialect.announce(conn, tx.notices)
         self.dialect.committed(tx.notices)
 
-    def _run(self, statement: Executable, durable: bool = True, changed: str = "", **params: Any) -> None:
+    def _run(self, statement: Executable, *, durable: bool = True, **params: Any) -> None:
         with self._write(durable) as tx:
             tx.run(statement, params)
-            if changed:
-                tx.changed(changed)
+
+    def _live(self, statement: Executable, job_id: str, **values: Any) -> None:
+        with self._write(durable=False) as tx:  # live state: not worth an fsync each
+            tx.run(statement, {"job_id": job_id, **values})
+            tx.changed(job_id)
 
     def _read(self, statement: Executable, **params: Any) -> list[Any]:
         with self.dialect.read() as conn:
@@ -149,7 +149,8 @@ class SqlJobStore:
         with self._write() as tx:
             if tx.run(self._create, job_row(job)).first() is None:
                 return False  # the id exists
-            tx.changed(job.id, "changes", "queued")
+            tx.changed(job.id)
+            tx.changed(job.id, "queued")
             return True
 
     def get(self, job_id: str) -> Job | None:
@@ -283,11 +284,11 @@ class SqlJobStore:
         return [LogEntry(timestamp=t, level=level, message=message) for t, level, message in rows]
 
     def set_progress(self, job_id: str, stage: Stage, done: int, total: int) -> None:
-        self._run(self._set_progress, False, job_id, job_id=job_id, stage=stage, done=done, total=total)
+        self._live(self._set_progress, job_id, stage=stage, done=done, total=total)
 
     def set_preview(self, job_id: str, preview: PreviewImage) -> None:
         meta = json.dumps({k: v for k, v in vars(preview).items() if k != "data"})
-        self._run(self._set_preview, False, job_id, job_id=job_id, preview=preview.data, preview_meta=meta)
+        self._live(self._set_preview, job_id, preview=preview.data, preview_meta=meta)
 
     def add_image(self, job_id: str, image: FinishedImage) -> None:
         with self._write() as tx:  # durable: the image's URL may be handed out at once
@@ -313,10 +314,10 @@ class SqlJobStore:
         return [SessionJob(job_id, owner, bool(delivered)) for job_id, owner, delivered in rows]
 
     def session_delivered(self, job_id: str) -> None:
-        self._run(SESSION_DELIVERED, False, job=job_id)
+        self._run(SESSION_DELIVERED, durable=False, job=job_id)
 
     def heartbeat(self, worker: WorkerInfo) -> None:
-        self._run(self._heartbeat, False, id=worker.id, body=worker.model_dump_json())
+        self._run(self._heartbeat, durable=False, id=worker.id, body=worker.model_dump_json())
 
     def workers(self) -> list[WorkerInfo]:
         return [WorkerInfo.model_validate_json(body) for (body,) in self._read(WORKERS)]
