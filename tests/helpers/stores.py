@@ -16,10 +16,11 @@ from pathlib import Path
 
 import psycopg
 
+from glm_image_server.store.schema import metadata
 from glm_image_server.store.sql import SqlJobStore
 
 ADMIN_URL = os.environ.get("GLM_IMAGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-TABLES = "jobs, job_logs, job_live, deliveries, changes, workers, session_jobs"
+TABLES = ", ".join(metadata.tables)  # the store's tables (not alembic_version)
 
 
 @contextmanager

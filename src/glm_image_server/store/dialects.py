@@ -35,7 +35,8 @@ class Dialect:
     insert: Callable[..., Any] = staticmethod(sqlite.insert)  # INSERT with ON CONFLICT
 
     def __init__(self, url: str, pool_size: int) -> None:
-        Path(make_url(url).database or "").parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(make_url(url).database or "")  # the file (the wake bus's key)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.engine: Engine = create_engine(
             url,
             pool_size=pool_size,
