@@ -1,8 +1,8 @@
 """Schema migrations of the job store: Alembic, for SQLite and PostgreSQL alike.
 
 `migrate` runs when a store opens: a database at `HEAD` costs one SELECT; else Alembic upgrades it under
-the dialect's schema lock. Revision 0001 creates the tables or adopts an older release's; a later revision
-that alters them freezes a copy of the tables 0001 creates into 0001, and moves `HEAD`.
+the dialect's schema lock. Revision 0001 creates the tables or adopts an older release's. A later revision
+that alters the tables first freezes 0001 (a copy of the tables it creates, in it), and moves `HEAD`.
 """
 
 from __future__ import annotations
