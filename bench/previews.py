@@ -27,7 +27,7 @@ from glm_image_server.core.request import GenerationRequest
 from glm_image_server.core.results import Preview
 from glm_image_server.engine.engine import Engine
 from glm_image_server.engine.loader import load_pipeline, quiet_library_logs
-from glm_image_server.store.sqlite import SqliteJobStore
+from glm_image_server.store.sql import SqlJobStore
 from glm_image_server.worker.executor import encode_preview
 
 
@@ -46,7 +46,7 @@ def main() -> int:
     settings = Settings(model=args.model)
     pipe = load_pipeline(settings)
     engine = Engine(pipe, previews=args.previews, preview_cache=settings.cache_dir / "previews")
-    store = SqliteJobStore(Path(tempfile.mkdtemp(prefix="bench-previews-")) / "jobs.sqlite3")
+    store = SqlJobStore(f"sqlite:///{Path(tempfile.mkdtemp(prefix='bench-previews-')) / 'jobs.sqlite3'}")
     request = GenerationRequest("a neon sign that reads 'LIVE'", args.size, args.size, args.steps, seed=7)
     taken: list[Preview] = []
 

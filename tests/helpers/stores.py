@@ -9,21 +9,18 @@ themselves.
 from __future__ import annotations
 
 import os
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-from psycopg.rows import dict_row
 
-from glm_image_server.store.contract import JobStore
-from glm_image_server.store.postgres import PostgresJobStore
-from glm_image_server.store.sqlite import SqliteJobStore
+from glm_image_server.store.schema import metadata
+from glm_image_server.store.sql import SqlJobStore
 
 ADMIN_URL = os.environ.get("GLM_IMAGE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-TABLES = "jobs, job_logs, job_live, deliveries, changes, workers, session_jobs"
+TABLES = ", ".join(metadata.tables)  # the store's tables (not alembic_version)
 
 
 @contextmanager
@@ -44,13 +41,11 @@ class StoreBackend:
 
     def __init__(self, kind: str, tmp_path: Path, database_url: str | None = None) -> None:
         self.kind, self.path, self.url = kind, tmp_path / "jobs.sqlite3", database_url
-        self._opened: list[JobStore] = []
+        self._opened: list[SqlJobStore] = []
 
-    def open(self, max_attempts: int = 3) -> JobStore:
-        if self.kind == "sqlite":
-            store: JobStore = SqliteJobStore(self.path, max_attempts)
-        else:
-            store = PostgresJobStore(self.url, max_attempts, pool_size=4)
+    def open(self, max_attempts: int = 3) -> SqlJobStore:
+        url = f"sqlite:///{self.path}" if self.kind == "sqlite" else self.url
+        store = SqlJobStore(url, max_attempts, pool_size=4)
         self._opened.append(store)
         return store
 
@@ -67,13 +62,22 @@ class StoreBackend:
         self._opened.clear()
 
 
-def raw_rows(store: JobStore, sql: str, args: tuple = ()) -> list[dict]:
-    """Rows of a query run straight on the store's database (`?` placeholders; the outbox table is called
-    `webhooks` in SQLite and `deliveries` in PostgreSQL: write `{outbox}`)."""
-    if isinstance(store, SqliteJobStore):
-        with sqlite3.connect(store.path) as db:
-            db.row_factory = sqlite3.Row
-            return [dict(row) for row in db.execute(sql.format(outbox="webhooks"), args).fetchall()]
-    with psycopg.connect(store.url, autocommit=True, row_factory=dict_row) as conn:
-        cursor = conn.execute(sql.format(outbox="deliveries").replace("?", "%s"), args)
-        return cursor.fetchall() if cursor.description else []
+def load_postgres_dump(url: str, dump: Path) -> None:
+    """Run a `pg_dump` script (its psql meta-commands, such as `\\restrict`, left out) on `url`."""
+    sql = "\n".join(line for line in dump.read_text().splitlines() if not line.startswith("\\"))
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql)
+
+
+def sqlite_store(path: Path, max_attempts: int = 3) -> SqlJobStore:
+    """The store on a SQLite file (made, or migrated, on open)."""
+    return SqlJobStore(f"sqlite:///{path}", max_attempts)
+
+
+def raw_rows(store: SqlJobStore, sql: str, args: tuple = ()) -> list[dict]:
+    """Rows of a query run straight on the store's database (`?` placeholders)."""
+    if store.engine.dialect.paramstyle != "qmark":
+        sql = sql.replace("?", "%s")
+    with store.engine.begin() as conn:
+        result = conn.exec_driver_sql(sql, args)
+        return [dict(row._mapping) for row in result] if result.returns_rows else []

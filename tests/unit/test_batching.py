@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 from helpers.jobs import make_job
+from helpers.stores import sqlite_store
 
 from glm_image_server.core.request import GenerationRequest
 from glm_image_server.engine.prior import generate_prior_tokens
-from glm_image_server.store.sqlite import SqliteJobStore
 
 TARGET = "a shop sign that reads 'OPEN'"
 NEIGHBOURS = [
@@ -59,7 +59,7 @@ def test_skipping_one_request_leaves_the_others_alone(engine) -> None:
 
 
 def test_claim_batch_groups_by_key_in_order(tmp_path) -> None:
-    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    store = sqlite_store(tmp_path / "jobs.sqlite3")
 
     def claim() -> list[str]:
         return [j.id for j in store.claim_batch("w", 8, lease_s=60)]

@@ -9,11 +9,12 @@ import time
 import uuid
 from pathlib import Path
 
+from helpers.stores import sqlite_store
+
 from glm_image_server.core.job import Job, JobStatus
 from glm_image_server.core.request import GenerationRequest, OutputSpec
 from glm_image_server.serving.changes import ChangeFeed, SnapshotCache
 from glm_image_server.store.contract import JobStore
-from glm_image_server.store.sqlite import SqliteJobStore
 
 POLL_S = 0.02
 
@@ -83,7 +84,7 @@ def run_feed(store: JobStore | Path, scenario, listeners=()) -> tuple[ChangeFeed
     path: a SQLite store of its own)."""
     snapshots = SnapshotCache(ttl_s=60)
     if isinstance(store, Path):
-        store = SqliteJobStore(store)
+        store = sqlite_store(store)
 
     async def main():
         feed = ChangeFeed(store, asyncio.get_running_loop(), snapshots, POLL_S, listeners)
@@ -154,7 +155,7 @@ def test_a_waiter_times_out_when_nothing_changes(backend):
 
 def test_the_feed_starts_at_the_end_of_the_change_log(tmp_path):
     path = tmp_path / "jobs.sqlite3"
-    store = SqliteJobStore(path)
+    store = sqlite_store(path)
     job = make_job()
     store.create(job)
     store.add_log(job.id, "INFO", "old news")
@@ -174,7 +175,7 @@ def test_the_feed_starts_at_the_end_of_the_change_log(tmp_path):
 
 def test_notify_wakes_a_waiter_in_this_process(tmp_path):
     path = tmp_path / "jobs.sqlite3"
-    SqliteJobStore(path)
+    sqlite_store(path)
 
     async def scenario(feed: ChangeFeed) -> None:
         later(0.05, lambda: feed.notify("job-x"))
@@ -188,7 +189,7 @@ def test_notify_wakes_a_waiter_in_this_process(tmp_path):
 
 def test_a_feed_on_an_empty_store_sees_the_first_change(tmp_path):
     path = tmp_path / "jobs.sqlite3"
-    other = SqliteJobStore(path)
+    other = sqlite_store(path)
     job = make_job()
 
     async def scenario(feed: ChangeFeed) -> None:

@@ -52,7 +52,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 
 def outbox_row(store: JobStore, job_id: str) -> dict:
-    (row,) = raw_rows(store, "SELECT * FROM {outbox} WHERE job_id = ?", (job_id,))
+    (row,) = raw_rows(store, "SELECT * FROM deliveries WHERE job_id = ?", (job_id,))
     return row
 
 

@@ -1,25 +1,31 @@
 """The job store contract on SQLite and PostgreSQL: claims, leases, requeues, stale claims, cancels,
-retention, workers; and the SQLite version-1 migration and the PostgreSQL migrations."""
+retention, workers; and the upgrades of SQLite version-1 and version-3 and PostgreSQL migration-2 databases,
+and migrating once when replicas start together."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
-from helpers.stores import raw_rows, throwaway_database
+from helpers.stores import load_postgres_dump, raw_rows, sqlite_store, throwaway_database
 
 from glm_image_server.core.job import Claim, Job, JobError, JobStatus, WorkerInfo
 from glm_image_server.core.request import GenerationRequest, OutputSpec
 from glm_image_server.core.results import JobResult, StoredImage
 from glm_image_server.store.contract import JobStore, Requeued
-from glm_image_server.store.postgres import MIGRATIONS, PostgresJobStore
-from glm_image_server.store.sqlite import SCHEMA_VERSION, SqliteJobStore
+from glm_image_server.store.migrations import HEAD, migrate
+from glm_image_server.store.sql import SqlJobStore
+
+DATA = Path(__file__).parent.parent / "data"
 
 
 def make_job(
@@ -552,7 +558,7 @@ def make_v1_database(path: Path) -> None:
 def test_a_version_1_database_is_migrated(tmp_path):
     path = tmp_path / "jobs.sqlite3"
     make_v1_database(path)
-    store = SqliteJobStore(path, max_attempts=3)
+    store = sqlite_store(path, max_attempts=3)
 
     queued = store.get("queued")
     assert queued.status == JobStatus.QUEUED
@@ -591,10 +597,10 @@ def test_a_version_1_database_is_migrated(tmp_path):
         ("running", 2, "w1"),
     ]
 
-    with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert raw_rows(store, "SELECT version_num FROM alembic_version") == [{"version_num": HEAD}]
     # Opening it again does not migrate twice.
-    again = SqliteJobStore(path)
+    again = sqlite_store(path)
+    assert migrate(again.dialect) == HEAD
     assert again.get("queued") == store.get("queued")
 
 
@@ -603,7 +609,7 @@ def test_a_version_1_running_job_is_requeued_after_migration(tmp_path):
     the next lease check must take them back rather than leave them running forever."""
     path = tmp_path / "jobs.sqlite3"
     make_v1_database(path)
-    store = SqliteJobStore(path, max_attempts=3)
+    store = sqlite_store(path, max_attempts=3)
     assert store.get("running").status == JobStatus.RUNNING
     outcome = store.expire_leases(time.time())
     assert outcome.requeued == 1
@@ -615,11 +621,16 @@ def test_a_version_1_running_job_is_requeued_after_migration(tmp_path):
 
 def make_v3_database(path: Path, *jobs: Job) -> None:
     """A version-3 database (before priorities, start deadlines, finished images and sessions) holding
-    `jobs`: today's schema taken back to what version 3 had."""
-    old = SqliteJobStore(path)
-    submit(old, *jobs)
-    old.close()
+    `jobs`: release 0.1's (version 4, tests/data) emptied and taken back to what version 3 had."""
+    shutil.copy(DATA / "release-0.1.sqlite3", path)
     with sqlite3.connect(path) as db:
+        for table in ("jobs", "job_logs", "webhooks", "changes", "job_live", "workers"):
+            db.execute(f"DELETE FROM {table}")
+        for job in jobs:
+            db.execute(
+                "INSERT INTO jobs (id, status, batch_key, body) VALUES (?, 'queued', ?, ?)",
+                (job.id, job.request.batch_key, job.model_dump_json()),
+            )
         for index in ("jobs_in_order", "jobs_by_batch", "jobs_by_start"):
             db.execute(f"DROP INDEX {index}")
         db.execute("CREATE INDEX jobs_by_batch ON jobs (status, batch_key, seq)")
@@ -633,7 +644,7 @@ def test_a_version_3_database_is_migrated(tmp_path):
     path = tmp_path / "jobs.sqlite3"
     older, newer = make_job("older"), make_job("newer")
     make_v3_database(path, older, newer)
-    store = SqliteJobStore(path)
+    store = sqlite_store(path)
     low = make_job("low").model_copy(update={"priority": "low"})
     submit(store, low)
     assert [store.queue_position(job.id) for job in (older, newer, low)] == [0, 1, 2]
@@ -641,33 +652,52 @@ def test_a_version_3_database_is_migrated(tmp_path):
     assert store.live(older.id) is None
     store.add_session_job("s", older.id, None)
     assert [job.job_id for job in store.session_jobs("s")] == [older.id]
-    with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert raw_rows(store, "SELECT version_num FROM alembic_version") == [{"version_num": HEAD}]
 
 
-# --- PostgreSQL's versioned migrations
+# --- migrating once, and a PostgreSQL database at release 0.1's migration 2
 
 
-def test_postgres_migrates_a_new_database_once_even_when_replicas_start_together():
+@contextmanager
+def fresh_database(kind: str, tmp_path: Path, legacy: bool) -> Iterator[str]:
+    """A new database's URL, or (legacy) one holding release 0.1's tables (tests/data)."""
+    if kind == "sqlite":
+        if legacy:
+            shutil.copy(DATA / "release-0.1.sqlite3", tmp_path / "jobs.sqlite3")
+        yield f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+        return
     with throwaway_database() as url:
-        stores: list[PostgresJobStore] = []
-        lock = threading.Lock()
+        if legacy:
+            load_postgres_dump(url, DATA / "release-0.1-postgres.sql")
+        yield url
 
-        def start() -> None:
-            store = PostgresJobStore(url, pool_size=1)
-            with lock:
-                stores.append(store)
 
-        threads = [threading.Thread(target=start) for _ in range(3)]
+@pytest.mark.parametrize("legacy", [False, True], ids=["new", "release-0.1"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_database_is_migrated_once_even_when_replicas_start_together(kind, legacy, tmp_path):
+    """API replicas (or the API process and its workers) opening one database at once: one migrates."""
+    with fresh_database(kind, tmp_path, legacy) as url:
+        stores: list[SqlJobStore] = []
+        errors: list[BaseException] = []
+        start = threading.Barrier(3)
+
+        def open_store() -> None:
+            try:
+                start.wait(10)
+                stores.append(SqlJobStore(url, pool_size=1))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_store) for _ in range(3)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(30)
         try:
-            assert len(stores) == 3
-            rows = raw_rows(stores[0], "SELECT version FROM schema_migrations ORDER BY version")
-            assert [row["version"] for row in rows] == list(range(1, len(MIGRATIONS) + 1))
-            assert stores[0].migrate() == len(MIGRATIONS)  # found up to date: nothing to do
+            assert not errors and len(stores) == 3
+            assert raw_rows(stores[0], "SELECT version_num FROM alembic_version") == [{"version_num": HEAD}]
+            assert migrate(stores[0].dialect) == HEAD  # found up to date: nothing to do
+            assert len(stores[0].recent(100)) == (7 if legacy else 0)  # adopted once: no job twice
             (job,) = submit(stores[1], make_job())
             assert stores[2].get(job.id) == job
         finally:
@@ -675,27 +705,32 @@ def test_postgres_migrates_a_new_database_once_even_when_replicas_start_together
                 store.close()
 
 
-def test_postgres_version_2_database_is_migrated():
-    """A database at migration 2 (before priorities, start deadlines, finished images and sessions) with a
-    queued job: the job keeps its place and the new columns work."""
-    with throwaway_database() as url:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(
-                "CREATE TABLE schema_migrations"
-                " (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
-            )
-            for version, sql in enumerate(MIGRATIONS[:2], start=1):
-                conn.execute(sql)
-                conn.execute("INSERT INTO schema_migrations VALUES (%s, 0)", (version,))
-            old = make_job("old")
+def make_postgres_v2_database(url: str, *jobs: Job) -> None:
+    """A database at migration 2 (before priorities, start deadlines, finished images and sessions)
+    holding `jobs`: release 0.1's (migration 3, tests/data) emptied and taken back to migration 2."""
+    load_postgres_dump(url, DATA / "release-0.1-postgres.sql")
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE jobs, job_logs, deliveries, changes, job_live, workers")
+        conn.execute("ALTER TABLE jobs DROP COLUMN priority, DROP COLUMN start_by")
+        conn.execute("ALTER TABLE job_live DROP COLUMN images")
+        conn.execute("DROP TABLE session_jobs")
+        conn.execute("DELETE FROM schema_migrations WHERE version = 3")
+        for job in jobs:
             conn.execute(
                 "INSERT INTO jobs (id, status, batch_key, num_images, created_at, body)"
                 " VALUES (%s, 'queued', %s, 1, %s, %s)",
-                (old.id, old.request.batch_key, old.created_at, old.model_dump_json()),
+                (job.id, job.request.batch_key, job.created_at, job.model_dump_json()),
             )
-        store = PostgresJobStore(url, pool_size=1)
+
+
+def test_postgres_version_2_database_is_migrated():
+    """A database at migration 2 with a queued job: the job keeps its place and the new columns work."""
+    with throwaway_database() as url:
+        old = make_job("old")
+        make_postgres_v2_database(url, old)
+        store = SqlJobStore(url, pool_size=1)
         try:
-            assert store.migrate() == len(MIGRATIONS)
+            assert migrate(store.dialect) == HEAD
             low = make_job("low").model_copy(update={"priority": "low"})
             submit(store, low)
             assert store.queue_position(low.id) == 1

@@ -11,13 +11,14 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
+from helpers.stores import sqlite_store
 
 from glm_image_server.config import Settings
 from glm_image_server.core.events import JobEvent, JobFailed, JobLog, JobProgress, JobSucceeded
 from glm_image_server.core.job import Claim, Job, JobError, JobStatus
 from glm_image_server.core.request import GenerationRequest, OutputSpec
 from glm_image_server.core.results import JobResult, StoredImage
-from glm_image_server.store.sqlite import SqliteJobStore
+from glm_image_server.store.sql import SqlJobStore
 from glm_image_server.worker.executor import Interrupted
 from glm_image_server.worker.scheduler import Scheduler, _CancelFlags, progress_line
 
@@ -93,8 +94,8 @@ def settings_for(tmp_path: Path, **overrides) -> Settings:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteJobStore:
-    return SqliteJobStore(tmp_path / "jobs.sqlite3", max_attempts=3)
+def store(tmp_path: Path) -> SqlJobStore:
+    return sqlite_store(tmp_path / "jobs.sqlite3", max_attempts=3)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -131,11 +132,11 @@ class Running:
         assert not self.thread.is_alive()
 
 
-def finished(store: SqliteJobStore, *jobs: Job) -> Callable[[], bool]:
+def finished(store: SqlJobStore, *jobs: Job) -> Callable[[], bool]:
     return lambda: all(store.get(job.id).status.finished for job in jobs)
 
 
-def claim(store: SqliteJobStore, worker: str = WORKER) -> list[Job]:
+def claim(store: SqlJobStore, worker: str = WORKER) -> list[Job]:
     return store.claim_batch(worker, 4, 30)
 
 
@@ -267,7 +268,7 @@ def test_events_land_in_the_store(tmp_path, store):
 def test_a_result_for_a_job_taken_over_is_dropped(tmp_path, store):
     job = make_job()
     store.create(job)
-    other = SqliteJobStore(store.path)
+    other = SqlJobStore(store.url)
 
     def script(jobs, emit, cancelled, stopping):
         # This worker stalled: its lease ran out and another worker took the job over.
@@ -341,12 +342,12 @@ def test_a_cancel_reaches_a_running_job(tmp_path, store):
     store.create(other_job)
     reads = []
 
-    class Counting(SqliteJobStore):
+    class Counting(SqlJobStore):
         def cancel_requested(self, job_id: str) -> bool:
             reads.append(job_id)
             return super().cancel_requested(job_id)
 
-    counting = Counting(store.path)
+    counting = Counting(store.url)
 
     def script(jobs, emit, cancelled, stopping):
         assert not cancelled(job.id)  # read once: the next read is a poll interval away

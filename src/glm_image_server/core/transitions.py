@@ -1,6 +1,6 @@
 """How a job moves between states: the decisions every store makes the same way, whatever its SQL —
 which queued jobs make one batch, what a claim, a finish or an interruption does to a job, and who may
-finish it. The stores (sqlite.py, postgres.py) only read and write rows around these."""
+finish it. The store (store/sql.py) only reads and writes rows around these, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

@@ -1,18 +1,15 @@
-"""The job store: the contract every state change of a job goes through (contract.py) and its SQL
-implementations. `open_store` picks one from the settings."""
+"""The job store: the contract every state change of a job goes through (contract.py), its tables
+(schema.py), its one SQL implementation for SQLite and PostgreSQL (sql.py, with what differs between
+them in dialects.py) and its Alembic migrations (migrations/). `open_store` opens it from the settings."""
 
 from __future__ import annotations
 
 from ..config import Settings
-from .contract import JobStore
+from .sql import SqlJobStore
 
 
-def open_store(settings: Settings) -> JobStore:
-    """PostgreSQL when a database URL is set (a fleet), else the SQLite file in the data directory."""
-    if settings.database_url:
-        from .postgres import PostgresJobStore
-
-        return PostgresJobStore(settings.database_url, settings.max_job_attempts, settings.database_pool_size)
-    from .sqlite import SqliteJobStore
-
-    return SqliteJobStore(settings.database_path, settings.max_job_attempts)
+def open_store(settings: Settings) -> SqlJobStore:
+    """PostgreSQL when a database URL is set (a fleet), else the SQLite file in the data directory.
+    The store is a `JobStore` and a `SessionStore` (contract.py)."""
+    url = settings.database_url or f"sqlite:///{settings.database_path}"
+    return SqlJobStore(url, settings.max_job_attempts, settings.database_pool_size)

@@ -7,6 +7,9 @@ lost and never completed twice. Queued jobs are claimed by priority (normal befo
 within one; a queued job past its `start_by` deadline fails instead of starting. Every change is also
 appended to a change log that API processes tail to wake their waiters. A store that can push changes
 (PostgreSQL's NOTIFY) also calls subscribers, so nobody has to poll.
+
+One concern per protocol, each a screen; `JobStore` is their union. Runware's connection sessions are a
+dialect's feature, behind `SessionStore` (implemented by the same store object).
 """
 
 from __future__ import annotations
@@ -60,10 +63,9 @@ class Changes:
     job_ids: tuple[str, ...]
 
 
-class JobStore(Protocol):
-    max_attempts: int
+class Submissions(Protocol):
+    """Submitting jobs and reading them and the queue."""
 
-    # --- submitting and reading
     def create(self, job: Job) -> bool:
         """Persist a new queued job; returns once it is durable. False: a job with that id exists."""
 
@@ -83,9 +85,15 @@ class JobStore(Protocol):
     def queue_depth(self) -> list[tuple[str, int, int, float]]:
         """Per batch key of the queued jobs: (key, jobs, images, the oldest one's created_at)."""
 
-    def logs(self, job_id: str) -> list[LogEntry]: ...
+    def recent(self, limit: int) -> list[Job]:
+        """The newest jobs, newest first (the ops view)."""
 
-    # --- running (workers)
+
+class Claims(Protocol):
+    """Workers' leased claims on jobs, and how jobs end."""
+
+    max_attempts: int
+
     def claim_batch(self, worker_id: str, max_images: int, lease_s: float) -> list[Job]:
         """Atomically move the first queued job (by priority, then age), and the queued jobs that can share
         its engine batch (same batch key and priority, oldest first, up to `max_images` images in all), to
@@ -104,22 +112,6 @@ class JobStore(Protocol):
     def expire_leases(self, now: float) -> Requeued:
         """Running jobs whose lease ran out go back to the queue."""
 
-    def add_log(self, job_id: str, level: LogLevel, message: str) -> None: ...
-
-    # --- live state of running jobs (not durable; dropped when the job finishes)
-    def set_progress(self, job_id: str, stage: Stage, done: int, total: int) -> None: ...
-
-    def set_preview(self, job_id: str, preview: PreviewImage) -> None: ...
-
-    def add_image(self, job_id: str, image: FinishedImage) -> None:
-        """One of the running job's images is stored already (replaces one with the same index)."""
-
-    def live(self, job_id: str) -> LiveState | None:
-        """The running job's latest progress and preview; None when it has none (or finished)."""
-
-    def recent(self, limit: int) -> list[Job]:
-        """The newest jobs, newest first (the ops view)."""
-
     def finish(
         self,
         job_id: str,
@@ -136,37 +128,30 @@ class JobStore(Protocol):
 
     def cancel_requested(self, job_id: str) -> bool: ...
 
-    # --- connection sessions (jobs submitted on a WebSocket, kept as long as the jobs are)
-    def add_session_job(self, session_id: str, job_id: str, owner: str | None) -> None:
-        """Record that `job_id` was submitted on `session_id` (a job stays with its first session)."""
 
-    def session_jobs(self, session_id: str) -> list[SessionJob]: ...
+class Progress(Protocol):
+    """Live state of running jobs: not durable, dropped when the job finishes."""
 
-    def session_delivered(self, job_id: str) -> None:
-        """The job's outcome reached the client on its session."""
+    def set_progress(self, job_id: str, stage: Stage, done: int, total: int) -> None: ...
 
-    # --- workers
-    def heartbeat(self, worker: WorkerInfo) -> None:
-        """Record a worker's state (upsert by id)."""
+    def set_preview(self, job_id: str, preview: PreviewImage) -> None: ...
 
-    def workers(self) -> list[WorkerInfo]: ...
+    def add_image(self, job_id: str, image: FinishedImage) -> None:
+        """One of the running job's images is stored already (replaces one with the same index)."""
 
-    # --- change log
-    def changes_after(self, position: int) -> Changes: ...
+    def live(self, job_id: str) -> LiveState | None:
+        """The running job's latest progress and preview; None when it has none (or finished)."""
 
-    def subscribe(self, channel: Channel, callback: Callable[[str], None]) -> bool:
-        """Call `callback(job_id)` from a store thread on each change in `channel`, from any process; job id
-        "" means anything may have changed (notifications were lost). False: this store cannot push, so
-        read `changes_after` (and claim) on a timer instead."""
 
-    def close(self) -> None: ...
+class Logs(Protocol):
+    def add_log(self, job_id: str, level: LogLevel, message: str) -> None: ...
 
-    # --- retention
-    def delete_expired(self, now: float, retention_s: float) -> list[Job]:
-        """Drop finished jobs past their ttl, or past `retention_s` without one (with their logs,
-        deliveries and session records); returns them for file cleanup."""
+    def logs(self, job_id: str) -> list[LogEntry]: ...
 
-    # --- deliveries (the outbox)
+
+class Outbox(Protocol):
+    """Deliveries of finished jobs (webhook POSTs, upload PUTs), leased to one sender at a time."""
+
     def claim_deliveries(self, owner: str, now: float, lease_s: float, limit: int = 20) -> list[Delivery]:
         """Due deliveries no other sender holds, now held by `owner` until now + lease_s."""
 
@@ -176,3 +161,41 @@ class JobStore(Protocol):
 
     def delivery_failed(self, delivery_id: int, error: str, retry_at: float | None) -> None:
         """Record a failed attempt and release the lease; retry_at None means give up."""
+
+
+class Workers(Protocol):
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        """Record a worker's state (upsert by id)."""
+
+    def workers(self) -> list[WorkerInfo]: ...
+
+
+class ChangeLog(Protocol):
+    def changes_after(self, position: int) -> Changes: ...
+
+    def subscribe(self, channel: Channel, callback: Callable[[str], None]) -> bool:
+        """Call `callback(job_id)` from a store thread on each change in `channel`, from any process; job id
+        "" means anything may have changed (notifications were lost). False: this store cannot push, so
+        read `changes_after` (and claim) on a timer instead."""
+
+
+class Retention(Protocol):
+    def delete_expired(self, now: float, retention_s: float) -> list[Job]:
+        """Drop finished jobs past their ttl, or past `retention_s` without one (with their logs,
+        deliveries and session records); returns them for file cleanup."""
+
+
+class JobStore(Submissions, Claims, Progress, Logs, Outbox, Workers, ChangeLog, Retention, Protocol):
+    def close(self) -> None: ...
+
+
+class SessionStore(Protocol):
+    """Connection sessions: jobs submitted on a WebSocket, kept as long as the jobs are."""
+
+    def add_session_job(self, session_id: str, job_id: str, owner: str | None) -> None:
+        """Record that `job_id` was submitted on `session_id` (a job stays with its first session)."""
+
+    def session_jobs(self, session_id: str) -> list[SessionJob]: ...
+
+    def session_delivered(self, job_id: str) -> None:
+        """The job's outcome reached the client on its session."""

@@ -1,0 +1,158 @@
+"""What truly differs between SQLite and PostgreSQL under the one store (sql.py), and nothing else.
+
+- Transactions. SQLite: a WAL file shared by a box's processes; writes lock up front (BEGIN IMMEDIATE) and
+  sync at commit (synchronous=FULL; `durable=False`: NORMAL). PostgreSQL: a pinged pool; reads autocommit.
+- Row locks: `with_for_update(skip_locked=True)` renders on PostgreSQL only (SQLite's write lock is whole).
+- Wake-ups: a write's notices (channel, job id) go out with NOTIFY in the transaction on PostgreSQL, where
+  `subscribe` LISTENs; on SQLite to `committed` after the commit, the seam for a push across a box's
+  processes (store/wakeups.py); until then `subscribe` says False and readers poll the change log.
+- Migrations lock (PostgreSQL: advisory; SQLite: the write lock): processes starting together migrate once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.dialects import sqlite
+
+from .contract import Channel
+
+log = logging.getLogger(__name__)
+Notice = tuple[Channel, str]  # (channel, job id)
+CHANNELS: dict[Channel, str] = {"changes": "glm_image_changes", "queued": "glm_image_queued"}
+MIGRATION_LOCK = 0x61_6D_67_6C  # pg_advisory_xact_lock key: one migrator at a time
+
+
+class Dialect:
+    """The seam, with SQLite's behaviour: `write` is one transaction, committed when the block ends."""
+
+    insert: Callable[..., Any] = staticmethod(sqlite.insert)  # INSERT with ON CONFLICT
+
+    def __init__(self, url: str, pool_size: int) -> None:
+        self.path = Path(make_url(url).database or "")  # the file (the wake bus's key)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=-1,  # a connection for each thread that asks; pool_size of them are kept
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+        event.listen(self.engine, "connect", _sqlite_connected)
+
+    def read(self) -> AbstractContextManager[Connection]:
+        return self.engine.connect()
+
+    @contextmanager
+    def write(self, durable: bool = True) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            raw.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            raw.execute("BEGIN IMMEDIATE")  # the driver's commit or rollback ends it
+            with conn.begin():
+                yield conn
+
+    def announce(self, conn: Connection, notices: Iterable[Notice]) -> None:
+        """Inside the writing transaction, before its commit."""
+
+    def committed(self, notices: Iterable[Notice]) -> None:
+        """After the commit of a transaction that made `notices`: the wake bus's publish goes here."""
+
+    def lock_schema(self, conn: Connection) -> None:
+        """Inside the migrating transaction (SQLite's: BEGIN IMMEDIATE holds off other migrators)."""
+
+    def subscribe(self, channel: Channel, callback: Callable[[str], None]) -> bool:
+        return False  # nothing pushes: readers tail the change log (`changes_after`)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_connected(dbapi_connection: Any, _record: object) -> None:
+    dbapi_connection.isolation_level = None  # no implicit BEGIN: reads autocommit, writes say BEGIN
+    dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+
+class PostgresDialect(Dialect):
+    """Imports psycopg and SQLAlchemy's PostgreSQL dialect only when used (a one-box server needs neither)."""
+
+    def __init__(self, url: str, pool_size: int) -> None:
+        from sqlalchemy.dialects import postgresql
+
+        self.insert, parsed = postgresql.insert, make_url(url)
+        self.conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        driver = parsed.set(drivername="postgresql+psycopg")
+        self.engine = create_engine(driver, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
+        self._notify = text("SELECT pg_notify(:channel, :job_id)")
+        self._subscribers: dict[Channel, list[Callable[[str], None]]] = {"changes": [], "queued": []}
+        self._listener: threading.Thread | None = None
+        self._closing, self._listening = threading.Event(), threading.Event()
+
+    def read(self) -> AbstractContextManager[Connection]:
+        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+    def write(self, durable: bool = True) -> AbstractContextManager[Connection]:
+        return self.engine.begin()
+
+    def announce(self, conn: Connection, notices: Iterable[Notice]) -> None:
+        if params := [{"channel": CHANNELS[channel], "job_id": job} for channel, job in notices]:
+            conn.execute(self._notify, params)
+
+    def lock_schema(self, conn: Connection) -> None:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+
+    def committed(self, notices: Iterable[Notice]) -> None:
+        pass  # NOTIFY went out with the commit
+
+    def subscribe(self, channel: Channel, callback: Callable[[str], None]) -> bool:
+        """Returns once notifications flow (or after 10 s of trying; they flow once it connects)."""
+        self._subscribers[channel].append(callback)
+        if self._listener is None:
+            self._listener = threading.Thread(target=self._listen, name="pg-listen", daemon=True)
+            self._listener.start()
+        self._listening.wait(10)
+        return True
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._listener is not None:
+            self._listener.join(5)
+        self.engine.dispose()
+
+    def _emit(self, channel: Channel, job_id: str) -> None:
+        for callback in tuple(self._subscribers[channel]):
+            try:
+                callback(job_id)
+            except Exception:
+                log.exception("a change subscriber failed")
+
+    def _listen(self) -> None:
+        """Deliver notifications to subscribers; reconnect after a lost connection, then tell every
+        subscriber that anything may have changed (job id "")."""
+        import psycopg
+
+        by_name = {name: channel for channel, name in CHANNELS.items()}
+        backoff = 0.1
+        while not self._closing.is_set():
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True) as conn:
+                    conn.execute("; ".join(f"LISTEN {name}" for name in CHANNELS.values()))
+                    if self._listening.is_set():
+                        for channel in CHANNELS:
+                            self._emit(channel, "")  # some may have been missed while reconnecting
+                    self._listening.set()
+                    backoff = 0.1
+                    while not self._closing.is_set():
+                        for notice in conn.notifies(timeout=0.5):
+                            self._emit(by_name[notice.channel], notice.payload)
+            except psycopg.Error:
+                if self._closing.is_set():
+                    return
+                log.warning("job store: notification connection lost; reconnecting", exc_info=True)
+                self._closing.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
