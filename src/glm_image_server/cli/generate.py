@@ -11,6 +11,7 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 from tqdm import tqdm
@@ -29,10 +30,13 @@ from ..core.request import (
     size_like,
     with_candidates,
 )
-from ..core.results import JobResult, Progress
+from ..core.results import GenerationResult, JobResult, Progress
 from ..media.encode import EXTENSIONS
 from ..media.storage import LocalStorage, Storage
 from .flags import MODEL_FLAGS, TINY_NOTICE, add_settings_flags, check_device, settings_from
+
+if TYPE_CHECKING:
+    from ..engine.engine import Engine
 
 log = logging.getLogger("glm_image_server")
 
@@ -130,14 +134,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def output_file(args: argparse.Namespace) -> tuple[Path, OutputFormat]:
     """The output file and its format: -o's suffix names the format; --format alone names out.<ext>."""
     if args.output is None:
-        fmt: OutputFormat = args.format or "png"
+        fmt = args.format or "png"
         return Path(f"out.{EXTENSIONS[fmt]}"), fmt
-    fmt = FORMATS.get(args.output.suffix.lower())  # type: ignore[assignment]
-    if fmt is None:
+    named = FORMATS.get(args.output.suffix.lower())
+    if named is None:
         raise InvalidRequest("output", f"unsupported file type {args.output.suffix!r}", ", ".join(FORMATS))
-    if args.format not in (None, fmt):
-        raise InvalidRequest("output_format", f"{args.format} does not match {args.output}", fmt)
-    return args.output, fmt
+    if args.format not in (None, named):
+        raise InvalidRequest("output_format", f"{args.format} does not match {args.output}", named)
+    return args.output, named
 
 
 def output_paths(output: Path, count: int) -> list[Path]:
@@ -202,6 +206,16 @@ class _ProgressBars:
             bar.close()
 
 
+def _run(engine: Engine, request: GenerationRequest, references: tuple[Image.Image, ...]) -> GenerationResult:
+    """The engine's images, with a progress bar per stage."""
+    bars = _ProgressBars()
+    try:
+        (generated,) = engine.generate([request], [references], on_progress=bars)
+    finally:
+        bars.close()
+    return generated
+
+
 def _post_log(message: str, level: str) -> None:
     log.log(getattr(logging, level), message)
 
@@ -239,12 +253,7 @@ def generate(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="glm-image-") as scratch:
         pricing = PricingSettings.from_settings(settings)
         post = load_post(PostSettings.from_settings(settings), pricing, LocalStorage(Path(scratch)))
-        engine = load_engine(EngineSettings.from_settings(settings))
-        bars = _ProgressBars()
-        try:
-            (generated,) = engine.generate([request], [references], on_progress=bars)
-        finally:
-            bars.close()
+        generated = _run(load_engine(EngineSettings.from_settings(settings)), request, references)
         result = finish_images(post, generated, spec, "out", request.prompt, {}, _post_log)
         report(save_outputs(post.storage, result, output), result)
     return 0
