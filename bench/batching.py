@@ -21,7 +21,7 @@ import httpx
 import torch
 from _common import ServerProcess, alternate
 
-from glm_image_server.config import Settings
+from glm_image_server.config import EngineSettings, Settings
 from glm_image_server.engine.loader import load_pipeline, quiet_library_logs
 
 PROMPTS = [f"a shop sign that reads 'OPEN {i}' above a door, photo" for i in range(8)]
@@ -37,7 +37,7 @@ def main() -> int:
     args = parser.parse_args()
 
     quiet_library_logs()
-    settings = Settings(model="tiny", device="cpu")
+    settings = EngineSettings.from_settings(Settings(model="tiny", device="cpu"))
     pipe = load_pipeline(settings)
     pipe.set_progress_bar_config(disable=True)
 

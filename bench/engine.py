@@ -16,7 +16,7 @@ import sys
 import torch
 from _common import alternate, timed
 
-from glm_image_server.config import Settings
+from glm_image_server.config import EngineSettings, Settings
 from glm_image_server.core.request import GenerationRequest
 from glm_image_server.engine.engine import Engine
 from glm_image_server.engine.loader import load_pipeline, quiet_library_logs
@@ -37,7 +37,7 @@ def main() -> int:
     args = parser.parse_args()
 
     quiet_library_logs()
-    pipe = load_pipeline(Settings(model=args.model))
+    pipe = load_pipeline(EngineSettings.from_settings(Settings(model=args.model)))
     engine = Engine(pipe)
     print(f"model={args.model} device={engine.device} threads={torch.get_num_threads()} steps={args.steps}")
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from glm_image_server.config import Settings
+from glm_image_server.config import EngineSettings, Settings
 from glm_image_server.core.request import GenerationRequest
 from glm_image_server.engine.engine import Engine
 from glm_image_server.engine.loader import load_pipeline, quiet_library_logs
@@ -311,7 +311,7 @@ def load(args):
             raise SystemExit("--full-size needs a GPU (16B parameters in bf16)")
         return build_full_size_pipeline("cuda")
     settings = Settings(model="tiny" if args.tiny else args.model, device=args.device)
-    return load_pipeline(settings)
+    return load_pipeline(EngineSettings.from_settings(settings))
 
 
 def table(runs: list[Run]) -> str:

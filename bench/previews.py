@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from _common import timed
 
-from glm_image_server.config import Settings
+from glm_image_server.config import EngineSettings, Settings
 from glm_image_server.core.request import GenerationRequest
 from glm_image_server.core.results import Preview
 from glm_image_server.engine.engine import Engine
@@ -43,7 +43,7 @@ def main() -> int:
     args = parser.parse_args()
 
     quiet_library_logs()
-    settings = Settings(model=args.model)
+    settings = EngineSettings.from_settings(Settings(model=args.model))
     pipe = load_pipeline(settings)
     engine = Engine(pipe, previews=args.previews, preview_cache=settings.cache_dir / "previews")
     store = SqlJobStore(f"sqlite:///{Path(tempfile.mkdtemp(prefix='bench-previews-')) / 'jobs.sqlite3'}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 from _common import ServerProcess, alternate
 
-from glm_image_server.config import Settings
+from glm_image_server.config import EngineSettings, Settings
 from glm_image_server.core.request import GenerationRequest
 from glm_image_server.engine.loader import load_engine, quiet_library_logs
 
@@ -32,7 +32,7 @@ def main() -> int:
     args = parser.parse_args()
 
     quiet_library_logs()
-    settings = Settings(model="tiny", device="cpu")
+    settings = EngineSettings.from_settings(Settings(model="tiny", device="cpu"))
     engine = load_engine(settings)
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp) / "data", settings.cache_dir).start()

@@ -15,7 +15,7 @@ import threading
 import torch
 from _common import alternate
 
-from glm_image_server.config import Settings
+from glm_image_server.config import EngineSettings, Settings
 from glm_image_server.core.request import GenerationRequest
 from glm_image_server.engine.engine import _Row
 from glm_image_server.engine.loader import load_engine, quiet_library_logs
@@ -31,7 +31,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
     quiet_library_logs()
-    engine = load_engine(Settings(model="tiny", device="cpu"))
+    engine = load_engine(EngineSettings.from_settings(Settings(model="tiny", device="cpu")))
     spec = GenerationRequest(prompt="x", width=args.side, height=args.side, num_inference_steps=args.steps)
     batches = [
         [_Row(i, f"a sign that reads 'OPEN {b}{i}'", b * 10 + i, ()) for i in range(4)] for b in range(2)

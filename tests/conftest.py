@@ -30,9 +30,10 @@ def tiny_settings(model_cache: Path):
 
 @pytest.fixture(scope="session")
 def pipe(tiny_settings):
+    from glm_image_server.config import EngineSettings
     from glm_image_server.engine.loader import load_pipeline
 
-    return load_pipeline(tiny_settings)
+    return load_pipeline(EngineSettings.from_settings(tiny_settings))
 
 
 @pytest.fixture(scope="session")

@@ -1,28 +1,38 @@
-"""`glm-image generate`, run as the installed console command."""
+"""`glm-image generate`, run as the installed console command: the engine, then the server's post stage
+(safety check, text check and best of N, output format)."""
 
 from __future__ import annotations
 
-import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from helpers.doubles import ScoreByPixels
+from helpers.serving import child_env
 from PIL import Image
 
 GLM_IMAGE = str(Path(sys.executable).with_name("glm-image"))
 PROMPT = "a shop sign that reads 'OPEN'"
+SMALL = ("--size", "64x64", "--steps", "2")
 
 
 @pytest.fixture(scope="module")
 def run(pipe, model_cache: Path, tmp_path_factory: pytest.TempPathFactory):
-    """Runs glm-image in a scratch directory against the session's tiny model (built by `pipe`)."""
+    """Runs glm-image in a scratch directory against the session's tiny model (built by `pipe`); `env`
+    adds variables, e.g. a checker double from tests/helpers/doubles.py (tests/ is on its path)."""
     workdir = tmp_path_factory.mktemp("cli")
-    env = {**os.environ, "GLM_IMAGE_CACHE_DIR": str(model_cache), "HF_HUB_OFFLINE": "1"}
 
-    def call(*args: str) -> subprocess.CompletedProcess:
+    def call(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [GLM_IMAGE, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=300
+            [GLM_IMAGE, *args],
+            cwd=workdir,
+            env=child_env(model_cache, env or {}),
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
 
     call.workdir = workdir
@@ -84,3 +94,55 @@ def test_serve_help_names_the_fal_hosts(run) -> None:
     assert "FAL_QUEUE_RUN_HOST=HOST:PORT/queue" in text
     assert "SSL_CERT_FILE=" in text and "FAL_KEY may be any value" in text  # the https setup, in words
     assert "--tls {self-signed}" in text
+
+
+def is_black(path: Path) -> bool:
+    with Image.open(path) as image:
+        return int(np.asarray(image.convert("RGB")).max()) <= 8  # JPEG of pure black stays near 0
+
+
+def test_the_safety_check_runs_as_on_the_server(run) -> None:
+    """On by default (the server's safety_default): a flagged image is blacked out and said to be; --format
+    names the files; --no-safety-check leaves every image as made."""
+    flag_odd = {"GLM_IMAGE_SAFETY_CHECKER": "helpers.doubles:FlagOddImages"}
+    done = run("generate", PROMPT, *SMALL, "--seed", "4", "-n", "2", "--format", "jpeg", env=flag_odd)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines == ["out-1.jpg  64x64  seed 4", "out-2.jpg  64x64  seed 5  NSFW: replaced with black"]
+    assert "Safety checker flagged 1 of 2 image(s)" in done.stderr
+    with Image.open(run.workdir / "out-1.jpg") as image:
+        assert image.format == "JPEG"
+    assert not is_black(run.workdir / "out-1.jpg") and is_black(run.workdir / "out-2.jpg")
+
+    unchecked = ("-n", "2", "-o", "free.webp", "--no-safety-check")
+    done = run("generate", PROMPT, *SMALL, "--seed", "4", *unchecked, env=flag_odd)
+    assert done.returncode == 0, done.stderr
+    assert "NSFW" not in done.stdout and "Safety checker" not in done.stderr
+    assert not is_black(run.workdir / "free-2.webp")
+
+
+def test_the_text_check_keeps_the_best_candidate(run) -> None:
+    """--candidates 3: three seeds made, each read back, the best kept and written; its score printed."""
+    scorer = {"GLM_IMAGE_TEXT_CHECKER": "helpers.doubles:ScoreByPixels"}
+    args = ("--seed", "3", "--candidates", "3", "--no-safety-check", "-o", "best.png")
+    done = run("generate", PROMPT, *SMALL, *args, env=scorer)
+    assert done.returncode == 0, done.stderr
+    read_back = re.findall(r"seed (\d+): score ([0-9.]+)", done.stderr)  # the post stage's log line
+    scores = {int(seed): float(score) for seed, score in read_back}
+    assert set(scores) == {3, 4, 5}
+    (line,) = done.stdout.splitlines()
+    kept = int(re.match(r"best.png  64x64  seed (\d+)  text score ", line).group(1))
+    assert scores[kept] == max(scores.values()) and f"text score {scores[kept]:.2f} (" in line
+    with Image.open(run.workdir / "best.png") as image:
+        assert ScoreByPixels.score(image) == pytest.approx(scores[kept], abs=0.005)
+
+    checked = run("generate", PROMPT, *SMALL, "--seed", "3", "--text-check", "-o", "one.png", env=scorer)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith(f"one.png  64x64  seed 3  text score {scores[3]:.2f} (")
+
+
+def test_the_cli_leaves_metrics_to_serve() -> None:
+    """`serve` points prometheus_client at its processes' directory before importing it: the command's
+    modules must not import it first."""
+    code = "import sys, glm_image_server.cli; sys.exit('prometheus_client' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

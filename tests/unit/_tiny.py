@@ -13,10 +13,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def load_tiny(cache_dir: Path):
     """The tiny pipeline on the CPU, through the server's own loader."""
-    from glm_image_server.config import Settings
+    from glm_image_server.config import EngineSettings, Settings
     from glm_image_server.engine.loader import load_pipeline
 
-    return load_pipeline(Settings(model="tiny", device="cpu", cache_dir=cache_dir))
+    return load_pipeline(
+        EngineSettings.from_settings(Settings(model="tiny", device="cpu", cache_dir=cache_dir))
+    )
 
 
 def noise_image(seed: int, size: tuple[int, int]) -> Image.Image:

@@ -7,7 +7,8 @@ import torch
 import trustme
 from PIL import Image
 
-from glm_image_server.cli import main
+from glm_image_server.cli import build_parser, generate, main
+from glm_image_server.config import Settings
 
 
 def error_line(capsys, argv: list[str], status: int = 2) -> str:
@@ -32,6 +33,8 @@ def error_line(capsys, argv: list[str], status: int = 2) -> str:
         (["-i", "r.png"] * 5, "--image: got 5 images (allowed: 0..4 images)"),
         (["-i", "missing.png"], "--image: cannot read missing.png"),
         (["-o", "out.gif"], "--output: unsupported file type '.gif'"),
+        (["-o", "out.png", "--format", "jpeg"], "--format: jpeg does not match out.png (allowed: png)"),
+        (["--candidates", "9"], "--candidates: must be between 1 and 8"),
     ],
 )
 def test_generate_names_the_flag(capsys, tmp_path, monkeypatch, flags: list[str], expected: str) -> None:
@@ -62,3 +65,29 @@ def test_tls_certificate_without_its_key(capsys, tmp_path) -> None:
     missing = tmp_path / "nope.pem"
     line = error_line(capsys, ["serve", "--ssl-certfile", str(missing), "--data-dir", str(tmp_path)])
     assert "no such file" in line
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], ("out.png", "png")),
+        (["--format", "jpeg"], ("out.jpg", "jpeg")),
+        (["-o", "a.JPEG"], ("a.JPEG", "jpeg")),
+    ],
+)
+def test_the_output_file_and_its_format(flags: list[str], expected: tuple[str, str]) -> None:
+    path, fmt = generate.output_file(build_parser().parse_args(["generate", "x", *flags]))
+    assert (str(path), fmt) == expected
+
+
+def test_generate_builds_the_request_once_as_the_apis_do(tmp_path) -> None:
+    """Core's default seed (none chosen here), the server's safety default, the APIs' best-of-N."""
+    args = build_parser().parse_args(["generate", "a sign that reads 'OPEN'", "-n", "2", "--candidates", "3"])
+    settings = Settings(data_dir=tmp_path, safety_default=False)
+    request, output, references = generate.build_request(args, settings, "webp")
+    assert (request.num_images, output.keep_best, output.text_check) == (3, 2, True)
+    assert (output.format, output.safety_check, references) == ("webp", False, ())
+    again, _, _ = generate.build_request(args, settings, "webp")
+    assert again.seed != request.seed  # random per request, fixed on it
+    checked = build_parser().parse_args(["generate", "x", "--safety-check"])
+    assert generate.build_request(checked, settings, "png")[1].safety_check is True

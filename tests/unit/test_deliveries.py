@@ -7,13 +7,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from helpers.stores import raw_rows
 
-from glm_image_server.config import Settings
+from glm_image_server.config import DeliverySettings, Settings
 from glm_image_server.core.job import Job, JobError, JobStatus
 from glm_image_server.core.request import GenerationRequest, OutputSpec
 from glm_image_server.delivery.sender import DeliverySender, Outgoing, RetryPolicy
@@ -81,7 +82,7 @@ def test_retry_policy_from_settings(tmp_path):
     settings = Settings(
         data_dir=tmp_path, webhook_max_attempts=4, webhook_retry_base_s=1.5, webhook_retry_max_s=9
     )
-    assert RetryPolicy.from_settings(settings) == RetryPolicy(4, 1.5, 9.0)
+    assert RetryPolicy.from_settings(DeliverySettings.from_settings(settings)) == RetryPolicy(4, 1.5, 9.0)
 
 
 def test_default_retry_policy_is_the_documented_one():
@@ -216,8 +217,8 @@ class Receiver:
         self.server.server_close()
 
 
-def sender_settings(tmp_path: Path) -> Settings:
-    return Settings(
+def sender_settings(tmp_path: Path) -> DeliverySettings:
+    settings = Settings(
         data_dir=tmp_path,
         webhook_retry_base_s=0.05,
         webhook_retry_max_s=0.1,
@@ -225,6 +226,7 @@ def sender_settings(tmp_path: Path) -> Settings:
         webhook_timeout_s=5,
         delivery_lease_s=30,
     )
+    return DeliverySettings.from_settings(settings)
 
 
 def run_sender(store, settings, renderer, guard) -> DeliverySender:
@@ -350,7 +352,7 @@ def test_a_hanging_receiver_delays_no_other_destination(tmp_path, store):
     receiver still arrives at once, and the hanging call is cut at its deadline and retried."""
     hanging = socket.create_server(("127.0.0.1", 0))  # listens, never reads, never answers
     stuck_url = f"http://127.0.0.1:{hanging.getsockname()[1]}/hook"
-    settings = sender_settings(tmp_path).model_copy(update={"webhook_timeout_s": 1.0})
+    settings = replace(sender_settings(tmp_path), webhook_timeout_s=1.0)
     with hanging, Receiver(failures=0) as healthy:
         stuck = finished_job(store, webhook_url=stuck_url)
 

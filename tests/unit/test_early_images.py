@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from glm_image_server.config import Settings
+from glm_image_server.config import FetchSettings, PricingSettings, Settings
 from glm_image_server.core.events import JobEvent, JobFailed, JobImage, JobProgress, JobSucceeded
 from glm_image_server.core.job import Job, JobStatus
 from glm_image_server.core.request import GenerationRequest, OutputSpec
@@ -39,9 +39,9 @@ def run(engine, tmp_path, job: Job, storage: LocalStorage, cancel_after: int | N
     """The job's events, each with whether image 0's file existed when it was emitted (`cancel_after`:
     the job is cancelled once that many images were reported)."""
     settings = Settings(data_dir=tmp_path, price_per_megapixel=0.5)
-    executor = LocalExecutor(
-        engine, ReferenceLoader(ImageFetcher(settings), storage), PostContext(storage, None, settings)
-    )
+    fetcher = ImageFetcher(FetchSettings.from_settings(settings))
+    post = PostContext(storage, None, PricingSettings.from_settings(settings))
+    executor = LocalExecutor(engine, ReferenceLoader(fetcher, storage), post)
     events: list[tuple[JobEvent, bool]] = []
     first = f"{job.file_prefix}-0.{job.output.format.replace('jpeg', 'jpg')}"
 

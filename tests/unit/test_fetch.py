@@ -9,7 +9,7 @@ import pytest
 from helpers.images import data_uri, png_bytes
 from helpers.serving import dripping
 
-from glm_image_server.config import Settings
+from glm_image_server.config import FetchSettings, Settings
 from glm_image_server.core.request import InvalidRequest
 from glm_image_server.media.fetch import BlockedUrl, ImageFetcher, UrlGuard
 
@@ -18,7 +18,9 @@ class fetcher:
     """An ImageFetcher driven synchronously, for tests."""
 
     def __init__(self, **overrides) -> None:
-        self.inner = ImageFetcher(Settings(allow_loopback_urls=True, **overrides))
+        self.inner = ImageFetcher(
+            FetchSettings.from_settings(Settings(allow_loopback_urls=True, **overrides))
+        )
 
     def fetch_bytes(self, url: str, field: str) -> bytes:
         return asyncio.run(self.inner.fetch_bytes(url, field))

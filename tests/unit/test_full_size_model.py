@@ -118,10 +118,11 @@ def test_device_build_is_made_in_the_target_dtype_and_runs() -> None:
 
 def test_saved_copy_loads_as_a_model_directory(tmp_path: Path) -> None:
     """`save_full_size_pipeline` writes what `--model DIR` (loader.load_pipeline) reads back."""
-    from glm_image_server.config import Settings
+    from glm_image_server.config import EngineSettings, Settings
     from glm_image_server.engine.loader import load_pipeline
 
     directory = save_full_size_pipeline(tmp_path / "model", "cpu", dtype=torch.float32, shapes=small_shapes())
-    pipe = load_pipeline(Settings(model=str(directory), device="cpu", cache_dir=tmp_path / "cache"))
+    settings = Settings(model=str(directory), device="cpu", cache_dir=tmp_path / "cache")
+    pipe = load_pipeline(EngineSettings.from_settings(settings))
     assert pipe.transformer.config.num_layers == 1 and pipe.processor.tokenizer.padding_side == "left"
     assert pipe.vision_language_encoder.generation_config.top_p == 0.75

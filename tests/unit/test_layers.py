@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from glm_image_server.config import settings_markdown
+from glm_image_server.cli.flags import settings_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "glm_image_server"
@@ -106,4 +106,4 @@ def test_the_api_process_modules_do_not_import_torch_at_module_level() -> None:
 
 def test_docs_settings_page_matches_the_settings() -> None:
     page = (ROOT / "docs" / "settings.md").read_text()
-    assert page == settings_markdown(), "regenerate: python -c 'from glm_image_server.config import ...'"
+    assert page == settings_markdown(), "regenerate: python -c 'from glm_image_server.cli.flags import ...'"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from glm_image_server.config import Settings
+from glm_image_server.config import EngineSettings, Settings
 from glm_image_server.engine.loader import load_pipeline, resolve_placement
 from glm_image_server.engine.tiny import ensure_tiny_model
 
@@ -39,5 +39,5 @@ def test_tiny_build_leaves_the_global_rng_alone(tmp_path: Path) -> None:
 @pytest.mark.parametrize("model", ["zai-org/GLM-Image", "/nonexistent/GLM-Image"])
 def test_unavailable_weights_fail_with_a_clear_message(model: str, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="could not load GLM-Image from") as caught:
-        load_pipeline(Settings(model=model, device="cpu", cache_dir=tmp_path))
+        load_pipeline(EngineSettings.from_settings(Settings(model=model, device="cpu", cache_dir=tmp_path)))
     assert "'tiny'" in str(caught.value)

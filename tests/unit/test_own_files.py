@@ -26,7 +26,8 @@ BASE = "http://127.0.0.1:8000/"
 def own_files(tmp_path: Path, **settings) -> OwnFiles:
     storage = LocalStorage(tmp_path / "files")
     storage.save(KEY, png_bytes())
-    return OwnFiles(storage, Settings(data_dir=tmp_path, **settings))
+    configured = Settings(data_dir=tmp_path, **settings)
+    return OwnFiles(storage, configured.public_url, configured.host, configured.port)
 
 
 @pytest.mark.parametrize(
@@ -98,7 +99,7 @@ def test_s3_presigned_urls_are_recognised_by_bucket_and_key(tmp_path: Path, s3_s
     bucket = s3_server.new_bucket()
     storage = S3Storage(f"s3://{bucket}/outputs/run1")
     storage.save(KEY, png_bytes())
-    files = OwnFiles(storage, Settings(data_dir=tmp_path))
+    files = OwnFiles(storage, None, "127.0.0.1", 8000)
     presigned = storage.url(KEY, "", 3600)
     assert "X-Amz-Signature" in presigned
     assert files.locator(presigned, "references[0]", BASE) == STORED + KEY

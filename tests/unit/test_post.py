@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from glm_image_server.config import Settings
+from glm_image_server.config import PricingSettings
 from glm_image_server.core.request import quoted_texts
 from glm_image_server.post.safety import NudeNetChecker, load_checker
 from glm_image_server.post.stage import cost
@@ -33,8 +33,8 @@ def test_quoted_texts() -> None:
 
 def test_pricing() -> None:
     images = [Image.new("RGB", (1000, 500))] * 2
-    assert cost(Settings(price_per_megapixel=0.05), images, 12.0) == pytest.approx(0.05)
-    per_second = Settings(pricing="gpu_second", price_per_gpu_second=0.002)
+    assert cost(PricingSettings("megapixel", 0.05, 0.0), images, 12.0) == pytest.approx(0.05)
+    per_second = PricingSettings("gpu_second", 0.05, 0.002)
     assert cost(per_second, images, 12.0) == pytest.approx(0.024)
 
 

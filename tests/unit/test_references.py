@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from glm_image_server.config import Settings
+from glm_image_server.config import FetchSettings, Settings
 from glm_image_server.core.request import GenerationRequest, InvalidRequest, size_like
 from glm_image_server.engine.engine import Engine
 from glm_image_server.engine.references import MAX_ASPECT, crop_to_aspect, fitted_size
@@ -160,7 +160,9 @@ def test_reference_loader_reads_uploads_data_uris_and_urls(tmp_path, web) -> Non
     storage = LocalStorage(tmp_path / "files")
     storage.save("upload-abc.png", png_bytes((30, 20)))
     web.routes["/ref.png"] = (200, png_bytes((50, 40)), {"content-type": "image/png"})
-    loader = ReferenceLoader(ImageFetcher(Settings(allow_loopback_urls=True)), storage)
+    loader = ReferenceLoader(
+        ImageFetcher(FetchSettings.from_settings(Settings(allow_loopback_urls=True))), storage
+    )
     try:
         images = loader.load(("stored:upload-abc.png", data_uri(png_bytes((40, 10))), web.url("/ref.png")))
         assert [image.size for image in images] == [(30, 20), (40, 10), (50, 40)]

@@ -39,7 +39,7 @@ def test_parse_s3_url():
 
 def test_storage_url_setting_chooses_s3(tmp_path, s3_server, s3_env):
     bucket = s3_server.new_bucket()
-    chosen = open_storage(Settings(data_dir=tmp_path, storage_url=f"s3://{bucket}/p"))
+    chosen = open_storage(f"s3://{bucket}/p", tmp_path / "files")
     assert isinstance(chosen, S3Storage) and (chosen.bucket, chosen.prefix) == (bucket, "p/")
     assert not (tmp_path / "files").exists()  # nothing local
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers.stores import sqlite_store
 
-from glm_image_server.config import Settings
+from glm_image_server.config import Settings, WorkerSettings
 from glm_image_server.core.events import JobEvent, JobFailed, JobLog, JobProgress, JobSucceeded
 from glm_image_server.core.job import Claim, Job, JobError, JobStatus
 from glm_image_server.core.request import GenerationRequest, OutputSpec
@@ -80,7 +80,7 @@ class FakeExecutor:
         self.script(jobs, emit, cancelled, stopping)
 
 
-def settings_for(tmp_path: Path, **overrides) -> Settings:
+def settings_for(tmp_path: Path, **overrides) -> WorkerSettings:
     values = {
         "data_dir": tmp_path,
         "batch_window_s": 0,
@@ -90,7 +90,7 @@ def settings_for(tmp_path: Path, **overrides) -> Settings:
         "max_batch_size": 4,
         **overrides,
     }
-    return Settings(**values)
+    return WorkerSettings.from_settings(Settings(**values))
 
 
 @pytest.fixture

@@ -1,16 +1,31 @@
 """The CLI's flags are generated from Settings: every flag is a setting, is documented with its
-environment variable, parses into Settings over the environment, and is validated like the setting."""
+environment variable, parses into Settings over the environment, and is validated like the setting. And
+the slices components receive are cut from Settings, the same in a worker process as in its parent."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
 
 from glm_image_server import cli
-from glm_image_server.config import Settings
+from glm_image_server.cli import flags
+from glm_image_server.config import (
+    DeliverySettings,
+    EngineSettings,
+    FetchSettings,
+    PostSettings,
+    PricingSettings,
+    Settings,
+    Slice,
+    WorkerSettings,
+)
+from glm_image_server.worker.supervisor import settings_env
 
-ALL_FLAGS = sorted(set(cli.SERVE_FLAGS) | set(cli.WORKER_FLAGS) | set(cli.MODEL_FLAGS))
+SLICES = (EngineSettings, WorkerSettings, FetchSettings, PostSettings, PricingSettings, DeliverySettings)
+
+ALL_FLAGS = sorted(set(flags.SERVE_FLAGS) | set(flags.WORKER_FLAGS) | set(flags.MODEL_FLAGS))
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +37,7 @@ def clean_env(monkeypatch, tmp_path):
 
 
 def flag(name: str) -> str:
-    return cli.FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+    return flags.FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
 
 
 def help_text(capsys, command: str) -> str:
@@ -38,15 +53,15 @@ def test_every_flag_is_a_setting(name):
 
 
 def test_the_flag_lists_hold_no_duplicates():
-    for names in (cli.SERVE_FLAGS, cli.WORKER_FLAGS, cli.MODEL_FLAGS):
+    for names in (flags.SERVE_FLAGS, flags.WORKER_FLAGS, flags.MODEL_FLAGS):
         assert len(set(names)) == len(names)
-    assert set(cli.MODEL_FLAGS) <= set(cli.SERVE_FLAGS)
-    assert set(cli.MODEL_FLAGS) <= set(cli.WORKER_FLAGS)
+    assert set(flags.MODEL_FLAGS) <= set(flags.SERVE_FLAGS)
+    assert set(flags.MODEL_FLAGS) <= set(flags.WORKER_FLAGS)
 
 
 @pytest.mark.parametrize(
     ("command", "names"),
-    [("serve", cli.SERVE_FLAGS), ("worker", cli.WORKER_FLAGS), ("generate", cli.MODEL_FLAGS)],
+    [("serve", flags.SERVE_FLAGS), ("worker", flags.WORKER_FLAGS), ("generate", flags.MODEL_FLAGS)],
 )
 def test_help_lists_each_flag_with_its_env_var(capsys, command, names):
     text = help_text(capsys, command)
@@ -64,7 +79,7 @@ def test_help_shows_defaults_and_descriptions(capsys):
 
 
 def parse(argv: list[str], names: tuple[str, ...]) -> Settings:
-    return cli.settings_from(cli.build_parser().parse_args(argv), names)
+    return flags.settings_from(cli.build_parser().parse_args(argv), names)
 
 
 def test_serve_flags_override_the_environment(monkeypatch):
@@ -72,7 +87,7 @@ def test_serve_flags_override_the_environment(monkeypatch):
     monkeypatch.setenv("GLM_IMAGE_CPU_OFFLOAD", "true")
     monkeypatch.setenv("GLM_IMAGE_MODEL", "some/model")
     settings = parse(
-        ["serve", "--workers", "2", "--api-key", "a", "--api-key", "b", "--no-cpu-offload"], cli.SERVE_FLAGS
+        ["serve", "--workers", "2", "--api-key", "a", "--api-key", "b", "--no-cpu-offload"], flags.SERVE_FLAGS
     )
     assert settings.workers == 2
     assert settings.api_keys == ["a", "b"]
@@ -87,9 +102,9 @@ def test_serve_flags_override_the_environment(monkeypatch):
 def test_a_flag_beats_its_env_var(monkeypatch):
     monkeypatch.setenv("GLM_IMAGE_PORT", "9123")
     monkeypatch.setenv("GLM_IMAGE_API_KEYS", "x, y")
-    assert parse(["serve", "--port", "9200"], cli.SERVE_FLAGS).port == 9200
-    assert parse(["serve"], cli.SERVE_FLAGS).api_keys == ["x", "y"]
-    assert parse(["serve", "--api-key", "z"], cli.SERVE_FLAGS).api_keys == ["z"]
+    assert parse(["serve", "--port", "9200"], flags.SERVE_FLAGS).port == 9200
+    assert parse(["serve"], flags.SERVE_FLAGS).api_keys == ["x", "y"]
+    assert parse(["serve", "--api-key", "z"], flags.SERVE_FLAGS).api_keys == ["z"]
 
 
 def test_flags_of_each_type(tmp_path):
@@ -105,7 +120,7 @@ def test_flags_of_each_type(tmp_path):
             "https://example.com",
             "--allow-unauthenticated",
         ],
-        cli.SERVE_FLAGS,
+        flags.SERVE_FLAGS,
     )
     assert settings.cpu_offload is True
     assert settings.device == "cpu"
@@ -115,7 +130,7 @@ def test_flags_of_each_type(tmp_path):
 
 
 def test_worker_flags():
-    settings = parse(["worker", "--worker-id", "gpu-3", "--torch-threads", "4"], cli.WORKER_FLAGS)
+    settings = parse(["worker", "--worker-id", "gpu-3", "--torch-threads", "4"], flags.WORKER_FLAGS)
     assert (settings.worker_id, settings.torch_threads) == ("gpu-3", 4)
 
 
@@ -152,3 +167,38 @@ def test_an_invalid_env_value_is_reported(capsys, monkeypatch):
     monkeypatch.setenv("GLM_IMAGE_WORKERS", "-3")
     assert cli.main(["serve"]) == 2
     assert "--workers" in capsys.readouterr().err
+
+
+def test_every_slice_is_declared_here():
+    assert set(Slice.__subclasses__()) == set(SLICES)
+
+
+@pytest.mark.parametrize("kind", SLICES)
+def test_a_slice_holds_its_settings_frozen(kind):
+    settings = Settings(safety_labels=["A", "B"], lease_s=7, fetch_max_bytes=9, price_per_megapixel=0.2)
+    part = kind.from_settings(settings)
+    for field in dataclasses.fields(part):
+        expected = getattr(settings, field.name)
+        assert getattr(part, field.name) == (tuple(expected) if isinstance(expected, list) else expected)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(part, dataclasses.fields(part)[0].name, None)
+
+
+def test_a_worker_process_reads_the_same_slices_from_its_environment(monkeypatch, tmp_path):
+    """What the supervisor hands a worker (settings_env) gives the worker the parent's slices."""
+    parent = Settings(
+        data_dir=tmp_path,
+        model="some/model",
+        cpu_offload=True,
+        ar_fast_path=False,
+        lease_s=7.5,
+        safety_labels=["A", "B"],
+        allow_private_urls=True,
+        pricing="gpu_second",
+        webhook_max_attempts=3,
+    )
+    for name, value in settings_env(parent).items():
+        monkeypatch.setenv(name, value)
+    child = Settings()
+    for kind in SLICES:
+        assert kind.from_settings(child) == kind.from_settings(parent), kind.__name__

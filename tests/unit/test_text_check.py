@@ -12,7 +12,7 @@ import pytest
 from helpers.doubles import ScoreByPixels
 from PIL import Image, ImageDraw, ImageFont
 
-from glm_image_server.config import Settings
+from glm_image_server.config import PricingSettings, Settings
 from glm_image_server.core.request import GenerationRequest, InvalidRequest, OutputSpec, with_candidates
 from glm_image_server.core.results import GenerationResult, SpanCheck, TextCheck
 from glm_image_server.media.storage import LocalStorage
@@ -149,8 +149,8 @@ def test_the_post_stage_keeps_the_best_candidates(tmp_path) -> None:
     colours = [(i * 40, 0, 0) for i in range(4)]
     generated = GenerationResult([Image.new("RGB", (100, 100), c) for c in colours], [20, 21, 22, 23])
     checker = Scripted([0.2, 0.9, 0.4, 0.9])
-    settings = Settings(data_dir=tmp_path, price_per_megapixel=1.0)
-    ctx = PostContext(LocalStorage(tmp_path / "files"), None, settings, checker)
+    pricing = PricingSettings.from_settings(Settings(data_dir=tmp_path, price_per_megapixel=1.0))
+    ctx = PostContext(LocalStorage(tmp_path / "files"), None, pricing, checker)
     logs: list[str] = []
     result = finish_images(
         ctx,
@@ -176,7 +176,8 @@ def test_the_post_stage_keeps_the_best_candidates(tmp_path) -> None:
 
 def test_the_post_stage_says_when_it_skips(tmp_path) -> None:
     generated = GenerationResult([Image.new("RGB", (8, 8))] * 2, [1, 2])
-    ctx = PostContext(LocalStorage(tmp_path), None, Settings(data_dir=tmp_path), Scripted([1.0, 1.0]))
+    pricing = PricingSettings.from_settings(Settings(data_dir=tmp_path))
+    ctx = PostContext(LocalStorage(tmp_path), None, pricing, Scripted([1.0, 1.0]))
     logs: list[tuple[str, str]] = []
 
     def run(prompt: str, output: OutputSpec, context: PostContext = ctx):
@@ -187,7 +188,7 @@ def test_the_post_stage_says_when_it_skips(tmp_path) -> None:
     logs.clear()
     assert run("'A'", OutputSpec()).text_checks is None  # not asked for
     assert not any("Text check" in message for message, _ in logs)
-    off = PostContext(LocalStorage(tmp_path), None, Settings(data_dir=tmp_path), None)
+    off = PostContext(LocalStorage(tmp_path), None, pricing, None)
     result = run("'A'", OutputSpec(text_check=True, keep_best=1), off)
     assert result.text_checks is None and [image.seed for image in result.images] == [1]
     assert ("Text checking is turned off on this server: no text_checks", "WARN") in logs

@@ -8,6 +8,7 @@ import asyncio
 import socket
 import ssl
 import threading
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from helpers.images import png_bytes
 
 from glm_image_server.cli import main
-from glm_image_server.config import Settings
+from glm_image_server.config import FetchSettings, Settings
 from glm_image_server.core.request import InvalidRequest
 from glm_image_server.media.fetch import ImageFetcher
 from glm_image_server.tls import ensure_self_signed, server_names
@@ -108,8 +109,9 @@ def test_the_fetcher_trusts_the_servers_own_certificate(tmp_path: Path) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"https://127.0.0.1:{server.server_address[1]}/ref.png"
     try:
-        assert asyncio.run(ImageFetcher(settings).fetch_bytes(url, "image")) == body
-        plain = settings.model_copy(update={"tls": None})
+        trusting = FetchSettings.from_settings(settings)
+        assert asyncio.run(ImageFetcher(trusting).fetch_bytes(url, "image")) == body
+        plain = replace(trusting, tls=None)
         with pytest.raises(InvalidRequest, match="CERTIFICATE_VERIFY_FAILED"):
             asyncio.run(ImageFetcher(plain).fetch_bytes(url, "image"))
     finally:

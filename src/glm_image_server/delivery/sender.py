@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from ..config import Settings
+from ..config import DeliverySettings
 from ..core.job import Job
 from ..media.fetch import BlockedUrl, UrlGuard
 from ..store.contract import Delivery, JobStore
@@ -71,7 +71,7 @@ class RetryPolicy:
     max_s: float = 1800.0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
+    def from_settings(cls, settings: DeliverySettings) -> RetryPolicy:
         return cls(settings.webhook_max_attempts, settings.webhook_retry_base_s, settings.webhook_retry_max_s)
 
     @staticmethod
@@ -100,7 +100,7 @@ class DeliverySender:
     no receiver gets a flood; each call under one wall-clock deadline (webhook_timeout_s)."""
 
     def __init__(
-        self, store: JobStore, settings: Settings, renderers: Mapping[str, Renderer], guard: UrlGuard
+        self, store: JobStore, settings: DeliverySettings, renderers: Mapping[str, Renderer], guard: UrlGuard
     ) -> None:
         self.store, self.renderers, self.guard = store, renderers, guard
         self.policy = RetryPolicy.from_settings(settings)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Settings
+from ..config import EngineSettings
 from .tiny import ensure_tiny_model
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def quiet_library_logs() -> None:
         library.utils.logging.disable_progress_bar()
 
 
-def load_pipeline(settings: Settings):
+def load_pipeline(settings: EngineSettings):
     """Load the pipeline with `from_pretrained`, placed on its device (or set up for CPU offload)."""
     from diffusers import GlmImagePipeline
 
@@ -77,7 +77,7 @@ def load_pipeline(settings: Settings):
     return pipe
 
 
-def load_engine(settings: Settings):
+def load_engine(settings: EngineSettings):
     """The one way the CLI, a worker and the benchmarks get a ready Engine for `settings`."""
     from .engine import Engine
 

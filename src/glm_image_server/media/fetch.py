@@ -23,7 +23,7 @@ from urllib.parse import unquote_to_bytes, urljoin
 import httpx
 from PIL import Image
 
-from ..config import Settings
+from ..config import FetchSettings
 from ..core.request import InvalidRequest
 from ..tls import SelfSigned, trusting_context
 from .inputs import decode_image
@@ -105,7 +105,7 @@ class ImageFetcher:
     redirects): a server that drips one byte at a time cannot hold it longer. Async, so a slow URL holds
     no thread; `FetchLoop` runs it for synchronous callers."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: FetchSettings) -> None:
         self.guard = UrlGuard(settings.allow_loopback_urls, settings.allow_private_urls)
         self.timeout = settings.fetch_timeout_s
         self.max_bytes = settings.fetch_max_bytes

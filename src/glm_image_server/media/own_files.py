@@ -15,7 +15,6 @@ import ipaddress
 from collections.abc import Sequence
 from urllib.parse import unquote, urlsplit
 
-from ..config import Settings
 from ..core.request import STORED, InvalidRequest
 from .storage import KEY, Storage
 
@@ -41,10 +40,9 @@ class OwnFiles:
     """Recognises this server's own file URLs among a request's references (blocking: it asks the
     storage whether the file exists; call it off the event loop)."""
 
-    def __init__(self, storage: Storage, settings: Settings) -> None:
-        self.storage = storage
-        self.public_url = settings.public_url
-        self.bound = bound_bases(settings.host, settings.port)
+    def __init__(self, storage: Storage, public_url: str | None, host: str, port: int) -> None:
+        self.storage, self.public_url = storage, public_url
+        self.bound = bound_bases(host, port)
 
     def key_of(self, ref: str, base_url: str) -> str | None:
         """The storage key `ref` names when it is one of our files (unchecked), None for anyone else's."""

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
-from ..config import Settings
-
 KEY = re.compile(r"^[A-Za-z0-9_-]+\.[a-z]+$")
 UPLOAD_PREFIX = "upload-"
 PRESIGN_MAX_S = 7 * 24 * 3600  # the longest a SigV4 presigned URL may live
@@ -185,10 +183,10 @@ class DiskSpace:
         )
 
 
-def open_storage(settings: Settings) -> Storage:
-    """The S3 bucket when a storage URL is set (a fleet), else files/ in the data directory."""
-    if settings.storage_url:
+def open_storage(storage_url: str | None, files_dir: Path) -> Storage:
+    """The S3 bucket at `storage_url` when one is set (a fleet), else `files_dir` (the data directory's)."""
+    if storage_url:
         from .s3 import S3Storage
 
-        return S3Storage(settings.storage_url)
-    return LocalStorage(settings.files_dir)
+        return S3Storage(storage_url)
+    return LocalStorage(files_dir)

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from PIL import Image
 
 from .. import metrics
-from ..config import Settings
+from ..config import PostSettings, PricingSettings
 from ..core.request import OutputSpec, quoted_texts
 from ..core.results import FinishedImage, GenerationResult, JobResult, StoredImage, TextCheck
 from ..media.encode import CONTENT_TYPES, EXTENSIONS, encode_image
 from ..media.storage import Storage
-from .safety import SafetyChecker
-from .text_check import TextChecker, ranked
+from .safety import SafetyChecker, load_checker
+from .text_check import TextChecker, load_text_checker, ranked
 
 Log = Callable[[str, str], None]  # (message, level)
 
@@ -31,8 +31,16 @@ Log = Callable[[str, str], None]  # (message, level)
 class PostContext:
     storage: Storage
     checker: SafetyChecker | None
-    settings: Settings
+    pricing: PricingSettings
     text_checker: TextChecker | None = None
+
+
+def load_post(settings: PostSettings, pricing: PricingSettings, storage: Storage) -> PostContext:
+    """The post stage as configured: its checkers (their models load on first use), pricing and storage."""
+    checker = load_checker(settings.safety_checker, settings.safety_threshold, settings.safety_labels)
+    return PostContext(
+        storage, checker, pricing, load_text_checker(settings.text_checker, settings.text_check_threads)
+    )
 
 
 @dataclass(frozen=True)
@@ -66,7 +74,8 @@ class TextChecked:
     seconds: float
 
 
-def _describe(check: TextCheck) -> str:
+def describe(check: TextCheck) -> str:
+    """`score 0.83 (all found)`, or what is missing."""
     missing = [span.text for span in check.spans if not span.found]
     found = "all found" if not missing else "missing " + ", ".join(repr(text) for text in missing)
     return f"score {check.score:.2f} ({found})"
@@ -95,7 +104,7 @@ def check_text(
         raise RuntimeError(f"the text checker gave {len(checks)} checks for {len(images)} images")
     seconds = time.perf_counter() - start
     quoted = ", ".join(repr(span) for span in spans)
-    per_image = "; ".join(f"seed {seed}: {_describe(c)}" for seed, c in zip(seeds, checks, strict=True))
+    per_image = "; ".join(f"seed {seed}: {describe(c)}" for seed, c in zip(seeds, checks, strict=True))
     log(f"Text check of {quoted} ({seconds:.2f} s): {per_image}", "INFO")
     return TextChecked(checks, seconds)
 
@@ -143,11 +152,11 @@ def encode_and_store(
     return stored
 
 
-def cost(settings: Settings, images: Sequence[Image.Image], inference_s: float) -> float:
+def cost(pricing: PricingSettings, images: Sequence[Image.Image], inference_s: float) -> float:
     """USD for a job, by the configured pricing: per output megapixel or per GPU-second."""
-    if settings.pricing == "gpu_second":
-        return inference_s * settings.price_per_gpu_second
-    return sum(image.width * image.height for image in images) / 1e6 * settings.price_per_megapixel
+    if pricing.pricing == "gpu_second":
+        return inference_s * pricing.price_per_gpu_second
+    return sum(image.width * image.height for image in images) / 1e6 * pricing.price_per_megapixel
 
 
 @dataclass(frozen=True)
@@ -172,7 +181,7 @@ def finish_early(
     when the job ends)."""
     start = time.perf_counter()
     (stored,) = encode_and_store(ctx.storage, [image], [seed], output, file_prefix, first=index)
-    price = cost(ctx.settings, [image], 0.0) if ctx.settings.pricing != "gpu_second" else None
+    price = cost(ctx.pricing, [image], 0.0) if ctx.pricing.pricing != "gpu_second" else None
     finished = FinishedImage(index=index, image=stored, nsfw=False, cost=price)
     return EarlyImage(finished, time.perf_counter() - start)
 
@@ -225,6 +234,6 @@ def finish_images(
         prompt=prompt,
         has_nsfw_concepts=tuple(checked.flags[i] for i in chosen),
         timings=all_timings,
-        cost=cost(ctx.settings, checked.images, t.inference),  # every candidate made, kept or not
+        cost=cost(ctx.pricing, checked.images, t.inference),  # every candidate made, kept or not
         text_checks=None if text.checks is None else tuple(text.checks[i] for i in chosen),
     )

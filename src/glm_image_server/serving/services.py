@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import anyio
 
 from .. import metrics
-from ..config import Settings
+from ..config import DeliverySettings, FetchSettings, Settings
 from ..core.job import Job, JobStatus
 from ..core.request import GenerationRequest, OutputSpec
 from ..delivery.sender import DeliverySender, Renderer
@@ -30,9 +30,9 @@ from ..media.storage import Storage, open_storage
 from ..signing import SigningKey
 from ..store import open_store
 from ..store.contract import JobStore
-from ..worker.main import build_executor
+from ..worker.main import start_worker, supervise
 from ..worker.supervisor import Supervisor
-from ..worker.worker import Worker, default_worker_id
+from ..worker.worker import Worker
 from .admission import Admission, StoreUnavailable
 from .changes import ChangeFeed, SnapshotCache
 from .retention import RetentionSweeper
@@ -157,7 +157,7 @@ def start_services(
     given (tests) runs one on a thread here; else `settings.workers` worker processes are started (0: none;
     they join with `glm-image worker`)."""
     store = open_store(settings)
-    storage = open_storage(settings)
+    storage = open_storage(settings.storage_url, settings.files_dir)
     snapshots = SnapshotCache(settings.snapshot_ttl_s)
     services = Services(
         settings=settings,
@@ -166,13 +166,14 @@ def start_services(
         changes=ChangeFeed(store, loop, snapshots, settings.change_poll_s),
         snapshots=snapshots,
         sweeper=RetentionSweeper(store, storage, settings.result_retention_s),
-        fetcher=ImageFetcher(settings),
+        fetcher=ImageFetcher(FetchSettings.from_settings(settings)),
         admission=Admission(settings, store),
         destinations=UrlGuard(settings.allow_loopback_urls, settings.allow_private_urls),
         webhook_key=SigningKey.load_or_create(settings.webhook_key_path),
-        own_files=OwnFiles(storage, settings),
+        own_files=OwnFiles(storage, settings.public_url, settings.host, settings.port),
     )
-    deliveries = DeliverySender(store, settings, renderers(services), services.destinations)
+    delivery = DeliverySettings.from_settings(settings)
+    deliveries = DeliverySender(store, delivery, renderers(services), services.destinations)
     services.deliveries = deliveries
     services.changes.listeners = (deliveries.wake,)
     changes = services.changes
@@ -183,11 +184,7 @@ def start_services(
     for part in (changes, deliveries, services.sweeper):
         part.start()
     if engine is not None:
-        worker = Worker(settings, store, settings.worker_id or default_worker_id(), str(engine.device))
-        worker.start_heartbeat()
-        worker.start_thread(build_executor(settings, engine))
-        services.local_worker = worker
+        services.local_worker = start_worker(settings, store, engine)
     elif settings.workers != 0:
-        services.supervisor = Supervisor(settings, store)
-        services.supervisor.start()
+        services.supervisor = supervise(settings, store)
     return services

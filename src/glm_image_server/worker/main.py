@@ -1,35 +1,40 @@
-"""A worker process's entry points: its executor (the engine, reference loading, the post stage's
-checkers, prompt expansion and storage) built from the settings, and the worker that runs it — on a
-thread of its own (a Ray Serve replica) or as `glm-image worker`, a process of its own.
+"""A worker process's entry points, the composition root of the worker side: from one Settings, each part
+gets its slice — the engine, reference loading, the post stage's checkers, prompt expansion and storage
+(the executor), and the worker that runs it: on a thread of its own (a Ray Serve replica, or beside the
+API in tests), as `glm-image worker`, a process of its own, or as one of `serve`'s supervised processes.
 """
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-from ..config import Settings
+from ..config import EngineSettings, FetchSettings, PostSettings, PricingSettings, Settings, WorkerSettings
 from ..media.fetch import ImageFetcher
 from ..media.references import ReferenceLoader
 from ..media.storage import open_storage
-from ..post.safety import load_checker
-from ..post.stage import PostContext
-from ..post.text_check import load_text_checker
+from ..post.stage import load_post
 from ..store import open_store
+from ..store.contract import JobStore
 from .executor import LocalExecutor
 from .prompting import PromptExpander
-from .worker import Worker, default_worker_id
+from .supervisor import Supervisor, settings_env
+from .worker import Worker
+
+if TYPE_CHECKING:
+    from ..engine.engine import Engine
 
 
-def build_executor(settings: Settings, engine=None) -> LocalExecutor:
+def build_executor(settings: Settings, engine: Engine | None = None) -> LocalExecutor:
     """A worker's executor: the engine (loaded from `settings` unless given), reference loading, the
     safety and text checkers, prompt expansion and storage."""
     if engine is None:
         from ..engine.loader import load_engine
 
-        engine = load_engine(settings)
-    storage = open_storage(settings)
-    references = ReferenceLoader(ImageFetcher(settings), storage)
-    checker = load_checker(settings.safety_checker, settings.safety_threshold, settings.safety_labels)
+        engine = load_engine(EngineSettings.from_settings(settings))
+    storage = open_storage(settings.storage_url, settings.files_dir)
+    references = ReferenceLoader(ImageFetcher(FetchSettings.from_settings(settings)), storage)
+    post = load_post(PostSettings.from_settings(settings), PricingSettings.from_settings(settings), storage)
     expander = None
     if settings.expansion_base_url:
         expander = PromptExpander(
@@ -38,19 +43,21 @@ def build_executor(settings: Settings, engine=None) -> LocalExecutor:
             settings.expansion_api_key,
             settings.expansion_timeout_s,
         )
-    post = PostContext(
-        storage, checker, settings, load_text_checker(settings.text_checker, settings.text_check_threads)
-    )
     return LocalExecutor(engine, references, post, expander)
 
 
-def start_worker(settings: Settings) -> Worker:
-    """A worker on the store in `settings`, loading its model and then running jobs on a thread of this
-    process (a Ray Serve worker replica; `run_worker` for a process of its own)."""
-    store = open_store(settings)
-    worker = Worker(settings, store, settings.worker_id or default_worker_id(), settings.device)
+def _loading(settings: Settings, store: JobStore) -> Worker:
+    """A worker on `store` whose heartbeat runs already, so /ready shows it loading its model."""
+    worker = Worker(WorkerSettings.from_settings(settings), store)
     worker.start_heartbeat()
-    executor = build_executor(settings)
+    return worker
+
+
+def start_worker(settings: Settings, store: JobStore | None = None, engine: Engine | None = None) -> Worker:
+    """A worker on `store` (default: the one in `settings`), loading its model (unless `engine` is given)
+    and then running jobs on a thread of this process; `run_worker` for a process of its own."""
+    worker = _loading(settings, store or open_store(settings))
+    executor = build_executor(settings, engine)
     worker.device = str(executor.engine.device)
     worker.start_thread(executor)
     return worker
@@ -61,9 +68,7 @@ def run_worker(settings: Settings) -> None:
     import signal
 
     os.nice(settings.worker_nice)  # the API process (and its event loop) goes first on a shared CPU
-    store = open_store(settings)
-    worker = Worker(settings, store, settings.worker_id or default_worker_id(), settings.device)
-    worker.start_heartbeat()
+    worker = _loading(settings, open_store(settings))
     executor = build_executor(settings)
     worker.device = str(executor.engine.device)
 
@@ -73,3 +78,10 @@ def run_worker(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     worker.serve(executor)
+
+
+def supervise(settings: Settings, store: JobStore) -> Supervisor:
+    """`serve`'s worker processes, started: each reads `settings` from its environment."""
+    supervisor = Supervisor(WorkerSettings.from_settings(settings), settings_env(settings), store)
+    supervisor.start()
+    return supervisor

@@ -23,7 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from .. import metrics
-from ..config import Settings
+from ..config import WorkerSettings
 from ..core.events import JobEvent, JobFailed, JobImage, JobLog, JobPreview, JobProgress, JobSucceeded
 from ..core.job import Claim, Job, JobStatus
 from ..media.storage import DiskSpace
@@ -103,7 +103,7 @@ class Scheduler:
         self,
         store: JobStore,
         executor: Executor,
-        settings: Settings,
+        settings: WorkerSettings,
         worker_id: str,
         on_batch: Callable[[list[Job]], None] = lambda _jobs: None,
     ) -> None:

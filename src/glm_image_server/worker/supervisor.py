@@ -15,9 +15,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..config import Settings
+from ..config import Settings, WorkerSettings
 from ..core.job import WorkerInfo
 from ..store.contract import JobStore
 
@@ -77,14 +78,14 @@ class _Child:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, store: JobStore, count: int | None = None) -> None:
+    """`env`: the settings as the workers' environment (`settings_env`), which each process reads."""
+
+    def __init__(self, settings: WorkerSettings, env: Mapping[str, str], store: JobStore) -> None:
         self.settings, self.store = settings, store
         devices = cuda_devices()
-        count = settings.workers if count is None else count
-        if count is None:
-            count = max(1, len(devices))
+        count = settings.workers if settings.workers is not None else max(1, len(devices))
         threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // max(count, 1))
-        base = {**os.environ, **settings_env(settings), "GLM_IMAGE_SUPERVISED": "1"}
+        base = {**os.environ, **env, "GLM_IMAGE_SUPERVISED": "1"}
         base["GLM_IMAGE_TORCH_THREADS"] = str(threads)
         self.children = []
         for i in range(count):

@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 
-from ..config import Settings
+from ..config import WorkerSettings
 from ..core.job import Job, WorkerInfo, WorkerState
 from ..store.contract import JobStore
 from .executor import Executor
@@ -25,14 +25,17 @@ def default_worker_id() -> str:
 
 
 class Worker:
-    def __init__(self, settings: Settings, store: JobStore, worker_id: str, device: str) -> None:
-        self.settings, self.store, self.id, self.device = settings, store, worker_id, device
+    """Named `worker_id` (default: host-pid); its device is the configured one until the model says."""
+
+    def __init__(self, settings: WorkerSettings, store: JobStore) -> None:
+        self.settings, self.store = settings, store
+        self.id, self.device = settings.worker_id or default_worker_id(), settings.device
         self.started_at = time.time()
         self.state: WorkerState = "starting"
         self.jobs: tuple[str, ...] = ()
         self.scheduler: Scheduler | None = None
         self._stopping = threading.Event()
-        self._heart = threading.Thread(target=self._beat, name=f"heartbeat-{worker_id}", daemon=True)
+        self._heart = threading.Thread(target=self._beat, name=f"heartbeat-{self.id}", daemon=True)
         self._loop: threading.Thread | None = None
 
     def _info(self) -> WorkerInfo:
