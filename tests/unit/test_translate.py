@@ -8,7 +8,6 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from glm_image_server.api.common import RenderedImage
 from glm_image_server.api.fal import translate as fal
 from glm_image_server.api.fal.protocol import ImageSize, ImageToImageInput, TextToImageInput
 from glm_image_server.api.openai import translate as openai
@@ -25,6 +24,7 @@ from glm_image_server.core.request import (
     size_like,
 )
 from glm_image_server.core.results import JobResult, SpanCheck, StoredImage, TextCheck
+from glm_image_server.serving.jobs import RenderedImage
 
 
 def stored(i: int, seed: int) -> StoredImage:

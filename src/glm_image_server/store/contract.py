@@ -60,7 +60,20 @@ class Changes:
     job_ids: tuple[str, ...]
 
 
-class JobStore(Protocol):
+class SessionStore(Protocol):
+    """Connection sessions (jobs submitted on a WebSocket, kept as long as the jobs are): a dialect's
+    state, on the same store but behind its own small interface."""
+
+    def add_session_job(self, session_id: str, job_id: str, owner: str | None) -> None:
+        """Record that `job_id` was submitted on `session_id` (a job stays with its first session)."""
+
+    def session_jobs(self, session_id: str) -> list[SessionJob]: ...
+
+    def session_delivered(self, job_id: str) -> None:
+        """The job's outcome reached the client on its session."""
+
+
+class JobStore(SessionStore, Protocol):
     max_attempts: int
 
     # --- submitting and reading
@@ -135,15 +148,6 @@ class JobStore(Protocol):
         """Queued: cancelled now. Running: flagged for the worker. Finished or unknown: said so."""
 
     def cancel_requested(self, job_id: str) -> bool: ...
-
-    # --- connection sessions (jobs submitted on a WebSocket, kept as long as the jobs are)
-    def add_session_job(self, session_id: str, job_id: str, owner: str | None) -> None:
-        """Record that `job_id` was submitted on `session_id` (a job stays with its first session)."""
-
-    def session_jobs(self, session_id: str) -> list[SessionJob]: ...
-
-    def session_delivered(self, job_id: str) -> None:
-        """The job's outcome reached the client on its session."""
 
     # --- workers
     def heartbeat(self, worker: WorkerInfo) -> None:

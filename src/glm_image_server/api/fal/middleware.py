@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 import uuid
 
-from .protocol import OWNER
+from .protocol import OWNER, PREFIXES
 
-FAL_PREFIXES = (f"/{OWNER}/".encode(), b"/queue/", b"/fal/")
+FAL_PREFIXES = tuple(prefix.encode() for prefix in PREFIXES)
 SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import error_response
+from ..dialect import detail_error
 from .protocol import OWNER
 from .uploads import INITIATE_PATH
 
@@ -62,7 +62,7 @@ class FalProxyRoutes:
             if scope["path"] == "/":  # the playground page
                 await self.app(scope, receive, send)
             else:
-                await error_response("fal", 400, "missing the x-fal-target-url header")(scope, receive, send)
+                await detail_error(400, "missing the x-fal-target-url header")(scope, receive, send)
             return
         routed = local_path(target.decode("latin-1"))
         if routed is None:
@@ -71,7 +71,7 @@ class FalProxyRoutes:
                 f"answers https://fal.run{FAL_PATH}..., https://queue.fal.run{FAL_PATH}... and fal's "
                 "storage upload paths"
             )
-            await error_response("fal", 400, message)(scope, receive, send)
+            await detail_error(400, message)(scope, receive, send)
             return
         path, query = routed
         scope = {

@@ -20,12 +20,10 @@ from pydantic import BaseModel, Field
 
 from ...core.request import InvalidRequest
 from ...media.storage import upload_key
-from ...media.uploads import UploadTooLarge, assemble_parts, keep_part, keep_upload_bytes
+from ...media.uploads import assemble_parts, keep_part, keep_upload_bytes
 from ...serving.admission import LowDisk
 from ...serving.services import Services
-from ..common import input_error, owner_of_request
-from ..jsonbody import StrictJsonRoute
-from . import translate
+from .serving import FalBytesRoute, FalRoute
 from .upload_urls import UPLOADS_PATH, UploadGrant, UploadSigner
 
 INITIATE_PATH = "/fal/storage/upload/initiate"
@@ -40,8 +38,8 @@ def max_parts(max_bytes: int) -> int:
 
 ACCEPTED_TYPES = "image/* (PNG, JPEG, WEBP, GIF, BMP or TIFF) or application/octet-stream"
 
-router = APIRouter(tags=["fal uploads"], route_class=StrictJsonRoute)
-bytes_router = APIRouter(tags=["fal uploads"])  # raw bodies: a part may come with no content type
+router = APIRouter(tags=["fal uploads"], route_class=FalRoute)
+bytes_router = APIRouter(tags=["fal uploads"], route_class=FalBytesRoute)
 
 
 class InitiateUpload(BaseModel):
@@ -67,13 +65,8 @@ def _services(request: Request) -> Services:
     return request.app.state.services
 
 
-def _invalid(exc: InvalidRequest) -> JSONResponse:
-    status = 413 if isinstance(exc, UploadTooLarge) else 422
-    return JSONResponse({"detail": translate.detail(input_error(exc))}, status)
-
-
 def _file_url(request: Request, grant: UploadGrant) -> str:
-    return _services(request).upload_url(upload_key(grant.image_uuid), str(request.base_url))
+    return _services(request).jobs.upload_url(upload_key(grant.image_uuid), str(request.base_url))
 
 
 def _check_disk(services: Services) -> None:
@@ -84,12 +77,11 @@ def _check_disk(services: Services) -> None:
 async def _initiate(request: Request, body: InitiateUpload, multipart: bool) -> JSONResponse:
     kind = body.content_type.split(";")[0].strip().lower()
     if not (kind.startswith("image/") or kind == "application/octet-stream"):
-        problem = InvalidRequest("content_type", f"{body.content_type!r} is not an image", ACCEPTED_TYPES)
-        return _invalid(problem)
+        raise InvalidRequest("content_type", f"{body.content_type!r} is not an image", ACCEPTED_TYPES)
     services = _services(request)
     _check_disk(services)
     signer: UploadSigner = request.app.state.upload_signer
-    token, grant = signer.sign(owner_of_request(request), multipart)
+    token, grant = signer.sign(getattr(request.state, "owner", None), multipart)
     base = (services.settings.public_url or str(request.base_url)).rstrip("/")
     target = UploadTarget(upload_url=f"{base}{UPLOADS_PATH}{token}", file_url=_file_url(request, grant))
     return JSONResponse(target.model_dump())
@@ -107,7 +99,7 @@ async def initiate_multipart(body: InitiateUpload, request: Request) -> JSONResp
 
 def _grant(request: Request, multipart: bool) -> UploadGrant | JSONResponse:
     """The grant the gate found in the URL (api/gate.py), if it is for this kind of upload."""
-    grant: UploadGrant | None = getattr(request.state, "upload", None)
+    grant: UploadGrant | None = getattr(request.state, "grant", None)
     if grant is None or grant.multipart != multipart:
         kind = "a multipart" if multipart else "a single-part"
         return JSONResponse({"detail": f"this upload URL is not for {kind} upload"}, 404)
@@ -134,10 +126,7 @@ def _too_big(size: int, limit: int) -> JSONResponse | None:
 
 async def _kept(request: Request, grant: UploadGrant, data: bytes) -> JSONResponse:
     services = _services(request)
-    try:
-        await services.call(_store, services, grant, data)
-    except InvalidRequest as exc:
-        return _invalid(exc)
+    await services.call(_store, services, grant, data)
     return JSONResponse({"file_url": _file_url(request, grant)})
 
 
@@ -164,7 +153,7 @@ async def put_part(token: str, part_number: int, request: Request) -> JSONRespon
     services = _services(request)
     most = max_parts(services.settings.fetch_max_bytes)
     if not 1 <= part_number <= most:
-        return _invalid(InvalidRequest("part_number", f"{part_number} is out of range", f"1 to {most}"))
+        raise InvalidRequest("part_number", f"{part_number} is out of range", f"1 to {most}")
     data = await request.body()
     if refused := _too_big(len(data), services.settings.fetch_max_bytes):
         return refused
@@ -180,15 +169,12 @@ async def complete(token: str, body: CompleteUpload, request: Request) -> JSONRe
         return grant
     numbers = [part.partNumber for part in body.parts]
     if numbers != sorted(set(numbers)):
-        return _invalid(InvalidRequest("parts", "are not in ascending order, once each", "1, 2, 3, ..."))
+        raise InvalidRequest("parts", "are not in ascending order, once each", "1, 2, 3, ...")
     services = _services(request)
     if refused := await _already_complete(services, grant):
         return refused
     parts = [(part.partNumber, part.etag) for part in body.parts]
-    try:
-        data = await services.call(
-            assemble_parts, services.storage, grant.image_uuid, parts, services.settings.fetch_max_bytes
-        )
-    except InvalidRequest as exc:
-        return _invalid(exc)
+    data = await services.call(
+        assemble_parts, services.storage, grant.image_uuid, parts, services.settings.fetch_max_bytes
+    )
     return await _kept(request, grant, data)

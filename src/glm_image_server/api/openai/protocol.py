@@ -21,6 +21,19 @@ from ...core.request import (
     MIN_GUIDANCE,
 )
 
+API = "openai"  # the `api` its jobs record
+PREFIX = "/v1/images/"
+# OpenAI's words for each status we answer with.
+TYPES = {401: "invalid_request_error", 429: "requests", 500: "server_error", 503: "server_error"}
+CODES = {
+    401: "invalid_api_key",
+    408: "timeout",
+    413: "payload_too_large",
+    429: "rate_limit_exceeded",
+    503: "service_unavailable",
+    507: "insufficient_storage",
+}
+
 
 class OpenAIError(Exception):
     """Rendered as OpenAI's envelope: `{"error": {message, type, param, code}}`."""
@@ -39,6 +52,16 @@ class OpenAIError(Exception):
     def response(self) -> JSONResponse:
         error = {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
         return JSONResponse({"error": error}, self.status)
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    """An error of the whole request in OpenAI's envelope."""
+    kind = TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    return OpenAIError(message, None, CODES.get(status), status, kind).response()
+
+
+def expired() -> OpenAIError:
+    return OpenAIError("The request expired before it finished.", None, None, 500, "server_error")
 
 
 def request_bodies() -> tuple[dict, dict]:
