@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from enum import Enum
 from typing import Any, TypeVar
 
 from fastapi.routing import APIRoute
@@ -20,14 +19,8 @@ from . import jsonbody
 T = TypeVar("T")
 
 
-class Gone(Enum):
-    """The client hung up before its answer was ready."""
-
-    GONE = "gone"
-
-
-GONE = Gone.GONE
-HUNG_UP = Response(status_code=499)  # nobody reads it; uvicorn needs a response all the same
+class HungUp(Exception):
+    """The client hung up before its answer was ready: answered 499 (nobody reads it)."""
 
 
 def client_of(connection: HTTPConnection) -> str:
@@ -40,16 +33,16 @@ def caller_of(connection: HTTPConnection, api: str) -> Caller:
     return Caller(api, getattr(connection.state, "owner", None), client_of(connection))
 
 
-async def unless_disconnected(connection: Request, work: Awaitable[T]) -> T | Gone:
-    """`work`'s result, or GONE once the client has hung up (the job goes on; only this wait stops, so
-    abandoned sync requests cost nothing)."""
+async def unless_disconnected(connection: Request, work: Awaitable[T]) -> T:
+    """`work`'s result; raises HungUp once the client has hung up (the job goes on; only this wait stops,
+    so abandoned sync requests cost nothing)."""
     task, watch = asyncio.ensure_future(work), asyncio.ensure_future(_hung_up(connection))
     done, _pending = await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         watch.cancel()
         return task.result()
     task.cancel()
-    return GONE
+    raise HungUp
 
 
 async def _hung_up(connection: Request) -> None:
@@ -57,8 +50,10 @@ async def _hung_up(connection: Request) -> None:
         pass
 
 
-def is_http_url(url: str | None) -> bool:
-    return url is None or url.startswith(("http://", "https://"))
+def openapi_body(media_type: str, schema: dict) -> dict:
+    """A route's request body for the OpenAPI document, when the route reads its body itself (to answer
+    every failure in its dialect's envelope)."""
+    return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
 
 
 ErrorHandler = Callable[[Request, Any], Response]
@@ -81,6 +76,8 @@ def route_class(errors: Mapping[type[Exception], ErrorHandler], strict_json: boo
                     return await handler(request)
                 except kinds as exc:
                     return next(errors[kind] for kind in kinds if isinstance(exc, kind))(request, exc)
+                except HungUp:
+                    return Response(status_code=499)
 
             return route
 

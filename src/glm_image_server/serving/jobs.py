@@ -86,34 +86,21 @@ def failure(job: Job) -> JobError:
 
 def overdue(job: Job | None, now: float) -> bool:
     """Queued past its start deadline: the next read or claim fails it."""
-    return (
-        job is not None
-        and job.status == JobStatus.QUEUED
-        and job.start_by is not None
-        and job.start_by <= now
-    )
+    start_by = job.start_by if job is not None and job.status == JobStatus.QUEUED else None
+    return start_by is not None and start_by <= now
 
 
+@dataclass
 class JobService:
-    def __init__(
-        self,
-        settings: Settings,
-        store: JobStore,
-        storage: Storage,
-        changes: ChangeFeed,
-        snapshots: SnapshotCache,
-        admission: Admission,
-        destinations: UrlGuard,
-        own_files: OwnFiles,
-    ) -> None:
-        self.settings, self.store, self.storage, self.admission = settings, store, storage, admission
-        self.changes, self.snapshots, self.destinations, self.own_files = (
-            changes,
-            snapshots,
-            destinations,
-            own_files,
-        )
-        self.wake: Callable[[], None] = lambda: None  # a worker in this process, when there is one
+    settings: Settings
+    store: JobStore
+    storage: Storage
+    changes: ChangeFeed
+    snapshots: SnapshotCache
+    admission: Admission
+    destinations: UrlGuard  # where webhooks and upload PUTs may go (checked at submission and per call)
+    own_files: OwnFiles  # our own result and upload URLs given back as inputs: read from storage
+    wake: Callable[[], None] = lambda: None  # a worker in this process, when there is one
 
     @staticmethod
     async def call(fn: Callable[..., T], *args: Any) -> T:
@@ -206,10 +193,6 @@ class JobService:
     async def get(self, caller: Caller, job_id: str) -> Job | None:
         return await self.call(self.read, caller, job_id)
 
-    async def position(self, job_id: str) -> int:
-        """How many queued jobs are ahead of this one, read now (not cached: a new submission's answer)."""
-        return await self.call(self.store.queue_position, job_id)
-
     def _on_time(self, job: Job | None) -> Job | None:
         """The start-deadline rule for readers: a job queued past its `start_by` fails before anyone sees
         it wait on (a worker's next claim would fail it too)."""
@@ -234,18 +217,14 @@ class JobService:
     async def snapshot(
         self, caller: Caller, job_id: str, logs: bool = False, progress: bool = False, fresh: bool = False
     ) -> Snapshot:
-        """The job now, from the snapshot cache when it has not changed since (status polling costs no
-        query; one read serves every caller that missed meanwhile), or `fresh` from the store."""
-        if fresh:
-            found = await self.call(self._snapshot, job_id, logs, progress)
-            return found if found is not None and caller.own(found.job) else Snapshot(None)
-        key = (job_id, logs, progress)
-        found = await self.snapshots.load(key, lambda: self.call(self._snapshot, job_id, logs, progress))
+        """The job now: `fresh` from the store, else from the snapshot cache while it has not changed
+        (status polling costs no query; one read serves every caller that missed meanwhile)."""
+        key, read = (job_id, logs, progress), lambda: self.call(self._snapshot, job_id, logs, progress)
+        found = await (read() if fresh else self.snapshots.load(key, read))
         if found is not None and overdue(found.job, time.time()):  # cached before its deadline passed
             self.snapshots.invalidate(job_id)
-            found = await self.snapshots.load(key, lambda: self.call(self._snapshot, job_id, logs, progress))
-        job = caller.own(found.job) if found is not None else None
-        return found if job is not None else Snapshot(None)  # type: ignore[return-value]
+            found = await read()
+        return found if found is not None and caller.own(found.job) else Snapshot(None)
 
     async def watch(
         self,
@@ -297,12 +276,8 @@ class JobService:
             return [RenderedImage(im, base64=base64.b64encode(read(im.key)).decode()) for im in images]
         return [RenderedImage(im, url=self.file_url(job, im.key)) for im in images]
 
-    async def arender(
-        self, job: Job, inline: bool, images: Sequence[StoredImage] | None = None
-    ) -> list[RenderedImage]:
-        return (
-            await self.call(self.render, job, inline, images) if inline else self.render(job, inline, images)
-        )
+    async def arender(self, job: Job, inline: bool) -> list[RenderedImage]:
+        return await self.call(self.render, job, inline) if inline else self.render(job, inline)
 
     def file_url(self, job: Job, key: str) -> str:
         """Where a client downloads a job's file; a presigned URL (S3) lives as long as the job does."""

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 
+from fastapi import HTTPException
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -21,7 +22,7 @@ from ...delivery.sender import Outgoing, Renderer
 from ...media.uploads import UploadTooLarge
 from ...serving.jobs import Snapshot, failure
 from ...serving.services import Services
-from ..common import GONE, HUNG_UP, caller_of, is_http_url, route_class, unless_disconnected
+from ..common import caller_of, route_class, unless_disconnected
 from . import headers, translate
 from .protocol import ALIAS, API, OWNER, FalOptions, QueueSubmitted, TextToImageInput
 
@@ -65,19 +66,17 @@ class FalServing:
     async def run(self, app: str, body: TextToImageInput) -> Response:
         job = await self._submit(app, body, None)
         finished = await unless_disconnected(self.request, self.jobs.finished(self.caller, job.id))
-        if finished is GONE:
-            return HUNG_UP
         if finished is None:
-            return JSONResponse({"detail": "the request expired before it finished"}, 410)
+            raise HTTPException(410, "the request expired before it finished")
         return await self._result(finished)
 
     async def queue(self, app: str, body: TextToImageInput, webhook: str | None) -> Response:
-        problem = "must be an http(s) URL" if not is_http_url(webhook) else None
-        if problem := problem or await self.jobs.refused_destination(webhook):
+        bad = webhook is not None and not webhook.startswith(("http://", "https://"))
+        if problem := "must be an http(s) URL" if bad else await self.jobs.refused_destination(webhook):
             detail = [{"loc": ["query", "fal_webhook"], "msg": problem, "type": "value_error"}]
             return JSONResponse({"detail": detail}, 422)
         job = await self._submit(app, body, webhook)
-        position = await self.jobs.position(job.id)
+        position = (await self.jobs.snapshot(self.caller, job.id, progress=True, fresh=True)).position
         urls = self._urls(job.id)
         return JSONResponse(
             QueueSubmitted(
@@ -104,7 +103,7 @@ class FalServing:
         self.request.state.request_id = request_id
         snapshot = await self.jobs.snapshot(self.caller, request_id, logs, progress=True)
         if snapshot.job is None:
-            return JSONResponse(NOT_FOUND, 404)
+            raise HTTPException(404, NOT_FOUND["detail"])
         return JSONResponse(self._status(snapshot, previews), 200 if snapshot.job.status.finished else 202)
 
     async def stream(self, request_id: str, logs: bool, previews: bool) -> Response:
@@ -120,7 +119,7 @@ class FalServing:
         first = await anext(snapshots)
         if first.job is None:
             await snapshots.aclose()
-            return JSONResponse(NOT_FOUND, 404)
+            raise HTTPException(404, NOT_FOUND["detail"])
 
         async def events() -> AsyncIterator[str]:
             nonlocal quiet_since
@@ -153,9 +152,9 @@ class FalServing:
         self.request.state.request_id = request_id
         job = await self.jobs.get(self.caller, request_id)
         if job is None:
-            return JSONResponse(NOT_FOUND, 404)
+            raise HTTPException(404, NOT_FOUND["detail"])
         if not job.status.finished:
-            return JSONResponse({"detail": "request is still in progress"}, 400)
+            raise HTTPException(400, "request is still in progress")
         return await self._result(job)
 
     async def _result(self, job: Job) -> Response:

@@ -64,23 +64,6 @@ def expired() -> OpenAIError:
     return OpenAIError("The request expired before it finished.", None, None, 500, "server_error")
 
 
-def request_bodies() -> tuple[dict, dict]:
-    """The generations (JSON) and edits (multipart) bodies for the OpenAPI document: the routes read
-    their bodies themselves, to answer every failure in OpenAI's envelope."""
-    fields = ImageParams.model_json_schema()
-    edit = {
-        **fields,
-        "properties": {
-            **fields["properties"],
-            "image": {"type": "array", "items": {"type": "string", "format": "binary"}},
-        },
-    }
-    edit["required"] = [*fields.get("required", []), "image"]
-    generations = {"requestBody": {"required": True, "content": {"application/json": {"schema": fields}}}}
-    edits = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": edit}}}}
-    return generations, edits
-
-
 class ImageParams(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -101,6 +84,14 @@ class ImageParams(BaseModel):
     # make this many candidates (seeds seed..seed+N-1) to return the n best by it.
     text_check: bool = False
     text_check_candidates: int = Field(default=1, ge=1, le=MAX_CANDIDATES)
+
+
+def edit_schema() -> dict:
+    """The edits form's fields in the OpenAPI document: the parameters, and 1-4 `image` files."""
+    fields = ImageParams.model_json_schema()
+    image = {"type": "array", "items": {"type": "string", "format": "binary"}}
+    required = [*fields.get("required", []), "image"]
+    return {**fields, "properties": {**fields["properties"], "image": image}, "required": required}
 
 
 class OpenAIOptions(BaseModel):

@@ -10,12 +10,13 @@ from starlette.datastructures import UploadFile
 
 from ...core.request import MAX_REFERENCES
 from .. import jsonbody
-from ..common import route_class
+from ..common import openapi_body, route_class
 from . import translate
-from .protocol import OpenAIError, request_bodies
+from .protocol import ImageParams, OpenAIError, edit_schema
 from .serving import OpenAIServing
 
-GENERATIONS_BODY, EDITS_BODY = request_bodies()
+GENERATIONS_BODY = openapi_body("application/json", ImageParams.model_json_schema())
+EDITS_BODY = openapi_body("multipart/form-data", edit_schema())
 ERRORS = {OpenAIError: lambda request, exc: exc.response()}
 router = APIRouter(tags=["openai"], route_class=route_class(ERRORS, strict_json=False))
 

@@ -16,7 +16,7 @@ from ...core.job import Job, JobStatus
 from ...core.request import InvalidRequest
 from ...media.uploads import keep_upload_bytes
 from ...serving.jobs import failure
-from ..common import GONE, HUNG_UP, caller_of, unless_disconnected
+from ..common import caller_of, unless_disconnected
 from . import translate
 from .protocol import API, ImageParams, OpenAIError, OpenAIOptions, expired
 
@@ -42,8 +42,6 @@ class OpenAIServing:
                 events, media_type="text/event-stream", headers={"cache-control": "no-cache"}
             )
         finished = await unless_disconnected(self.request, self.jobs.finished(self.caller, job.id))
-        if finished is GONE:
-            return HUNG_UP
         if finished is None:
             raise expired()
         if finished.status != JobStatus.SUCCEEDED:

@@ -152,25 +152,12 @@ class RunwareOptions(BaseModel):
 
 
 TASK_TYPES = ["authentication", "ping", "imageInference", "getResponse", "imageUpload"]
-# The REST body in the OpenAPI document (the route reads it itself, to answer each task in Runware's way).
-REST_OPENAPI = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["taskType"],
-                        "properties": {
-                            "taskType": {"type": "string", "enum": TASK_TYPES},
-                            "taskUUID": {"type": "string", "format": "uuid"},
-                        },
-                        "additionalProperties": True,
-                    },
-                }
-            }
-        },
-    }
+TASK = {  # a task in the OpenAPI document (the route reads its body itself, to answer each task)
+    "type": "object",
+    "required": ["taskType"],
+    "properties": {
+        "taskType": {"type": "string", "enum": TASK_TYPES},
+        "taskUUID": {"type": "string", "format": "uuid"},
+    },
+    "additionalProperties": True,
 }

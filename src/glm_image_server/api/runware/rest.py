@@ -7,30 +7,30 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..auth import presented_key
-from ..common import GONE, HUNG_UP, client_of, route_class, unless_disconnected
+from ..common import openapi_body, route_class, unless_disconnected
 from ..errors import retry_after
-from .protocol import REST_OPENAPI, TaskError
+from .protocol import TASK, TaskError
 from .serving import Tasks, parse, tasks_of
 
 ERRORS = {TaskError: lambda request, exc: JSONResponse({"errors": [exc.item()]}, exc.status)}
 router = APIRouter(tags=["runware"], route_class=route_class(ERRORS, strict_json=False))
 
 
-@router.post("/v1", summary="Runware tasks (REST)", openapi_extra=REST_OPENAPI)
+@router.post(
+    "/v1",
+    summary="Runware tasks (REST)",
+    openapi_extra=openapi_body("application/json", {"type": "array", "items": TASK}),
+)
 @router.post("/v1/", include_in_schema=False)
 async def rest(request: Request) -> Response:
-    state = request.app.state
-    runner = Tasks(state.services, str(request.base_url), client_of(request), state.auth_failures)
+    runner = Tasks(request, str(request.base_url))
     if getattr(request.state, "authenticated", False):
         runner.accept_key(presented_key(request.headers.get("authorization", "")))
-    tasks = tasks_of(await parse(await request.body()), state.services.settings.max_tasks_per_message)
+    tasks = tasks_of(await parse(await request.body()), runner.services.settings.max_tasks_per_message)
     data, errors, status, wait_s = [], [], 200, 0.0
     for task in tasks:
         try:
-            items = await unless_disconnected(request, runner.run_safely(task))
-            if items is GONE:
-                return HUNG_UP
-            data += items
+            data += await unless_disconnected(request, runner.run_safely(task))
         except TaskError as exc:
             errors.append(exc.item())
             status = exc.status if status == 200 else status

@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
+from starlette.requests import HTTPConnection
 
 from ...core.job import Job, JobStatus
 from ...core.request import STORED, InvalidRequest
@@ -27,11 +28,12 @@ from ...delivery.sender import Outgoing, Renderer
 from ...media.fetch import decode_data_uri
 from ...media.storage import upload_key
 from ...media.uploads import keep_upload_bytes, upload_locator
-from ...serving.admission import Refused, TokenBuckets
+from ...serving.admission import Refused
 from ...serving.jobs import Caller
 from ...serving.services import Services
 from .. import jsonbody
 from ..auth import key_ok, owner_of
+from ..common import client_of
 from ..errors import refused_status
 from . import translate
 from .protocol import API, CODES, MODEL, ImageInference, RunwareOptions, TaskError
@@ -80,17 +82,12 @@ class Tasks:
     """Runs tasks for one REST call or one WebSocket connection (`sessions`: it has a connection
     session, and its sync inferences are recorded with it)."""
 
-    def __init__(
-        self,
-        services: Services,
-        base_url: str,
-        client: str,
-        auth_failures: TokenBuckets,
-        sessions: bool = False,
-    ) -> None:
-        self.services, self.jobs, self.base_url = services, services.jobs, base_url
-        self.caller, self.auth_failures, self.sessions = Caller(API, None, client), auth_failures, sessions
-        self.authenticated = not services.settings.api_keys
+    def __init__(self, connection: HTTPConnection, base_url: str, sessions: bool = False) -> None:
+        self.services: Services = connection.app.state.services
+        self.jobs, self.base_url, self.sessions = self.services.jobs, base_url, sessions
+        self.caller = Caller(API, None, client_of(connection))  # its key: an authentication, or the header's
+        self.auth_failures = connection.app.state.auth_failures
+        self.authenticated = not self.services.settings.api_keys
         self.session: str | None = None
         self.missed: list[str] = []  # a resumed session's jobs whose results the client has not had
 

@@ -12,7 +12,6 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from ...core.job import Job
-from ..common import client_of
 from . import translate
 from .protocol import TaskError
 from .serving import Tasks, parse, tasks_of
@@ -112,12 +111,10 @@ class Connection:
 @router.websocket("/v1")
 async def websocket(socket: WebSocket) -> None:
     await socket.accept()
-    state = socket.app.state
     base_url = str(socket.base_url).replace("ws://", "http://", 1).replace("wss://", "https://", 1)
-    tasks = Tasks(state.services, base_url, client_of(socket), state.auth_failures, sessions=True)
-    connection = Connection(socket, tasks)
+    connection = Connection(socket, Tasks(socket, base_url, sessions=True))
     try:
-        await connection.serve(state.services.settings.max_tasks_per_message)
+        await connection.serve(connection.tasks.services.settings.max_tasks_per_message)
     except WebSocketDisconnect:
         pass
     finally:
