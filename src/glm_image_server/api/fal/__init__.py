@@ -9,9 +9,8 @@ from starlette.types import Scope
 from ...config import Settings
 from ..dialect import Dialect, SignedUrls
 from . import playground, routes, uploads
-from .middleware import FalRequestIdAndQueueHost
+from .middleware import FalMiddleware
 from .protocol import API, PREFIXES
-from .proxy import FalProxyRoutes
 from .serving import deliveries
 from .translate import FIELDS
 from .upload_urls import UPLOADS_PATH, UploadGrant, UploadSigner
@@ -25,13 +24,11 @@ FAL_KEY = {
 
 
 def _setup(app: FastAPI, settings: Settings) -> None:
-    """The upload signer, the playground's files, and fal's middlewares outside the gate: request ids and
-    queue hosts (its answers carry the request id too), and outside both the proxy convention (they see
-    the proxied request's own path)."""
+    """The upload signer, the playground's files, and fal's middleware outside the gate (its answers carry
+    the request id too, and it routes a proxied request before the gate sees its path)."""
     app.state.upload_signer = UploadSigner(settings.api_keys, settings.data_dir)
     app.mount("/web", playground.static_files(), name="web")
-    app.add_middleware(FalRequestIdAndQueueHost)
-    app.add_middleware(FalProxyRoutes)
+    app.add_middleware(FalMiddleware)
 
 
 def _upload_grant(scope: Scope) -> UploadGrant | None:
