@@ -92,6 +92,8 @@ def overdue(job: Job | None, now: float) -> bool:
 
 @dataclass
 class JobService:
+    """One per API process (`Services.jobs`), for every dialect; each call names its `Caller`."""
+
     settings: Settings
     store: JobStore
     storage: Storage
