@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from fastapi.routing import APIRoute
 from starlette.requests import HTTPConnection, Request
@@ -48,6 +48,17 @@ async def unless_disconnected(connection: Request, work: Awaitable[T]) -> T:
 async def _hung_up(connection: Request) -> None:
     while (await connection.receive())["type"] != "http.disconnect":
         pass
+
+
+class DialectServing:
+    """The base of a dialect's serving class: one request, and the job service as its caller (`api`: the
+    dialect's name)."""
+
+    api: ClassVar[str]
+
+    def __init__(self, request: Request) -> None:
+        self.request, self.services = request, request.app.state.services
+        self.jobs, self.caller = self.services.jobs, caller_of(request, self.api)
 
 
 def openapi_body(media_type: str, schema: dict) -> dict:

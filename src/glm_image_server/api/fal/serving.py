@@ -22,7 +22,7 @@ from ...delivery.sender import Outgoing, Renderer
 from ...media.uploads import UploadTooLarge
 from ...serving.jobs import Snapshot, failure
 from ...serving.services import Services
-from ..common import caller_of, route_class, unless_disconnected
+from ..common import DialectServing, route_class, unless_disconnected
 from . import headers, translate
 from .protocol import ALIAS, API, OWNER, FalOptions, QueueSubmitted, TextToImageInput
 
@@ -56,12 +56,10 @@ FalRoute = route_class(ERRORS)
 FalBytesRoute = route_class(ERRORS, strict_json=False)  # raw bodies: a part may come with no content type
 
 
-class FalServing:
+class FalServing(DialectServing):
     """One request's view of fal's jobs: those of its key."""
 
-    def __init__(self, request: Request) -> None:
-        self.request, self.services = request, request.app.state.services
-        self.jobs, self.caller = self.services.jobs, caller_of(request, API)
+    api = API
 
     async def run(self, app: str, body: TextToImageInput) -> Response:
         job = await self._submit(app, body, None)

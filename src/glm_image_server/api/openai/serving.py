@@ -10,23 +10,20 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
 
 from ...core.job import Job, JobStatus
 from ...core.request import InvalidRequest
 from ...media.uploads import keep_upload_bytes
 from ...serving.jobs import failure
-from ..common import caller_of, unless_disconnected
+from ..common import DialectServing, unless_disconnected
 from . import translate
 from .protocol import API, ImageParams, OpenAIError, OpenAIOptions, expired
 
 
-class OpenAIServing:
+class OpenAIServing(DialectServing):
     """One request's view of OpenAI's jobs: those of its key."""
 
-    def __init__(self, request: Request) -> None:
-        self.request, self.services = request, request.app.state.services
-        self.jobs, self.caller = self.services.jobs, caller_of(request, API)
+    api = API
 
     async def generate(self, app: str, parsed: ImageParams, references: list[tuple[Any, str]]) -> Response:
         """`references`: (decoded image, `stored:` locator) per uploaded image (keep_upload)."""
