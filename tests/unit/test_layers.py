@@ -86,6 +86,16 @@ def test_no_dialect_imports_another(dialect: str) -> None:
         assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
 
 
+def test_shared_api_modules_name_no_dialect() -> None:
+    """app, gate, errors, openapi, common...: the dialects are composed through api/dialect.py only."""
+    packages = {path.parent.name for path in (PACKAGE / "api").glob("*/__init__.py")}
+    assert set(DIALECTS) <= packages
+    dialects = tuple(f"glm_image_server.api.{name}" for name in packages)
+    for path in sorted((PACKAGE / "api").glob("*.py")):
+        bad = {name for name in _imports(path) if name.startswith(dialects)}
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {bad}"
+
+
 def test_the_api_process_modules_do_not_import_torch_at_module_level() -> None:
     api_side = [
         *_modules("api"),

@@ -16,8 +16,8 @@ from glm_image_server.core.job import JobStatus
 from glm_image_server.core.results import JobResult, StoredImage
 from glm_image_server.media.s3 import S3Storage, parse_s3_url
 from glm_image_server.media.storage import PRESIGN_MAX_S, open_storage
+from glm_image_server.serving.jobs import JobService
 from glm_image_server.serving.retention import RetentionSweeper
-from glm_image_server.serving.services import Services
 
 
 @pytest.fixture
@@ -78,12 +78,12 @@ def test_result_urls_expire_with_the_jobs_ttl_or_the_retention(storage, tmp_path
     services = SimpleNamespace(settings=Settings(data_dir=tmp_path, result_retention_s=7200), storage=storage)
     now = time.time()
     with_ttl = make_job(ttl_s=600).model_copy(update={"finished_at": now - 100})
-    assert 495 <= expiry(Services.file_url(services, with_ttl, "k.png")) <= 500  # what is left of it
+    assert 495 <= expiry(JobService.file_url(services, with_ttl, "k.png")) <= 500  # what is left of it
     plain = make_job().model_copy(update={"finished_at": now})
-    assert 7195 <= expiry(Services.file_url(services, plain, "k.png")) <= 7200
-    assert 7195 <= expiry(Services.upload_url(services, "upload-x.png", "http://base/")) <= 7200
+    assert 7195 <= expiry(JobService.file_url(services, plain, "k.png")) <= 7200
+    assert 7195 <= expiry(JobService.upload_url(services, "upload-x.png", "http://base/")) <= 7200
     gone = make_job(ttl_s=1).model_copy(update={"finished_at": now - 100})
-    assert expiry(Services.file_url(services, gone, "k.png")) == 1
+    assert expiry(JobService.file_url(services, gone, "k.png")) == 1
 
 
 def test_old_uploads_are_deleted_and_outputs_kept(storage):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from glm_image_server.api.common import RenderedImage
+from glm_image_server.api.dialect import discover
 from glm_image_server.api.fal import translate as fal
 from glm_image_server.api.fal.protocol import ImageSize, ImageToImageInput, TextToImageInput
 from glm_image_server.api.openai import translate as openai
@@ -25,6 +26,7 @@ from glm_image_server.core.request import (
     size_like,
 )
 from glm_image_server.core.results import JobResult, SpanCheck, StoredImage, TextCheck
+from glm_image_server.serving.jobs import RenderedImage
 
 
 def stored(i: int, seed: int) -> StoredImage:
@@ -685,3 +687,10 @@ def test_openai_text_check_fields():
     assert data[1]["text_check"]["seed"] == 41 and data[1]["text_check"]["score"] == 0.9375
     plain = openai.response(make_job(), rendered(make_job(), inline=True)).model_dump(exclude_none=True)
     assert "text_check" not in plain["data"][0]
+
+
+@pytest.mark.parametrize("dialect", discover(), ids=lambda dialect: dialect.name)
+def test_each_dialects_field_table_maps_core_fields(dialect):
+    """One table per dialect, core field -> wire name: it builds the request and names fields in errors."""
+    core = {field.name for field in dataclasses.fields(GenerationRequest)} | {"text_check_candidates"}
+    assert dialect.fields and set(dialect.fields) <= core

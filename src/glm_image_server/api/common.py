@@ -1,72 +1,26 @@
-"""What every dialect does the same way: create and submit a job, wait for it, read, cancel and render
-only its own jobs, and read image files off the event loop. A dialect adds its wire models and its
-translation; nothing here knows any dialect's formats.
-"""
+"""What every dialect's request handling shares: who the caller is (its dialect, key and address, for the
+job service), waiting on work only while the client is still there, and a route class that parses JSON
+bodies strictly and answers validation errors (and the dialect's other errors) in the dialect's own words:
+no app-wide handler speaks for one dialect. Nothing here knows any dialect's formats."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import time
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
-from enum import Enum
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel
+from fastapi.routing import APIRoute
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from ..core.job import Job, JobError, JobStatus
-from ..core.request import GenerationRequest, InvalidRequest, OutputSpec
-from ..core.results import StoredImage
-from ..media.fetch import BlockedUrl
-from ..serving.services import Services
-from ..store.contract import CancelOutcome, JobStore
+from ..serving.jobs import Caller
+from . import jsonbody
 
-M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
 
-class Gone(Enum):
-    """The client hung up before its answer was ready."""
-
-    GONE = "gone"
-
-
-GONE = Gone.GONE
-HUNG_UP = Response(status_code=499)  # nobody reads it; uvicorn needs a response all the same
-FAILED = JobError(kind="internal", message="failed")
-
-
-@dataclass(frozen=True)
-class RenderedImage:
-    """A stored image as a client gets it: a URL on this server, or its bytes inline (base64)."""
-
-    image: StoredImage
-    url: str | None = None
-    base64: str | None = None
-
-    @property
-    def data_uri(self) -> str:
-        return f"data:{self.image.content_type};base64,{self.base64}"
-
-
-def input_error(exc: InvalidRequest) -> JobError:
-    return JobError(kind="input", message=exc.explanation, field=exc.field)
-
-
-def job_error(job: Job) -> JobError:
-    return job.error or FAILED
-
-
-def on_time(store: JobStore, job: Job | None) -> Job | None:
-    """The job as it stands, after failing it if it is queued past its start deadline (a worker's next
-    claim would fail it too; a reader should not see it wait on). Blocking: call off the event loop."""
-    if job is None or job.status != JobStatus.QUEUED or job.start_by is None or job.start_by > time.time():
-        return job
-    store.expire_start_deadlines(time.time())
-    return store.get(job.id)
+class HungUp(Exception):
+    """The client hung up before its answer was ready: answered 499 (nobody reads it)."""
 
 
 def client_of(connection: HTTPConnection) -> str:
@@ -74,21 +28,21 @@ def client_of(connection: HTTPConnection) -> str:
     return connection.client.host if connection.client else "unknown"
 
 
-def owner_of_request(connection: HTTPConnection) -> str | None:
-    """The submitting key's hash, as the gate (api/gate.py) found it."""
-    return getattr(connection.state, "owner", None)
+def caller_of(connection: HTTPConnection, api: str) -> Caller:
+    """The dialect `api`'s caller: the key's owner hash as the gate (api/gate.py) found it."""
+    return Caller(api, getattr(connection.state, "owner", None), client_of(connection))
 
 
-async def unless_disconnected(connection: Request, work: Awaitable[T]) -> T | Gone:
-    """`work`'s result, or GONE once the client has hung up (the job goes on; only this wait stops, so
-    abandoned sync requests cost nothing)."""
+async def unless_disconnected(connection: Request, work: Awaitable[T]) -> T:
+    """`work`'s result; raises HungUp once the client has hung up (the job goes on; only this wait stops,
+    so abandoned sync requests cost nothing)."""
     task, watch = asyncio.ensure_future(work), asyncio.ensure_future(_hung_up(connection))
     done, _pending = await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         watch.cancel()
         return task.result()
     task.cancel()
-    return GONE
+    raise HungUp
 
 
 async def _hung_up(connection: Request) -> None:
@@ -96,95 +50,46 @@ async def _hung_up(connection: Request) -> None:
         pass
 
 
-def is_http_url(url: str | None) -> bool:
-    return url is None or url.startswith(("http://", "https://"))
+class DialectServing:
+    """The base of a dialect's serving class: one request, and the job service as its caller (`api`: the
+    dialect's name)."""
+
+    api: ClassVar[str]
+
+    def __init__(self, request: Request) -> None:
+        self.request, self.services = request, request.app.state.services
+        self.jobs, self.caller = self.services.jobs, caller_of(request, self.api)
 
 
-class DialectService:
-    """One dialect's view of the job store for one caller: it sees only the jobs that dialect created
-    (`api` on the job) with the caller's key (`owner`, None on a server without keys). Every lookup of a
-    job by id goes through `own`, so another dialect's or another key's job answers as if it did not
-    exist."""
+def openapi_body(media_type: str, schema: dict) -> dict:
+    """A route's request body for the OpenAPI document, when the route reads its body itself (to answer
+    every failure in its dialect's envelope)."""
+    return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
 
-    api: str = ""
 
-    def __init__(self, services: Services, owner: str | None = None) -> None:
-        self.services, self.owner = services, owner
+ErrorHandler = Callable[[Request, Any], Response]
 
-    def new_job(
-        self,
-        app: str,
-        request: GenerationRequest,
-        output: OutputSpec,
-        base_url: str,
-        options: BaseModel | None = None,
-        **fields: Any,
-    ) -> Job:
-        dumped = options.model_dump(mode="json") if options is not None else {}
-        fields = {"owner": self.owner, **fields}
-        return self.services.new_job(self.api, app, request, output, base_url, options=dumped, **fields)
 
-    async def submit(self, job: Job, client: str = "") -> bool:
-        """Durable when it returns. False: a job with that id exists already (it is not replaced).
-        Raises `admission.Refused` when the server takes no new work now."""
-        return await self.services.enqueue(job, client)
+def route_class(errors: Mapping[type[Exception], ErrorHandler], strict_json: bool = True) -> type[APIRoute]:
+    """A dialect's route class: the exceptions in `errors` (its validation errors first) answered by their
+    handlers, in the dialect's words; with `strict_json`, a JSON body is parsed strictly first
+    (jsonbody.py), and one that is not strict JSON is a RequestValidationError."""
+    kinds = tuple(errors)
 
-    async def refused_destination(self, url: str | None) -> str | None:
-        """Why a webhook or upload URL will never be called (the same guard as at send time), or None."""
-        if url is None:
-            return None
-        try:
-            await self.services.destinations.acheck(url)
-        except BlockedUrl as exc:
-            return f"refused: {exc}"
-        return None
+    class DialectRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
 
-    async def own_files(self, references: tuple[str, ...], base_url: str) -> tuple[str, ...]:
-        """References to this server's own files (results, uploads) as `stored:` locators, read from
-        storage instead of fetched; the rest as given. Raises InvalidRequest (`references[i]`) for one of
-        ours that is gone or malformed."""
-        if not references:
-            return references
-        return await self.services.call(self.services.own_files.locators, references, base_url)
+            async def route(request: Request) -> Response:
+                try:
+                    if strict_json:
+                        await jsonbody.parse_body(request)
+                    return await handler(request)
+                except kinds as exc:
+                    return next(errors[kind] for kind in kinds if isinstance(exc, kind))(request, exc)
+                except HungUp:
+                    return Response(status_code=499)
 
-    def own(self, job: Job | None) -> Job | None:
-        """`job` when this caller may see it, else None."""
-        return job if job is not None and job.api == self.api and job.owner == self.owner else None
+            return route
 
-    async def get(self, job_id: str) -> Job | None:
-        store = self.services.store
-        return self.own(await self.services.call(lambda: on_time(store, store.get(job_id))))
-
-    async def wait(self, job_id: str) -> Job | None:
-        """The job once finished; None when it is not this dialect's or vanished (expired)."""
-        return self.own(await self.services.wait_finished(job_id))
-
-    async def cancel(self, job_id: str) -> CancelOutcome:
-        if await self.get(job_id) is None:
-            return "missing"
-        outcome = await self.services.call(self.services.store.request_cancel, job_id)
-        self.services.changes.notify(job_id)
-        return outcome
-
-    @staticmethod
-    def options(job: Job, model: type[M]) -> M:
-        """The dialect's typed options stored with the job."""
-        return model.model_validate(job.options)
-
-    def render_images(self, job: Job, inline: bool) -> list[RenderedImage]:
-        """Blocking when inline (reads the files): call through `render_images_async` from handlers."""
-        assert job.result is not None
-        return self.render_stored(job, job.result.images, inline)
-
-    def render_stored(self, job: Job, images: Sequence[StoredImage], inline: bool) -> list[RenderedImage]:
-        """Some of the job's stored images (also those a running job finished already); blocking when
-        inline."""
-        read = self.services.storage.read
-        if inline:
-            return [RenderedImage(im, base64=base64.b64encode(read(im.key)).decode()) for im in images]
-        return [RenderedImage(im, url=self.services.file_url(job, im.key)) for im in images]
-
-    async def render_images_async(self, job: Job, inline: bool) -> list[RenderedImage]:
-        if not inline:
-            return self.render_images(job, inline)
-        return await self.services.call(self.render_images, job, inline)
+    return DialectRoute

@@ -1,5 +1,5 @@
 """The first thing every HTTP request meets: the API key (checked before a byte of the body is read; for
-fal's upload PUTs the signed URL stands for it: api/fal/upload_urls.py), failed-key throttling per client
+a dialect's signed URLs, such as upload URLs, the URL stands for it), failed-key throttling per client
 address, and the body — refused from its Content-Length when too big,
 else read within a size cap and a deadline, so a slow or huge body never reaches a route. Errors come
 in the format of the dialect whose path was asked (api/errors.py).
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,20 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..config import Settings
 from ..serving.admission import TokenBuckets
 from .auth import key_ok, owner_of, presented_key
-from .errors import Dialect, dialect_of, error_response
-from .fal.upload_urls import UPLOADS_PATH, UploadSigner
+from .dialect import Dialect, SignedUrls, dialect_of
+from .errors import error_response
 
 log = logging.getLogger("glm_image_server")
 BODY_METHODS = ("POST", "PUT", "PATCH")
-KEY_SCHEMES: dict[Dialect, tuple[str, ...]] = {
-    "fal": ("key", "bearer"),
-    "openai": ("bearer",),
-    "runware": ("bearer",),
-}
-WRONG_KEY = {
-    "fal": "missing or invalid API key: send 'Authorization: Key <key>' or 'Bearer <key>'",
-    "openai": "Incorrect API key provided.",
-}
 
 
 class _BodyError(Exception):
@@ -38,33 +30,33 @@ class _BodyError(Exception):
 
 
 def failed_key_buckets(settings: Settings) -> TokenBuckets:
-    """Wrong keys per client address (shared with Runware, whose keys may come inside the body)."""
+    """Wrong keys per client address (shared with dialects whose keys may come inside the body)."""
     per_minute = settings.auth_failures_per_minute
     return TokenBuckets(per_minute / 60, per_minute)
 
 
 class Gate:
     def __init__(
-        self, app: ASGIApp, settings: Settings, auth_failures: TokenBuckets, uploads: UploadSigner
+        self, app: ASGIApp, settings: Settings, auth_failures: TokenBuckets, dialects: Sequence[Dialect]
     ) -> None:
-        self.app, self.settings, self.auth_failures, self.uploads = app, settings, auth_failures, uploads
+        self.app, self.settings, self.auth_failures, self.dialects = app, settings, auth_failures, dialects
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        dialect = dialect_of(scope["path"])
+        dialect = dialect_of(self.dialects, scope["path"])
         client = (scope.get("client") or ("unknown", 0))[0]
         headers = dict(scope["headers"])
-        state = scope.setdefault("state", {})
-        if scope["path"].startswith(UPLOADS_PATH):
-            valid, refusal = self._upload_url(scope["path"], state, client)
+        signed = dialect.signed if dialect is not None else None
+        if signed is not None and scope["path"].startswith(signed.prefix):
+            valid, refusal = self._signed_url(scope, signed, dialect, client)
         else:
-            valid, refusal = self._api_key(headers, dialect, state, client)
+            valid, refusal = self._api_key(headers, dialect, scope.setdefault("state", {}), client)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        if scope["method"] in BODY_METHODS and dialect != "server":
+        if scope["method"] in BODY_METHODS and dialect is not None:
             limit = self.settings.max_body_bytes if valid else self.settings.max_unauthenticated_body_bytes
             try:
                 receive = await self._buffered(headers, receive, limit)
@@ -74,40 +66,40 @@ class Gate:
         await self.app(scope, receive, send)
 
     def _api_key(
-        self, headers: dict[bytes, bytes], dialect: Dialect, state: dict, client: str
+        self, headers: dict[bytes, bytes], dialect: Dialect | None, state: dict, client: str
     ) -> tuple[bool, JSONResponse | None]:
         """(whether the key is good, the response refusing the request or None); notes the owner."""
-        key = presented_key(
-            headers.get(b"authorization", b"").decode("latin-1"), KEY_SCHEMES.get(dialect, ())
-        )
+        schemes = dialect.key_schemes if dialect is not None else ()
+        key = presented_key(headers.get(b"authorization", b"").decode("latin-1"), schemes)
         keys = self.settings.api_keys
         valid = key_ok(keys, key)
         state["owner"], state["authenticated"] = (owner_of(keys, key) if valid else None), valid
-        if not valid and (dialect in WRONG_KEY or key is not None):
+        if not valid and dialect is not None and (dialect.wrong_key is not None or key is not None):
             return valid, self._wrong_key(dialect, client)
         return valid, None
 
-    def _upload_url(self, path: str, state: dict, client: str) -> tuple[bool, JSONResponse | None]:
-        """A signed upload URL: its grant, noted with its owner, stands for the key."""
-        grant = self.uploads.grant_of(path)
-        state["owner"], state["authenticated"], state["upload"] = (grant and grant.owner), bool(grant), grant
+    def _signed_url(
+        self, scope: Scope, signed: SignedUrls, dialect: Dialect, client: str
+    ) -> tuple[bool, JSONResponse | None]:
+        """A signed URL: its grant, noted with its owner, stands for the key."""
+        grant, state = signed.grant(scope), scope.setdefault("state", {})
+        state["owner"], state["authenticated"], state["grant"] = (grant and grant.owner), bool(grant), grant
         if grant is not None:
             return True, None
-        wait = self.auth_failures.take(client)
-        if wait:
-            return False, error_response("fal", 429, "too many requests with a bad upload URL", wait)
-        return False, error_response("fal", 403, "this upload URL is not valid (altered, or expired)")
+        if wait := self.auth_failures.take(client):
+            return False, error_response(dialect, 429, f"too many requests with a bad {signed.noun}", wait)
+        return False, error_response(dialect, 403, f"this {signed.noun} is not valid (altered, or expired)")
 
     def _wrong_key(self, dialect: Dialect, client: str) -> JSONResponse | None:
-        """The response to a wrong or missing key, or None for Runware (which may authenticate in the
-        body) — after too many failures from one address, 429 for everyone there."""
+        """The response to a wrong or missing key, or None for a dialect that may authenticate in the
+        body — after too many failures from one address, 429 for everyone there."""
         wait = self.auth_failures.take(client)
         if wait:
             log.warning("too many failed API keys from %s", client)
             return error_response(dialect, 429, "too many requests with a wrong API key", wait)
-        if dialect not in WRONG_KEY:
+        if dialect.wrong_key is None:
             return None
-        return error_response(dialect, 401, WRONG_KEY[dialect])
+        return error_response(dialect, 401, dialect.wrong_key)
 
     async def _buffered(self, headers: dict[bytes, bytes], receive: Receive, limit: int) -> Receive:
         """The whole body, read within `limit` bytes and the body deadline, replayed to the app."""

@@ -1,20 +1,17 @@
 """Strict JSON for request bodies: orjson refuses NaN and infinities, lone surrogates, invalid UTF-8 and
 nesting deeper than 1024 — everything that otherwise got through the parser and broke a response or the
-store later. Big bodies are parsed off the event loop. `StrictJsonRoute` puts the parser under FastAPI's
-own body handling, so a bad body is the dialect's usual 422."""
+store later. Big bodies are parsed off the event loop. `parse_body` puts the parser under FastAPI's own
+body handling (a dialect's route class calls it), so a bad body is the dialect's usual 422."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
 import orjson
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from starlette.requests import Request
-from starlette.responses import Response
 
 OFF_LOOP_BYTES = 64 * 1024
 
@@ -33,23 +30,15 @@ def _is_json(content_type: str | None) -> bool:
     return kind == "application/json" or kind.endswith("+json")
 
 
-class StrictJsonRoute(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            if request.method in ("POST", "PUT", "PATCH") and _is_json(request.headers.get("content-type")):
-                body = await request.body()
-                if body:
-                    try:
-                        request._json = await parse(body)
-                    except json.JSONDecodeError as exc:
-                        error = {
-                            "type": "json_invalid",
-                            "loc": ("body", exc.pos),
-                            "msg": f"invalid JSON: {exc.msg}",
-                        }
-                        raise RequestValidationError([error]) from None
-            return await handler(request)
-
-        return route
+async def parse_body(request: Request) -> None:
+    """Parse a JSON body strictly before FastAPI reads it (it then uses this parse); raises
+    RequestValidationError for a body that is not strict JSON."""
+    if request.method not in ("POST", "PUT", "PATCH") or not _is_json(request.headers.get("content-type")):
+        return
+    body = await request.body()
+    if body:
+        try:
+            request._json = await parse(body)
+        except json.JSONDecodeError as exc:
+            error = {"type": "json_invalid", "loc": ("body", exc.pos), "msg": f"invalid JSON: {exc.msg}"}
+            raise RequestValidationError([error]) from None

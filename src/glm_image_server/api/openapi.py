@@ -3,6 +3,8 @@ Swagger UI served from the package (swagger-ui-bundle), so `/docs` works on a bo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
@@ -10,21 +12,12 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
-from .errors import dialect_of
+from .dialect import Dialect, dialect_of
 
 ASSETS = "/docs-assets"
-SCHEMES = {
-    "falKey": {
-        "type": "apiKey",
-        "in": "header",
-        "name": "Authorization",
-        "description": "fal's scheme: `Key <key>` (`Bearer <key>` works too)",
-    },
-    "bearer": {"type": "http", "scheme": "bearer", "description": "Runware and OpenAI: `Bearer <key>`"},
-}
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, dialects: Sequence[Dialect]) -> None:
     """Call on an app made with `docs_url=None, redoc_url=None`."""
     app.mount(ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
 
@@ -33,12 +26,11 @@ def install(app: FastAPI) -> None:
             schema = get_openapi(
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
-            schema.setdefault("components", {})["securitySchemes"] = SCHEMES
+            schema.setdefault("components", {})["securitySchemes"] = dict(d.security for d in dialects)
             for path, operations in schema["paths"].items():
-                dialect = dialect_of(path)
-                if dialect != "server":
+                if (dialect := dialect_of(dialects, path)) is not None:
                     for operation in operations.values():
-                        operation["security"] = [{"falKey": []} if dialect == "fal" else {"bearer": []}]
+                        operation["security"] = [{dialect.security[0]: []}]
             app.openapi_schema = schema
         return app.openapi_schema
 

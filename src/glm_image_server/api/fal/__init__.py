@@ -1,1 +1,54 @@
-"""The fal.ai dialect: `fal-ai/glm-image` and `fal-ai/glm-image/image-to-image`, sync and queued."""
+"""fal.ai's GLM-Image API (sync runs, the queue, uploads through fal's storage flow, the proxy convention
+of its JavaScript client) and the playground, which is a client of it: registered as one dialect."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.types import Scope
+
+from ...config import Settings
+from ..dialect import Dialect, SignedUrls
+from . import playground, routes, uploads
+from .middleware import FalMiddleware
+from .protocol import API, PREFIXES
+from .serving import deliveries
+from .translate import FIELDS
+from .upload_urls import UPLOADS_PATH, UploadGrant, UploadSigner
+
+FAL_KEY = {
+    "type": "apiKey",
+    "in": "header",
+    "name": "Authorization",
+    "description": "fal's scheme: `Key <key>` (`Bearer <key>` works too)",
+}
+
+
+def _setup(app: FastAPI, settings: Settings) -> None:
+    """The upload signer, the playground's files, and fal's middleware outside the gate (its answers carry
+    the request id too, and it routes a proxied request before the gate sees its path)."""
+    app.state.upload_signer = UploadSigner(settings.api_keys, settings.data_dir)
+    app.mount("/web", playground.static_files(), name="web")
+    app.add_middleware(FalMiddleware)
+
+
+def _upload_grant(scope: Scope) -> UploadGrant | None:
+    return scope["app"].state.upload_signer.grant_of(scope["path"])
+
+
+dialect = Dialect(
+    name=API,
+    routers=(routes.router, uploads.router, uploads.bytes_router, playground.router),
+    prefixes=PREFIXES,
+    key_schemes=("key", "bearer"),
+    wrong_key="missing or invalid API key: send 'Authorization: Key <key>' or 'Bearer <key>'",
+    security=("falKey", FAL_KEY),
+    fields=FIELDS,
+    renderer=deliveries,
+    setup=_setup,
+    signed=SignedUrls(UPLOADS_PATH, _upload_grant, "upload URL"),
+    exposed_headers=(
+        "x-fal-request-id",
+        "x-fal-request-timeout-type",
+        "x-fal-error-type",
+    ),  # its clients read
+)

@@ -21,7 +21,9 @@ from ...core.request import (
     SIZE_PRESETS,
 )
 
+API = "fal"  # the `api` its jobs record
 OWNER, ALIAS = "fal-ai", "glm-image"
+PREFIXES = (f"/{OWNER}/", "/queue/", "/fal/")  # the paths fal's clients call
 TEXT_TO_IMAGE = f"{OWNER}/{ALIAS}"
 IMAGE_TO_IMAGE = f"{OWNER}/{ALIAS}/image-to-image"
 

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ...core.job import Job, JobError, JobStatus, LiveState, LogEntry
-from ...core.request import SIZE_PRESETS, GenerationRequest, OutputSpec, random_seed, with_candidates
-from ..common import RenderedImage, job_error
+from ...core.request import SIZE_PRESETS, GenerationRequest, InvalidRequest, OutputSpec, with_candidates
+from ...serving.jobs import RenderedImage, failure
+from ..dialect import build, wire_field
 from .protocol import FalImage, FalOptions, FalOutput, FalTextCheck, TextToImageInput
 
-FIELD_NAMES = {"references": "image_urls", "width": "image_size", "height": "image_size"}
+FIELDS = {"references": "image_urls", "width": "image_size", "height": "image_size"}  # core -> fal
 ERROR_TYPES = {
     "input": "validation_error",
     "internal": "internal_error",
@@ -24,20 +25,13 @@ ERROR_STATUS = {"cancelled": 400, "timeout": 504}  # otherwise 500 (ours); 422 f
 
 
 def to_internal(
-    body: TextToImageInput, webhook: str | None
+    body: TextToImageInput, webhook: str | None, references: tuple[str, ...] | None = None
 ) -> tuple[GenerationRequest, OutputSpec, FalOptions]:
-    """Raises InvalidRequest for what the model cannot run, beyond the schema's checks."""
+    """`references`: the body's, resolved (our own files as `stored:`). Raises InvalidRequest for what
+    the model cannot run, beyond the schema's checks."""
     width, height = body.size
-    request = GenerationRequest(
-        prompt=body.prompt,
-        width=width,
-        height=height,
-        num_inference_steps=body.num_inference_steps,
-        guidance_scale=body.guidance_scale,
-        seed=body.seed if body.seed is not None else random_seed(),
-        num_images=body.num_images,
-        references=body.references,
-    )
+    refs = body.references if references is None else references
+    request = build(GenerationRequest, body, FIELDS, width=width, height=height, references=refs)
     output = OutputSpec(
         format=body.output_format,
         safety_check=body.enable_safety_checker,
@@ -50,16 +44,17 @@ def to_internal(
 
 def loc(field: str | None) -> list[str | int]:
     """Our field name (`references[1]`) as a fal body location (`["body", "image_urls", 1]`)."""
-    name, _, index = (field or "body").partition("[")
-    location: list[str | int] = ["body", FIELD_NAMES.get(name, name)]
-    if index.rstrip("]").isdigit():
-        location.append(int(index.rstrip("]")))
-    return location
+    name, index = wire_field(FIELDS, field or "body")
+    return ["body", name] if index is None else ["body", name, index]
 
 
 def detail(error: JobError) -> list[dict]:
     """An input error as FastAPI's 422 `detail` list."""
     return [{"loc": loc(error.field), "msg": error.message, "type": "value_error"}]
+
+
+def input_detail(exc: InvalidRequest) -> list[dict]:
+    return detail(JobError(kind="input", message=exc.explanation, field=exc.field))
 
 
 UNION_TAGS = ("literal[", "ImageSize")  # pydantic's per-member locations of a union field's errors
@@ -170,7 +165,7 @@ def webhook_payload(job: Job, images: list[RenderedImage] | None) -> dict:
             "payload": output(job, images).model_dump(exclude_none=True),
             "error": None,
         }
-    error = job_error(job)
+    error = failure(job)
     payload = detail(error) if error.kind == "input" else error.message
     return {**body, "status": "ERROR", "payload": {"detail": payload}, "error": error_text(error)}
 
@@ -212,7 +207,7 @@ def status_body(job: Job, urls: dict[str, str], position: int, logs: list[dict] 
     if job.status == JobStatus.SUCCEEDED and job.result:
         body["metrics"] = {"inference_time": job.result.timings.get("inference")}
     else:
-        error = job_error(job)
+        error = failure(job)
         body.update(
             metrics={"inference_time": None}, error=error_text(error), error_type=ERROR_TYPES[error.kind]
         )

@@ -14,19 +14,17 @@ other uploads (for `result_retention_s`); nothing is taken while the disk is sho
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from ...core.request import InvalidRequest
 from ...media.storage import upload_key
-from ...media.uploads import UploadTooLarge, assemble_parts, keep_part, keep_upload_bytes
+from ...media.uploads import assemble_parts, keep_part, keep_upload_bytes
 from ...serving.admission import LowDisk
 from ...serving.services import Services
-from ..common import input_error, owner_of_request
-from ..jsonbody import StrictJsonRoute
-from . import translate
-from .upload_urls import UPLOADS_PATH, UploadGrant, UploadSigner
+from .serving import FalBytesRoute, FalRoute
+from .upload_urls import UPLOADS_PATH, UploadGrant
 
 INITIATE_PATH = "/fal/storage/upload/initiate"
 MAX_PARTS = 10_000
@@ -40,8 +38,8 @@ def max_parts(max_bytes: int) -> int:
 
 ACCEPTED_TYPES = "image/* (PNG, JPEG, WEBP, GIF, BMP or TIFF) or application/octet-stream"
 
-router = APIRouter(tags=["fal uploads"], route_class=StrictJsonRoute)
-bytes_router = APIRouter(tags=["fal uploads"])  # raw bodies: a part may come with no content type
+router = APIRouter(tags=["fal uploads"], route_class=FalRoute)
+bytes_router = APIRouter(tags=["fal uploads"], route_class=FalBytesRoute)
 
 
 class InitiateUpload(BaseModel):
@@ -67,29 +65,16 @@ def _services(request: Request) -> Services:
     return request.app.state.services
 
 
-def _invalid(exc: InvalidRequest) -> JSONResponse:
-    status = 413 if isinstance(exc, UploadTooLarge) else 422
-    return JSONResponse({"detail": translate.detail(input_error(exc))}, status)
-
-
 def _file_url(request: Request, grant: UploadGrant) -> str:
-    return _services(request).upload_url(upload_key(grant.image_uuid), str(request.base_url))
-
-
-def _check_disk(services: Services) -> None:
-    if problem := services.admission.disk.problem():
-        raise LowDisk(problem, 60.0)
+    return _services(request).jobs.upload_url(upload_key(grant.image_uuid), str(request.base_url))
 
 
 async def _initiate(request: Request, body: InitiateUpload, multipart: bool) -> JSONResponse:
     kind = body.content_type.split(";")[0].strip().lower()
     if not (kind.startswith("image/") or kind == "application/octet-stream"):
-        problem = InvalidRequest("content_type", f"{body.content_type!r} is not an image", ACCEPTED_TYPES)
-        return _invalid(problem)
-    services = _services(request)
-    _check_disk(services)
-    signer: UploadSigner = request.app.state.upload_signer
-    token, grant = signer.sign(owner_of_request(request), multipart)
+        raise InvalidRequest("content_type", f"{body.content_type!r} is not an image", ACCEPTED_TYPES)
+    services = _check_disk(request)
+    token, grant = request.app.state.upload_signer.sign(getattr(request.state, "owner", None), multipart)
     base = (services.settings.public_url or str(request.base_url)).rstrip("/")
     target = UploadTarget(upload_url=f"{base}{UPLOADS_PATH}{token}", file_url=_file_url(request, grant))
     return JSONResponse(target.model_dump())
@@ -105,70 +90,60 @@ async def initiate_multipart(body: InitiateUpload, request: Request) -> JSONResp
     return await _initiate(request, body, multipart=True)
 
 
-def _grant(request: Request, multipart: bool) -> UploadGrant | JSONResponse:
+def _grant(request: Request, multipart: bool) -> UploadGrant:
     """The grant the gate found in the URL (api/gate.py), if it is for this kind of upload."""
-    grant: UploadGrant | None = getattr(request.state, "upload", None)
+    grant: UploadGrant | None = getattr(request.state, "grant", None)
     if grant is None or grant.multipart != multipart:
-        kind = "a multipart" if multipart else "a single-part"
-        return JSONResponse({"detail": f"this upload URL is not for {kind} upload"}, 404)
+        raise HTTPException(
+            404, f"this upload URL is not for {'a multipart' if multipart else 'a single-part'} upload"
+        )
     return grant
 
 
-def _store(services: Services, grant: UploadGrant, data: bytes) -> None:
-    """Blocking: decode (the input limits) and keep as the grant's upload."""
-    keep_upload_bytes(services.storage, data, "file", services.settings.input_max_pixels, grant.image_uuid)
+def _check_disk(request: Request) -> Services:
+    services = _services(request)
+    if problem := services.admission.disk.problem():
+        raise LowDisk(problem, 60.0)
+    return services
 
 
-async def _already_complete(services: Services, grant: UploadGrant) -> JSONResponse | None:
+async def _not_complete(services: Services, grant: UploadGrant) -> None:
     """409 once the upload exists: a leaked upload_url must not replace an image already in use."""
     if await services.call(services.storage.exists, upload_key(grant.image_uuid)):
-        return JSONResponse({"detail": "this upload is complete: initiate a new one"}, 409)
-    return None
+        raise HTTPException(409, "this upload is complete: initiate a new one")
 
 
-def _too_big(size: int, limit: int) -> JSONResponse | None:
-    if size <= limit:
-        return None
-    return JSONResponse({"detail": f"the upload is larger than {limit} bytes (fetch_max_bytes)"}, 413)
+async def _body(request: Request) -> bytes:
+    """The request's bytes, at most `fetch_max_bytes`, while the disk has room."""
+    data, limit = await request.body(), _services(request).settings.fetch_max_bytes
+    if len(data) > limit:
+        raise HTTPException(413, f"the upload is larger than {limit} bytes (fetch_max_bytes)")
+    _check_disk(request)
+    return data
 
 
 async def _kept(request: Request, grant: UploadGrant, data: bytes) -> JSONResponse:
+    """Decode (the input limits) and keep as the grant's upload."""
     services = _services(request)
-    try:
-        await services.call(_store, services, grant, data)
-    except InvalidRequest as exc:
-        return _invalid(exc)
+    max_pixels = services.settings.input_max_pixels
+    await services.call(keep_upload_bytes, services.storage, data, "file", max_pixels, grant.image_uuid)
     return JSONResponse({"file_url": _file_url(request, grant)})
 
 
 @bytes_router.put(UPLOADS_PATH + "{token}", summary="Upload the bytes (to the signed upload_url)")
 async def put_upload(token: str, request: Request) -> JSONResponse:
     grant = _grant(request, multipart=False)
-    if isinstance(grant, JSONResponse):
-        return grant
-    services = _services(request)
-    if refused := await _already_complete(services, grant):
-        return refused
-    data = await request.body()
-    if refused := _too_big(len(data), services.settings.fetch_max_bytes):
-        return refused
-    _check_disk(services)
-    return await _kept(request, grant, data)
+    await _not_complete(_services(request), grant)
+    return await _kept(request, grant, await _body(request))
 
 
 @bytes_router.put(UPLOADS_PATH + "{token}/{part_number}", summary="Upload one part")
 async def put_part(token: str, part_number: int, request: Request) -> JSONResponse:
-    grant = _grant(request, multipart=True)
-    if isinstance(grant, JSONResponse):
-        return grant
-    services = _services(request)
+    grant, services = _grant(request, multipart=True), _services(request)
     most = max_parts(services.settings.fetch_max_bytes)
     if not 1 <= part_number <= most:
-        return _invalid(InvalidRequest("part_number", f"{part_number} is out of range", f"1 to {most}"))
-    data = await request.body()
-    if refused := _too_big(len(data), services.settings.fetch_max_bytes):
-        return refused
-    _check_disk(services)
+        raise InvalidRequest("part_number", f"{part_number} is out of range", f"1 to {most}")
+    data = await _body(request)
     etag = await services.call(keep_part, services.storage, grant.image_uuid, part_number, data)
     return JSONResponse({"partNumber": part_number, "etag": etag})
 
@@ -176,19 +151,11 @@ async def put_part(token: str, part_number: int, request: Request) -> JSONRespon
 @router.post(UPLOADS_PATH + "{token}/complete", summary="Finish an upload in parts")
 async def complete(token: str, body: CompleteUpload, request: Request) -> JSONResponse:
     grant = _grant(request, multipart=True)
-    if isinstance(grant, JSONResponse):
-        return grant
     numbers = [part.partNumber for part in body.parts]
     if numbers != sorted(set(numbers)):
-        return _invalid(InvalidRequest("parts", "are not in ascending order, once each", "1, 2, 3, ..."))
+        raise InvalidRequest("parts", "are not in ascending order, once each", "1, 2, 3, ...")
     services = _services(request)
-    if refused := await _already_complete(services, grant):
-        return refused
-    parts = [(part.partNumber, part.etag) for part in body.parts]
-    try:
-        data = await services.call(
-            assemble_parts, services.storage, grant.image_uuid, parts, services.settings.fetch_max_bytes
-        )
-    except InvalidRequest as exc:
-        return _invalid(exc)
+    await _not_complete(services, grant)
+    parts, limit = [(part.partNumber, part.etag) for part in body.parts], services.settings.fetch_max_bytes
+    data = await services.call(assemble_parts, services.storage, grant.image_uuid, parts, limit)
     return await _kept(request, grant, data)

@@ -21,6 +21,19 @@ from ...core.request import (
     MIN_GUIDANCE,
 )
 
+API = "openai"  # the `api` its jobs record
+PREFIX = "/v1/images/"
+# OpenAI's words for each status we answer with.
+TYPES = {401: "invalid_request_error", 429: "requests", 500: "server_error", 503: "server_error"}
+CODES = {
+    401: "invalid_api_key",
+    408: "timeout",
+    413: "payload_too_large",
+    429: "rate_limit_exceeded",
+    503: "service_unavailable",
+    507: "insufficient_storage",
+}
+
 
 class OpenAIError(Exception):
     """Rendered as OpenAI's envelope: `{"error": {message, type, param, code}}`."""
@@ -41,21 +54,14 @@ class OpenAIError(Exception):
         return JSONResponse({"error": error}, self.status)
 
 
-def request_bodies() -> tuple[dict, dict]:
-    """The generations (JSON) and edits (multipart) bodies for the OpenAPI document: the routes read
-    their bodies themselves, to answer every failure in OpenAI's envelope."""
-    fields = ImageParams.model_json_schema()
-    edit = {
-        **fields,
-        "properties": {
-            **fields["properties"],
-            "image": {"type": "array", "items": {"type": "string", "format": "binary"}},
-        },
-    }
-    edit["required"] = [*fields.get("required", []), "image"]
-    generations = {"requestBody": {"required": True, "content": {"application/json": {"schema": fields}}}}
-    edits = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": edit}}}}
-    return generations, edits
+def error_response(status: int, message: str) -> JSONResponse:
+    """An error of the whole request in OpenAI's envelope."""
+    kind = TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    return OpenAIError(message, None, CODES.get(status), status, kind).response()
+
+
+def expired() -> OpenAIError:
+    return OpenAIError("The request expired before it finished.", None, None, 500, "server_error")
 
 
 class ImageParams(BaseModel):
@@ -78,6 +84,14 @@ class ImageParams(BaseModel):
     # make this many candidates (seeds seed..seed+N-1) to return the n best by it.
     text_check: bool = False
     text_check_candidates: int = Field(default=1, ge=1, le=MAX_CANDIDATES)
+
+
+def edit_schema() -> dict:
+    """The edits form's fields in the OpenAPI document: the parameters, and 1-4 `image` files."""
+    fields = ImageParams.model_json_schema()
+    image = {"type": "array", "items": {"type": "string", "format": "binary"}}
+    required = [*fields.get("required", []), "image"]
+    return {**fields, "properties": {**fields["properties"], "image": image}, "required": required}
 
 
 class OpenAIOptions(BaseModel):

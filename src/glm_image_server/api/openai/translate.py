@@ -13,20 +13,14 @@ from PIL import Image
 from pydantic import ValidationError
 
 from ...core.job import Job, JobError
-from ...core.request import (
-    GenerationRequest,
-    InvalidRequest,
-    OutputSpec,
-    random_seed,
-    size_like,
-    with_candidates,
-)
-from ..common import RenderedImage
+from ...core.request import GenerationRequest, InvalidRequest, OutputSpec, size_like, with_candidates
+from ...serving.jobs import RenderedImage
+from ..dialect import build, wire_field
 from .protocol import ImageData, ImageParams, ImagesResponse, OpenAIError, OpenAIOptions, TextCheckData
 
 SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 DEFAULT_SIZE = (1024, 1024)
-PARAMS = {"width": "size", "height": "size", "references": "image", "num_images": "n"}
+FIELDS = {"width": "size", "height": "size", "references": "image", "num_images": "n"}  # core -> OpenAI
 
 
 def params(fields: dict[str, Any]) -> ImageParams:
@@ -63,26 +57,18 @@ def to_internal(
     width, height = _size(parsed, references[0][0] if references else None)
     quality = parsed.output_compression if parsed.output_compression is not None else 95
     try:
-        request = GenerationRequest(
-            prompt=parsed.prompt,
-            width=width,
-            height=height,
-            num_inference_steps=parsed.num_inference_steps,
-            guidance_scale=parsed.guidance_scale,
-            seed=parsed.seed if parsed.seed is not None else random_seed(),
-            num_images=parsed.n,
-            references=tuple(locator for _, locator in references),
-        )
+        locators = tuple(locator for _, locator in references)
+        request = build(GenerationRequest, parsed, FIELDS, width=width, height=height, references=locators)
         output = OutputSpec(format=parsed.output_format, quality=max(1, quality), safety_check=safety_default)
         request, output = with_candidates(request, output, parsed.text_check, parsed.text_check_candidates)
     except InvalidRequest as exc:
-        raise OpenAIError(exc.explanation, PARAMS.get(exc.field, exc.field)) from None
+        raise OpenAIError(exc.explanation, wire_field(FIELDS, exc.field)[0]) from None
     return request, output, OpenAIOptions(response_format=parsed.response_format)
 
 
 def job_error(error: JobError) -> OpenAIError:
     if error.kind == "input":
-        return OpenAIError(error.message, PARAMS.get((error.field or "").split("[")[0], error.field))
+        return OpenAIError(error.message, wire_field(FIELDS, error.field)[0] if error.field else None)
     if error.kind == "cancelled":
         return OpenAIError(error.message, None, "cancelled", status=409)
     return OpenAIError(error.message, None, None, status=500, kind="server_error")

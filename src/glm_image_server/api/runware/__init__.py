@@ -1,1 +1,19 @@
-"""The Runware dialect at `/v1`: REST (a JSON array of tasks per POST) and WebSocket on the same path."""
+"""Runware's API (REST and WebSocket at `/v1`), registered as one dialect. Its keys may also come inside
+the body (an authentication task), so a request without one goes on to the task runner."""
+
+from __future__ import annotations
+
+from ..dialect import Dialect
+from . import rest, websocket
+from .protocol import API, error_response
+from .serving import deliveries
+from .translate import FIELDS
+
+dialect = Dialect(
+    name=API,
+    routers=(rest.router, websocket.router),
+    paths=("/v1", "/v1/"),
+    error=error_response,
+    fields=FIELDS,
+    renderer=deliveries,
+)

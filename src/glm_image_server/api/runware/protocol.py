@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ...core.request import (
@@ -19,6 +20,7 @@ from ...core.request import (
     SIZE_MULTIPLE,
 )
 
+API = "runware"  # the `api` its jobs record
 MODEL = "runware:glm-image@0"
 OUTPUT_FORMATS = {"JPG": "jpeg", "PNG": "png", "WEBP": "webp"}
 IMAGE_FIELDS = {"URL": "imageURL", "dataURI": "imageDataURI", "base64Data": "imageBase64Data"}
@@ -50,6 +52,27 @@ class TaskError(Exception):
             "taskType": self.task_type,
             "taskUUID": self.task_uuid,
         }
+
+
+# Runware's words for each status we answer with.
+CODES = {
+    400: "invalidRequest",
+    401: "invalidApiKey",
+    408: "timeout",
+    413: "payloadTooLarge",
+    422: "invalidRequest",
+    429: "tooManyRequests",
+    500: "internalError",
+    503: "serviceUnavailable",
+    507: "insufficientStorage",
+}
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    """An error of a whole message (not of one task) in Runware's envelope: `{"errors": [item]}`."""
+    return JSONResponse(
+        {"errors": [TaskError(CODES.get(status, "invalidRequest"), message, status=status).item()]}, status
+    )
 
 
 class Safety(BaseModel):
@@ -129,25 +152,12 @@ class RunwareOptions(BaseModel):
 
 
 TASK_TYPES = ["authentication", "ping", "imageInference", "getResponse", "imageUpload"]
-# The REST body in the OpenAPI document (the route reads it itself, to answer each task in Runware's way).
-REST_OPENAPI = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["taskType"],
-                        "properties": {
-                            "taskType": {"type": "string", "enum": TASK_TYPES},
-                            "taskUUID": {"type": "string", "format": "uuid"},
-                        },
-                        "additionalProperties": True,
-                    },
-                }
-            }
-        },
-    }
+TASK = {  # a task in the OpenAPI document (the route reads its body itself, to answer each task)
+    "type": "object",
+    "required": ["taskType"],
+    "properties": {
+        "taskType": {"type": "string", "enum": TASK_TYPES},
+        "taskUUID": {"type": "string", "format": "uuid"},
+    },
+    "additionalProperties": True,
 }

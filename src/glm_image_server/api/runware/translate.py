@@ -13,15 +13,19 @@ from typing import Any
 from pydantic import ValidationError
 
 from ...core.job import Job
-from ...core.request import GenerationRequest, InvalidRequest, OutputSpec, random_seed, with_candidates
+from ...core.request import GenerationRequest, InvalidRequest, OutputSpec, with_candidates
 from ...core.results import FinishedImage, TextCheck
-from ..common import RenderedImage, job_error
+from ...serving.jobs import RenderedImage, failure
+from ..dialect import build, wire_field
 from .protocol import IMAGE_FIELDS, OUTPUT_FORMATS, ImageInference, RunwareOptions, TaskError
 
 BASE64 = re.compile(r"^[A-Za-z0-9+/=\s]+$")
-FIELD_PARAMETERS = {
-    "references": "referenceImages",
+FIELDS = {  # core field -> Runware's parameter, where they differ
     "prompt": "positivePrompt",
+    "num_inference_steps": "steps",
+    "guidance_scale": "CFGScale",
+    "num_images": "numberResults",
+    "references": "referenceImages",
     "text_check_candidates": "textCheck",
 }
 UploadLookup = Callable[[uuid.UUID], str | None]  # imageUUID -> `stored:` locator, None if unknown
@@ -48,7 +52,7 @@ def from_validation(exc: ValidationError, task: dict) -> TaskError:
 
 
 def from_invalid(exc: InvalidRequest, task: dict) -> TaskError:
-    parameter = FIELD_PARAMETERS.get(exc.field.split("[")[0], exc.field)
+    parameter = wire_field(FIELDS, exc.field)[0]
     return TaskError(f"invalid{_cap(parameter)}", exc.explanation, parameter, task)
 
 
@@ -87,16 +91,7 @@ def to_internal(
     """Raises TaskError in Runware's terms. Blocking when the lookups are (they read storage)."""
     references = tuple(reference(ref, i, task, uploads, own_url) for i, ref in enumerate(params.references))
     try:
-        request = GenerationRequest(
-            prompt=params.positivePrompt,
-            width=params.width,
-            height=params.height,
-            num_inference_steps=params.steps,
-            guidance_scale=params.CFGScale,
-            seed=params.seed if params.seed is not None else random_seed(),
-            num_images=params.numberResults,
-            references=references,
-        )
+        request = build(GenerationRequest, params, FIELDS, references=references)
         output = OutputSpec(
             format=OUTPUT_FORMATS[params.outputFormat],  # type: ignore[arg-type]
             quality=params.outputQuality,
@@ -202,11 +197,11 @@ def text_check(check: TextCheck) -> dict:
 
 
 def error_item(job: Job) -> TaskError:
-    error = job_error(job)
+    error = failure(job)
     task = {"taskType": "imageInference", "taskUUID": job.id}
     if error.kind == "cancelled":
         return TaskError("taskCancelled", error.message, None, task)
     if error.kind == "internal":
         return TaskError("taskFailed", error.message, None, task, status=500)
-    parameter = FIELD_PARAMETERS.get((error.field or "").split("[")[0], error.field)
+    parameter = wire_field(FIELDS, error.field)[0] if error.field else None
     return TaskError(f"invalid{_cap(parameter or 'Input')}", error.message, parameter, task)

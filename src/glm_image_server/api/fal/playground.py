@@ -1,6 +1,7 @@
 """The playground page at `/`: static files shipped in the package (api/web/, no CDN: it works offline),
 and the one small endpoint it needs beyond the public fal queue API — `/playground/config`, the form's
-defaults and ranges taken from the fal input schema, so they are never duplicated in JavaScript."""
+defaults and ranges taken from the fal input schema, so they are never duplicated in JavaScript. The page
+is a client of fal's API, so it comes with the fal dialect."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from ..config import Settings
-from ..core.request import MAX_REFERENCES, MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE, SIZE_PRESETS
-from .fal.protocol import IMAGE_TO_IMAGE, TEXT_TO_IMAGE, ImageToImageInput
+from ...config import Settings
+from ...core.request import MAX_REFERENCES, MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE, SIZE_PRESETS
+from .protocol import IMAGE_TO_IMAGE, TEXT_TO_IMAGE, ImageToImageInput
 
-WEB_DIR = Path(__file__).parent / "web"
+WEB_DIR = Path(__file__).parents[1] / "web"
 router = APIRouter(tags=["playground"])
 
 

@@ -1,0 +1,95 @@
+"""The dialect seam: each subpackage of api/ that speaks one vendor's API exports one `dialect` object
+saying all the shared modules need of it — the app composes them (app.py), the gate authenticates by
+them (gate.py), errors and the OpenAPI document take their formats from them — so no shared module names a
+dialect, and a new one is a new subpackage. Also here: a dialect's field-name table at work, building the
+core request from wire fields and naming core fields in errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+from starlette.types import Scope
+
+from ..config import Settings
+from ..delivery.sender import Renderer
+from ..serving.services import Services
+
+T = TypeVar("T")
+BEARER = ("bearer", {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer <key>`"})
+
+
+def detail_error(status: int, message: str) -> JSONResponse:
+    """The plain envelope, `{"detail": message}` (FastAPI's own, and the server's endpoints')."""
+    return JSONResponse({"detail": message}, status)
+
+
+@dataclass(frozen=True)
+class SignedUrls:
+    """Paths under `prefix` carry their own credential, standing for a key: `grant(scope)` is what the
+    path's signature grants (with the key's `owner`), None when it is altered or expired; `noun` names
+    such a URL in the errors."""
+
+    prefix: str
+    grant: Callable[[Scope], Any]
+    noun: str
+
+
+@dataclass(frozen=True, eq=False)
+class Dialect:
+    """One vendor's API on this server."""
+
+    name: str  # the `api` its jobs record: only this dialect reads, renders or cancels them
+    routers: tuple[APIRouter, ...]
+    prefixes: tuple[str, ...] = ()  # the paths it answers: these prefixes...
+    paths: tuple[str, ...] = ()  # ...and these exact paths
+    key_schemes: tuple[str, ...] = ("bearer",)  # the Authorization schemes its keys come in
+    wrong_key: str | None = None  # the 401's message; None: it may authenticate in the body instead
+    error: Callable[[int, str], JSONResponse] = detail_error  # (status, message) in its error envelope
+    security: tuple[str, dict] = BEARER  # its OpenAPI security scheme: (name, definition)
+    fields: Mapping[str, str] = field(default_factory=dict)  # core field -> its wire name, where they differ
+    renderer: Callable[[Services], Renderer] | None = None  # a finished job's webhook POSTs / upload PUTs
+    setup: Callable[[FastAPI, Settings], None] | None = None  # app state, middlewares outside the gate
+    signed: SignedUrls | None = None
+    exposed_headers: tuple[str, ...] = ()  # response headers its browser clients read (CORS)
+
+    def owns(self, path: str) -> bool:
+        return path in self.paths or path.startswith(self.prefixes)
+
+
+def discover() -> tuple[Dialect, ...]:
+    """The `dialect` of every subpackage of api/ that exports one, by package name."""
+    found, package = [], importlib.import_module(__package__)
+    for module in sorted(pkgutil.iter_modules(package.__path__)):
+        if module.ispkg:
+            exported = getattr(importlib.import_module(f"{__package__}.{module.name}"), "dialect", None)
+            if isinstance(exported, Dialect):
+                found.append(exported)
+    return tuple(found)
+
+
+def dialect_of(dialects: Sequence[Dialect], path: str) -> Dialect | None:
+    """The dialect whose path was asked; None for the server's own endpoints."""
+    return next((dialect for dialect in dialects if dialect.owns(path)), None)
+
+
+def build(model: type[T], wire: object, names: Mapping[str, str], **computed: Any) -> T:
+    """A core dataclass (the GenerationRequest) from a wire model: each field from the wire field `names`
+    gives it (the same name when not listed) where the wire has one, else from `computed` (what the
+    dialect derives: a size, resolved references). A None keeps the core's default (the seed)."""
+    wired = [f.name for f in dataclasses.fields(model) if f.name not in computed]  # type: ignore[arg-type]
+    values = {name: getattr(wire, names.get(name, name), None) for name in wired} | computed
+    return model(**{name: value for name, value in values.items() if value is not None})
+
+
+def wire_field(names: Mapping[str, str], field_name: str) -> tuple[str, int | None]:
+    """A core field as errors name it (`references[1]`) in wire terms: (`image_urls`, 1)."""
+    name, _, index = field_name.partition("[")
+    index = index.rstrip("]")
+    return names.get(name, name), int(index) if index.isdigit() else None

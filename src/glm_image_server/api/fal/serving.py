@@ -1,0 +1,203 @@
+"""fal's serving class: what its routes do with the job service — sync runs, queue submissions with fal's
+platform headers (headers.py), status polled or streamed, results and cancels — in fal's wire formats
+(translate.py); its errors as fal answers them; and the signed webhook of a finished job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import HTTPException
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.requests import Request
+
+from ...core.job import Job, JobStatus
+from ...core.request import InvalidRequest
+from ...delivery.sender import Outgoing, Renderer
+from ...media.uploads import UploadTooLarge
+from ...serving.jobs import Snapshot, failure
+from ...serving.services import Services
+from ..common import DialectServing, route_class, unless_disconnected
+from . import headers, translate
+from .protocol import ALIAS, API, OWNER, FalOptions, QueueSubmitted, TextToImageInput
+
+NOT_FOUND = {"detail": "request not found"}
+CANCELLED = {
+    "cancelled": (200, "OK"),
+    "requested": (202, "CANCELLATION_REQUESTED"),
+    "finished": (400, "ALREADY_COMPLETED"),
+    "missing": (404, "NOT_FOUND"),
+}
+
+
+def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 for a body or query that fails the fal schema, in words (translate.py)."""
+    detail = translate.validation_detail(list(exc.errors()), request.headers.get("content-type"))
+    return JSONResponse({"detail": jsonable_encoder(detail)}, 422)
+
+
+def invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
+    """What the model cannot run, beyond the schema (an upload over the limits: 413)."""
+    status = 413 if isinstance(exc, UploadTooLarge) else 422
+    return JSONResponse({"detail": translate.input_detail(exc)}, status)
+
+
+ERRORS = {
+    RequestValidationError: validation_error,
+    InvalidRequest: invalid,
+    headers.BadHeader: lambda request, exc: headers.bad_header(exc),
+}
+FalRoute = route_class(ERRORS)
+FalBytesRoute = route_class(ERRORS, strict_json=False)  # raw bodies: a part may come with no content type
+
+
+class FalServing(DialectServing):
+    """One request's view of fal's jobs: those of its key."""
+
+    api = API
+
+    async def run(self, app: str, body: TextToImageInput) -> Response:
+        job = await self._submit(app, body, None)
+        finished = await unless_disconnected(self.request, self.jobs.finished(self.caller, job.id))
+        if finished is None:
+            raise HTTPException(410, "the request expired before it finished")
+        return await self._result(finished)
+
+    async def queue(self, app: str, body: TextToImageInput, webhook: str | None) -> Response:
+        bad = webhook is not None and not webhook.startswith(("http://", "https://"))
+        if problem := "must be an http(s) URL" if bad else await self.jobs.refused_destination(webhook):
+            detail = [{"loc": ["query", "fal_webhook"], "msg": problem, "type": "value_error"}]
+            return JSONResponse({"detail": detail}, 422)
+        job = await self._submit(app, body, webhook)
+        position = (await self.jobs.snapshot(self.caller, job.id, progress=True, fresh=True)).position
+        urls = self._urls(job.id)
+        return JSONResponse(
+            QueueSubmitted(
+                request_id=job.id, gateway_request_id=job.id, **urls, queue_position=position
+            ).model_dump()
+        )
+
+    async def _submit(self, app: str, body: TextToImageInput, webhook: str | None) -> Job:
+        """Raises headers.BadHeader for a platform header, InvalidRequest for the body (our own result URLs
+        among the references are read from storage)."""
+        platform, base_url = headers.platform(self.request.headers), str(self.request.base_url)
+        references = await self.jobs.local_references(body.references, base_url)
+        request, output, options = translate.to_internal(body, webhook, references)
+        job = self.jobs.new_job(
+            self.caller, app, request, output, base_url, options, priority=platform.priority
+        )
+        if platform.start_timeout_s is not None:
+            job = job.model_copy(update={"start_by": job.created_at + platform.start_timeout_s})
+        self.request.state.request_id = job.id
+        await self.jobs.submit(self.caller, job)
+        return job
+
+    async def status(self, request_id: str, logs: bool, previews: bool) -> Response:
+        self.request.state.request_id = request_id
+        snapshot = await self.jobs.snapshot(self.caller, request_id, logs, progress=True)
+        if snapshot.job is None:
+            raise HTTPException(404, NOT_FOUND["detail"])
+        return JSONResponse(self._status(snapshot, previews), 200 if snapshot.job.status.finished else 202)
+
+    async def stream(self, request_id: str, logs: bool, previews: bool) -> Response:
+        self.request.state.request_id = request_id
+        keepalive_s, quiet_since = self.services.settings.stream_keepalive_s, time.monotonic()
+        snapshots = self.jobs.watch(
+            self.caller,
+            request_id,
+            logs,
+            True,
+            lambda: max(0.0, keepalive_s - (time.monotonic() - quiet_since)),
+        )
+        first = await anext(snapshots)
+        if first.job is None:
+            await snapshots.aclose()
+            raise HTTPException(404, NOT_FOUND["detail"])
+
+        async def events() -> AsyncIterator[str]:
+            nonlocal quiet_since
+            snapshot, sent, last = first, 0, None
+            async with contextlib.aclosing(snapshots):
+                while snapshot is not None:
+                    event, sent = _unsent_logs(self._status(snapshot, previews), sent)
+                    text = json.dumps(event)
+                    if event.get("logs") or text != last:
+                        yield f"data: {text}\n\n"
+                        last, quiet_since = text, time.monotonic()
+                    elif time.monotonic() - quiet_since >= keepalive_s:
+                        yield ": keep-alive\n\n"
+                        quiet_since = time.monotonic()
+                    snapshot = await anext(snapshots, None)
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"cache-control": "no-cache"}
+        )
+
+    def _status(self, snapshot: Snapshot, previews: bool) -> dict:
+        job = snapshot.job
+        if job is None:  # expired while streamed
+            return NOT_FOUND
+        entries = translate.log_entries(snapshot.logs) if snapshot.logs is not None else None
+        body = translate.status_body(job, self._urls(job.id), snapshot.position, entries)
+        return translate.with_live(body, snapshot.live, previews)
+
+    async def result(self, request_id: str) -> Response:
+        self.request.state.request_id = request_id
+        job = await self.jobs.get(self.caller, request_id)
+        if job is None:
+            raise HTTPException(404, NOT_FOUND["detail"])
+        if not job.status.finished:
+            raise HTTPException(400, "request is still in progress")
+        return await self._result(job)
+
+    async def _result(self, job: Job) -> Response:
+        if job.status != JobStatus.SUCCEEDED:
+            return headers.with_error_headers(*translate.error_body(failure(job)))
+        images = await self.jobs.arender(job, FalOptions.model_validate(job.options).sync_mode)
+        return JSONResponse(translate.output(job, images).model_dump(exclude_none=True))
+
+    async def cancel(self, request_id: str) -> Response:
+        self.request.state.request_id = request_id
+        status_code, body = CANCELLED[await self.jobs.cancel(self.caller, request_id)]
+        return JSONResponse({"status": body}, status_code)
+
+    def _urls(self, job_id: str) -> dict[str, str]:
+        """Status, result and cancel URLs carry the app without its sub-path: both apps share one queue."""
+        root = f"{self._queue_base()}/{OWNER}/{ALIAS}/requests/{job_id}"
+        return {"response_url": root, "status_url": f"{root}/status", "cancel_url": f"{root}/cancel"}
+
+    def _queue_base(self) -> str:
+        if public := self.services.settings.public_url:
+            return public.rstrip("/") + "/queue"
+        base = str(self.request.base_url).rstrip("/")
+        return base if getattr(self.request.state, "queue_host", False) else base + "/queue"
+
+
+def _unsent_logs(body: dict, sent: int) -> tuple[dict, int]:
+    """The body with only the log lines not sent before on this stream (fal's JS client appends each
+    event's logs to what it has), and how many have been sent with it."""
+    logs = body.get("logs")
+    if logs is None:
+        return body, sent
+    return {**body, "logs": logs[sent:]}, len(logs)
+
+
+def deliveries(services: Services) -> Renderer:
+    """The webhook POST of a finished job, signed as fal signs its webhooks (translate.webhook_headers)
+    when it is sent; the user id is the job's key's owner hash."""
+
+    def render(job: Job) -> list[Outgoing]:
+        images = services.jobs.render(job, False) if job.status == JobStatus.SUCCEEDED else None
+        body, user_id = translate.webhook_payload(job, images), job.owner or "anonymous"
+
+        def sign(data: bytes) -> dict[str, str]:
+            return translate.webhook_headers(services.webhook_key.sign, job.id, user_id, data, time.time())
+
+        return [Outgoing("POST", job.output.webhook_url, json=body, sign=sign)]  # type: ignore[arg-type]
+
+    return render

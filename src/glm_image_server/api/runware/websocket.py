@@ -1,0 +1,121 @@
+"""Runware's WebSocket on `/v1`: tasks are answered in order, except inferences, whose results are pushed
+one image at a time on tasks of their own (a slow inference never holds up a ping); after an
+authentication that resumed a connection session, the results that session missed are pushed too."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from ...core.job import Job
+from . import translate
+from .protocol import TaskError
+from .serving import Tasks, parse, tasks_of
+
+router = APIRouter(tags=["runware"])
+_SUBMITTING: set[asyncio.Future] = set()  # submissions under way, held until done (asyncio keeps weak refs)
+
+
+def _submitted(done: asyncio.Future) -> None:
+    _SUBMITTING.discard(done)
+    if not done.cancelled():
+        done.exception()  # retrieved: a failure whose connection is gone was answered to nobody
+
+
+class Connection:
+    """One WebSocket and its task runner (with a connection session)."""
+
+    def __init__(self, socket: WebSocket, tasks: Tasks) -> None:
+        self.socket, self.tasks = socket, tasks
+        self._lock = asyncio.Lock()
+        self._running: set[asyncio.Task] = set()
+
+    async def send(self, payload: dict) -> None:
+        async with self._lock:
+            await self.socket.send_text(json.dumps(payload))
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        running = asyncio.create_task(work)
+        self._running.add(running)
+        running.add_done_callback(self._running.discard)
+
+    def close(self) -> None:
+        for running in self._running:  # the jobs themselves go on; only this connection's waits stop
+            running.cancel()
+
+    async def take(self, task: Any) -> None:
+        """Answer one task (an inference: start it and push its results when they come)."""
+        if isinstance(task, dict) and task.get("taskType") == "imageInference":
+            # Submitted to the end even if the client goes now (it sent the task); only the push stops.
+            submitting = asyncio.ensure_future(self.tasks.safely(task, self.tasks.submit(task)))
+            _SUBMITTING.add(submitting)
+            submitting.add_done_callback(_submitted)
+            self.spawn(self.infer(task, submitting))
+            return
+        await self.answer(lambda: self.tasks.run_safely(task))
+        for job_id in self.tasks.missed:  # after a resumed authentication
+            self.spawn(self.push(job_id, {"taskType": "imageInference", "taskUUID": job_id}))
+        self.tasks.missed = []
+
+    async def answer(self, work: Callable[[], Awaitable[list[dict]]]) -> None:
+        """Send `work`'s items, or its task error."""
+        try:
+            await self.send({"data": await work()})
+        except TaskError as exc:
+            await self.send({"errors": [exc.item()]})
+
+    async def infer(self, task: dict, submitting: asyncio.Future[Job]) -> None:
+        """Once submitted: the acknowledgement (async) or the results, pushed as they come."""
+        try:
+            job = await asyncio.shield(submitting)
+        except TaskError as exc:
+            await self.send({"errors": [exc.item()]})
+            return
+        if task.get("deliveryMethod") == "async":
+            await self.send({"data": [translate.processing(job.id)]})
+            return
+        await self.push(job.id, task)
+
+    async def push(self, job_id: str, task: dict) -> None:
+        """The job's results, one message per image as each finishes (or its error); then its session
+        has had them."""
+        try:
+            async for item in self.tasks.stream(job_id, task):
+                await self.send({"data": [item]})
+        except TaskError as exc:
+            await self.send({"errors": [exc.item()]})
+        await self.tasks.delivered(job_id)
+
+    async def serve(self, limit: int) -> None:
+        """Take the client's messages until it goes; at most `limit` tasks per message."""
+        while True:
+            message = await self.socket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is None:
+                await self.socket.close(1003, "send tasks as JSON text messages")
+                return
+            try:
+                tasks = tasks_of(await parse(message["text"]), limit)
+            except TaskError as exc:
+                await self.send({"errors": [exc.item()]})
+                continue
+            for task in tasks:
+                await self.take(task)
+
+
+@router.websocket("/v1")
+async def websocket(socket: WebSocket) -> None:
+    await socket.accept()
+    base_url = str(socket.base_url).replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+    connection = Connection(socket, Tasks(socket, base_url, sessions=True))
+    try:
+        await connection.serve(connection.tasks.services.settings.max_tasks_per_message)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        connection.close()

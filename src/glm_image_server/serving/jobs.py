@@ -1,0 +1,292 @@
+"""The job service: what every dialect (and the playground) does with jobs, the same way and with no HTTP
+in it. Submit (admission, the durable write, metrics, the "accepted" line, a local worker woken); get and
+cancel only the caller's own jobs; `watch` a job as a stream of snapshots — the one loop behind sync
+waits, status streams and pushed results; render its images inline or as URLs.
+
+The start-deadline rule lives here for every reader: a queued job read past its `start_by` is failed
+first (the store's rule, which a worker's next claim applies too), and a watcher wakes at that deadline,
+so a waiting client sees it fail on time.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+import anyio
+from pydantic import BaseModel
+
+from .. import metrics
+from ..config import Settings
+from ..core.job import Job, JobError, JobStatus, LiveState, LogEntry
+from ..core.request import GenerationRequest, OutputSpec
+from ..core.results import StoredImage
+from ..keys import owner_label
+from ..media.fetch import BlockedUrl, UrlGuard
+from ..media.own_files import OwnFiles
+from ..media.storage import Storage
+from ..store.contract import CancelOutcome, JobStore
+from .admission import Admission, StoreUnavailable
+from .changes import ChangeFeed, SnapshotCache
+
+log = logging.getLogger("glm_image_server")
+T = TypeVar("T")
+DEADLINE_SLACK_S = 0.01  # wake just past a start deadline, so the read sees it passed
+FAILED = JobError(kind="internal", message="failed")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks: a dialect (the `api` its jobs record), the key's owner hash (None on a server without
+    keys) and the client's address (per-address limits). It sees only the jobs with its `api` and owner."""
+
+    api: str
+    owner: str | None = None
+    client: str = ""
+
+    def own(self, job: Job | None) -> Job | None:
+        """`job` when this caller may see it, else None (as if it did not exist)."""
+        return job if job is not None and job.api == self.api and job.owner == self.owner else None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A job as read at one moment. `job` None: gone (expired, never existed, or not the caller's).
+    With `progress`: its queue position while queued, its live state while running; `logs` when asked."""
+
+    job: Job | None
+    position: int = 0
+    logs: list[LogEntry] | None = None
+    live: LiveState | None = None
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    """A stored image as a client gets it: a URL on this server, or its bytes inline (base64)."""
+
+    image: StoredImage
+    url: str | None = None
+    base64: str | None = None
+
+    @property
+    def data_uri(self) -> str:
+        return f"data:{self.image.content_type};base64,{self.base64}"
+
+
+def failure(job: Job) -> JobError:
+    """Why a finished job did not succeed."""
+    return job.error or FAILED
+
+
+def overdue(job: Job | None, now: float) -> bool:
+    """Queued past its start deadline: the next read or claim fails it."""
+    start_by = job.start_by if job is not None and job.status == JobStatus.QUEUED else None
+    return start_by is not None and start_by <= now
+
+
+@dataclass
+class JobService:
+    """One per API process (`Services.jobs`), for every dialect; each call names its `Caller`."""
+
+    settings: Settings
+    store: JobStore
+    storage: Storage
+    changes: ChangeFeed
+    snapshots: SnapshotCache
+    admission: Admission
+    destinations: UrlGuard  # where webhooks and upload PUTs may go (checked at submission and per call)
+    own_files: OwnFiles  # our own result and upload URLs given back as inputs: read from storage
+    wake: Callable[[], None] = lambda: None  # a worker in this process, when there is one
+
+    @staticmethod
+    async def call(fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking store or file work off the event loop."""
+        return await anyio.to_thread.run_sync(fn, *args)
+
+    # --- submitting
+    def new_job(
+        self,
+        caller: Caller,
+        app: str,
+        request: GenerationRequest,
+        output: OutputSpec,
+        base_url: str,
+        options: BaseModel | None = None,
+        **fields: Any,
+    ) -> Job:
+        """A queued job of the caller's; `options` are the dialect's, kept to render it later; `fields`
+        the Job's optional ones (id, priority...). A result never outlives the retention."""
+        if output.ttl_s is not None and output.ttl_s > self.settings.result_retention_s:
+            output = replace(output, ttl_s=self.settings.result_retention_s)
+        return Job(
+            **{"id": str(uuid.uuid4()), "owner": caller.owner, **fields},
+            api=caller.api,
+            app=app,
+            request=request,
+            output=output,
+            options=options.model_dump(mode="json") if options is not None else {},
+            status=JobStatus.QUEUED,
+            created_at=time.time(),
+            file_prefix=secrets.token_urlsafe(18),
+            base_url=base_url,
+        )
+
+    async def submit(self, caller: Caller, job: Job) -> bool:
+        """Durable before it returns: acknowledge the job only after this. False: the id exists (it is not
+        replaced). Raises `admission.Refused` when the server takes no new work now (limits, disk, store)."""
+        if not await self.call(self._admit, job, caller.client):
+            return False
+        key, request = self.key_label(job.owner), job.request
+        metrics.JOBS_SUBMITTED.labels(job.api, key).inc()
+        log.info(
+            "job %s accepted: %s %s, %d image(s) at %dx%d, key %s",
+            job.id,
+            job.api,
+            job.app,
+            request.num_images,
+            request.width,
+            request.height,
+            key,
+        )
+        self.wake()
+        return True
+
+    def _admit(self, job: Job, client: str) -> bool:
+        self.admission.check(job.owner, client)
+        try:
+            return self.store.create(job)
+        except Exception as exc:  # the store's own errors (a full disk, a lost database) differ per store
+            log.error("could not record job %s: %s", job.id, exc)
+            raise StoreUnavailable(f"the job could not be recorded ({exc}); try again later", 5.0) from exc
+
+    def key_label(self, owner: str | None) -> str:
+        """Whose work a job is, for logs and metrics: its key's name (or hash); `-` without keys."""
+        return owner_label(self.settings.api_keys, owner)
+
+    async def refused_destination(self, url: str | None) -> str | None:
+        """Why a webhook or upload URL will never be called (the same guard as at send time), or None."""
+        if url is None:
+            return None
+        try:
+            await self.destinations.acheck(url)
+        except BlockedUrl as exc:
+            return f"refused: {exc}"
+        return None
+
+    async def local_references(self, references: tuple[str, ...], base_url: str) -> tuple[str, ...]:
+        """References to this server's own files (results, uploads) as `stored:` locators, read from
+        storage instead of fetched; the rest as given. Raises InvalidRequest (`references[i]`) for one of
+        ours that is gone or malformed."""
+        if not references:
+            return references
+        return await self.call(self.own_files.locators, references, base_url)
+
+    # --- reading
+    def read(self, caller: Caller, job_id: str) -> Job | None:
+        """The caller's job as it stands now (failed first if overdue). Blocking: the store."""
+        return caller.own(self._on_time(self.store.get(job_id)))
+
+    async def get(self, caller: Caller, job_id: str) -> Job | None:
+        return await self.call(self.read, caller, job_id)
+
+    def _on_time(self, job: Job | None) -> Job | None:
+        """The start-deadline rule for readers: a job queued past its `start_by` fails before anyone sees
+        it wait on (a worker's next claim would fail it too)."""
+        if not overdue(job, time.time()):
+            return job
+        self.store.expire_start_deadlines(time.time())
+        return self.store.get(job.id)  # type: ignore[union-attr]
+
+    def _snapshot(self, job_id: str, logs: bool, progress: bool) -> Snapshot | None:
+        """Blocking; shared by every caller (the snapshot cache), so ownership is checked after."""
+        job = self._on_time(self.store.get(job_id))
+        if job is None:
+            return None
+        queued, running = job.status == JobStatus.QUEUED, job.status == JobStatus.RUNNING
+        return Snapshot(
+            job,
+            self.store.queue_position(job_id) if progress and queued else 0,
+            self.store.logs(job_id) if logs else None,
+            self.store.live(job_id) if progress and running else None,
+        )
+
+    async def snapshot(
+        self, caller: Caller, job_id: str, logs: bool = False, progress: bool = False, fresh: bool = False
+    ) -> Snapshot:
+        """The job now: `fresh` from the store, else from the snapshot cache while it has not changed
+        (status polling costs no query; one read serves every caller that missed meanwhile)."""
+        key, read = (job_id, logs, progress), lambda: self.call(self._snapshot, job_id, logs, progress)
+        found = await (read() if fresh else self.snapshots.load(key, read))
+        if found is not None and overdue(found.job, time.time()):  # cached before its deadline passed
+            self.snapshots.invalidate(job_id)
+            found = await read()
+        return found if found is not None and caller.own(found.job) else Snapshot(None)
+
+    async def watch(
+        self,
+        caller: Caller,
+        job_id: str,
+        logs: bool = False,
+        progress: bool = False,
+        every_s: float | Callable[[], float] | None = None,
+    ) -> AsyncIterator[Snapshot]:
+        """Snapshots of the job: now, then after each change of it, at its start deadline, and at least
+        every `every_s` (seconds, or a function giving them each time; default `wait_poll_s`) — until one
+        shows it finished or gone. No change is missed between a snapshot and the next wait."""
+        while True:
+            seen = self.changes.seen(job_id)
+            snapshot = await self.snapshot(caller, job_id, logs, progress)
+            yield snapshot
+            job = snapshot.job
+            if job is None or job.status.finished:
+                return
+            wait_s = every_s() if callable(every_s) else every_s or self.settings.wait_poll_s
+            if job.status == JobStatus.QUEUED and job.start_by is not None:
+                wait_s = min(wait_s, max(0.0, job.start_by - time.time()) + DEADLINE_SLACK_S)
+            await self.changes.wait(job_id, wait_s, seen)
+
+    async def finished(self, caller: Caller, job_id: str) -> Job | None:
+        """The job once it is finished; None when it is gone (not the caller's, or expired meanwhile)."""
+        last: Job | None = None
+        async for snapshot in self.watch(caller, job_id):
+            last = snapshot.job
+        return last
+
+    async def cancel(self, caller: Caller, job_id: str) -> CancelOutcome:
+        """Queued: cancelled now. Running: flagged (its worker stops at the next token or step)."""
+        if await self.get(caller, job_id) is None:
+            return "missing"
+        outcome = await self.call(self.store.request_cancel, job_id)
+        self.changes.notify(job_id)
+        return outcome
+
+    # --- rendering
+    def render(
+        self, job: Job, inline: bool, images: Sequence[StoredImage] | None = None
+    ) -> list[RenderedImage]:
+        """The job's result images (or `images`, some a running job finished already) as URLs, or inline:
+        then blocking (reads the files; `arender` from handlers)."""
+        images = job.result.images if images is None and job.result is not None else images or ()
+        if inline:
+            read = self.storage.read
+            return [RenderedImage(im, base64=base64.b64encode(read(im.key)).decode()) for im in images]
+        return [RenderedImage(im, url=self.file_url(job, im.key)) for im in images]
+
+    async def arender(self, job: Job, inline: bool) -> list[RenderedImage]:
+        return await self.call(self.render, job, inline) if inline else self.render(job, inline)
+
+    def file_url(self, job: Job, key: str) -> str:
+        """Where a client downloads a job's file; a presigned URL (S3) lives as long as the job does."""
+        lifetime = job.output.ttl_s if job.output.ttl_s is not None else self.settings.result_retention_s
+        expires_s = (job.finished_at or time.time()) + lifetime - time.time()
+        return self.storage.url(key, self.settings.public_url or job.base_url, expires_s)
+
+    def upload_url(self, key: str, base_url: str) -> str:
+        """Where a client downloads an upload it made (kept for the retention period)."""
+        return self.storage.url(key, self.settings.public_url or base_url, self.settings.result_retention_s)

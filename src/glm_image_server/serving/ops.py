@@ -1,0 +1,71 @@
+"""The server's own state for its operators, read from the job store: whether it is ready (a worker with
+its model loaded, disk to spare), its workers, and the ops view of the playground. No HTTP here."""
+
+from __future__ import annotations
+
+import time
+
+from .. import metrics
+from ..core.job import Job
+from .services import Services
+
+LIVE_STATES = ("ready", "busy")
+
+
+def readiness(services: Services) -> tuple[bool, list[dict]]:
+    """Ready when at least one worker has its model loaded and answers its heartbeat. Blocking."""
+    now, settings = time.time(), services.settings
+    workers = [w for w in services.store.workers() if now - w.heartbeat_at < max(60.0, 4 * settings.lease_s)]
+    listed = [
+        w.model_dump(mode="json", include={"id", "pid", "device", "state", "jobs", "restarts"})
+        for w in workers
+    ]
+    ready = any(w.state in LIVE_STATES and now - w.heartbeat_at < settings.lease_s for w in workers)
+    return ready, listed
+
+
+def problems(services: Services, has_workers: bool) -> list[str]:
+    """What keeps the server from taking work, in words."""
+    found = [] if has_workers else ["no worker has its model loaded"]
+    if disk := services.admission.disk.problem():
+        found.append(disk)
+    return found
+
+
+def _ops_job(services: Services, job: Job) -> dict:
+    """A job as the ops view lists it."""
+    return {
+        "id": job.id,
+        "api": job.api,
+        "key": services.jobs.key_label(job.owner),
+        "app": job.app,
+        "status": job.status.value,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "worker_id": job.worker_id,
+        "size": f"{job.request.width}x{job.request.height}",
+        "images": job.request.num_images,
+        "steps": job.request.num_inference_steps,
+        "timings": job.result.timings if job.result else None,
+        "error": job.error.message if job.error else None,
+    }
+
+
+def ops_view(services: Services, owner: str | None, limit: int = 30) -> dict:
+    """Workers and their state, queue depth, and the recent jobs of the caller's key (`owner`; another
+    key's jobs are not shown here either) among the server's newest: the playground's ops tab. Blocking."""
+    ready, workers = readiness(services)
+    recent = [job for job in services.store.recent(10 * limit) if job.owner == owner][:limit]
+    return {
+        "ready": ready,
+        "workers": workers,
+        "queue_depth": services.store.queued_count(),
+        "jobs": [_ops_job(services, job) for job in recent],
+    }
+
+
+def prometheus(services: Services) -> tuple[bytes, str]:
+    """The metrics page: the processes' counters and histograms, and the queue by batch key. Blocking."""
+    body, content_type = metrics.exposition()
+    return body + metrics.queue_exposition(services.store.queue_depth(), time.time()), content_type
