@@ -5,38 +5,23 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers.jobs import make_job
 from helpers.stores import raw_rows
 
 from glm_image_server.config import Settings
 from glm_image_server.core.job import Job, JobError, JobStatus
-from glm_image_server.core.request import GenerationRequest, OutputSpec
 from glm_image_server.delivery.sender import DeliverySender, Outgoing, RetryPolicy
 from glm_image_server.media.fetch import UrlGuard
 from glm_image_server.store.contract import JobStore
 
 
-def make_job(webhook_url: str | None = "https://example.com/hook", api: str = "fal") -> Job:
-    return Job(
-        id=str(uuid.uuid4()),
-        api=api,
-        app="fal-ai/glm-image",
-        request=GenerationRequest(prompt="a cat", width=512, height=512, seed=1),
-        output=OutputSpec(webhook_url=webhook_url),
-        status=JobStatus.QUEUED,
-        created_at=time.time(),
-        file_prefix="prefix",
-        base_url="http://testserver/",
-    )
-
-
 def finished_job(store: JobStore, webhook_url: str | None = "https://example.com/hook") -> Job:
-    job = make_job(webhook_url)
+    job = make_job(webhook=webhook_url)
     assert store.create(job)
     assert store.finish(job.id, JobStatus.FAILED, error=JobError(kind="internal", message="boom"))
     return store.get(job.id)

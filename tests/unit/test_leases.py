@@ -7,11 +7,11 @@ import json
 import sqlite3
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
 import pytest
+from helpers.jobs import make_job
 from helpers.stores import raw_rows, throwaway_database
 
 from glm_image_server.core.job import Claim, Job, JobError, JobStatus, WorkerInfo
@@ -20,37 +20,6 @@ from glm_image_server.core.results import JobResult, StoredImage
 from glm_image_server.store.contract import JobStore, Requeued
 from glm_image_server.store.postgres import MIGRATIONS, PostgresJobStore
 from glm_image_server.store.sqlite import SCHEMA_VERSION, SqliteJobStore
-
-
-def make_job(
-    prompt: str = "a cat",
-    *,
-    width: int = 512,
-    steps: int = 30,
-    num_images: int = 1,
-    seed: int = 7,
-    output: OutputSpec | None = None,
-    job_id: str | None = None,
-) -> Job:
-    request = GenerationRequest(
-        prompt=prompt,
-        width=width,
-        height=512,
-        num_inference_steps=steps,
-        seed=seed,
-        num_images=num_images,
-    )
-    return Job(
-        id=job_id or str(uuid.uuid4()),
-        api="fal",
-        app="fal-ai/glm-image",
-        request=request,
-        output=output or OutputSpec(),
-        status=JobStatus.QUEUED,
-        created_at=time.time(),
-        file_prefix="prefix",
-        base_url="http://testserver/",
-    )
 
 
 def result_for(job: Job) -> JobResult:

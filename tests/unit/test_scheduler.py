@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
+from helpers.jobs import make_job
 
 from glm_image_server.config import Settings
 from glm_image_server.core.events import JobEvent, JobFailed, JobLog, JobProgress, JobSucceeded
 from glm_image_server.core.job import Claim, Job, JobError, JobStatus
-from glm_image_server.core.request import GenerationRequest, OutputSpec
 from glm_image_server.core.results import JobResult, StoredImage
 from glm_image_server.store.sqlite import SqliteJobStore
 from glm_image_server.worker.executor import Interrupted
@@ -25,22 +24,6 @@ WORKER = "worker-1"
 Script = Callable[
     [Sequence[Job], Callable[[JobEvent], None], Callable[[str], bool], Callable[[], bool]], None
 ]
-
-
-def make_job(prompt: str = "a cat", *, steps: int = 30, num_images: int = 1) -> Job:
-    return Job(
-        id=str(uuid.uuid4()),
-        api="fal",
-        app="fal-ai/glm-image",
-        request=GenerationRequest(
-            prompt=prompt, width=512, height=512, num_inference_steps=steps, seed=3, num_images=num_images
-        ),
-        output=OutputSpec(),
-        status=JobStatus.QUEUED,
-        created_at=time.time(),
-        file_prefix="prefix",
-        base_url="http://testserver/",
-    )
 
 
 def result_for(job: Job) -> JobResult:
