@@ -18,7 +18,6 @@ import httpx
 import pytest
 from helpers.fleet import WorkerProcess, api_process, fal_body, fleet_env
 from helpers.serving import WebServer
-from helpers.stores import throwaway_database
 from helpers.waiting import wait_for
 from PIL import Image
 from websockets.sync.client import connect
@@ -31,11 +30,11 @@ def body(seed: int, size: int = 64, steps: int = 10) -> dict:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, s3_server):
+def fleet(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, s3_server, postgres_database):
     """(API A, API B, the bucket): a worker first, then the two APIs (each ready once it sees the worker).
     Keep-alives and sync re-reads at 60 s: what reaches a waiter sooner came through NOTIFY."""
     root = tmp_path_factory.mktemp("fleet")
-    with throwaway_database() as url:
+    with postgres_database() as url:
         bucket = s3_server.new_bucket()
         env = fleet_env(
             url,
