@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from helpers.jobs import make_job
 from helpers.stores import raw_rows, throwaway_database
+from helpers.waiting import wait_for
 
 from glm_image_server.core.job import Claim, Job, JobError, JobStatus, WorkerInfo
 from glm_image_server.core.request import GenerationRequest, OutputSpec
@@ -295,9 +296,7 @@ def test_subscribers_hear_other_processes_changes_or_poll(backend):
     assert got.wait(5)
     writer.claim_batch("w1", 1, 30)
     writer.add_log(job.id, "INFO", "step 1")
-    deadline = time.monotonic() + 5
-    while len(heard["changes"]) < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: len(heard["changes"]) >= 3, 5, "three changes")
     assert heard["changes"] == [job.id] * 3
     assert heard["queued"] == [job.id]  # a claim is no news for idle workers
 
