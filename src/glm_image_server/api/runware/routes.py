@@ -237,10 +237,14 @@ class Tasks:
             return upload
         found = translate.result_of(image_uuid)
         job = self.service.own(self.services.store.get(found[0])) if found else None
-        if found is None or job is None or job.owner != self.owner or job.result is None:
+        if found is None or job is None or job.owner != self.owner:
             return None
-        images = job.result.images
-        key = images[found[1]].key if found[1] < len(images) else None
+        if job.result is not None:
+            keys = {i: image.key for i, image in enumerate(job.result.images)}
+        else:  # still running: the images handed out early are results already (a client may edit one)
+            live = self.services.store.live(job.id)
+            keys = {done.index: done.image.key for done in (live.images if live else ())}
+        key = keys.get(found[1])
         return STORED + key if key is not None and storage.exists(key) else None
 
     async def results(self, job_id: str, task: dict) -> list[dict]:
