@@ -4,12 +4,12 @@ was wrong. Never a 500, never a hang."""
 from __future__ import annotations
 
 import io
-import time
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 from helpers.images import data_uri, png_bytes
+from helpers.waiting import wait_for
 from PIL import Image
 
 T2I, I2I = "fal-ai/glm-image", "fal-ai/glm-image/image-to-image"
@@ -138,10 +138,11 @@ def test_validation_errors_carry_no_empty_context(fal_app: TestClient) -> None:
 
 
 def _wait_completed(client: TestClient, status_url: str) -> dict:
-    deadline = time.monotonic() + 60
-    while (status := client.get(status_url, params={"logs": "1"})).status_code == 202:
-        assert time.monotonic() < deadline, "hang"
-        time.sleep(0.1)
+    def finished() -> httpx.Response | None:
+        status = client.get(status_url, params={"logs": "1"})
+        return status if status.status_code != 202 else None
+
+    status = wait_for(finished, 60, "the job to finish", interval=0.1)
     assert status.status_code == 200
     return status.json()
 

@@ -3,12 +3,12 @@ getResponse cannot read a fal job (in-process app, the tiny engine on a worker t
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers.waiting import wait_for
 
 from glm_image_server.api.app import create_app
 from glm_image_server.config import Settings
@@ -46,13 +46,13 @@ def test_fal_urls_do_not_reach_a_runware_job(client: TestClient) -> None:
     assert client.get(f"{FAL}/{job_id}").status_code == 404
     assert client.put(f"{FAL}/{job_id}/cancel").json() == {"status": "NOT_FOUND"}
     poll = [{"taskType": "getResponse", "taskUUID": job_id}]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # the job itself was neither read nor cancelled: it completes
-        data = client.post("/v1", json=poll).json().get("data", [{}])
-        if data[0].get("status") == "success":
-            break
-        time.sleep(0.1)
-    assert data[0]["status"] == "success" and data[0]["taskUUID"] == job_id
+
+    def done() -> dict | None:
+        (item,) = client.post("/v1", json=poll).json().get("data", [{}])
+        return item if item.get("status") == "success" else None
+
+    # The job itself was neither read nor cancelled: it completes.
+    assert wait_for(done, 60, "the Runware task", interval=0.1)["taskUUID"] == job_id
 
 
 def test_runware_cannot_read_a_fal_job(client: TestClient) -> None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from helpers.app import app_settings, serve_app
 from helpers.runware import task
+from helpers.waiting import wait_for
 
 from glm_image_server.keys import owner_hash
 
@@ -42,21 +41,20 @@ def client(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, engine):
     yield from serve_app(settings, engine)
 
 
-def _wait(done: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not done():
-        assert time.monotonic() < deadline, f"{what} did not finish"
-        time.sleep(0.1)
-
-
 def _fal_submit(client: TestClient, body: dict) -> str:
     return client.post("/queue/fal-ai/glm-image", json=body, headers=fal_auth(KEY_A)).json()["request_id"]
 
 
+def _fal_completed(client: TestClient, job_id: str) -> None:
+    def status() -> str:
+        return client.get(f"{FAL}/{job_id}/status", headers=fal_auth(KEY_A)).json()["status"]
+
+    wait_for(lambda: status() == "COMPLETED", 60, "the fal job", interval=0.1)
+
+
 def _fal_job(client: TestClient) -> str:
     job_id = _fal_submit(client, FAL_BODY)
-    status = f"{FAL}/{job_id}/status"
-    _wait(lambda: client.get(status, headers=fal_auth(KEY_A)).json()["status"] == "COMPLETED", "fal job")
+    _fal_completed(client, job_id)
     return job_id
 
 
@@ -68,7 +66,7 @@ def _runware_job(client: TestClient) -> str:
     def done() -> bool:
         return client.post("/v1", json=poll, headers=bearer(KEY_A)).json()["data"][0]["status"] == "success"
 
-    _wait(done, "Runware task")
+    wait_for(done, 60, "the Runware task", interval=0.1)
     return submitted["taskUUID"]
 
 
@@ -193,8 +191,7 @@ def test_another_keys_cancel_leaves_a_queued_job_alone(client: TestClient) -> No
     job_id = _fal_submit(client, body)
     answer = client.put(f"{FAL}/{job_id}/cancel", headers=fal_auth(KEY_B))
     assert (answer.status_code, answer.json()) == (404, {"status": "NOT_FOUND"})
-    status = f"{FAL}/{job_id}/status"
-    _wait(lambda: client.get(status, headers=fal_auth(KEY_A)).json()["status"] == "COMPLETED", "fal job")
+    _fal_completed(client, job_id)
     assert client.get(f"{FAL}/{job_id}", headers=fal_auth(KEY_A)).json()["images"]
 
 

@@ -31,7 +31,6 @@ from playwright.sync_api import sync_playwright
 DOC = Path(__file__).parents[2] / "docs" / "api.md"
 KEY = "docs-key-314"
 CA_PLACEHOLDER = "~/.local/share/glm-image-server/tls/ca.pem"
-CHROMIUM = Path("/usr/bin/chromium")
 RUNNERS = {
     "python": ("client.py", [sys.executable, "client.py"]),
     "js": ("client.mjs", ["node", "client.mjs"]),
@@ -130,9 +129,8 @@ def spki_hash(certificate: Path) -> str:
 
 
 def test_the_browser_client_runs_on_a_page_of_another_origin(
-    docs_server: ServerProcess, tmp_path: Path
+    docs_server: ServerProcess, tmp_path: Path, chromium: Path
 ) -> None:
-    assert CHROMIUM.exists(), "the browser tests need Debian's chromium: apt-get install -y chromium"
     ((_, code),) = CLIENTS["client-fal-browser"]
     page = workdir(tmp_path) / "page"
     page.mkdir()
@@ -148,7 +146,7 @@ def test_the_browser_client_runs_on_a_page_of_another_origin(
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM),
+                executable_path=str(chromium),
                 args=["--no-sandbox", f"--ignore-certificate-errors-spki-list={trusted}"],
             )
             tab = browser.new_page()

@@ -5,11 +5,13 @@ exposes are tested on the in-process app: tests/api/test_fal_http.py."""
 
 from __future__ import annotations
 
+import functools
 import time
 
 import fal_client
 import pytest
 from helpers.images import data_uri, download, png_bytes
+from helpers.waiting import wait_for
 
 T2I = "fal-ai/glm-image"
 I2I = "fal-ai/glm-image/image-to-image"
@@ -92,12 +94,12 @@ def test_submit_status_result(fal_server, app: str) -> None:
     handle = fal_client.submit(app, arguments=arguments)
     # The app's sub-path is dropped from status/result URLs: both apps share one request store.
     assert "/image-to-image/" not in handle.status_url
-    deadline = time.monotonic() + 60
-    while not isinstance(
-        status := fal_client.status(app, handle.request_id, with_logs=True), fal_client.Completed
-    ):
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+
+    def completed() -> fal_client.Completed | None:
+        status = fal_client.status(app, handle.request_id, with_logs=True)
+        return status if isinstance(status, fal_client.Completed) else None
+
+    status = wait_for(completed, 60, "the request to complete", 0.1)
     assert status.error is None and status.logs
     result = fal_client.result(app, handle.request_id)
     assert result["seed"] == 11
@@ -111,10 +113,15 @@ def test_cancel_queued_and_running(fal_server, fal_http) -> None:
     long = {"prompt": "long", "image_size": "square_hd", "num_inference_steps": 100}
     running = fal_client.submit(T2I, arguments=long)
     queued = fal_client.submit(T2I, arguments={"prompt": "never runs", **SMALL})
-    deadline = time.monotonic() + 60
-    while not isinstance(fal_client.status(T2I, running.request_id), fal_client.InProgress):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+
+    def in_progress() -> bool:
+        return isinstance(fal_client.status(T2I, running.request_id), fal_client.InProgress)
+
+    def completed(handle: fal_client.SyncRequestHandle) -> fal_client.Completed | None:
+        status = fal_client.status(T2I, handle.request_id)
+        return status if isinstance(status, fal_client.Completed) else None
+
+    wait_for(in_progress, 60, "the long request to run", 0.05)
 
     response = fal_http.put(f"/queue/{T2I}/requests/{queued.request_id}/cancel")
     assert (response.status_code, response.json()) == (200, {"status": "OK"})
@@ -122,9 +129,7 @@ def test_cancel_queued_and_running(fal_server, fal_http) -> None:
     fal_client.cancel(T2I, running.request_id)  # raises on an error status
 
     for handle in (running, queued):
-        while not isinstance(status := fal_client.status(T2I, handle.request_id), fal_client.Completed):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        status = wait_for(functools.partial(completed, handle), 60, "the cancelled request to end", 0.05)
         assert status.error_type == "request_cancelled"
         with pytest.raises(fal_client.client.FalClientHTTPError):
             fal_client.result(T2I, handle.request_id)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import Counter, defaultdict
 
 import fal_client
 import httpx
 from helpers.serving import ServerProcess
+from helpers.waiting import holds, wait_for
 
 T2I = "fal-ai/glm-image"
 SMALL = {"image_size": {"width": 96, "height": 64}, "num_inference_steps": 10}
@@ -33,26 +33,24 @@ def test_sigkill_mid_run_loses_nothing(tmp_path, model_cache, web) -> None:
             ).json()["request_id"]
             for n in range(10)
         ]
-        deadline = time.monotonic() + 120
-        while True:  # kill once two jobs are done and a third is part-way
+
+        def two_done_one_running() -> tuple[list[str], list[str]] | None:
             now = statuses(client, ids)
             done = [i for i in ids if now[i]["status"] == "COMPLETED"]
             running = [i for i in ids if now[i]["status"] == "IN_PROGRESS"]
-            if len(done) >= 2 and running:
-                break
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+            return (done, running) if len(done) >= 2 and running else None
+
+        done, running = wait_for(two_done_one_running, 120, "two jobs done and a third part-way", 0.05)
         before = {i: client.get(f"/queue/{T2I}/requests/{i}").json() for i in done}
         server.kill()
 
         server.start()  # same port, same data directory
-        deadline = time.monotonic() + 180
-        while True:
+
+        def all_completed() -> dict[str, dict] | None:
             now = statuses(client, ids)
-            if all(s["status"] == "COMPLETED" for s in now.values()):
-                break
-            assert time.monotonic() < deadline, now
-            time.sleep(0.2)
+            return now if all(s["status"] == "COMPLETED" for s in now.values()) else None
+
+        now = wait_for(all_completed, 180, "every job to complete after the restart", 0.2)
         assert all("error" not in s for s in now.values()), now
         assert "queued again" in server.log()
 
@@ -71,10 +69,10 @@ def test_sigkill_mid_run_loses_nothing(tmp_path, model_cache, web) -> None:
         assert httpx.get(interrupted["images"][0]["url"]).content == fresh_bytes
 
         # Webhooks: every request delivered; a repeat (a kill between POST and bookkeeping) is identical.
-        deadline = time.monotonic() + 30
-        while len({json.loads(b)["request_id"] for m, p, b in web.received if p == "/hook"}) < 10:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        def hooked() -> set[str]:
+            return {json.loads(body)["request_id"] for _, path, body in web.received if path == "/hook"}
+
+        wait_for(lambda: len(hooked()) == 10, 30, "a webhook for each of the ten requests", 0.1)
         for _method, path, raw in web.received:
             if path == "/hook":
                 hooks.append(json.loads(raw))
@@ -108,12 +106,9 @@ def test_webhook_retried_until_accepted(fal_server, fal_http, web) -> None:
         json={"prompt": "x", "image_urls": ["http://127.0.0.1:9/none.png"], **SMALL},
     ).json()
     ids = {ok.request_id, bad["request_id"]}
-    deadline = time.monotonic() + 60
-    while not all(attempts[i] >= 3 for i in ids):
-        assert time.monotonic() < deadline, attempts
-        time.sleep(0.1)
-    time.sleep(1.5)  # no further deliveries once one was accepted
-    assert {i: attempts[i] for i in ids} == {i: 3 for i in ids}
+    wait_for(lambda: all(attempts[i] >= 3 for i in ids), 60, "three attempts at each webhook", 0.1)
+    # No further deliveries once one was accepted (1.5 s: more than the next retry delays).
+    holds(lambda: {i: attempts[i] for i in ids} == {i: 3 for i in ids}, 1.5, "three attempts each", 0.1)
 
     accepted = {}
     for _method, _path, raw in web.received:

@@ -13,7 +13,6 @@ from helpers.images import png_bytes
 from helpers.keys import PLAIN_KEY
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(
     os.environ.get("GLM_IMAGE_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts")
 )
@@ -23,11 +22,10 @@ expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    assert CHROMIUM.exists(), "the browser tests need Debian's chromium: apt-get install -y chromium"
+def browser(chromium: Path) -> Iterator[Browser]:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
         yield browser
         browser.close()
 

@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 from helpers.serving import ServerProcess, WebServer
+from helpers.waiting import wait_for
 from PIL import Image
 
 from glm_image_server.worker.prompting import SYSTEM_PROMPT
@@ -104,8 +105,12 @@ def test_flags_and_cost_in_runware_results(featured) -> None:
 
 def _logs(client: httpx.Client, body: dict) -> tuple[dict, list[str]]:
     submitted = client.post("/queue/fal-ai/glm-image", json=body).json()
-    while (status := client.get(submitted["status_url"], params={"logs": 1})).status_code == 202:
-        time.sleep(0.1)
+
+    def finished() -> httpx.Response | None:
+        status = client.get(submitted["status_url"], params={"logs": 1})
+        return status if status.status_code != 202 else None
+
+    status = wait_for(finished, 120, "the job to finish", 0.1)
     result = client.get(submitted["response_url"]).json()
     return result, [log["message"] for log in status.json()["logs"]]
 

@@ -17,7 +17,6 @@ from helpers.images import decode
 from helpers.keys import FAL_KEY
 from helpers.ray_cluster import RayFleet
 from helpers.runware import task
-from helpers.stores import throwaway_database
 from helpers.waiting import wait_for
 from websockets.sync.client import connect
 
@@ -30,9 +29,9 @@ def body(seed: int, size: int, steps: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def ray_fleet(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, s3_server):
+def ray_fleet(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, s3_server, postgres_database):
     root = tmp_path_factory.mktemp("ray-fleet")
-    with throwaway_database() as url:
+    with postgres_database() as url:
         env = fleet_env(
             url,
             s3_server.new_bucket(),

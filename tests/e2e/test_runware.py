@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import re
-import time
 import uuid
 
 import httpx
@@ -16,6 +15,7 @@ import pytest
 from helpers.images import data_uri, decode, png_bytes
 from helpers.keys import RUNWARE_KEY
 from helpers.runware import MODEL, task
+from helpers.waiting import wait_for
 from runware import IImageInference, Runware
 from websockets.sync.client import connect
 
@@ -108,14 +108,15 @@ def test_rest_sync_and_async_with_get_response(rest) -> None:
     job = task()
     ack = rest.post("", json=[{**job, "deliveryMethod": "async"}]).json()["data"][0]
     assert ack == {"taskType": "imageInference", "taskUUID": job["taskUUID"], "status": "processing"}
-    deadline = time.monotonic() + 60
-    while True:
-        polled = rest.post("", json=[{"taskType": "getResponse", "taskUUID": job["taskUUID"]}]).json()["data"]
-        if polled[0]["status"] == "success":
-            break
-        assert polled[0]["status"] == "processing" and time.monotonic() < deadline
-        time.sleep(0.1)
-    assert decode(httpx.get(polled[0]["imageURL"]).content).size == (128, 160)
+
+    def succeeded() -> dict | None:
+        poll = [{"taskType": "getResponse", "taskUUID": job["taskUUID"]}]
+        (item,) = rest.post("", json=poll).json()["data"]
+        assert item["status"] in ("processing", "success"), item
+        return item if item["status"] == "success" else None
+
+    item = wait_for(succeeded, 60, "the async task", 0.1)
+    assert decode(httpx.get(item["imageURL"]).content).size == (128, 160)
 
 
 def test_webhook_and_upload_endpoint(rest, web) -> None:
@@ -125,10 +126,12 @@ def test_webhook_and_upload_endpoint(rest, web) -> None:
         numberResults=2, webhookURL=web.url("/hook"), uploadEndpoint=web.url("/put"), outputFormat="PNG"
     )
     items = rest.post("", json=[job]).json()["data"]
-    deadline = time.monotonic() + 30
-    while len([r for r in web.received if r[1] in ("/hook", "/put")]) < 4:
-        assert time.monotonic() < deadline, web.received
-        time.sleep(0.1)
+    wait_for(
+        lambda: sum(path in ("/hook", "/put") for _, path, _ in web.received) >= 4,
+        30,
+        "two webhooks and two uploads",
+        0.1,
+    )
     hooks = [json.loads(body)["data"] for method, path, body in web.received if path == "/hook"]
     assert [hook[0]["imageUUID"] for hook in hooks] == [item["imageUUID"] for item in items]
     assert all(len(hook) == 1 and hook[0]["taskUUID"] == job["taskUUID"] for hook in hooks)

@@ -6,7 +6,6 @@ tests/e2e/test_fleet.py.)"""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import httpx
@@ -82,14 +81,15 @@ def test_a_resumed_session_also_gets_a_task_still_running(runware_server) -> Non
         session = authenticate(socket, RUNWARE_KEY)
         socket.send(json.dumps([job]))
     # A session can be resumed once a task of it is recorded (just after the task is): reconnect until then.
-    deadline = time.monotonic() + 30
-    while True:
+
+    def resumed() -> dict | None:
         with connect(url) as again:
-            if authenticate(again, RUNWARE_KEY, session) == session:
-                (item,) = json.loads(again.recv(timeout=120))["data"]
-                break
-        assert time.monotonic() < deadline, "the session never became resumable"
-        time.sleep(0.05)
+            if authenticate(again, RUNWARE_KEY, session) != session:
+                return None
+            (item,) = json.loads(again.recv(timeout=120))["data"]
+            return item
+
+    item = wait_for(resumed, 30, "the session to become resumable", 0.05)
     assert item["taskUUID"] == job["taskUUID"] and item["status"] == "success"
 
 
@@ -101,13 +101,14 @@ def test_get_response_hands_out_each_image_as_it_finishes(runware_server) -> Non
     job = task(numberResults=2, steps=60, width=128, height=128, deliveryMethod="async", outputFormat="PNG")
     assert rest.post("", json=[job]).json()["data"][0]["status"] == "processing"
     seen: list[list[dict]] = []
-    deadline = time.monotonic() + 180
-    while not (seen and all(item["status"] == "success" for item in seen[-1])):
-        assert time.monotonic() < deadline, seen[-1:]
+
+    def all_succeeded() -> bool:
         items = poll(rest, job["taskUUID"])
         assert len(items) == 2  # one item per image: processing or its result
         seen.append(items)
-        time.sleep(0.05)
+        return all(item["status"] == "success" for item in items)
+
+    wait_for(all_succeeded, 180, "both images", 0.05)
     partial = [items for items in seen if [i["status"] for i in items] == ["success", "processing"]]
     assert partial, "the first image was never handed out before the second was done"
     first = partial[0][0]

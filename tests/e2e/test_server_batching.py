@@ -3,11 +3,10 @@ runs, and cancelling one job of a batch leaves the others alone."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 from helpers.serving import ServerProcess
+from helpers.waiting import wait_for
 
 TARGET = "a shop sign that reads 'OPEN'"
 NEIGHBOURS = [
@@ -29,11 +28,11 @@ def batching_server(tmp_path_factory, model_cache):
 
 
 def _wait(client: httpx.Client, submitted: dict) -> dict:
-    deadline = time.monotonic() + 120
-    while (status := client.get(submitted["status_url"], params={"logs": 1})).status_code == 202:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    return status.json()
+    def finished() -> httpx.Response | None:
+        status = client.get(submitted["status_url"], params={"logs": 1})
+        return status if status.status_code != 202 else None
+
+    return wait_for(finished, 120, "the job to finish", 0.05).json()
 
 
 def test_server_batches_and_images_match_single_runs(batching_server) -> None:
@@ -58,10 +57,11 @@ def test_cancelling_one_job_of_a_batch(batching_server) -> None:
     submitted = [
         client.post("/queue/fal-ai/glm-image", json={"prompt": f"p{i}", **body}).json() for i in range(3)
     ]
-    deadline = time.monotonic() + 60
-    while client.get(submitted[1]["status_url"]).json()["status"] != "IN_PROGRESS":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+
+    def second_running() -> bool:
+        return client.get(submitted[1]["status_url"]).json()["status"] == "IN_PROGRESS"
+
+    wait_for(second_running, 60, "the second job to run", 0.05)
     cancel = client.put(submitted[1]["cancel_url"])
     assert cancel.status_code == 202
     statuses = [_wait(client, s) for s in submitted]

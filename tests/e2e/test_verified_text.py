@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 
 import fal_client
 import httpx
@@ -19,6 +18,7 @@ from helpers.doubles import ScoreByPixels
 from helpers.images import decode, download
 from helpers.keys import RUNWARE_KEY
 from helpers.runware import MODEL, task
+from helpers.waiting import wait_for
 from openai import OpenAI
 from runware import IImageInference, Runware
 
@@ -134,10 +134,11 @@ def test_the_real_ocr_in_the_default_server(plain_server) -> None:
     submitted = plain_server.client.post(
         f"/queue/{T2I}", json={**body, **SMALL, "image_size": "square"}
     ).json()
-    deadline = time.monotonic() + 120
-    while (status := plain_server.client.get(submitted["status_url"])).json()["status"] != "COMPLETED":
-        assert time.monotonic() < deadline, status.json()
-        time.sleep(0.1)
+
+    def completed() -> bool:
+        return plain_server.client.get(submitted["status_url"]).json()["status"] == "COMPLETED"
+
+    wait_for(completed, 120, "the job", 0.1)
     result = plain_server.client.get(submitted["response_url"])
     [check] = result.json()["text_checks"]
     assert check["spans"][0]["text"] == "OPEN" and not check["spans"][0]["found"]  # noise reads as no sign

@@ -87,7 +87,7 @@ class RayFleet:
                     return self
             except httpx.HTTPError:
                 pass
-            time.sleep(1)
+            time.sleep(0.2)
         raise TimeoutError(f"the fleet was not ready in {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
@@ -97,7 +97,9 @@ class RayFleet:
         if self.head is not None and self.head.poll() is None:
             os.killpg(self.head.pid, signal.SIGTERM)
             try:
-                self.head.wait(30)
+                # `ray start --block` has not once exited by itself within 30 s of a SIGTERM here: a
+                # short grace, then the whole process group goes.
+                self.head.wait(5)
             except subprocess.TimeoutExpired:
                 os.killpg(self.head.pid, signal.SIGKILL)
                 self.head.wait(10)

@@ -6,31 +6,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from pathlib import Path
 
+from helpers.jobs import make_job
 from helpers.stores import sqlite_store
 
-from glm_image_server.core.job import Job, JobStatus
-from glm_image_server.core.request import GenerationRequest, OutputSpec
 from glm_image_server.serving.changes import ChangeFeed, SnapshotCache
 from glm_image_server.store.contract import JobStore
 
 POLL_S = 0.02
-
-
-def make_job() -> Job:
-    return Job(
-        id=str(uuid.uuid4()),
-        api="fal",
-        app="fal-ai/glm-image",
-        request=GenerationRequest(prompt="a cat", width=512, height=512, seed=1),
-        output=OutputSpec(),
-        status=JobStatus.QUEUED,
-        created_at=time.time(),
-        file_prefix="prefix",
-        base_url="http://testserver/",
-    )
 
 
 # --- SnapshotCache

@@ -5,51 +5,27 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import uuid
-from collections.abc import Callable
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers.jobs import make_job
 from helpers.stores import raw_rows
+from helpers.waiting import holds, wait_for
 
 from glm_image_server.config import DeliverySettings, Settings
 from glm_image_server.core.job import Job, JobError, JobStatus
-from glm_image_server.core.request import GenerationRequest, OutputSpec
 from glm_image_server.delivery.sender import DeliverySender, Outgoing, RetryPolicy
 from glm_image_server.media.fetch import UrlGuard
 from glm_image_server.store.contract import JobStore
 
 
-def make_job(webhook_url: str | None = "https://example.com/hook", api: str = "fal") -> Job:
-    return Job(
-        id=str(uuid.uuid4()),
-        api=api,
-        app="fal-ai/glm-image",
-        request=GenerationRequest(prompt="a cat", width=512, height=512, seed=1),
-        output=OutputSpec(webhook_url=webhook_url),
-        status=JobStatus.QUEUED,
-        created_at=time.time(),
-        file_prefix="prefix",
-        base_url="http://testserver/",
-    )
-
-
 def finished_job(store: JobStore, webhook_url: str | None = "https://example.com/hook") -> Job:
-    job = make_job(webhook_url)
+    job = make_job(webhook=webhook_url)
     assert store.create(job)
     assert store.finish(job.id, JobStatus.FAILED, error=JobError(kind="internal", message="boom"))
     return store.get(job.id)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def outbox_row(store: JobStore, job_id: str) -> dict:
@@ -246,8 +222,9 @@ def test_the_sender_retries_until_the_receiver_accepts(tmp_path, store):
 
         sender = run_sender(store, sender_settings(tmp_path), renderer, UrlGuard(allow_loopback=True))
         try:
-            assert wait_for(lambda: outbox_row(store, job.id)["delivered_at"] is not None)
-            time.sleep(0.3)  # nothing more is sent once it went through
+            wait_for(lambda: outbox_row(store, job.id)["delivered_at"] is not None, 10, "the delivery")
+            # Nothing more is sent once it went through (0.3 s: three retry delays and more).
+            holds(lambda: len(receiver.requests) == 3, 0.3, "three requests, the last one accepted")
         finally:
             sender.stop()
     assert len(receiver.requests) == 3
@@ -280,7 +257,7 @@ def test_a_delivered_part_is_not_sent_again(tmp_path, store):
 
         sender = run_sender(store, sender_settings(tmp_path), renderer, UrlGuard(allow_loopback=True))
         try:
-            assert wait_for(lambda: outbox_row(store, job.id)["delivered_at"] is not None)
+            wait_for(lambda: outbox_row(store, job.id)["delivered_at"] is not None, 10, "the delivery")
         finally:
             sender.stop()
     assert [(method, path) for method, path, _ in receiver.requests] == [
@@ -302,8 +279,8 @@ def test_a_url_refused_by_the_guard_is_not_retried(tmp_path, store):
 
         sender = run_sender(store, sender_settings(tmp_path), renderer, UrlGuard(allow_loopback=False))
         try:
-            assert wait_for(lambda: outbox_row(store, job.id)["attempts"] == 1)
-            time.sleep(0.3)
+            wait_for(lambda: outbox_row(store, job.id)["attempts"] == 1, 10, "the refused attempt")
+            holds(lambda: outbox_row(store, job.id)["attempts"] == 1, 0.3, "one attempt: not retried")
         finally:
             sender.stop()
     assert receiver.requests == []
@@ -320,7 +297,7 @@ def test_a_delivery_for_a_deleted_job_is_dropped(tmp_path, store):
     raw_rows(store, "DELETE FROM jobs WHERE id = ?", (job.id,))
     sender = run_sender(store, sender_settings(tmp_path), lambda job: [], UrlGuard())
     try:
-        assert wait_for(lambda: outbox_row(store, job.id)["attempts"] == 1)
+        wait_for(lambda: outbox_row(store, job.id)["attempts"] == 1, 10, "the attempt")
     finally:
         sender.stop()
     row = outbox_row(store, job.id)
@@ -338,8 +315,12 @@ def test_only_answers_that_may_pass_are_retried(tmp_path, store, status, sent):
 
         sender = run_sender(store, sender_settings(tmp_path), renderer, UrlGuard(allow_loopback=True))
         try:
-            assert wait_for(lambda: outbox_row(store, job.id)["next_at"] is None)
-            time.sleep(0.3)
+            wait_for(
+                lambda: len(receiver.requests) == sent and outbox_row(store, job.id)["next_at"] is None,
+                10,
+                f"{sent} requests, then no retry planned",
+            )
+            holds(lambda: len(receiver.requests) == sent, 0.3, f"{sent} requests: no more")
         finally:
             sender.stop()
     assert len(receiver.requests) == sent
@@ -360,15 +341,19 @@ def test_a_hanging_receiver_delays_no_other_destination(tmp_path, store):
             return [Outgoing("POST", job.output.webhook_url, json={"id": job.id})]
 
         sender = run_sender(store, settings, renderer, UrlGuard(allow_loopback=True))
+        hanging.settimeout(10)
         try:
-            assert wait_for(lambda: outbox_row(store, stuck.id)["lease_owner"] is not None)
-            time.sleep(0.2)  # the stuck call is in flight
-            fine = finished_job(store, webhook_url=healthy.url + "/hook")
-            sender.wake()
-            submitted = time.monotonic()
-            assert wait_for(lambda: outbox_row(store, fine.id)["delivered_at"] is not None, 5)
-            assert time.monotonic() - submitted < 1.0
-            assert wait_for(lambda: outbox_row(store, stuck.id)["attempts"] >= 1, 5)
+            wait_for(lambda: outbox_row(store, stuck.id)["lease_owner"] is not None, 10, "the stuck lease")
+            call, _ = hanging.accept()  # the stuck call is in flight: connected...
+            with call:
+                call.settimeout(10)
+                assert call.recv(1)  # ...and its request on the way; it is never answered
+                fine = finished_job(store, webhook_url=healthy.url + "/hook")
+                sender.wake()
+                submitted = time.monotonic()
+                wait_for(lambda: outbox_row(store, fine.id)["delivered_at"] is not None, 5, "the fine one")
+                assert time.monotonic() - submitted < 1.0
+                wait_for(lambda: outbox_row(store, stuck.id)["attempts"] >= 1, 5, "the stuck call's deadline")
         finally:
             sender.stop()
     row = outbox_row(store, stuck.id)

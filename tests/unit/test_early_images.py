@@ -4,35 +4,29 @@ next image is done; the job's result then carries those very files."""
 
 from __future__ import annotations
 
-import time
-import uuid
-
 import pytest
+from helpers.jobs import make_job
 
 from glm_image_server.config import FetchSettings, PricingSettings, Settings
 from glm_image_server.core.events import JobEvent, JobFailed, JobImage, JobProgress, JobSucceeded
 from glm_image_server.core.job import Job, JobStatus
-from glm_image_server.core.request import GenerationRequest, OutputSpec
+from glm_image_server.core.request import OutputSpec
 from glm_image_server.media.fetch import ImageFetcher
 from glm_image_server.media.references import ReferenceLoader
 from glm_image_server.media.storage import LocalStorage
 from glm_image_server.post.stage import PostContext
 from glm_image_server.worker.executor import LocalExecutor
 
-
-def make_job(output: OutputSpec, num_images: int = 2) -> Job:
-    request = GenerationRequest("a 'CAFE' sign", 64, 64, 3, seed=21, num_images=num_images)
-    return Job(
-        id=str(uuid.uuid4()),
-        api="runware",
-        app="runware:glm-image@0",
-        request=request,
-        output=output,
-        status=JobStatus.RUNNING,
-        created_at=time.time(),
-        file_prefix=uuid.uuid4().hex,
-        base_url="http://test/",
-    )
+# Two images by default, decoded one after the other; run as Runware's jobs are (in the executor: running).
+CAFE = {
+    "prompt": "a 'CAFE' sign",
+    "steps": 3,
+    "seed": 21,
+    "num_images": 2,
+    "api": "runware",
+    "app": "runware:glm-image@0",
+    "status": JobStatus.RUNNING,
+}
 
 
 def run(engine, tmp_path, job: Job, storage: LocalStorage, cancel_after: int | None = None) -> list:
@@ -71,7 +65,7 @@ def milestones(events: list[tuple[JobEvent, bool]]) -> list[tuple[str, int]]:
 
 def test_each_image_is_stored_and_reported_as_soon_as_it_is_decoded(engine, tmp_path) -> None:
     storage = LocalStorage(tmp_path / "files")
-    job = make_job(OutputSpec(format="png"))
+    job = make_job(**CAFE, output=OutputSpec(format="png"))
     events = run(engine, tmp_path, job, storage)
     assert milestones(events) == [("decoded", 1), ("stored", 0), ("decoded", 2), ("stored", 1)]
     early = [e.image for e, _ in events if isinstance(e, JobImage)]
@@ -91,7 +85,7 @@ def test_each_image_is_stored_and_reported_as_soon_as_it_is_decoded(engine, tmp_
 )
 def test_images_that_are_judged_together_come_together(engine, tmp_path, output: OutputSpec) -> None:
     storage = LocalStorage(tmp_path / "files")
-    events = run(engine, tmp_path, make_job(output, num_images=2), storage)
+    events = run(engine, tmp_path, make_job(**CAFE, output=output), storage)
     assert not [e for e, _ in events if isinstance(e, JobImage)]
     (result,) = [e.result for e, _ in events if isinstance(e, JobSucceeded)]
     assert len(result.images) == (output.keep_best or 2)
@@ -99,7 +93,8 @@ def test_images_that_are_judged_together_come_together(engine, tmp_path, output:
 
 def test_a_job_cancelled_after_an_early_image_keeps_no_files(engine, tmp_path) -> None:
     storage = LocalStorage(tmp_path / "files")
-    events = run(engine, tmp_path, make_job(OutputSpec(format="png"), num_images=3), storage, cancel_after=1)
+    job = make_job(**{**CAFE, "num_images": 3}, output=OutputSpec(format="png"))
+    events = run(engine, tmp_path, job, storage, cancel_after=1)
     assert any(isinstance(e, JobImage) for e, _ in events)  # one image was stored and handed out...
     assert any(isinstance(e, JobFailed) and e.error.kind == "cancelled" for e, _ in events)
     assert not list((tmp_path / "files").glob("*.png"))  # ...and deleted with the cancelled job

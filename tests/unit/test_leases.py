@@ -9,14 +9,15 @@ import shutil
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
+from helpers.jobs import make_job
 from helpers.stores import load_postgres_dump, raw_rows, sqlite_store, throwaway_database
+from helpers.waiting import wait_for
 
 from glm_image_server.core.job import Claim, Job, JobError, JobStatus, WorkerInfo
 from glm_image_server.core.request import GenerationRequest, OutputSpec
@@ -26,37 +27,6 @@ from glm_image_server.store.migrations import HEAD, migrate
 from glm_image_server.store.sql import SqlJobStore
 
 DATA = Path(__file__).parent.parent / "data"
-
-
-def make_job(
-    prompt: str = "a cat",
-    *,
-    width: int = 512,
-    steps: int = 30,
-    num_images: int = 1,
-    seed: int = 7,
-    output: OutputSpec | None = None,
-    job_id: str | None = None,
-) -> Job:
-    request = GenerationRequest(
-        prompt=prompt,
-        width=width,
-        height=512,
-        num_inference_steps=steps,
-        seed=seed,
-        num_images=num_images,
-    )
-    return Job(
-        id=job_id or str(uuid.uuid4()),
-        api="fal",
-        app="fal-ai/glm-image",
-        request=request,
-        output=output or OutputSpec(),
-        status=JobStatus.QUEUED,
-        created_at=time.time(),
-        file_prefix="prefix",
-        base_url="http://testserver/",
-    )
 
 
 def result_for(job: Job) -> JobResult:
@@ -332,9 +302,7 @@ def test_subscribers_hear_other_processes_changes_or_poll(backend):
     assert got.wait(5)
     writer.claim_batch("w1", 1, 30)
     writer.add_log(job.id, "INFO", "step 1")
-    deadline = time.monotonic() + 5
-    while len(heard["changes"]) < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: len(heard["changes"]) >= 3, 5, "three changes")
     assert heard["changes"] == [job.id] * 3
     assert heard["queued"] == [job.id]  # a claim is no news for idle workers
 

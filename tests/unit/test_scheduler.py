@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
+from helpers.jobs import make_job
 from helpers.stores import sqlite_store
+from helpers.waiting import wait_for
 
 from glm_image_server.config import Settings, WorkerSettings
 from glm_image_server.core.events import JobEvent, JobFailed, JobLog, JobProgress, JobSucceeded
 from glm_image_server.core.job import Claim, Job, JobError, JobStatus
-from glm_image_server.core.request import GenerationRequest, OutputSpec
 from glm_image_server.core.results import JobResult, StoredImage
 from glm_image_server.store.sql import SqlJobStore
 from glm_image_server.worker.executor import Interrupted
@@ -26,22 +26,6 @@ WORKER = "worker-1"
 Script = Callable[
     [Sequence[Job], Callable[[JobEvent], None], Callable[[str], bool], Callable[[], bool]], None
 ]
-
-
-def make_job(prompt: str = "a cat", *, steps: int = 30, num_images: int = 1) -> Job:
-    return Job(
-        id=str(uuid.uuid4()),
-        api="fal",
-        app="fal-ai/glm-image",
-        request=GenerationRequest(
-            prompt=prompt, width=512, height=512, num_inference_steps=steps, seed=3, num_images=num_images
-        ),
-        output=OutputSpec(),
-        status=JobStatus.QUEUED,
-        created_at=time.time(),
-        file_prefix="prefix",
-        base_url="http://testserver/",
-    )
 
 
 def result_for(job: Job) -> JobResult:
@@ -96,15 +80,6 @@ def settings_for(tmp_path: Path, **overrides) -> WorkerSettings:
 @pytest.fixture
 def store(tmp_path: Path) -> SqlJobStore:
     return sqlite_store(tmp_path / "jobs.sqlite3", max_attempts=3)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 class Running:
@@ -183,7 +158,7 @@ def test_batches_are_claimed_in_order_of_arrival(tmp_path, store):
         lambda jobs: batches_seen.append([j.id for j in jobs]),
     )
     with Running(scheduler):
-        assert wait_for(finished(store, a, b, c, d))
+        wait_for(finished(store, a, b, c, d), 5, "the four jobs")
     assert executor.batches == [[a.id, c.id], [b.id, d.id]]
     assert batches_seen == [[a.id, c.id], [], [b.id, d.id], []]  # the heartbeat's view: busy, idle
     for job in (a, b, c, d):
@@ -199,17 +174,27 @@ def test_a_batch_holds_at_most_max_batch_size_images(tmp_path, store):
         store.create(job)
     executor = FakeExecutor()
     with Running(Scheduler(store, executor, settings_for(tmp_path, max_batch_size=4), WORKER)):
-        assert wait_for(finished(store, *jobs))
+        wait_for(finished(store, *jobs), 5, "the jobs")
     assert executor.batches == [[jobs[0].id, jobs[1].id], [jobs[2].id]]
 
 
-def test_an_idle_worker_picks_up_a_new_job(tmp_path, store):
+def test_an_idle_worker_picks_up_a_new_job(tmp_path, store, monkeypatch):
     executor = FakeExecutor()
+    found_nothing = threading.Event()
+    oldest_queued = store.oldest_queued
+
+    def watched(*args):
+        head = oldest_queued(*args)
+        if head is None:
+            found_nothing.set()
+        return head
+
+    monkeypatch.setattr(store, "oldest_queued", watched)
     with Running(Scheduler(store, executor, settings_for(tmp_path), WORKER)):
-        time.sleep(0.1)
+        assert found_nothing.wait(5)  # the worker looked at the empty queue: it is idle now
         job = make_job()
         store.create(job)
-        assert wait_for(finished(store, job), timeout=2)
+        wait_for(finished(store, job), 2, "the job")
     assert executor.batches == [[job.id]]
 
 
@@ -221,7 +206,7 @@ def test_a_new_job_waits_the_batch_window_for_company(tmp_path, store):
         time.sleep(0.1)
         second = make_job("second")
         store.create(second)
-        assert wait_for(finished(store, first, second))
+        wait_for(finished(store, first, second), 5, "both jobs")
     assert executor.batches == [[first.id, second.id]]
 
 
@@ -382,7 +367,7 @@ def test_interrupted_releases_the_jobs_back_to_the_queue(tmp_path, store):
 
     def script(jobs, emit, cancelled, stopping):
         emit(JobLog(jobs[0].id, "started"))
-        assert wait_for(stopping, timeout=5)
+        wait_for(stopping, 5, "the stop")
         raise Interrupted
 
     executor = FakeExecutor(script)
@@ -411,9 +396,9 @@ def test_a_stopped_scheduler_claims_nothing_more(tmp_path, store):
     with Running(scheduler) as running:
         scheduler.stop()
         running.thread.join(5)
+        assert not running.thread.is_alive()  # the only thread that claims has ended
         job = make_job()
         store.create(job)
-        time.sleep(0.15)
     assert executor.batches == []
     assert store.get(job.id).status == JobStatus.QUEUED
 
@@ -434,9 +419,9 @@ def test_an_executor_that_breaks_does_not_kill_the_worker_or_strand_its_jobs(tmp
 
     executor = FakeExecutor(script)
     with Running(Scheduler(store, executor, settings_for(tmp_path), WORKER)) as running:
-        assert wait_for(lambda: calls >= 1)
+        wait_for(lambda: calls >= 1, 5, "the first run")
         store.create(later)
-        assert wait_for(finished(store, broken, later))
+        wait_for(finished(store, broken, later), 5, "both jobs")
         assert running.thread.is_alive()
     assert store.get(later.id).status == JobStatus.SUCCEEDED
     retried = store.get(broken.id)

@@ -6,6 +6,7 @@ import dataclasses
 import uuid
 
 import pytest
+from helpers.jobs import make_job
 from PIL import Image
 from pydantic import ValidationError
 
@@ -35,7 +36,7 @@ def stored(i: int, seed: int) -> StoredImage:
     )
 
 
-def make_job(
+def job_to_render(
     status: JobStatus = JobStatus.SUCCEEDED,
     *,
     api: str = "fal",
@@ -43,6 +44,7 @@ def make_job(
     error: JobError | None = None,
     cost: float = 0.1,
 ) -> Job:
+    """A 768x512 PNG job with seed 40 (`images` of them, every other one flagged NSFW when it succeeded)."""
     result = None
     if status == JobStatus.SUCCEEDED:
         result = JobResult(
@@ -52,16 +54,17 @@ def make_job(
             timings={"inference": 2.5, "queue": 0.1},
             cost=cost,
         )
-    return Job(
-        id=str(uuid.uuid4()),
+    return make_job(
+        width=768,
+        height=512,
+        seed=40,
+        num_images=images,
+        output=OutputSpec(format="png"),
         api=api,
         app="app",
-        request=GenerationRequest(prompt="a cat", width=768, height=512, seed=40, num_images=images),
-        output=OutputSpec(format="png"),
         status=status,
         created_at=1_700_000_000.5,
         file_prefix="pfx",
-        base_url="http://testserver/",
         result=result,
         error=error,
     )
@@ -196,7 +199,7 @@ URLS = {"status_url": "http://s/status", "response_url": "http://s/response"}
 
 
 def test_fal_status_body_queued_and_running():
-    queued = make_job(JobStatus.QUEUED)
+    queued = job_to_render(JobStatus.QUEUED)
     assert fal.status_body(queued, URLS, 3, None) == {
         "status": "IN_QUEUE",
         "request_id": queued.id,
@@ -204,7 +207,7 @@ def test_fal_status_body_queued_and_running():
         "queue_position": 3,
         "logs": None,
     }
-    running = make_job(JobStatus.RUNNING)
+    running = job_to_render(JobStatus.RUNNING)
     logs = [{"message": "hi"}]
     assert fal.status_body(running, URLS, 0, logs) == {
         "status": "IN_PROGRESS",
@@ -215,7 +218,7 @@ def test_fal_status_body_queued_and_running():
 
 
 def test_fal_status_body_succeeded():
-    job = make_job()
+    job = job_to_render()
     body = fal.status_body(job, URLS, 0, None)
     assert body["status"] == "COMPLETED"
     assert body["metrics"] == {"inference_time": 2.5}
@@ -234,7 +237,7 @@ def test_fal_status_body_succeeded():
 )
 def test_fal_status_body_failed(error, error_type, text):
     status = JobStatus.CANCELLED if error is CANCELLED_ERROR else JobStatus.FAILED
-    job = make_job(status, error=error)
+    job = job_to_render(status, error=error)
     body = fal.status_body(job, URLS, 0, [])
     assert body["status"] == "COMPLETED"
     assert (body["error"], body["error_type"]) == (text, error_type)
@@ -242,7 +245,7 @@ def test_fal_status_body_failed(error, error_type, text):
 
 
 def test_fal_output_with_urls_and_inline():
-    job = make_job()
+    job = job_to_render()
     out = fal.output(job, rendered(job))
     assert [image.url for image in out.images] == ["http://files/pfx-0.png", "http://files/pfx-1.png"]
     assert out.seed == 40
@@ -254,11 +257,11 @@ def test_fal_output_with_urls_and_inline():
 
 
 def test_fal_webhook_payload():
-    job = make_job()
+    job = job_to_render()
     ok = fal.webhook_payload(job, rendered(job))
     assert (ok["status"], ok["request_id"], ok["error"]) == ("OK", job.id, None)
     assert ok["payload"]["images"][0]["url"] == "http://files/pfx-0.png"
-    failed = fal.webhook_payload(make_job(JobStatus.FAILED, error=INPUT_ERROR), None)
+    failed = fal.webhook_payload(job_to_render(JobStatus.FAILED, error=INPUT_ERROR), None)
     assert failed["status"] == "ERROR"
     assert failed["payload"] == {"detail": fal.detail(INPUT_ERROR)}
     assert failed["error"] == "image_urls.1: could not fetch it"
@@ -437,7 +440,7 @@ def test_runware_from_validation(change, code, parameter):
 
 
 def runware_job(**kwargs) -> Job:
-    return make_job(api="runware", **kwargs)
+    return job_to_render(api="runware", **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -614,7 +617,7 @@ def test_openai_job_error(error, param, code, status, kind):
 
 
 def test_openai_response():
-    job = make_job(api="openai")
+    job = job_to_render(api="openai")
     body = openai.response(job, rendered(job, inline=True))
     assert body.created == 1_700_000_000
     assert body.size == "768x512"
@@ -636,7 +639,7 @@ QUOTED = 'a sign that reads "OPEN LATE"'
 
 
 def checked_job(api: str) -> Job:
-    job = make_job(api=api, images=2)
+    job = job_to_render(api=api, images=2)
     spans = (SpanCheck(text="OPEN LATE", found=False, similarity=0.9375),)
     checks = (TextCheck(score=1.0, spans=spans[:0], detected_text="x"), TextCheck(score=0.9375, spans=spans))
     return job.model_copy(update={"result": job.result.model_copy(update={"text_checks": checks})})
@@ -652,7 +655,8 @@ def test_fal_text_check_fields():
     assert request.seeds == [5, 6, 7, 8, 9, 10] and (output.text_check, output.keep_best) == (True, 2)
     with pytest.raises(ValidationError):
         TextToImageInput(prompt=QUOTED, text_check_candidates=9)
-    assert "text_checks" not in fal.output(make_job(), rendered(make_job())).model_dump(exclude_none=True)
+    plain = job_to_render()
+    assert "text_checks" not in fal.output(plain, rendered(plain)).model_dump(exclude_none=True)
     job = checked_job("fal")
     checks = fal.output(job, rendered(job)).model_dump()["text_checks"]
     assert [(c["seed"], c["score"]) for c in checks] == [(40, 1.0), (41, 0.9375)]
@@ -673,7 +677,8 @@ def test_runware_text_check_fields():
         "detectedText": "",
     }
     assert items[0]["textCheck"] == {"score": 1.0, "spans": [], "detectedText": "x"}
-    assert "textCheck" not in runware.items(make_job(), rendered(make_job()), RunwareOptions())[0]
+    plain = job_to_render()
+    assert "textCheck" not in runware.items(plain, rendered(plain), RunwareOptions())[0]
 
 
 def test_openai_text_check_fields():
@@ -685,8 +690,9 @@ def test_openai_text_check_fields():
     job = checked_job("openai")
     data = openai.response(job, rendered(job, inline=True)).model_dump(exclude_none=True)["data"]
     assert data[1]["text_check"]["seed"] == 41 and data[1]["text_check"]["score"] == 0.9375
-    plain = openai.response(make_job(), rendered(make_job(), inline=True)).model_dump(exclude_none=True)
-    assert "text_check" not in plain["data"][0]
+    plain = job_to_render()
+    body = openai.response(plain, rendered(plain, inline=True)).model_dump(exclude_none=True)
+    assert "text_check" not in body["data"][0]
 
 
 @pytest.mark.parametrize("dialect", discover(), ids=lambda dialect: dialect.name)

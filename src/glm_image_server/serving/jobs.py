@@ -195,6 +195,15 @@ class JobService:
     async def get(self, caller: Caller, job_id: str) -> Job | None:
         return await self.call(self.read, caller, job_id)
 
+    def images(self, caller: Caller, job_id: str) -> dict[int, StoredImage]:
+        """The caller's job's images by index: its result's, or while it runs those finished already
+        (handed out one by one, so a client may use one at once). Blocking: the store."""
+        job = self.read(caller, job_id)
+        if job is None or job.result is not None:
+            return dict(enumerate(job.result.images)) if job is not None and job.result else {}
+        live = self.store.live(job_id) if job.status == JobStatus.RUNNING else None
+        return {done.index: done.image for done in (live.images if live else ())}
+
     def _on_time(self, job: Job | None) -> Job | None:
         """The start-deadline rule for readers: a job queued past its `start_by` fails before anyone sees
         it wait on (a worker's next claim would fail it too)."""

@@ -204,12 +204,8 @@ class Tasks:
         if (upload := upload_locator(storage, image_uuid)) is not None:
             return upload
         found = translate.result_of(image_uuid)
-        job = self.jobs.read(self.caller, found[0]) if found else None
-        if found is None or job is None or job.result is None:
-            return None
-        images = job.result.images
-        key = images[found[1]].key if found[1] < len(images) else None
-        return STORED + key if key is not None and storage.exists(key) else None
+        image = self.jobs.images(self.caller, found[0]).get(found[1]) if found else None
+        return STORED + image.key if image is not None and storage.exists(image.key) else None
 
     async def results(self, job_id: str, task: dict) -> list[dict]:
         job = await self.jobs.finished(self.caller, job_id)
