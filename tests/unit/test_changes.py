@@ -1,5 +1,5 @@
-"""The snapshot cache and the change feed that wakes waiters when a job changes in any process (SQLite: the
-change log it tails; PostgreSQL: NOTIFY)."""
+"""The snapshot cache and the change feed that wakes waiters when a job changes in any process (pushed:
+SQLite's wake-up bus, PostgreSQL's NOTIFY; polled: the change log it tails where the store cannot push)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
+
+import pytest
 
 from glm_image_server.core.job import Job, JobStatus
 from glm_image_server.core.request import GenerationRequest, OutputSpec
@@ -76,6 +78,12 @@ def test_unknown_snapshots_are_misses():
 
 
 # --- ChangeFeed
+
+
+@pytest.fixture
+def polled(tmp_path, monkeypatch) -> None:
+    """SQLite stores opened from here on cannot push: their wake-up bus has no runtime directory."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "missing"))
 
 
 def run_feed(store: JobStore | Path, scenario, listeners=()) -> tuple[ChangeFeed, SnapshotCache]:
@@ -152,7 +160,7 @@ def test_a_waiter_times_out_when_nothing_changes(backend):
     run_feed(backend.open(), scenario)
 
 
-def test_the_feed_starts_at_the_end_of_the_change_log(tmp_path):
+def test_the_feed_starts_at_the_end_of_the_change_log(tmp_path, polled):
     path = tmp_path / "jobs.sqlite3"
     store = SqliteJobStore(path)
     job = make_job()
@@ -186,7 +194,7 @@ def test_notify_wakes_a_waiter_in_this_process(tmp_path):
     assert snapshots.version("job-x") == 1
 
 
-def test_a_feed_on_an_empty_store_sees_the_first_change(tmp_path):
+def test_a_feed_on_an_empty_store_sees_the_first_change(tmp_path, polled):
     path = tmp_path / "jobs.sqlite3"
     other = SqliteJobStore(path)
     job = make_job()

@@ -1,5 +1,5 @@
 """The worker's scheduler with a fake executor: batching order, events folded into the store, stale
-claims, cancel polling and interruption."""
+claims, cancel polling and interruption; an idle worker woken by the store's push."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from glm_image_server.core.results import JobResult, StoredImage
 from glm_image_server.store.sqlite import SqliteJobStore
 from glm_image_server.worker.executor import Interrupted
 from glm_image_server.worker.scheduler import Scheduler, _CancelFlags, progress_line
+from glm_image_server.worker.worker import Worker
 
 WORKER = "worker-1"
 Script = Callable[
@@ -209,6 +210,23 @@ def test_an_idle_worker_picks_up_a_new_job(tmp_path, store):
         job = make_job()
         store.create(job)
         assert wait_for(finished(store, job), timeout=2)
+    assert executor.batches == [[job.id]]
+
+
+def test_an_idle_worker_on_sqlite_starts_a_new_job_without_waiting_for_its_poll(tmp_path, store):
+    """The store pushes "queued" (store/wakeups.py): a job that another store creates wakes the worker."""
+    worker = Worker(settings_for(tmp_path, idle_poll_s=60), store, WORKER, "cpu")
+    executor = FakeExecutor()
+    worker.start_thread(executor)
+    try:
+        # it looked once and found nothing (the first empty look schedules its check of expired leases)
+        assert wait_for(lambda: worker.scheduler is not None and worker.scheduler._next_expiry > 0)
+        assert worker.scheduler.idle_s >= 60
+        job = make_job()
+        SqliteJobStore(store.path).create(job)  # another process's view of the file
+        assert wait_for(finished(store, job), timeout=5)
+    finally:
+        worker.stop()
     assert executor.batches == [[job.id]]
 
 

@@ -3,7 +3,7 @@
 A job row holds the whole Job as JSON plus the columns that queries need. Writes use BEGIN IMMEDIATE and
 synchronous=FULL, so a job that was acknowledged survives a crash of the process or the machine. Worker
 processes on the same machine share the file; the schema is versioned (PRAGMA user_version) and migrated
-on open.
+on open. Other processes on the same file hear of each change at commit through a WakeBus (wakeups.py).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from ..core.transitions import (
     with_image,
 )
 from .contract import CancelOutcome, Changes, Channel, Delivery, Requeued, SessionJob
+from .wakeups import WakeBus
 
 SCHEMA_VERSION = 4
 SCHEMA = """
@@ -139,6 +140,7 @@ class SqliteJobStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.max_attempts = path, max_attempts
         self._local = threading.local()
+        self._bus = WakeBus(path)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -183,6 +185,7 @@ class SqliteJobStore:
             db.execute("PRAGMA synchronous=NORMAL")
         try:
             db.execute("BEGIN IMMEDIATE")
+            self._local.news = {}
             try:
                 yield db
             except BaseException:
@@ -192,10 +195,21 @@ class SqliteJobStore:
         finally:
             if not durable:
                 db.execute("PRAGMA synchronous=FULL")
+        self._announce()
 
-    @staticmethod
-    def _changed(db: sqlite3.Connection, job_id: str) -> None:
+    def _note(self, channel: Channel, job_id: str) -> None:
+        """Announce `job_id` on `channel` once this transaction commits (each once)."""
+        self._local.news[channel, job_id] = None
+
+    def _announce(self) -> None:
+        """After COMMIT: wake the subscribers of every process to what the transaction changed."""
+        news, self._local.news = self._local.news, {}
+        for channel, job_id in news:
+            self._bus.publish(channel, job_id)
+
+    def _changed(self, db: sqlite3.Connection, job_id: str) -> None:
         db.execute("INSERT INTO changes (job_id, at) VALUES (?, ?)", (job_id, time.time()))
+        self._note("changes", job_id)
 
     def _save(self, db: sqlite3.Connection, job: Job, lease_until: float | None = None) -> None:
         db.execute(
@@ -240,6 +254,7 @@ class SqliteJobStore:
             except sqlite3.IntegrityError:
                 return False
             self._changed(db, job.id)
+            self._note("queued", job.id)
             return True
 
     def get(self, job_id: str) -> Job | None:
@@ -343,6 +358,7 @@ class SqliteJobStore:
                 self._save(db, requeued(job))
                 db.execute("DELETE FROM job_live WHERE job_id = ?", (job.id,))
                 self._log(db, job.id, "WARN", requeued_line(reason))
+                self._note("queued", job.id)
                 requeued_jobs += 1
             else:
                 status, error = ending
@@ -522,9 +538,10 @@ class SqliteJobStore:
         return Changes(rows[-1][0], tuple(dict.fromkeys(job_id for _, job_id in rows)))
 
     def subscribe(self, channel: Channel, callback: Callable[[str], None]) -> bool:
-        return False  # a file cannot push: readers tail changes_after
+        return self._bus.subscribe(channel, callback)
 
     def close(self) -> None:
+        self._bus.close()
         db = getattr(self._local, "db", None)
         if db is not None:
             db.close()
