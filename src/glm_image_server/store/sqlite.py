@@ -568,12 +568,14 @@ class SqliteJobStore:
     # --- deliveries
 
     def claim_deliveries(self, owner: str, now: float, lease_s: float, limit: int = 20) -> list[Delivery]:
+        due = (
+            "SELECT id, job_id, attempts, parts_done FROM webhooks WHERE next_at <= ?"
+            " AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_at LIMIT ?"
+        )
+        if self._db().execute(due, (now, now, 1)).fetchone() is None:
+            return []  # nothing due: no write lock (the sender looks after every change a worker makes)
         with self._write() as db:
-            rows = db.execute(
-                "SELECT id, job_id, attempts, parts_done FROM webhooks WHERE next_at <= ?"
-                " AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_at LIMIT ?",
-                (now, now, limit),
-            ).fetchall()
+            rows = db.execute(due, (now, now, limit)).fetchall()
             for row in rows:
                 db.execute(
                     "UPDATE webhooks SET lease_owner = ?, lease_until = ? WHERE id = ?",
