@@ -1,6 +1,7 @@
 """The wake-up bus across the processes of one machine (store/wakeups.py): real processes, real sockets —
 what another process publishes arrives, a dead subscriber's socket is removed, a full receiver is owed a
-wake-up ("") instead of blocking anyone, and a directory the bus cannot trust means no bus (polling)."""
+wake-up ("") instead of blocking anyone, publications that may wait go out once, and a directory the bus
+cannot trust means no bus (polling)."""
 
 from __future__ import annotations
 
@@ -117,6 +118,23 @@ def test_a_full_receiver_never_blocks_a_publisher_and_is_owed_a_wake_up(key, run
     wait_for(lambda: heard and heard[-1] == "", 10, "the missed datagrams' wake-up")
     assert len(heard) < 2000  # some were dropped, and "" said so
     assert heard[0] == "job-0"
+    bus.close()
+
+
+def test_publications_that_may_wait_go_out_once_and_before_one_that_does_not(key, runtime):
+    bus, publisher = WakeBus(key, runtime), WakeBus(key, runtime)
+    heard = listen(bus, "changes")
+    for _ in range(5):
+        publisher.publish("changes", "progress", within_s=60)
+    publisher.publish("changes", "finished")
+    assert heard.get(timeout=5) == "progress"  # once, and first
+    assert heard.get(timeout=5) == "finished"
+    publisher.publish("changes", "late", within_s=0.05)
+    assert heard.get(timeout=5) == "late"  # on its own once its time is up
+    publisher.publish("changes", "at exit", within_s=60)
+    publisher.close()  # sends what waits
+    assert heard.get(timeout=5) == "at exit"
+    assert heard.empty()
     bus.close()
 
 

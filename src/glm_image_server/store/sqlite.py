@@ -105,6 +105,7 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 """
 CHANGE_LOG_KEEP_S = 300.0  # the change log only wakes waiters; older rows are pruned
+LIVE_WAKE_S = 0.05  # a live write (progress, logs, previews) wakes other processes this late at most
 
 
 def _migrate_v1_body(body: str) -> str:
@@ -177,9 +178,10 @@ class SqliteJobStore:
         return db
 
     @contextmanager
-    def _write(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+    def _write(self, durable: bool = True, live: bool = False) -> Iterator[sqlite3.Connection]:
         """A write transaction. `durable=False` skips the fsync (synchronous=NORMAL): it survives a crash
-        of the process but maybe not of the machine; the next durable commit syncs it too."""
+        of the process but maybe not of the machine; the next durable commit syncs it too. `live`: a
+        running job's progress, logs or previews, which other processes hear of a little later (_announce)."""
         db = self._db()
         if not durable:
             db.execute("PRAGMA synchronous=NORMAL")
@@ -195,17 +197,19 @@ class SqliteJobStore:
         finally:
             if not durable:
                 db.execute("PRAGMA synchronous=FULL")
-        self._announce()
+        self._announce(live)
 
     def _note(self, channel: Channel, job_id: str) -> None:
         """Announce `job_id` on `channel` once this transaction commits (each once)."""
         self._local.news[channel, job_id] = None
 
-    def _announce(self) -> None:
-        """After COMMIT: wake the subscribers of every process to what the transaction changed."""
+    def _announce(self, live: bool) -> None:
+        """After COMMIT: wake the subscribers of every process to what the transaction changed; at once,
+        or within LIVE_WAKE_S for live writes, so that a running job's many small writes wake a status
+        stream a few times a second rather than once each."""
         news, self._local.news = self._local.news, {}
         for channel, job_id in news:
-            self._bus.publish(channel, job_id)
+            self._bus.publish(channel, job_id, LIVE_WAKE_S if live else 0.0)
 
     def _changed(self, db: sqlite3.Connection, job_id: str) -> None:
         db.execute("INSERT INTO changes (job_id, at) VALUES (?, ?)", (job_id, time.time()))
@@ -299,7 +303,9 @@ class SqliteJobStore:
     # --- running
 
     def claim_batch(self, worker_id: str, max_images: int, lease_s: float) -> list[Job]:
-        with self._write() as db:
+        # Not durable: a claim the machine's crash loses leaves its jobs queued, which is where a lost
+        # worker's jobs go anyway (they run again with their seeds); the job's next durable write syncs it.
+        with self._write(durable=False) as db:
             now = time.time()
             self._requeue(db, "lease_until < ?", (now,), "its worker stopped answering")
             self._expire_starts(db, now)
@@ -374,13 +380,13 @@ class SqliteJobStore:
         self._changed(db, job_id)
 
     def add_log(self, job_id: str, level: LogLevel, message: str) -> None:
-        with self._write(durable=False) as db:  # progress lines: not worth an fsync each
+        with self._write(durable=False, live=True) as db:  # progress lines: not worth an fsync each
             self._log(db, job_id, level, message)
 
     # --- live state
 
     def set_progress(self, job_id: str, stage: Stage, done: int, total: int) -> None:
-        with self._write(durable=False) as db:
+        with self._write(durable=False, live=True) as db:
             db.execute(
                 "INSERT INTO job_live (job_id, stage, done, total) VALUES (?, ?, ?, ?) ON CONFLICT (job_id)"
                 " DO UPDATE SET stage = excluded.stage, done = excluded.done, total = excluded.total",
@@ -390,7 +396,7 @@ class SqliteJobStore:
 
     def set_preview(self, job_id: str, preview: PreviewImage) -> None:
         meta = {k: v for k, v in vars(preview).items() if k != "data"}
-        with self._write(durable=False) as db:
+        with self._write(durable=False, live=True) as db:
             db.execute(
                 "INSERT INTO job_live (job_id, preview, preview_meta) VALUES (?, ?, ?) ON CONFLICT (job_id)"
                 " DO UPDATE SET preview = excluded.preview, preview_meta = excluded.preview_meta",

@@ -9,7 +9,8 @@ How: each process that subscribes to a channel binds one Unix datagram socket, `
 in a directory private to the database (under $XDG_RUNTIME_DIR, else the temp directory; named by a hash
 of the database's resolved path; mode 0700 and ours, or no bus), and one thread reads it and calls the
 subscribers. Publishing sends the job id as one datagram to each of the channel's sockets there, without
-blocking. A receiver whose queue is full (Linux queues `net.unix.max_dgram_qlen` datagrams, 10 by default)
+blocking; a publication that may wait a little (a running job's progress) goes out with the others that
+wait, once. A receiver whose queue is full (Linux queues `net.unix.max_dgram_qlen` datagrams, 10 by default)
 misses that one and is owed "" (anything may have changed), which a thread of the publisher retries until
 it gets through; a socket whose process is gone is removed. Processes that do not share the directory
 (another user, another $XDG_RUNTIME_DIR or temp directory, another machine) do not hear each other: their
@@ -119,20 +120,23 @@ class WakeBus:
         self._sender: socket.socket | None = None
         self._owed: set[str] = set()  # receivers that missed a datagram: "" is retried until it lands
         self._repairing = False
+        self._later: dict[tuple[str, str], None] = {}  # publications that may wait, in order
+        self._later_timer: threading.Timer | None = None
         _OPEN.add(self)
 
-    def publish(self, channel: str, job_id: str) -> None:
-        """Tell the channel's subscribers in every process (this one too). Never raises, never blocks."""
+    def publish(self, channel: str, job_id: str, within_s: float = 0.0) -> None:
+        """Tell the channel's subscribers in every process (this one too). Never raises, never blocks.
+        `within_s` > 0: it may wait that long, to go out once with the others that wait (a running job's
+        many progress writes); a publication that does not wait sends those first."""
         try:
             self._after_fork()
-            if not _private(self.directory):
-                return  # no subscriber yet (or not a directory to trust)
-            prefix = f"{channel}."
-            paths = [str(self.directory / n) for n in os.listdir(self.directory) if n.startswith(prefix)]
-            if paths:
-                with self._lock:
-                    for path in paths:
-                        self._send(path, job_id.encode())
+            if within_s > 0:
+                self._publish_later(channel, job_id, within_s)
+                return
+            with self._lock:
+                self._later.pop((channel, job_id), None)
+            self._publish_waiting()
+            self._publish_now(channel, job_id)
         except Exception:
             log.debug("a wake-up on %s was not sent", channel, exc_info=True)
 
@@ -154,6 +158,7 @@ class WakeBus:
     def close(self) -> None:
         """Stop hearing (and remove this process's sockets); publishing still works."""
         self._after_fork()
+        self._publish_waiting()
         with self._lock:  # not held while the threads end: a subscriber may be publishing
             receivers, self._receivers, self._callbacks = list(self._receivers.values()), {}, {}
         if receivers:
@@ -165,6 +170,33 @@ class WakeBus:
                 self.directory.rmdir()
 
     # --- inside
+
+    def _publish_now(self, channel: str, job_id: str) -> None:
+        if not _private(self.directory):
+            return  # no subscriber yet (or not a directory to trust)
+        try:
+            names = os.listdir(self.directory)
+        except OSError:  # its last subscriber just left
+            return
+        paths = [str(self.directory / name) for name in names if name.startswith(f"{channel}.")]
+        if paths:
+            with self._lock:
+                for path in paths:
+                    self._send(path, job_id.encode())
+
+    def _publish_later(self, channel: str, job_id: str, within_s: float) -> None:
+        with self._lock:
+            self._later[channel, job_id] = None
+            if self._later_timer is None:
+                self._later_timer = threading.Timer(within_s, self._publish_waiting)
+                self._later_timer.daemon = True
+                self._later_timer.start()
+
+    def _publish_waiting(self) -> None:
+        with self._lock:
+            waiting, self._later, self._later_timer = self._later, {}, None
+        for channel, job_id in waiting:
+            self._publish_now(channel, job_id)
 
     def _bind(self, channel: str) -> _Receiver | None:
         for _ in range(3):  # another process may remove the (empty) directory meanwhile
@@ -206,6 +238,8 @@ class WakeBus:
                 os.unlink(path)
         except FileNotFoundError:
             self._owed.discard(path)
+        except OSError as exc:  # not a socket we can send to: nothing to retry
+            log.debug("no wake-up sent to %s: %s", path, exc)
         return True
 
     def _repair(self) -> None:
@@ -226,6 +260,7 @@ class WakeBus:
             self._pid, self._lock = os.getpid(), threading.Lock()
             self._callbacks, self._receivers, self._sender = {}, {}, None
             self._owed, self._repairing = set(), False
+            self._later, self._later_timer = {}, None
 
 
 _OPEN: weakref.WeakSet[WakeBus] = weakref.WeakSet()
