@@ -4,6 +4,7 @@ SQLite's wake-up bus, PostgreSQL's NOTIFY; polled: the change log it tails where
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import threading
 import time
 import uuid
@@ -82,8 +83,8 @@ def test_unknown_snapshots_are_misses():
 
 @pytest.fixture
 def polled(tmp_path, monkeypatch) -> None:
-    """SQLite stores opened from here on cannot push: their wake-up bus has no runtime directory."""
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "missing"))
+    """SQLite stores opened from here on cannot push: their wake-up bus has no temp directory to go in."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
 
 
 def run_feed(store: JobStore | Path, scenario, listeners=()) -> tuple[ChangeFeed, SnapshotCache]:

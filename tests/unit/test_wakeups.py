@@ -53,8 +53,9 @@ def key(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def runtime() -> Iterator[Path]:
-    """A runtime directory of our own, short enough for socket paths (pytest's tmp_path may not be)."""
+def parent() -> Iterator[Path]:
+    """A parent directory for the bus of our own, short enough for socket paths (pytest's tmp_path may
+    not be)."""
     with tempfile.TemporaryDirectory(prefix="wake-") as path:
         yield Path(path)
 
@@ -65,16 +66,16 @@ def listen(bus: WakeBus, channel: str) -> queue.Queue[str]:
     return heard
 
 
-def test_another_process_hears_what_this_one_publishes_and_the_other_way(key, runtime):
-    bus = WakeBus(key, runtime)
+def test_another_process_hears_what_this_one_publishes_and_the_other_way(key, parent):
+    bus = WakeBus(key, parent)
     queued, changes = listen(bus, "queued"), listen(bus, "changes")
-    publisher = child(PUBLISHER, str(key), str(runtime))
+    publisher = child(PUBLISHER, str(key), str(parent))
     assert publisher.wait(60) == 0
     assert queued.get(timeout=5) == "job-from-child"
     assert changes.get(timeout=5) == "another-job"
     assert queued.empty()  # each channel hears its own
 
-    subscriber = child(SUBSCRIBER, str(key), str(runtime))
+    subscriber = child(SUBSCRIBER, str(key), str(parent))
     try:
         assert subscriber.stdout.readline().strip() == "True"
         bus.publish("changes", "job-from-parent")
@@ -86,13 +87,13 @@ def test_another_process_hears_what_this_one_publishes_and_the_other_way(key, ru
     assert not bus.directory.exists()  # the last one out leaves nothing behind
 
 
-def test_a_dead_subscribers_socket_is_removed_and_the_rest_still_hear(key, runtime):
-    subscriber = child(SUBSCRIBER, str(key), str(runtime))
+def test_a_dead_subscribers_socket_is_removed_and_the_rest_still_hear(key, parent):
+    subscriber = child(SUBSCRIBER, str(key), str(parent))
     assert subscriber.stdout.readline().strip() == "True"
     subscriber.kill()  # no chance to close
     subscriber.wait(30)
-    (dead,) = os.listdir(bus_directory(key, runtime))
-    bus = WakeBus(key, runtime)
+    (dead,) = os.listdir(bus_directory(key, parent))
+    bus = WakeBus(key, parent)
     changes = listen(bus, "changes")
 
     bus.publish("changes", "job-1")
@@ -101,8 +102,8 @@ def test_a_dead_subscribers_socket_is_removed_and_the_rest_still_hear(key, runti
     bus.close()
 
 
-def test_a_full_receiver_never_blocks_a_publisher_and_is_owed_a_wake_up(key, runtime):
-    bus = WakeBus(key, runtime)
+def test_a_full_receiver_never_blocks_a_publisher_and_is_owed_a_wake_up(key, parent):
+    bus = WakeBus(key, parent)
     release, heard = threading.Event(), []
 
     def slow(job_id: str) -> None:
@@ -121,8 +122,8 @@ def test_a_full_receiver_never_blocks_a_publisher_and_is_owed_a_wake_up(key, run
     bus.close()
 
 
-def test_publications_that_may_wait_go_out_once_and_before_one_that_does_not(key, runtime):
-    bus, publisher = WakeBus(key, runtime), WakeBus(key, runtime)
+def test_publications_that_may_wait_go_out_once_and_before_one_that_does_not(key, parent):
+    bus, publisher = WakeBus(key, parent), WakeBus(key, parent)
     heard = listen(bus, "changes")
     for _ in range(5):
         publisher.publish("changes", "progress", within_s=60)
@@ -138,15 +139,15 @@ def test_publications_that_may_wait_go_out_once_and_before_one_that_does_not(key
     bus.close()
 
 
-def test_a_directory_another_user_owns_means_no_bus(key, runtime):
+def test_a_directory_another_user_owns_means_no_bus(key, parent):
     if os.getuid() != 0:
         pytest.skip("making a directory another user owns needs root")
-    directory = bus_directory(key, runtime)
+    directory = bus_directory(key, parent)
     directory.mkdir(mode=0o700)
-    trap = WakeBus(key, runtime)
+    trap = WakeBus(key, parent)
     assert trap.subscribe("changes", lambda _job_id: None)  # a socket there, before the owner changes
     os.chown(directory, 4242, 4242)
-    bus = WakeBus(key, runtime)
+    bus = WakeBus(key, parent)
     heard = []
     trap.subscribe("changes", heard.append)
 
@@ -160,27 +161,27 @@ def test_a_directory_another_user_owns_means_no_bus(key, runtime):
     trap.close()
 
 
-@pytest.mark.parametrize("problem", ["open to others", "a symlink", "no runtime directory", "too long"])
-def test_a_place_the_bus_cannot_use_means_no_bus(key, runtime, tmp_path, problem):
+@pytest.mark.parametrize("problem", ["open to others", "a symlink", "no parent directory", "too long"])
+def test_a_place_the_bus_cannot_use_means_no_bus(key, parent, tmp_path, problem):
     if problem == "open to others":
-        bus_directory(key, runtime).mkdir(mode=0o755)
-        bus_directory(key, runtime).chmod(0o755)
+        bus_directory(key, parent).mkdir(mode=0o755)
+        bus_directory(key, parent).chmod(0o755)
     elif problem == "a symlink":
         (tmp_path / "elsewhere").mkdir(mode=0o700)
-        bus_directory(key, runtime).symlink_to(tmp_path / "elsewhere")
-    elif problem == "no runtime directory":
-        runtime = tmp_path / "missing"
+        bus_directory(key, parent).symlink_to(tmp_path / "elsewhere")
+    elif problem == "no parent directory":
+        parent = tmp_path / "missing"
     else:
-        runtime = runtime / ("d" * 100)
-        runtime.mkdir()
-    bus = WakeBus(key, runtime)
+        parent = parent / ("d" * 100)
+        parent.mkdir()
+    bus = WakeBus(key, parent)
     assert not bus.subscribe("queued", lambda _job_id: None)
     bus.publish("queued", "job-1")  # and publishing does not raise
     bus.close()
 
 
-def test_a_forked_child_starts_afresh_and_leaves_the_parents_socket(key, runtime):
-    bus = WakeBus(key, runtime)
+def test_a_forked_child_starts_afresh_and_leaves_the_parents_socket(key, parent):
+    bus = WakeBus(key, parent)
     heard = listen(bus, "queued")
     (mine,) = os.listdir(bus.directory)
     pid = os.fork()
@@ -201,12 +202,12 @@ def test_a_forked_child_starts_afresh_and_leaves_the_parents_socket(key, runtime
     bus.close()
 
 
-def test_the_socket_directory_is_private_and_named_by_the_database(key, runtime, tmp_path):
-    bus = WakeBus(key, runtime)
+def test_the_socket_directory_is_private_and_named_by_the_database(key, parent, tmp_path):
+    bus = WakeBus(key, parent)
     listen(bus, "changes")
     assert oct(bus.directory.stat().st_mode & 0o777) == "0o700"
-    assert bus.directory == bus_directory(tmp_path / "." / "jobs.sqlite3", runtime)  # the same file
-    assert bus.directory != bus_directory(tmp_path / "other.sqlite3", runtime)
+    assert bus.directory == bus_directory(tmp_path / "." / "jobs.sqlite3", parent)  # the same file
+    assert bus.directory != bus_directory(tmp_path / "other.sqlite3", parent)
     (name,) = os.listdir(bus.directory)
     assert name.startswith(f"changes.{os.getpid()}.")
     bus.close()

@@ -6,14 +6,14 @@ that a job ended only at its next read of the change log (`change_poll_s`): most
 server overhead.
 
 How: each process that subscribes to a channel binds one Unix datagram socket, `<channel>.<pid>.<token>`,
-in a directory private to the database (under $XDG_RUNTIME_DIR, else the temp directory; named by a hash
-of the database's resolved path; mode 0700 and ours, or no bus), and one thread reads it and calls the
+in a directory private to the database (in the temp directory, named by a hash of the database's resolved
+path; mode 0700 and ours, or no bus), and one thread reads it and calls the
 subscribers. Publishing sends the job id as one datagram to each of the channel's sockets there, without
 blocking; a publication that may wait a little (a running job's progress) goes out with the others that
 wait, once. A receiver whose queue is full (Linux queues `net.unix.max_dgram_qlen` datagrams, 10 by default)
 misses that one and is owed "" (anything may have changed), which a thread of the publisher retries until
 it gets through; a socket whose process is gone is removed. Processes that do not share the directory
-(another user, another $XDG_RUNTIME_DIR or temp directory, another machine) do not hear each other: their
+(another user, another temp directory, another machine) do not hear each other: their
 subscribers keep the polls they fall back to, as everywhere.
 
 Forks: a forked child starts with no subscriptions (the parent's threads do not exist there) and never
@@ -46,9 +46,11 @@ REPAIR_S = 0.05  # how often "" is retried to a receiver that missed a datagram
 TOUCH_S = 3600.0  # a receiver refreshes its socket file's times, so temp cleaners leave it alone
 
 
-def bus_directory(key: Path, runtime_dir: Path | None = None) -> Path:
-    """Where the sockets of the processes sharing `key` (a database file) live."""
-    base = runtime_dir or Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir())
+def bus_directory(key: Path, parent: Path | None = None) -> Path:
+    """Where the sockets of the processes sharing `key` (a database file) live: in `parent`, by default the
+    temp directory ($TMPDIR or /tmp: the same for a service and a login shell, where $XDG_RUNTIME_DIR
+    often is not)."""
+    base = parent or Path(tempfile.gettempdir())
     digest = hashlib.sha256(str(key.resolve()).encode()).hexdigest()[:16]
     return base / f"glm-image-{digest}"
 
@@ -111,8 +113,8 @@ class _Receiver:
 class WakeBus:
     """Publish job ids on named channels to every process of this machine on the same database."""
 
-    def __init__(self, key: Path, runtime_dir: Path | None = None) -> None:
-        self.directory = bus_directory(key, runtime_dir)
+    def __init__(self, key: Path, parent: Path | None = None) -> None:
+        self.directory = bus_directory(key, parent)
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._callbacks: dict[str, list[Callable[[str], None]]] = {}
