@@ -7,14 +7,14 @@ server overhead.
 
 How: each process that subscribes to a channel binds one Unix datagram socket, `<channel>.<pid>.<token>`,
 in a directory private to the database (in the temp directory, named by a hash of the database's resolved
-path; mode 0700 and ours, or no bus), and one thread reads it and calls the
-subscribers. Publishing sends the job id as one datagram to each of the channel's sockets there, without
-blocking; a publication that may wait a little (a running job's progress) goes out with the others that
-wait, once. A receiver whose queue is full (Linux queues `net.unix.max_dgram_qlen` datagrams, 10 by default)
-misses that one and is owed "" (anything may have changed), which a thread of the publisher retries until
-it gets through; a socket whose process is gone is removed. Processes that do not share the directory
-(another user, another temp directory, another machine) do not hear each other: their
-subscribers keep the polls they fall back to, as everywhere.
+path; mode 0700 and ours, or no bus), and one thread reads it and calls the subscribers. Publishing sends
+the job id as one datagram to each of the channel's sockets there, without blocking; a publication that
+may wait a little (a running job's progress) goes out once with the others that wait. A receiver whose
+queue is full (Linux queues `net.unix.max_dgram_qlen` datagrams, 10 by default) misses that one and is
+owed "" (anything may have changed), which a thread of the publisher retries until it gets through; a
+socket whose process is gone is removed. Processes that do not share the directory (another user, another
+temp directory, another machine) do not hear each other: their subscribers keep the polls they fall back
+to, as everywhere.
 
 Forks: a forked child starts with no subscriptions (the parent's threads do not exist there) and never
 removes the parent's sockets; the supervisor starts workers with exec anyway.
