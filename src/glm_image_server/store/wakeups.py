@@ -123,7 +123,9 @@ class WakeBus:
         self._owed: set[str] = set()  # receivers that missed a datagram: "" is retried until it lands
         self._repairing = False
         self._later: dict[tuple[str, str], None] = {}  # publications that may wait, in order
-        self._later_timer: threading.Timer | None = None
+        self._later_due: float | None = None
+        self._later_ready = threading.Condition(self._lock)
+        self._flusher: threading.Thread | None = None
         _OPEN.add(self)
 
     def publish(self, channel: str, job_id: str, within_s: float = 0.0) -> None:
@@ -189,14 +191,23 @@ class WakeBus:
     def _publish_later(self, channel: str, job_id: str, within_s: float) -> None:
         with self._lock:
             self._later[channel, job_id] = None
-            if self._later_timer is None:
-                self._later_timer = threading.Timer(within_s, self._publish_waiting)
-                self._later_timer.daemon = True
-                self._later_timer.start()
+            if self._later_due is None:
+                self._later_due = time.monotonic() + within_s
+                self._later_ready.notify()
+            if self._flusher is None:  # one thread for the process's life: starting one costs a switch
+                self._flusher = threading.Thread(target=self._flush_later, name="wakeups-later", daemon=True)
+                self._flusher.start()
+
+    def _flush_later(self) -> None:
+        while True:
+            with self._lock:
+                while (due := self._later_due) is None or due > time.monotonic():
+                    self._later_ready.wait(None if due is None else due - time.monotonic())
+            self._publish_waiting()
 
     def _publish_waiting(self) -> None:
         with self._lock:
-            waiting, self._later, self._later_timer = self._later, {}, None
+            waiting, self._later, self._later_due = self._later, {}, None
         for channel, job_id in waiting:
             self._publish_now(channel, job_id)
 
@@ -260,9 +271,10 @@ class WakeBus:
         """In a forked child: none of the parent's threads, subscriptions or debts (its sockets stay its)."""
         if self._pid != os.getpid():
             self._pid, self._lock = os.getpid(), threading.Lock()
+            self._later_ready, self._flusher = threading.Condition(self._lock), None
             self._callbacks, self._receivers, self._sender = {}, {}, None
             self._owed, self._repairing = set(), False
-            self._later, self._later_timer = {}, None
+            self._later, self._later_due = {}, None
 
 
 _OPEN: weakref.WeakSet[WakeBus] = weakref.WeakSet()
