@@ -22,12 +22,16 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def alternate(a: Callable[[], object], b: Callable[[], object], rounds: int) -> tuple[float, float]:
-    """Median seconds of a and of b, run a, b, a, b, ... after one warm-up each, so that the machine's
-    noise hits both alike."""
-    a(), b()
-    times_a, times_b = [], []
+def alternate(
+    a: Callable[[], object], b: Callable[[], object], rounds: int, *more: Callable[[], object]
+) -> tuple[float, ...]:
+    """Median seconds of a, of b (and of each of `more`), run a, b, ..., a, b, ... after one warm-up each,
+    so that the machine's noise hits all alike."""
+    runs = (a, b, *more)
+    for run in runs:
+        run()
+    times: list[list[float]] = [[] for _ in runs]
     for _ in range(rounds):
-        times_a.append(timed(a))
-        times_b.append(timed(b))
-    return statistics.median(times_a), statistics.median(times_b)
+        for run, spent in zip(runs, times, strict=True):
+            spent.append(timed(run))
+    return tuple(statistics.median(spent) for spent in times)

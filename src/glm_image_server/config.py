@@ -116,7 +116,9 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="a waiting sync request re-reads its job at least this often"
     )
     change_poll_s: float = Field(
-        default=0.05, gt=0, description="how often the API reads the store's change log (workers' writes)"
+        default=0.05,
+        gt=0,
+        description="how often the API reads the store's change log, where the store cannot push changes",
     )
     stream_keepalive_s: float = Field(
         default=15.0, gt=0, description="a status stream sends a keep-alive comment after this much silence"
@@ -140,7 +142,11 @@ class Settings(BaseSettings):
         default=15.0, gt=0, description="a worker that has not renewed its claim this long loses its jobs"
     )
     heartbeat_s: float = Field(default=2.0, gt=0, description="how often a worker renews its claims")
-    idle_poll_s: float = Field(default=0.5, gt=0, description="how often an idle worker looks for jobs")
+    idle_poll_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="how often an idle worker looks for jobs (at least lease_s/4 where the store pushes)",
+    )
     cancel_poll_s: float = Field(
         default=0.2, gt=0, description="how often a running job's cancel flag is read from the store"
     )

@@ -1,13 +1,15 @@
-"""The snapshot cache and the change feed that wakes waiters when a job changes in any process (SQLite: the
-change log it tails; PostgreSQL: NOTIFY)."""
+"""The snapshot cache and the change feed that wakes waiters when a job changes in any process (pushed:
+SQLite's wake-up bus, PostgreSQL's NOTIFY; polled: the change log it tails where the store cannot push)."""
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import threading
 import time
 from pathlib import Path
 
+import pytest
 from helpers.jobs import make_job
 from helpers.stores import sqlite_store
 
@@ -61,6 +63,12 @@ def test_unknown_snapshots_are_misses():
 
 
 # --- ChangeFeed
+
+
+@pytest.fixture
+def polled(tmp_path, monkeypatch) -> None:
+    """SQLite stores opened from here on cannot push: their wake-up bus has no temp directory to go in."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
 
 
 def run_feed(store: JobStore | Path, scenario, listeners=()) -> tuple[ChangeFeed, SnapshotCache]:
@@ -137,7 +145,7 @@ def test_a_waiter_times_out_when_nothing_changes(backend):
     run_feed(backend.open(), scenario)
 
 
-def test_the_feed_starts_at_the_end_of_the_change_log(tmp_path):
+def test_the_feed_starts_at_the_end_of_the_change_log(tmp_path, polled):
     path = tmp_path / "jobs.sqlite3"
     store = sqlite_store(path)
     job = make_job()
@@ -171,7 +179,7 @@ def test_notify_wakes_a_waiter_in_this_process(tmp_path):
     assert snapshots.version("job-x") == 1
 
 
-def test_a_feed_on_an_empty_store_sees_the_first_change(tmp_path):
+def test_a_feed_on_an_empty_store_sees_the_first_change(tmp_path, polled):
     path = tmp_path / "jobs.sqlite3"
     other = sqlite_store(path)
     job = make_job()

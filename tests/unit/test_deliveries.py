@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 import threading
 import time
 from dataclasses import replace
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from helpers.jobs import make_job
-from helpers.stores import raw_rows
+from helpers.stores import raw_rows, sqlite_store
 from helpers.waiting import holds, wait_for
 
 from glm_image_server.config import DeliverySettings, Settings
@@ -114,6 +115,23 @@ def test_an_expired_delivery_lease_lets_another_owner_claim_it(store):
     assert store.claim_deliveries("s2", now + 5, 10) == []  # s1 still holds it
     (second,) = store.claim_deliveries("s2", now + 11, 10)
     assert (second.id, second.job_id, second.attempts) == (first.id, job.id, 0)
+
+
+def test_looking_for_due_deliveries_takes_no_write_lock_when_none_is_due(tmp_path):
+    """The change feed wakes the sender after every change a worker makes: with nothing due, its look must
+    neither wait for nor hold up a worker's write (SQLite has one writer at a time)."""
+    store = sqlite_store(tmp_path / "jobs.sqlite3")
+    worker = sqlite3.connect(store.dialect.path, isolation_level=None)
+    worker.execute("BEGIN IMMEDIATE")  # a worker's write in progress
+    looked: list[list] = []
+    looker = threading.Thread(target=lambda: looked.append(store.claim_deliveries("s1", time.time(), 60)))
+    looker.start()
+    looker.join(2)
+    in_time = not looker.is_alive()
+    worker.execute("ROLLBACK")
+    looker.join(40)
+    assert in_time
+    assert looked == [[]]
 
 
 def test_a_failed_attempt_is_retried_at_retry_at(store):

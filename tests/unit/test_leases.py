@@ -5,8 +5,11 @@ and migrating once when replicas start together."""
 from __future__ import annotations
 
 import json
+import queue
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -279,8 +282,9 @@ def test_queue_depth_per_batch_key(store):
     assert [(key, jobs) for key, jobs, _, _ in store.queue_depth()] == [(wide[0].request.batch_key, 1)]
 
 
-def test_subscribers_hear_other_processes_changes_or_poll(backend):
-    """PostgreSQL pushes every change and every claimable job (NOTIFY); SQLite says it cannot."""
+def test_subscribers_hear_other_processes_changes(backend):
+    """Both stores push every change and every claimable job: PostgreSQL with NOTIFY, SQLite through its
+    wake-up bus (store/wakeups.py)."""
     listener, writer = backend.open(), backend.open()
     heard: dict[str, list[str]] = {"changes": [], "queued": []}
     got = threading.Event()
@@ -294,17 +298,45 @@ def test_subscribers_hear_other_processes_changes_or_poll(backend):
         return callback
 
     pushes = [listener.subscribe(channel, hear(channel)) for channel in ("changes", "queued")]
-    if backend.kind == "sqlite":
-        assert pushes == [False, False]
-        return
     assert pushes == [True, True]
     (job,) = submit(writer, make_job())
     assert got.wait(5)
     writer.claim_batch("w1", 1, 30)
     writer.add_log(job.id, "INFO", "step 1")
-    wait_for(lambda: len(heard["changes"]) >= 3, 5, "three changes")
+    wait_for(lambda: len(heard["changes"]) >= 3 and bool(heard["queued"]), 5, "three changes, a queued job")
     assert heard["changes"] == [job.id] * 3
     assert heard["queued"] == [job.id]  # a claim is no news for idle workers
+    writer.release("w1", "its worker stopped")
+    wait_for(lambda: len(heard["queued"]) >= 2, 5, "the released job heard as queued")
+    assert heard["queued"] == [job.id] * 2  # claimable again
+
+
+CREATE_IN_ANOTHER_PROCESS = """
+import sys
+from pathlib import Path
+from glm_image_server.core.job import Job
+from glm_image_server.store.sql import SqlJobStore
+SqlJobStore(f"sqlite:///{sys.argv[1]}").create(Job.model_validate_json(sys.argv[2]))
+"""
+
+
+def test_sqlite_pushes_a_job_created_by_another_process_to_both_channels(tmp_path):
+    """The SQLite store has no timer behind `subscribe`: hearing the job at all means it was pushed."""
+    store = sqlite_store(tmp_path / "jobs.sqlite3")
+    heard: dict[str, queue.Queue[str]] = {"changes": queue.Queue(), "queued": queue.Queue()}
+    assert all(store.subscribe(channel, got.put) for channel, got in heard.items())
+    job = make_job()
+    command = [
+        sys.executable,
+        "-c",
+        CREATE_IN_ANOTHER_PROCESS,
+        str(store.dialect.path),
+        job.model_dump_json(),
+    ]
+    subprocess.run(command, check=True, timeout=120)
+    assert heard["queued"].get(timeout=5) == job.id
+    assert heard["changes"].get(timeout=5) == job.id
+    store.close()
 
 
 def test_renew_extends_leases(store):

@@ -1,5 +1,5 @@
 """The worker's scheduler with a fake executor: batching order, events folded into the store, stale
-claims, cancel polling and interruption."""
+claims, cancel polling and interruption; an idle worker woken by the store's push."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from glm_image_server.core.results import JobResult, StoredImage
 from glm_image_server.store.sql import SqlJobStore
 from glm_image_server.worker.executor import Interrupted
 from glm_image_server.worker.scheduler import Scheduler, _CancelFlags, progress_line
+from glm_image_server.worker.worker import Worker
 
 WORKER = "worker-1"
 Script = Callable[
@@ -195,6 +196,23 @@ def test_an_idle_worker_picks_up_a_new_job(tmp_path, store, monkeypatch):
         job = make_job()
         store.create(job)
         wait_for(finished(store, job), 2, "the job")
+    assert executor.batches == [[job.id]]
+
+
+def test_an_idle_worker_on_sqlite_starts_a_new_job_without_waiting_for_its_poll(tmp_path, store):
+    """The store pushes "queued" (store/wakeups.py): a job that another store creates wakes the worker."""
+    worker = Worker(settings_for(tmp_path, idle_poll_s=60, worker_id=WORKER, device="cpu"), store)
+    executor = FakeExecutor()
+    worker.start_thread(executor)
+    try:
+        # it looked once and found nothing (the first empty look schedules its check of expired leases)
+        wait_for(lambda: worker.scheduler and worker.scheduler._next_expiry > 0, 10, "its first empty look")
+        assert worker.scheduler.idle_s >= 60
+        job = make_job()
+        sqlite_store(store.dialect.path).create(job)  # another process's view of the file
+        wait_for(finished(store, job), 5, "the job, pushed to the idle worker")
+    finally:
+        worker.stop()
     assert executor.batches == [[job.id]]
 
 

@@ -1,9 +1,10 @@
 """Wakes async waiters (sync runs, status streams) when a job changes, in whatever process it changed.
 
-A store that pushes changes (PostgreSQL's NOTIFY) calls the feed for each one; otherwise (SQLite) the store
-appends every change to a change log and a thread here tails it every `poll_s`. Either way the feed wakes
-the waiters of the changed jobs on the event loop, drops their cached snapshots, and tells other listeners
-(the delivery sender). Waiters also re-read the store on a timeout, so nothing depends on this alone.
+A store that pushes changes (PostgreSQL's NOTIFY, SQLite's wake-up bus across the processes of one machine)
+calls the feed for each one; where it cannot (a SQLite store whose bus could not be set up), a thread here
+tails the store's change log every `poll_s`. Either way the feed wakes the waiters of the changed jobs on
+the event loop, drops their cached snapshots, and tells other listeners (the delivery sender). Waiters also
+re-read the store on a timeout, so nothing depends on this alone.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@
   sync at commit (synchronous=FULL; `durable=False`: NORMAL). PostgreSQL: a pinged pool; reads autocommit.
 - Row locks: `with_for_update(skip_locked=True)` renders on PostgreSQL only (SQLite's write lock is whole).
 - Wake-ups: a write's notices (channel, job id) go out with NOTIFY in the transaction on PostgreSQL, where
-  `subscribe` LISTENs; on SQLite to `committed` after the commit, the seam for a push across a box's
-  processes (store/wakeups.py); until then `subscribe` says False and readers poll the change log.
+  `subscribe` LISTENs; on SQLite through the wake bus after the commit (store/wakeups.py: a push across
+  the processes of one box), a running job's live writes together within LIVE_WAKE_S. Where no bus can be
+  set up, `subscribe` says False and readers poll the change log.
 - Migrations lock (PostgreSQL: advisory; SQLite: the write lock): processes starting together migrate once.
 """
 
@@ -22,11 +23,13 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.dialects import sqlite
 
 from .contract import Channel
+from .wakeups import WakeBus
 
 log = logging.getLogger(__name__)
 Notice = tuple[Channel, str]  # (channel, job id)
 CHANNELS: dict[Channel, str] = {"changes": "glm_image_changes", "queued": "glm_image_queued"}
 MIGRATION_LOCK = 0x61_6D_67_6C  # pg_advisory_xact_lock key: one migrator at a time
+LIVE_WAKE_S = 0.05  # a live write (progress, logs, previews) wakes other processes this late at most
 
 
 class Dialect:
@@ -44,6 +47,7 @@ class Dialect:
             connect_args={"check_same_thread": False, "timeout": 30},
         )
         event.listen(self.engine, "connect", _sqlite_connected)
+        self.bus = WakeBus(self.path)
 
     def read(self) -> AbstractContextManager[Connection]:
         return self.engine.connect()
@@ -60,16 +64,20 @@ class Dialect:
     def announce(self, conn: Connection, notices: Iterable[Notice]) -> None:
         """Inside the writing transaction, before its commit."""
 
-    def committed(self, notices: Iterable[Notice]) -> None:
-        """After the commit of a transaction that made `notices`: the wake bus's publish goes here."""
+    def committed(self, notices: Iterable[Notice], live: bool = False) -> None:
+        """After the commit of a transaction that made `notices`: at once, or for a running job's `live`
+        writes within LIVE_WAKE_S, so its many small writes wake a status stream a few times a second."""
+        for channel, job_id in notices:
+            self.bus.publish(channel, job_id, LIVE_WAKE_S if live else 0.0)
 
     def lock_schema(self, conn: Connection) -> None:
         """Inside the migrating transaction (SQLite's: BEGIN IMMEDIATE holds off other migrators)."""
 
     def subscribe(self, channel: Channel, callback: Callable[[str], None]) -> bool:
-        return False  # nothing pushes: readers tail the change log (`changes_after`)
+        return self.bus.subscribe(channel, callback)  # False: readers tail the change log (`changes_after`)
 
     def close(self) -> None:
+        self.bus.close()
         self.engine.dispose()
 
 
@@ -106,7 +114,7 @@ class PostgresDialect(Dialect):
     def lock_schema(self, conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
 
-    def committed(self, notices: Iterable[Notice]) -> None:
+    def committed(self, notices: Iterable[Notice], live: bool = False) -> None:
         pass  # NOTIFY went out with the commit
 
     def subscribe(self, channel: Channel, callback: Callable[[str], None]) -> bool:

@@ -109,8 +109,9 @@ class SqlJobStore:
         self._heartbeat = _upsert(new, workers, "id", "body")
 
     @contextmanager
-    def _write(self, durable: bool = True) -> Iterator[_Tx]:
-        """A write transaction; `durable=False` for progress and log lines (see dialects.py)."""
+    def _write(self, durable: bool = True, live: bool = False) -> Iterator[_Tx]:
+        """A write transaction; `durable=False` skips the fsync (dialects.py); `live`: a running job's
+        progress, log lines or previews, whose wake-ups may wait a little (dialects.py)."""
         with self.dialect.write(durable) as conn:
             tx = _Tx(conn)
             yield tx
@@ -118,14 +119,14 @@ class SqlJobStore:
             if changed := [{"job_id": job, "at": now} for channel, job in tx.notices if channel == "changes"]:
                 conn.execute(ADD_CHANGES, changed)
             self.dialect.announce(conn, tx.notices)
-        self.dialect.committed(tx.notices)
+        self.dialect.committed(tx.notices, live)
 
     def _run(self, statement: Executable, *, durable: bool = True, **params: Any) -> None:
         with self._write(durable) as tx:
             tx.run(statement, params)
 
     def _live(self, statement: Executable, job_id: str, **values: Any) -> None:
-        with self._write(durable=False) as tx:  # live state: not worth an fsync each
+        with self._write(durable=False, live=True) as tx:  # live state: not worth an fsync each
             tx.run(statement, {"job_id": job_id, **values})
             tx.changed(job_id)
 
@@ -175,7 +176,9 @@ class SqlJobStore:
         return self._jobs(RECENT, limit=limit)
 
     def claim_batch(self, worker_id: str, max_images: int, lease_s: float) -> list[Job]:
-        with self._write() as tx:
+        # Not durable: a claim a machine's crash loses leaves its jobs queued, where a lost worker's jobs go
+        # anyway (they run again with their seeds); the job's next durable write syncs it.
+        with self._write(durable=False) as tx:
             now = time.time()
             self._requeue(tx, LEASE_ENDED, {"now": now}, STOPPED_ANSWERING)
             self._expire_starts(tx, now)
@@ -276,7 +279,7 @@ class SqlJobStore:
         tx.changed(job_id)
 
     def add_log(self, job_id: str, level: LogLevel, message: str) -> None:
-        with self._write(durable=False) as tx:  # progress lines: not worth an fsync each
+        with self._write(durable=False, live=True) as tx:  # progress lines: not worth an fsync each
             self._log(tx, job_id, level, message)
 
     def logs(self, job_id: str) -> list[LogEntry]:
@@ -341,6 +344,8 @@ class SqlJobStore:
         return [Job.model_validate_json(body) for _, body in rows]
 
     def claim_deliveries(self, owner: str, now: float, lease_s: float, limit: int = 20) -> list[Delivery]:
+        if not self._read(DUE, now=now, limit=1):
+            return []  # nothing due: no write lock (the sender looks after every change a worker makes)
         with self._write() as tx:
             if due := [Delivery(*row) for row in tx.run(DUE, {"now": now, "limit": limit})]:
                 lease = {"ids": [d.id for d in due], "lease_owner": owner, "lease_until": now + lease_s}
