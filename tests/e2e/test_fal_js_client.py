@@ -59,7 +59,7 @@ def test_queue_submit_status_result_cancel(plain_server) -> None:
     answer = scenario(plain_server, "queue")
     assert answer["submitted"]["status"] == "IN_QUEUE"
     assert answer["queued_status"]["status"] == "IN_QUEUE"
-    assert answer["queued_status"]["queue_position"] >= 1  # behind the long one
+    assert answer["queued_status"]["queue_position"] >= 1  # behind another queued one
     assert answer["cancelled"]["status"] == "COMPLETED"
     assert answer["cancelled"]["error_type"] == "request_cancelled"
     assert answer["invalid"]["error"] == 422

@@ -47,7 +47,10 @@ async function queue() {
   const long = { prompt: "long", image_size: "square_hd", num_inference_steps: 100 };
   const running = await fal.queue.submit(T2I, { input: long });
   const queued = await fal.queue.submit(T2I, { input: { prompt: "cancelled while queued", ...SMALL } });
-  const queuedStatus = await fal.queue.status(T2I, { requestId: queued.request_id });
+  // Behind `queued` at least, whether or not the worker has taken the long one yet.
+  const behind = await fal.queue.submit(T2I, { input: { prompt: "behind it", ...SMALL } });
+  const queuedStatus = await fal.queue.status(T2I, { requestId: behind.request_id });
+  await fal.queue.cancel(T2I, { requestId: behind.request_id });
   await fal.queue.cancel(T2I, { requestId: queued.request_id });
   await fal.queue.cancel(T2I, { requestId: running.request_id });
   // An invalid input: fal's ValidationError, as from fal itself.
