@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 from ...core.job import Job, JobError, JobStatus, LiveState, LogEntry
 from ...core.request import SIZE_PRESETS, GenerationRequest, InvalidRequest, OutputSpec, with_candidates
 from ...serving.jobs import RenderedImage, failure
+from ..common import text_checks
 from ..dialect import build, wire_field
-from .protocol import FalImage, FalOptions, FalOutput, FalTextCheck, TextToImageInput
+from .protocol import FalImage, FalOptions, FalOutput, TextToImageInput
 
 FIELDS = {"references": "image_urls", "width": "image_size", "height": "image_size"}  # core -> fal
 ERROR_TYPES = {
@@ -120,17 +121,6 @@ def error_body(error: JobError) -> tuple[int, dict]:
         "detail": error.message,
         "error_type": ERROR_TYPES[error.kind],
     }
-
-
-def text_checks(job: Job) -> list[FalTextCheck] | None:
-    """Per image: its seed, score, spans found or missing, and the text read."""
-    assert job.result is not None
-    if job.result.text_checks is None:
-        return None
-    return [
-        FalTextCheck(seed=image.seed, **check.model_dump())
-        for image, check in zip(job.result.images, job.result.text_checks, strict=True)
-    ]
 
 
 def output(job: Job, images: list[RenderedImage]) -> FalOutput:

@@ -20,6 +20,7 @@ from ...core.request import (
     MAX_SEED,
     MIN_GUIDANCE,
 )
+from ..common import SeededTextCheck
 
 API = "openai"  # the `api` its jobs record
 PREFIX = "/v1/images/"
@@ -100,24 +101,11 @@ class OpenAIOptions(BaseModel):
     response_format: Literal["b64_json", "url"] = "b64_json"
 
 
-class SpanCheckData(BaseModel):
-    text: str
-    found: bool
-    similarity: float
-
-
-class TextCheckData(BaseModel):
-    score: float
-    seed: int
-    spans: list[SpanCheckData]
-    detected_text: str
-
-
 class ImageData(BaseModel):
     revised_prompt: str
     url: str | None = None
     b64_json: str | None = None
-    text_check: TextCheckData | None = None  # our addition: with text_check
+    text_check: SeededTextCheck | None = None  # our addition: with text_check
 
 
 class ImagesResponse(BaseModel):

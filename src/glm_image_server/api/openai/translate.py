@@ -15,8 +15,9 @@ from pydantic import ValidationError
 from ...core.job import Job, JobError
 from ...core.request import GenerationRequest, InvalidRequest, OutputSpec, size_like, with_candidates
 from ...serving.jobs import RenderedImage
+from ..common import text_checks
 from ..dialect import build, wire_field
-from .protocol import ImageData, ImageParams, ImagesResponse, OpenAIError, OpenAIOptions, TextCheckData
+from .protocol import ImageData, ImageParams, ImagesResponse, OpenAIError, OpenAIOptions
 
 SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 DEFAULT_SIZE = (1024, 1024)
@@ -74,16 +75,9 @@ def job_error(error: JobError) -> OpenAIError:
     return OpenAIError(error.message, None, None, status=500, kind="server_error")
 
 
-def text_check(job: Job, i: int) -> TextCheckData | None:
-    assert job.result is not None
-    if job.result.text_checks is None:
-        return None
-    check = job.result.text_checks[i]
-    return TextCheckData(seed=job.result.images[i].seed, **check.model_dump())
-
-
 def response(job: Job, images: list[RenderedImage]) -> ImagesResponse:
     assert job.result is not None
+    checks = text_checks(job)
     return ImagesResponse(
         created=int(job.created_at),
         data=[
@@ -91,7 +85,7 @@ def response(job: Job, images: list[RenderedImage]) -> ImagesResponse:
                 revised_prompt=job.result.prompt,
                 url=image.url,
                 b64_json=image.base64,
-                text_check=text_check(job, i),
+                text_check=checks[i] if checks else None,
             )
             for i, image in enumerate(images)
         ],
