@@ -27,14 +27,11 @@ class HungUp(Exception):
     """The client hung up before its answer was ready: answered 499 (nobody reads it)."""
 
 
-def client_of(connection: HTTPConnection) -> str:
-    """The client's address (the key for per-address limits)."""
-    return connection.client.host if connection.client else "unknown"
-
-
 def caller_of(connection: HTTPConnection, api: str) -> Caller:
-    """The dialect `api`'s caller: the key's owner hash as the gate (api/gate.py) found it."""
-    return Caller(api, getattr(connection.state, "owner", None), client_of(connection))
+    """The dialect `api`'s caller: the key's owner hash as the gate (api/gate.py) found it, and the client's
+    address (the key for per-address limits)."""
+    client = connection.client.host if connection.client else "unknown"
+    return Caller(api, getattr(connection.state, "owner", None), client)
 
 
 async def unless_disconnected(connection: Request, work: Awaitable[T]) -> T:

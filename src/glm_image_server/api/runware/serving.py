@@ -29,11 +29,10 @@ from ...media.fetch import decode_data_uri
 from ...media.storage import upload_key
 from ...media.uploads import keep_upload_bytes, upload_locator
 from ...serving.admission import Refused
-from ...serving.jobs import Caller
 from ...serving.services import Services
 from .. import jsonbody
 from ..auth import key_ok, owner_of
-from ..common import client_of
+from ..common import caller_of
 from ..errors import refused_status
 from . import translate
 from .protocol import API, CODES, MODEL, ImageInference, RunwareOptions, TaskError
@@ -49,13 +48,15 @@ def render(services: Services, job: Job) -> list[dict]:
 
 
 def render_early(services: Services, job: Job, finished: tuple[FinishedImage, ...]) -> dict[int, dict]:
-    """Items, by image index, of the images a running job finished already (blocking when inline); with
-    includeCost, only those whose cost is known already."""
+    """Items, by image index, of the images a running job finished already, each as the job's result will
+    have it (blocking when inline); with includeCost, only those whose cost is known already."""
     options = RunwareOptions.model_validate(job.options)
     ready = [done for done in finished if done.cost is not None or not options.includeCost]
     images = services.jobs.render(job, options.outputType != "URL", [done.image for done in ready])
-    items = translate.early_items(job, ready, images, options)
-    return {done.index: item for done, item in zip(ready, items, strict=True)}
+    return {
+        done.index: translate.item(job.id, done.index, image, done.nsfw, done.cost or 0.0, None, options)
+        for done, image in zip(ready, images, strict=True)
+    }
 
 
 def deliveries(services: Services) -> Renderer:
@@ -85,7 +86,7 @@ class Tasks:
     def __init__(self, connection: HTTPConnection, base_url: str, sessions: bool = False) -> None:
         self.services: Services = connection.app.state.services
         self.jobs, self.base_url, self.sessions = self.services.jobs, base_url, sessions
-        self.caller = Caller(API, None, client_of(connection))  # its key: an authentication, or the header's
+        self.caller = caller_of(connection, API)  # its key: an authentication, or the header's
         self.auth_failures = connection.app.state.auth_failures
         self.authenticated = not self.services.settings.api_keys
         self.session: str | None = None
@@ -184,7 +185,7 @@ class Tasks:
         )
         for url, parameter in ((output.webhook_url, "webhookURL"), (output.upload_url, "uploadEndpoint")):
             if problem := await self.jobs.refused_destination(url):
-                raise TaskError(f"invalid{parameter[0].upper()}{parameter[1:]}", problem, parameter, task)
+                raise TaskError(f"invalid{translate.cap(parameter)}", problem, parameter, task)
         job = self.jobs.new_job(self.caller, MODEL, request, output, base_url, options, id=params.taskUUID)
         if not await self.jobs.submit(self.caller, job):
             if await self.jobs.get(self.caller, job.id) is None:  # another key's or another API's
