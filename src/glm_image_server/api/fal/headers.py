@@ -58,7 +58,3 @@ def with_error_headers(status_code: int, body: dict) -> JSONResponse:
         if error_type == "request_timeout":
             headers[TIMEOUT_TYPE] = "user"
     return JSONResponse(body, status_code, headers)
-
-
-def bad_header(exc: BadHeader) -> JSONResponse:
-    return with_error_headers(400, {"detail": str(exc), "error_type": "bad_request"})

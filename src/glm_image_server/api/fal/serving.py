@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
 
-from ...core.job import Job, JobStatus
+from ...core.job import Job, JobError, JobStatus
 from ...core.request import InvalidRequest
 from ...delivery.sender import Outgoing, Renderer
 from ...media.uploads import UploadTooLarge
@@ -44,13 +44,16 @@ def validation_error(request: Request, exc: RequestValidationError) -> JSONRespo
 def invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
     """What the model cannot run, beyond the schema (an upload over the limits: 413)."""
     status = 413 if isinstance(exc, UploadTooLarge) else 422
-    return JSONResponse({"detail": translate.input_detail(exc)}, status)
+    error = JobError(kind="input", message=exc.explanation, field=exc.field)
+    return JSONResponse({"detail": translate.detail(error)}, status)
 
 
 ERRORS = {
     RequestValidationError: validation_error,
     InvalidRequest: invalid,
-    headers.BadHeader: lambda request, exc: headers.bad_header(exc),
+    headers.BadHeader: lambda request, exc: headers.with_error_headers(
+        400, {"detail": str(exc), "error_type": "bad_request"}
+    ),
 }
 FalRoute = route_class(ERRORS)
 FalBytesRoute = route_class(ERRORS, strict_json=False)  # raw bodies: a part may come with no content type
@@ -124,7 +127,9 @@ class FalServing(DialectServing):
             snapshot, sent, last = first, 0, None
             async with contextlib.aclosing(snapshots):
                 while snapshot is not None:
-                    event, sent = _unsent_logs(self._status(snapshot, previews), sent)
+                    event = self._status(snapshot, previews)
+                    if (logs := event.get("logs")) is not None:  # only new lines: fal's JS client appends
+                        event, sent = {**event, "logs": logs[sent:]}, len(logs)
                     text = json.dumps(event)
                     if event.get("logs") or text != last:
                         yield f"data: {text}\n\n"
@@ -168,23 +173,13 @@ class FalServing(DialectServing):
 
     def _urls(self, job_id: str) -> dict[str, str]:
         """Status, result and cancel URLs carry the app without its sub-path: both apps share one queue."""
-        root = f"{self._queue_base()}/{OWNER}/{ALIAS}/requests/{job_id}"
-        return {"response_url": root, "status_url": f"{root}/status", "cancel_url": f"{root}/cancel"}
-
-    def _queue_base(self) -> str:
-        if public := self.services.settings.public_url:
-            return public.rstrip("/") + "/queue"
         base = str(self.request.base_url).rstrip("/")
-        return base if getattr(self.request.state, "queue_host", False) else base + "/queue"
-
-
-def _unsent_logs(body: dict, sent: int) -> tuple[dict, int]:
-    """The body with only the log lines not sent before on this stream (fal's JS client appends each
-    event's logs to what it has), and how many have been sent with it."""
-    logs = body.get("logs")
-    if logs is None:
-        return body, sent
-    return {**body, "logs": logs[sent:]}, len(logs)
+        if public := self.services.settings.public_url:
+            base = public.rstrip("/") + "/queue"
+        elif not getattr(self.request.state, "queue_host", False):
+            base += "/queue"
+        root = f"{base}/{OWNER}/{ALIAS}/requests/{job_id}"
+        return {"response_url": root, "status_url": f"{root}/status", "cancel_url": f"{root}/cancel"}
 
 
 def deliveries(services: Services) -> Renderer:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ...core.job import Job, JobError, JobStatus, LiveState, LogEntry
-from ...core.request import SIZE_PRESETS, GenerationRequest, InvalidRequest, OutputSpec, with_candidates
+from ...core.request import SIZE_PRESETS, GenerationRequest, OutputSpec, with_candidates
 from ...serving.jobs import RenderedImage, failure
 from ..common import text_checks
 from ..dialect import build, wire_field
@@ -54,15 +54,7 @@ def detail(error: JobError) -> list[dict]:
     return [{"loc": loc(error.field), "msg": error.message, "type": "value_error"}]
 
 
-def input_detail(exc: InvalidRequest) -> list[dict]:
-    return detail(JobError(kind="input", message=exc.explanation, field=exc.field))
-
-
 UNION_TAGS = ("literal[", "ImageSize")  # pydantic's per-member locations of a union field's errors
-
-
-def _member_of_union(loc: tuple | list) -> bool:
-    return bool(loc) and isinstance(loc[-1], str) and loc[-1].startswith(UNION_TAGS)
 
 
 def _clean(error: dict) -> dict:
@@ -88,7 +80,7 @@ def validation_detail(errors: list[dict], content_type: str | None) -> list[dict
             if "json" not in (content_type or ""):
                 msg += f" sent with Content-Type: application/json (got {content_type or 'no Content-Type'})"
             detail.append({"type": "model_attributes_type", "loc": ["body"], "msg": msg})
-        elif _member_of_union(loc):
+        elif loc and isinstance(loc[-1], str) and loc[-1].startswith(UNION_TAGS):
             if loc[:-1] not in unions:
                 unions.add(loc[:-1])
                 presets = ", ".join(SIZE_PRESETS)
