@@ -74,9 +74,14 @@ class Gate:
         keys = self.settings.api_keys
         valid = key_ok(keys, key)
         state["owner"], state["authenticated"] = (owner_of(keys, key) if valid else None), valid
-        if not valid and dialect is not None and (dialect.wrong_key is not None or key is not None):
-            return valid, self._wrong_key(dialect, client)
-        return valid, None
+        if valid or dialect is None or (dialect.wrong_key is None and key is None):
+            return valid, None
+        # A wrong or missing key: after too many failures from one address, 429 for everyone there; no
+        # refusal (None) for a dialect that may authenticate in the body.
+        if wait := self.auth_failures.take(client):
+            log.warning("too many failed API keys from %s", client)
+            return False, error_response(dialect, 429, "too many requests with a wrong API key", wait)
+        return False, None if dialect.wrong_key is None else error_response(dialect, 401, dialect.wrong_key)
 
     def _signed_url(
         self, scope: Scope, signed: SignedUrls, dialect: Dialect, client: str
@@ -89,17 +94,6 @@ class Gate:
         if wait := self.auth_failures.take(client):
             return False, error_response(dialect, 429, f"too many requests with a bad {signed.noun}", wait)
         return False, error_response(dialect, 403, f"this {signed.noun} is not valid (altered, or expired)")
-
-    def _wrong_key(self, dialect: Dialect, client: str) -> JSONResponse | None:
-        """The response to a wrong or missing key, or None for a dialect that may authenticate in the
-        body — after too many failures from one address, 429 for everyone there."""
-        wait = self.auth_failures.take(client)
-        if wait:
-            log.warning("too many failed API keys from %s", client)
-            return error_response(dialect, 429, "too many requests with a wrong API key", wait)
-        if dialect.wrong_key is None:
-            return None
-        return error_response(dialect, 401, dialect.wrong_key)
 
     async def _buffered(self, headers: dict[bytes, bytes], receive: Receive, limit: int) -> Receive:
         """The whole body, read within `limit` bytes and the body deadline, replayed to the app."""

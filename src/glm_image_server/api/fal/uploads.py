@@ -31,11 +31,6 @@ MAX_PARTS = 10_000
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3's smallest part but the last (fal's client sends 10 MB parts)
 
 
-def max_parts(max_bytes: int) -> int:
-    """How many parts an upload of at most `max_bytes` can need: more would only fill the disk."""
-    return min(MAX_PARTS, -(-max_bytes // MIN_PART_BYTES) + 1)
-
-
 ACCEPTED_TYPES = "image/* (PNG, JPEG, WEBP, GIF, BMP or TIFF) or application/octet-stream"
 
 router = APIRouter(tags=["fal uploads"], route_class=FalRoute)
@@ -140,7 +135,8 @@ async def put_upload(token: str, request: Request) -> JSONResponse:
 @bytes_router.put(UPLOADS_PATH + "{token}/{part_number}", summary="Upload one part")
 async def put_part(token: str, part_number: int, request: Request) -> JSONResponse:
     grant, services = _grant(request, multipart=True), _services(request)
-    most = max_parts(services.settings.fetch_max_bytes)
+    # How many parts an upload of at most fetch_max_bytes can need: more would only fill the disk.
+    most = min(MAX_PARTS, -(-services.settings.fetch_max_bytes // MIN_PART_BYTES) + 1)
     if not 1 <= part_number <= most:
         raise InvalidRequest("part_number", f"{part_number} is out of range", f"1 to {most}")
     data = await _body(request)

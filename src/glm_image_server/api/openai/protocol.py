@@ -50,9 +50,11 @@ class OpenAIError(Exception):
         super().__init__(message)
         self.message, self.param, self.code, self.status, self.kind = message, param, code, status, kind
 
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
     def response(self) -> JSONResponse:
-        error = {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
-        return JSONResponse({"error": error}, self.status)
+        return JSONResponse(self.body(), self.status)
 
 
 def error_response(status: int, message: str) -> JSONResponse:

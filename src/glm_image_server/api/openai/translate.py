@@ -42,20 +42,16 @@ def params(fields: dict[str, Any]) -> ImageParams:
     return parsed
 
 
-def _size(parsed: ImageParams, first_reference) -> tuple[int, int]:
-    if parsed.size == "auto":
-        return size_like(first_reference) if first_reference is not None else DEFAULT_SIZE
-    match = SIZE.match(parsed.size)
-    if not match:
-        raise OpenAIError(f"Invalid value for 'size': {parsed.size!r}; use WIDTHxHEIGHT or 'auto'.", "size")
-    return int(match[1]), int(match[2])
-
-
 def to_internal(
     parsed: ImageParams, references: list[tuple[Any, str]], safety_default: bool
 ) -> tuple[GenerationRequest, OutputSpec, OpenAIOptions]:
     """`references`: (decoded image, `stored:` locator) per uploaded image. Raises OpenAIError."""
-    width, height = _size(parsed, references[0][0] if references else None)
+    if parsed.size == "auto":
+        width, height = size_like(references[0][0]) if references else DEFAULT_SIZE
+    elif match := SIZE.match(parsed.size):
+        width, height = int(match[1]), int(match[2])
+    else:
+        raise OpenAIError(f"Invalid value for 'size': {parsed.size!r}; use WIDTHxHEIGHT or 'auto'.", "size")
     quality = parsed.output_compression if parsed.output_compression is not None else 95
     try:
         locators = tuple(locator for _, locator in references)
@@ -127,8 +123,7 @@ def stream_event(prefix: str, kind: str, job: Job, b64: str, **extra: Any) -> st
 
 
 def stream_error(error: OpenAIError) -> str:
-    body = {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}}
-    return f"event: error\ndata: {json.dumps(body)}\n\n"
+    return f"event: error\ndata: {json.dumps(error.body())}\n\n"
 
 
 def partial_due(sent: int, wanted: int, image: int, step: int, steps: int, images: int) -> bool:
