@@ -34,7 +34,9 @@ def _setup(app: FastAPI, settings: Settings) -> None:
 
 
 def _upload_grant(scope: Scope) -> UploadGrant | None:
-    return scope["app"].state.upload_signer.grant_of(scope["path"])
+    """The grant of an upload path (`UPLOADS_PATH<token>[/<part>|/complete]`), None if not valid."""
+    token = scope["path"].removeprefix(UPLOADS_PATH).split("/", 1)[0]
+    return scope["app"].state.upload_signer.verify(token)
 
 
 dialect = Dialect(

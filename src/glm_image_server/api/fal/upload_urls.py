@@ -37,18 +37,13 @@ class UploadGrant:
     expires_at: float
 
 
-def _data_dir_secret(path: Path) -> bytes:
-    """The secret kept at `path`, made on first use (readable by this user only; written aside and
-    linked into place, so no process ever reads it half-written)."""
-    create_once(path, secrets.token_bytes(32))
-    return path.read_bytes()
-
-
 class UploadSigner:
     def __init__(self, keys: list[str], data_dir: Path) -> None:
         self._secrets: dict[str | None, bytes] = {k.owner: k.secret.encode() for k in parse_keys(keys)}
         if not keys:
-            self._secrets[None] = _data_dir_secret(data_dir / SECRET_NAME)
+            # made on first use, readable by this user only, never read half-written (create_once)
+            create_once(data_dir / SECRET_NAME, secrets.token_bytes(32))
+            self._secrets[None] = (data_dir / SECRET_NAME).read_bytes()
 
     def _mac(self, owner: str | None, payload: str) -> str | None:
         secret = self._secrets.get(owner)
@@ -86,9 +81,3 @@ class UploadSigner:
         except ValueError:
             return None
         return UploadGrant(image_uuid, owner, kind == "m", float(expires))
-
-    def grant_of(self, path: str) -> UploadGrant | None:
-        """The grant of an upload path (`UPLOADS_PATH<token>[/<part>|/complete]`), None if not valid."""
-        if not path.startswith(UPLOADS_PATH):
-            return None
-        return self.verify(path[len(UPLOADS_PATH) :].split("/", 1)[0])
