@@ -1,9 +1,7 @@
 """The first thing every HTTP request meets: the API key (checked before a byte of the body is read; for
 a dialect's signed URLs, such as upload URLs, the URL stands for it), failed-key throttling per client
-address, and the body — refused from its Content-Length when too big,
-else read within a size cap and a deadline, so a slow or huge body never reaches a route. Errors come
-in the format of the dialect whose path was asked (api/errors.py).
-"""
+address, and the body — refused from its Content-Length when too big, else read within a size cap and a
+deadline, so a slow or huge body never reaches a route. Errors in the dialect's format (errors.py)."""
 
 from __future__ import annotations
 

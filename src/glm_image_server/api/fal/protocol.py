@@ -1,7 +1,5 @@
 """fal's wire models: the GLM-Image endpoint's input fields and its output, as fal documents them.
-
-Unknown input fields are ignored, as fal does. `webp` output is our addition.
-"""
+Unknown input fields are ignored, as fal does. `webp` output is our addition."""
 
 from __future__ import annotations
 

@@ -1,10 +1,8 @@
 """Signed upload URLs for fal's storage flow: the client PUTs its bytes to the `upload_url` it was given
 without sending its key (fal's clients never do), so the URL itself is the credential — it names the
-upload, whose key asked for it and until when it is good, signed with an HMAC.
-
-The HMAC's secret is the asking API key itself, so any API replica of a fleet can check it and a removed
-key's URLs stop working at once; with no keys configured, a random secret kept in the data directory.
-"""
+upload, whose key asked for it and until when it is good, signed with an HMAC whose secret is the asking
+API key itself (any API replica can check it; a removed key's URLs stop working at once), or with no
+keys configured a random secret kept in the data directory."""
 
 from __future__ import annotations
 

@@ -1,16 +1,11 @@
 """fal's storage flow, answered here so `fal.storage.upload` (and the JS client's automatic upload of
-Blobs in an input) puts files on this server instead of fal's CDN:
-
-1. `POST /fal/storage/upload/initiate {content_type, file_name}` (fal's `rest.fal.ai/storage/upload/
-   initiate`, reached through the proxy convention: proxy.py) answers `{upload_url, file_url}`;
-2. the client PUTs the bytes to `upload_url`, a signed URL (upload_urls.py) that needs no key;
-3. `file_url`, where the image can be read and given back as an input, works once the PUT succeeded.
-
-Big files go in parts: `initiate-multipart`, then `PUT {upload_url}/{n}` (answers `{partNumber, etag}`)
-and `POST {upload_url}/complete {parts: [{partNumber, etag}]}`. An upload is an input image like any
-other: at most `fetch_max_bytes` and `input_max_pixels`, decoded to check it and kept as PNG with the
-other uploads (for `result_retention_s`); nothing is taken while the disk is short of `min_free_disk_mb`.
-"""
+Blobs in an input) puts files on this server instead of fal's CDN: `POST /fal/storage/upload/initiate
+{content_type, file_name}` (fal's `rest.fal.ai/...`, reached through the proxy convention) answers
+`{upload_url, file_url}`; the client PUTs the bytes to `upload_url`, a signed URL (upload_urls.py) that
+needs no key; `file_url` works once the PUT succeeded. Big files go in parts: `initiate-multipart`, then
+`PUT {upload_url}/{n}` (answers `{partNumber, etag}`) and `POST {upload_url}/complete {parts}`. An upload
+is an input image like any other: at most `fetch_max_bytes` and `input_max_pixels`, decoded to check it,
+kept as PNG for `result_retention_s`; nothing is taken while the disk is short of `min_free_disk_mb`."""
 
 from __future__ import annotations
 

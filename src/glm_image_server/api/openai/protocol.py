@@ -1,8 +1,7 @@
 """OpenAI's wire models: the Images API's parameters (generations as JSON, edits as multipart), and its
 error envelope. `stream` with `partial_images` 0-3 answers with OpenAI's server-sent events. Extensions
 beyond OpenAI's fields: seed, num_inference_steps, guidance_scale. Any `model` is accepted: this server
-runs one model.
-"""
+runs one model."""
 
 from __future__ import annotations
 

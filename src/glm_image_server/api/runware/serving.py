@@ -1,14 +1,10 @@
-"""Runware's serving class: the task runner its REST calls and WebSockets share (rest.py, websocket.py).
-Tasks: authentication, ping, imageInference (model `runware:glm-image@0`), getResponse, imageUpload. An
-imageInference's taskUUID is its job id, so a repeated taskUUID returns that task's results and never runs
-the work twice.
-
-Images are handed out as each one finishes: getResponse lists the finished ones (and a `processing`
-item per image still to come), and a WebSocket gets one message per image (`stream`). A WebSocket's
-authentication opens a connection session; its inferences are recorded with it (`Services.sessions`), so a
-client that reconnects with the session's `connectionSessionUUID` (and the same key) gets the results it
-missed while away, from whichever API process it reaches.
-"""
+"""Runware's task runner, shared by its REST calls and WebSockets (rest.py, websocket.py): authentication,
+ping, imageInference (model `runware:glm-image@0`), getResponse, imageUpload. An imageInference's
+taskUUID is its job id, so a repeated taskUUID answers with that task's results and never runs it twice.
+Images are handed out as each finishes: getResponse lists the finished ones (and a `processing` item per
+image to come), a WebSocket gets one message per image. A WebSocket's authentication opens a connection
+session (`Services.sessions`): a client that reconnects with its `connectionSessionUUID` and the same key
+gets the results it missed while away, from whichever API process it reaches."""
 
 from __future__ import annotations
 
