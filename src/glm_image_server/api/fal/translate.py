@@ -4,6 +4,7 @@ becomes fal's output, status, error and webhook bodies."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -205,15 +206,8 @@ def with_live(body: dict, live: LiveState | None, previews: bool) -> dict:
     body = dict(body)
     if live.stage is not None:
         body["progress"] = {"stage": live.stage, "done": live.done, "total": live.total}
-    if previews and live.preview is not None:
-        p = live.preview
+    if previews and (p := live.preview) is not None:
         uri = f"data:{p.content_type};base64,{base64.b64encode(p.data).decode()}"
-        body["preview"] = {
-            "url": uri,
-            "width": p.width,
-            "height": p.height,
-            "image": p.image,
-            "step": p.step,
-            "steps": p.steps,
-        }
+        fields = {k: v for k, v in dataclasses.asdict(p).items() if k not in ("data", "content_type")}
+        body["preview"] = {"url": uri, **fields}  # width, height, image, step, steps
     return body

@@ -90,7 +90,6 @@ def response(job: Job, images: list[RenderedImage]) -> ImagesResponse:
     )
 
 
-PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 EMPTY_USAGE = {
     "input_tokens": 0,
     "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
@@ -102,7 +101,7 @@ EMPTY_USAGE = {
 def reencode(data: bytes, output_format: str) -> bytes:
     """A preview (stored as JPEG) in the format the client asked for (blocking; previews are small)."""
     buffer = io.BytesIO()
-    Image.open(io.BytesIO(data)).convert("RGB").save(buffer, PIL_FORMATS[output_format])
+    Image.open(io.BytesIO(data)).convert("RGB").save(buffer, output_format.upper())
     return buffer.getvalue()
 
 

@@ -30,7 +30,7 @@ async def rest(request: Request) -> Response:
     data, errors, status, wait_s = [], [], 200, 0.0
     for task in tasks:
         try:
-            data += await unless_disconnected(request, runner.run_safely(task))
+            data += await unless_disconnected(request, runner.safely(task, runner.run(task)))
         except TaskError as exc:
             errors.append(exc.item())
             status = exc.status if status == 200 else status

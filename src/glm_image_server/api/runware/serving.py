@@ -97,10 +97,6 @@ class Tasks:
         self.authenticated, self.caller = True, replace(self.caller, owner=owner_of(keys, key))
         return True
 
-    async def run_safely(self, task: Any) -> list[dict]:
-        """`run`, with any fault of ours as a task error too: every task gets an answer."""
-        return await self.safely(task, self.run(task))
-
     async def safely(self, task: Any, work: Awaitable[T]) -> T:
         """`work`'s result; any fault of ours (or a refusal) as the task's error."""
         try:
@@ -109,7 +105,7 @@ class Tasks:
             raise task_error(exc, task) from None
 
     async def run(self, task: Any) -> list[dict]:
-        """A task's data items; raises TaskError."""
+        """A task's data items; raises TaskError (run it `safely`: any fault of ours is one too)."""
         if not isinstance(task, dict) or not isinstance(task.get("taskType"), str):
             raise TaskError("missingTaskType", "each task must be an object with a taskType", "taskType")
         task_type = task["taskType"]

@@ -58,7 +58,7 @@ class Connection:
             self.spawn(self.infer(task, submitting))
             return
         async with self.errors_sent():
-            await self.send({"data": await self.tasks.run_safely(task)})
+            await self.send({"data": await self.tasks.safely(task, self.tasks.run(task))})
         for job_id in self.tasks.missed:  # after a resumed authentication
             self.spawn(self.push(job_id, {"taskType": "imageInference", "taskUUID": job_id}))
         self.tasks.missed = []
