@@ -122,11 +122,8 @@ def output(job: Job, images: list[RenderedImage]) -> FalOutput:
         images=[
             FalImage(
                 url=image.url or image.data_uri,
-                content_type=image.image.content_type,
                 file_name=image.image.key,
-                file_size=image.image.file_size,
-                width=image.image.width,
-                height=image.image.height,
+                **image.image.model_dump(include={"content_type", "file_size", "width", "height"}),
             )
             for image in images
         ],

@@ -143,11 +143,8 @@ def item(
         "seed": image.image.seed,
         "NSFWContent": nsfw,
     }
-    if options.outputType == "URL":
-        result["imageURL"] = image.url
-    else:
-        inline = image.data_uri if options.outputType == "dataURI" else image.base64
-        result[IMAGE_FIELDS[options.outputType]] = inline
+    given = {"URL": image.url, "dataURI": image.data_uri, "base64Data": image.base64}
+    result[IMAGE_FIELDS[options.outputType]] = given[options.outputType]
     if options.includeCost:
         result["cost"] = round(cost, 10)
     if check is not None:
