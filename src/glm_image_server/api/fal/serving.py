@@ -1,7 +1,6 @@
 """fal's serving class: what its routes do with the job service — sync runs, queue submissions with fal's
 platform headers (headers.py), status polled or streamed, results and cancels — in fal's wire formats
-(translate.py); its errors as fal answers them; and the signed webhook of a finished job.
-"""
+(translate.py); its errors as fal answers them; and the signed webhook of a finished job."""
 
 from __future__ import annotations
 
@@ -78,12 +77,9 @@ class FalServing(DialectServing):
             return JSONResponse({"detail": detail}, 422)
         job = await self._submit(app, body, webhook)
         position = (await self.jobs.snapshot(self.caller, job.id, progress=True, fresh=True)).position
-        urls = self._urls(job.id)
-        return JSONResponse(
-            QueueSubmitted(
-                request_id=job.id, gateway_request_id=job.id, **urls, queue_position=position
-            ).model_dump()
-        )
+        ids = {"request_id": job.id, "gateway_request_id": job.id}
+        submitted = QueueSubmitted(**ids, **self._urls(job.id), queue_position=position)
+        return JSONResponse(submitted.model_dump())
 
     async def _submit(self, app: str, body: TextToImageInput, webhook: str | None) -> Job:
         """Raises headers.BadHeader for a platform header, InvalidRequest for the body (our own result URLs
@@ -110,13 +106,11 @@ class FalServing(DialectServing):
     async def stream(self, request_id: str, logs: bool, previews: bool) -> Response:
         self.request.state.request_id = request_id
         keepalive_s, quiet_since = self.services.settings.stream_keepalive_s, time.monotonic()
-        snapshots = self.jobs.watch(
-            self.caller,
-            request_id,
-            logs,
-            True,
-            lambda: max(0.0, keepalive_s - (time.monotonic() - quiet_since)),
-        )
+
+        def until_keepalive() -> float:
+            return max(0.0, keepalive_s - (time.monotonic() - quiet_since))
+
+        snapshots = self.jobs.watch(self.caller, request_id, logs, True, until_keepalive)
         first = await anext(snapshots)
         if first.job is None:
             await snapshots.aclose()
