@@ -84,14 +84,13 @@ class FalServing(DialectServing):
     async def _submit(self, app: str, body: TextToImageInput, webhook: str | None) -> Job:
         """Raises headers.BadHeader for a platform header, InvalidRequest for the body (our own result URLs
         among the references are read from storage)."""
-        platform, base_url = headers.platform(self.request.headers), str(self.request.base_url)
+        start_timeout_s, priority = headers.platform(self.request.headers)
+        base_url = str(self.request.base_url)
         references = await self.jobs.local_references(body.references, base_url)
         request, output, options = translate.to_internal(body, webhook, references)
-        job = self.jobs.new_job(
-            self.caller, app, request, output, base_url, options, priority=platform.priority
-        )
-        if platform.start_timeout_s is not None:
-            job = job.model_copy(update={"start_by": job.created_at + platform.start_timeout_s})
+        job = self.jobs.new_job(self.caller, app, request, output, base_url, options, priority=priority)
+        if start_timeout_s is not None:
+            job = job.model_copy(update={"start_by": job.created_at + start_timeout_s})
         self.request.state.request_id = job.id
         await self.jobs.submit(self.caller, job)
         return job
