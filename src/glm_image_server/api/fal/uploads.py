@@ -24,8 +24,6 @@ from .upload_urls import UPLOADS_PATH, UploadGrant
 INITIATE_PATH = "/fal/storage/upload/initiate"
 MAX_PARTS = 10_000
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3's smallest part but the last (fal's client sends 10 MB parts)
-
-
 ACCEPTED_TYPES = "image/* (PNG, JPEG, WEBP, GIF, BMP or TIFF) or application/octet-stream"
 
 router = APIRouter(tags=["fal uploads"], route_class=FalRoute)

@@ -110,8 +110,7 @@ async def websocket(socket: WebSocket) -> None:
     base_url = str(socket.base_url).replace("ws://", "http://", 1).replace("wss://", "https://", 1)
     connection = Connection(socket, Tasks(socket, base_url, sessions=True))
     try:
-        await connection.serve(connection.tasks.services.settings.max_tasks_per_message)
-    except WebSocketDisconnect:
-        pass
+        with contextlib.suppress(WebSocketDisconnect):
+            await connection.serve(connection.tasks.services.settings.max_tasks_per_message)
     finally:
         connection.close()
