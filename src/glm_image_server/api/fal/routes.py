@@ -17,12 +17,8 @@ REQUEST_PATH = f"/queue/{OWNER}/{ALIAS}/requests/{{request_id}}"
 Webhook = Annotated[str | None, Query(description="URL to POST the result to when the request finishes")]
 FLAG = "^(?i:0|1|true|false)$"
 LogsFlag = Annotated[str, Query(pattern=FLAG, description="include logs: 1/0/true/false")]
-PreviewsFlag = Annotated[
-    str,
-    Query(
-        pattern=FLAG, description="our extension: include the latest live preview as a data URI while running"
-    ),
-]
+PREVIEWS = "our extension: include the latest live preview as a data URI while running"
+PreviewsFlag = Annotated[str, Query(pattern=FLAG, description=PREVIEWS)]
 
 router = APIRouter(tags=["fal"], route_class=FalRoute)
 
