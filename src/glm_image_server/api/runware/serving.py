@@ -310,16 +310,13 @@ def task_error(exc: Exception, task: Any) -> TaskError:
     )
 
 
-def tasks_of(payload: Any, limit: int) -> list:
-    """The tasks of one REST body or WebSocket message; raises TaskError past `limit`."""
+async def tasks_in(message: bytes | str, limit: int) -> list:
+    """The tasks of one REST body or WebSocket message; raises TaskError for bad JSON or past `limit`."""
+    try:
+        payload = await jsonbody.parse(message.encode() if isinstance(message, str) else message)
+    except ValueError as exc:
+        raise TaskError("invalidJSON", f"messages must be JSON arrays of tasks ({exc})") from None
     tasks = payload if isinstance(payload, list) else [payload]
     if len(tasks) > limit:
         raise TaskError("tooManyTasks", f"at most {limit} tasks per message, got {len(tasks)}", status=429)
     return tasks
-
-
-async def parse(text: bytes | str) -> Any:
-    try:
-        return await jsonbody.parse(text.encode() if isinstance(text, str) else text)
-    except ValueError as exc:
-        raise TaskError("invalidJSON", f"messages must be JSON arrays of tasks ({exc})") from None

@@ -15,7 +15,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from ...core.job import Job
 from . import translate
 from .protocol import TaskError
-from .serving import Tasks, parse, tasks_of
+from .serving import Tasks, tasks_in
 
 router = APIRouter(tags=["runware"])
 _SUBMITTING: set[asyncio.Future] = set()  # submissions under way, held until done (asyncio keeps weak refs)
@@ -99,7 +99,7 @@ class Connection:
                 return
             tasks: list = []
             async with self.errors_sent():
-                tasks = tasks_of(await parse(message["text"]), limit)
+                tasks = await tasks_in(message["text"], limit)
             for task in tasks:
                 await self.take(task)
 
