@@ -84,16 +84,9 @@ def validation_detail(errors: list[dict], content_type: str | None) -> list[dict
         elif loc and isinstance(loc[-1], str) and loc[-1].startswith(UNION_TAGS):
             if loc[:-1] not in unions:
                 unions.add(loc[:-1])
-                presets = ", ".join(SIZE_PRESETS)
-                detail.append(
-                    {
-                        "type": "value_error",
-                        "loc": list(loc[:-1]),
-                        "msg": f"must be one of {presets}, or an object {{width, height}}; "
-                        f"got {error.get('input')!r}",
-                        "input": error.get("input"),
-                    }
-                )
+                got, presets = error.get("input"), ", ".join(SIZE_PRESETS)
+                msg = f"must be one of {presets}, or an object {{width, height}}; got {got!r}"
+                detail.append({"type": "value_error", "loc": list(loc[:-1]), "msg": msg, "input": got})
         else:
             detail.append(_clean(error))
     return detail
