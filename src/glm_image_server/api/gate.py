@@ -115,13 +115,9 @@ class Gate:
                         break
         except TimeoutError:
             raise _BodyError(408, f"the body took longer than {self.settings.body_timeout_s:g} s") from None
-        body, replayed = b"".join(chunks), False
+        pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
         async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return pending.pop() if pending else await receive()
 
         return replay
