@@ -12,6 +12,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
+from functools import partial
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -167,13 +168,10 @@ class Tasks:
             raise TaskError(
                 "unsupportedModel", f"this server runs {MODEL}, not {params.model!r}", "model", task
             )
-        own_files, base_url = self.jobs.own_files, self.base_url
+        base_url = self.base_url
+        own_url = partial(self.jobs.own_files.locator, base_url=base_url)  # (URL, field) -> locator
         request, output, options = await self.jobs.call(
-            translate.to_internal,
-            params,
-            task,
-            self.stored_image,
-            lambda url, field: own_files.locator(url, field, base_url),
+            translate.to_internal, params, task, self.stored_image, own_url
         )
         for url, parameter in ((output.webhook_url, "webhookURL"), (output.upload_url, "uploadEndpoint")):
             if problem := await self.jobs.refused_destination(url):
