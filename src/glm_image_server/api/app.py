@@ -25,7 +25,7 @@ from ..serving.services import Services, start_services
 from . import openapi
 from .auth import owner_of, presented_key, require_api_key
 from .dialect import Dialect, dialect_of, discover
-from .errors import error_response, refusal_response
+from .errors import error_response, refused_status
 from .gate import Gate, failed_key_buckets
 
 log = logging.getLogger("glm_image_server")
@@ -60,7 +60,8 @@ def compose(app: FastAPI, settings: Settings, dialects: Sequence[Dialect]) -> No
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> JSONResponse:
-        return refusal_response(dialect_of(dialects, request.url.path), exc)
+        dialect = dialect_of(dialects, request.url.path)
+        return error_response(dialect, refused_status(exc), exc.message, exc.retry_after_s)
 
     @app.exception_handler(Exception)
     async def server_fault(request: Request, exc: Exception) -> JSONResponse:

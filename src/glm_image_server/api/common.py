@@ -1,7 +1,8 @@
 """What every dialect's request handling shares: who the caller is (its dialect, key and address, for the
 job service), waiting on work only while the client is still there, and a route class that parses JSON
 bodies strictly and answers validation errors (and the dialect's other errors) in the dialect's own words:
-no app-wide handler speaks for one dialect. Nothing here knows any dialect's formats."""
+no app-wide handler speaks for one dialect; and the text-check report the snake_case dialects share.
+Nothing here knows any one dialect's formats."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
+from ..core.job import Job
+from ..core.results import SpanCheck
 from ..serving.jobs import Caller
 from . import jsonbody
 
@@ -23,14 +27,11 @@ class HungUp(Exception):
     """The client hung up before its answer was ready: answered 499 (nobody reads it)."""
 
 
-def client_of(connection: HTTPConnection) -> str:
-    """The client's address (the key for per-address limits)."""
-    return connection.client.host if connection.client else "unknown"
-
-
 def caller_of(connection: HTTPConnection, api: str) -> Caller:
-    """The dialect `api`'s caller: the key's owner hash as the gate (api/gate.py) found it."""
-    return Caller(api, getattr(connection.state, "owner", None), client_of(connection))
+    """The dialect `api`'s caller: the key's owner hash as the gate (api/gate.py) found it, and the client's
+    address (the key for per-address limits)."""
+    client = connection.client.host if connection.client else "unknown"
+    return Caller(api, getattr(connection.state, "owner", None), client)
 
 
 async def unless_disconnected(connection: Request, work: Awaitable[T]) -> T:
@@ -59,6 +60,26 @@ class DialectServing:
     def __init__(self, request: Request) -> None:
         self.request, self.services = request, request.app.state.services
         self.jobs, self.caller = self.services.jobs, caller_of(request, self.api)
+
+
+class SeededTextCheck(BaseModel):
+    """One image's text check as a client gets it: the check, with the image's seed."""
+
+    score: float
+    seed: int
+    spans: list[SpanCheck]
+    detected_text: str
+
+
+def text_checks(job: Job) -> list[SeededTextCheck] | None:
+    """A succeeded job's text checks, one per image (None when it had none)."""
+    assert job.result is not None
+    if job.result.text_checks is None:
+        return None
+    return [
+        SeededTextCheck(seed=image.seed, **check.model_dump())
+        for image, check in zip(job.result.images, job.result.text_checks, strict=True)
+    ]
 
 
 def openapi_body(media_type: str, schema: dict) -> dict:

@@ -31,7 +31,3 @@ def refused_status(exc: Refused) -> int:
     if isinstance(exc, LowDisk):
         return 507
     return 429 if exc.kind in ("queue_full", "rate_limited") else 503
-
-
-def refusal_response(dialect: Dialect | None, exc: Refused) -> JSONResponse:
-    return error_response(dialect, refused_status(exc), exc.message, exc.retry_after_s)

@@ -1,9 +1,7 @@
 """The first thing every HTTP request meets: the API key (checked before a byte of the body is read; for
 a dialect's signed URLs, such as upload URLs, the URL stands for it), failed-key throttling per client
-address, and the body — refused from its Content-Length when too big,
-else read within a size cap and a deadline, so a slow or huge body never reaches a route. Errors come
-in the format of the dialect whose path was asked (api/errors.py).
-"""
+address, and the body — refused from its Content-Length when too big, else read within a size cap and a
+deadline, so a slow or huge body never reaches a route. Errors in the dialect's format (errors.py)."""
 
 from __future__ import annotations
 
@@ -74,9 +72,14 @@ class Gate:
         keys = self.settings.api_keys
         valid = key_ok(keys, key)
         state["owner"], state["authenticated"] = (owner_of(keys, key) if valid else None), valid
-        if not valid and dialect is not None and (dialect.wrong_key is not None or key is not None):
-            return valid, self._wrong_key(dialect, client)
-        return valid, None
+        if valid or dialect is None or (dialect.wrong_key is None and key is None):
+            return valid, None
+        # A wrong or missing key: after too many failures from one address, 429 for everyone there; no
+        # refusal (None) for a dialect that may authenticate in the body.
+        if wait := self.auth_failures.take(client):
+            log.warning("too many failed API keys from %s", client)
+            return False, error_response(dialect, 429, "too many requests with a wrong API key", wait)
+        return False, None if dialect.wrong_key is None else error_response(dialect, 401, dialect.wrong_key)
 
     def _signed_url(
         self, scope: Scope, signed: SignedUrls, dialect: Dialect, client: str
@@ -89,17 +92,6 @@ class Gate:
         if wait := self.auth_failures.take(client):
             return False, error_response(dialect, 429, f"too many requests with a bad {signed.noun}", wait)
         return False, error_response(dialect, 403, f"this {signed.noun} is not valid (altered, or expired)")
-
-    def _wrong_key(self, dialect: Dialect, client: str) -> JSONResponse | None:
-        """The response to a wrong or missing key, or None for a dialect that may authenticate in the
-        body — after too many failures from one address, 429 for everyone there."""
-        wait = self.auth_failures.take(client)
-        if wait:
-            log.warning("too many failed API keys from %s", client)
-            return error_response(dialect, 429, "too many requests with a wrong API key", wait)
-        if dialect.wrong_key is None:
-            return None
-        return error_response(dialect, 401, dialect.wrong_key)
 
     async def _buffered(self, headers: dict[bytes, bytes], receive: Receive, limit: int) -> Receive:
         """The whole body, read within `limit` bytes and the body deadline, replayed to the app."""
@@ -123,13 +115,9 @@ class Gate:
                         break
         except TimeoutError:
             raise _BodyError(408, f"the body took longer than {self.settings.body_timeout_s:g} s") from None
-        body, replayed = b"".join(chunks), False
+        pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
         async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return pending.pop() if pending else await receive()
 
         return replay

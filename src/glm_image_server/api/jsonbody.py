@@ -23,17 +23,12 @@ async def parse(data: bytes) -> Any:
     return orjson.loads(data)
 
 
-def _is_json(content_type: str | None) -> bool:
-    if not content_type:
-        return True
-    kind = content_type.split(";")[0].strip().lower()
-    return kind == "application/json" or kind.endswith("+json")
-
-
 async def parse_body(request: Request) -> None:
     """Parse a JSON body strictly before FastAPI reads it (it then uses this parse); raises
     RequestValidationError for a body that is not strict JSON."""
-    if request.method not in ("POST", "PUT", "PATCH") or not _is_json(request.headers.get("content-type")):
+    kind = (request.headers.get("content-type") or "application/json").split(";")[0].strip().lower()
+    is_json = kind == "application/json" or kind.endswith("+json")
+    if request.method not in ("POST", "PUT", "PATCH") or not is_json:
         return
     body = await request.body()
     if body:

@@ -4,11 +4,13 @@ of its JavaScript client) and the playground, which is a client of it: registere
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from ...config import Settings
 from ..dialect import Dialect, SignedUrls
 from . import playground, routes, uploads
+from .headers import ERROR_TYPE, TIMEOUT_TYPE
 from .middleware import FalMiddleware
 from .protocol import API, PREFIXES
 from .serving import deliveries
@@ -27,12 +29,14 @@ def _setup(app: FastAPI, settings: Settings) -> None:
     """The upload signer, the playground's files, and fal's middleware outside the gate (its answers carry
     the request id too, and it routes a proxied request before the gate sees its path)."""
     app.state.upload_signer = UploadSigner(settings.api_keys, settings.data_dir)
-    app.mount("/web", playground.static_files(), name="web")
+    app.mount("/web", StaticFiles(directory=playground.WEB_DIR), name="web")  # the page's script and style
     app.add_middleware(FalMiddleware)
 
 
 def _upload_grant(scope: Scope) -> UploadGrant | None:
-    return scope["app"].state.upload_signer.grant_of(scope["path"])
+    """The grant of an upload path (`UPLOADS_PATH<token>[/<part>|/complete]`), None if not valid."""
+    token = scope["path"].removeprefix(UPLOADS_PATH).split("/", 1)[0]
+    return scope["app"].state.upload_signer.verify(token)
 
 
 dialect = Dialect(
@@ -46,9 +50,5 @@ dialect = Dialect(
     renderer=deliveries,
     setup=_setup,
     signed=SignedUrls(UPLOADS_PATH, _upload_grant, "upload URL"),
-    exposed_headers=(
-        "x-fal-request-id",
-        "x-fal-request-timeout-type",
-        "x-fal-error-type",
-    ),  # its clients read
+    exposed_headers=("x-fal-request-id", TIMEOUT_TYPE, ERROR_TYPE),  # its clients read
 )

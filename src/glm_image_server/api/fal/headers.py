@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import get_args
 
 from fastapi.responses import JSONResponse
@@ -25,28 +24,21 @@ class BadHeader(ValueError):
     """A platform header with a value fal would not accept (a 400 `bad_request`)."""
 
 
-@dataclass(frozen=True)
-class Platform:
-    """What a request's platform headers ask of its job."""
-
-    start_timeout_s: float | None = None
-    priority: Priority = "normal"
-
-
-def platform(headers: Mapping[str, str]) -> Platform:
-    """The request's platform headers; raises BadHeader saying what would have been valid."""
+def platform(headers: Mapping[str, str]) -> tuple[float | None, Priority]:
+    """What a request's platform headers ask of its job: (start timeout in seconds, queue priority); raises
+    BadHeader saying what would have been valid."""
     timeout, priority = headers.get(REQUEST_TIMEOUT), headers.get(QUEUE_PRIORITY, "normal").strip().lower()
     if priority not in get_args(Priority):
         raise BadHeader(f"{QUEUE_PRIORITY} must be normal or low, got {priority[:40]!r}")
     if timeout is None:
-        return Platform(None, priority)  # type: ignore[arg-type]
+        return None, priority  # type: ignore[return-value]
     try:
         seconds = float(timeout)
     except ValueError:
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds > 0):
         raise BadHeader(f"{REQUEST_TIMEOUT} must be a number of seconds above 0, got {timeout[:40]!r}")
-    return Platform(seconds, priority)  # type: ignore[arg-type]
+    return seconds, priority  # type: ignore[return-value]
 
 
 def with_error_headers(status_code: int, body: dict) -> JSONResponse:
@@ -58,7 +50,3 @@ def with_error_headers(status_code: int, body: dict) -> JSONResponse:
         if error_type == "request_timeout":
             headers[TIMEOUT_TYPE] = "user"
     return JSONResponse(body, status_code, headers)
-
-
-def bad_header(exc: BadHeader) -> JSONResponse:
-    return with_error_headers(400, {"detail": str(exc), "error_type": "bad_request"})

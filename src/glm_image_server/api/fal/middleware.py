@@ -1,18 +1,12 @@
 """fal-only HTTP behaviour, in one pure ASGI middleware outside the gate (other requests pass untouched):
-
 - fal's proxy convention, so fal's JavaScript client works unmodified: with `fal.config({ proxyUrl })` it
-  sends every request to the proxy URL with the URL it meant in `x-fal-target-url`
-  (`https://fal.run/fal-ai/glm-image`, `https://queue.fal.run/fal-ai/glm-image/requests/<id>/status?logs=1`,
-  `https://rest.fal.ai/storage/upload/initiate?storage_type=fal-cdn-v3`). This server is the proxy and the
-  backend at once: a request to `/` or `/api/fal/proxy` carrying that header is routed to our own path for
-  the target (`fal.run/...` the sync run, `queue.fal.run/...` the queue, the storage initiate paths the
-  uploads) before anything else sees it — the gate still checks its key before its body. Any other target
-  is refused with 400, in fal's format.
+  sends every request to the proxy URL with the URL it meant in `x-fal-target-url` (`https://fal.run/...`,
+  `https://queue.fal.run/.../status?logs=1`, `https://rest.fal.ai/storage/upload/initiate...`). This server
+  is proxy and backend at once: such a request to `/` or `/api/fal/proxy` is routed to our own path for
+  the target before anything else sees it (the gate still checks its key before its body); any other
+  target is refused with 400, in fal's format;
 - `queue.*` hosts routed to the queue paths, as fal's clients expect of `queue.<run host>`;
-- an `x-fal-request-id` header on every fal response (uploads included).
-
-(The `Key` auth scheme is checked by the gate, api/gate.py, before the body is read.)
-"""
+- an `x-fal-request-id` header on every fal response (uploads included)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
-from fastapi.staticfiles import StaticFiles
 
 from ...config import Settings
 from ...core.request import MAX_REFERENCES, MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE, SIZE_PRESETS
@@ -48,8 +47,3 @@ async def page() -> FileResponse:
 @router.get("/playground/config", summary="The playground form's fields, defaults and ranges")
 async def playground_config(request: Request) -> dict:
     return config(request.app.state.services.settings)
-
-
-def static_files() -> StaticFiles:
-    """Mounted at /web: the page's script and style."""
-    return StaticFiles(directory=WEB_DIR)

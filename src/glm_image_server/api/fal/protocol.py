@@ -1,7 +1,5 @@
 """fal's wire models: the GLM-Image endpoint's input fields and its output, as fal documents them.
-
-Unknown input fields are ignored, as fal does. `webp` output is our addition.
-"""
+Unknown input fields are ignored, as fal does. `webp` output is our addition."""
 
 from __future__ import annotations
 
@@ -20,6 +18,7 @@ from ...core.request import (
     SIZE_MULTIPLE,
     SIZE_PRESETS,
 )
+from ..common import SeededTextCheck
 
 API = "fal"  # the `api` its jobs record
 OWNER, ALIAS = "fal-ai", "glm-image"
@@ -131,26 +130,13 @@ class FalImage(BaseModel):
     height: int
 
 
-class FalSpanCheck(BaseModel):
-    text: str
-    found: bool
-    similarity: float
-
-
-class FalTextCheck(BaseModel):
-    score: float
-    seed: int
-    spans: list[FalSpanCheck]
-    detected_text: str
-
-
 class FalOutput(BaseModel):
     images: list[FalImage]
     seed: int
     prompt: str
     has_nsfw_concepts: list[bool]
     timings: dict[str, float]
-    text_checks: list[FalTextCheck] | None = None  # our addition: with enable_text_check
+    text_checks: list[SeededTextCheck] | None = None  # our addition: with enable_text_check
 
 
 class QueueSubmitted(BaseModel):

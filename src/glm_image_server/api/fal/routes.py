@@ -1,9 +1,7 @@
 """fal's routes: sync runs at `POST /{app}`, the queue under `/queue/{app}` (or the same paths on a
 `queue.*` host), so fal clients work with FAL_RUN_HOST=<host> and FAL_QUEUE_RUN_HOST=<host>/queue.
 Status, result and cancel URLs carry the app without its sub-path, so both apps share one request store.
-Submissions honour fal's platform headers (headers.py): a start timeout and a queue priority. Each route
-parses, then hands over to the serving class (serving.py).
-"""
+Each route parses (fal's platform headers too: headers.py), then hands over to the serving class."""
 
 from __future__ import annotations
 
@@ -19,12 +17,8 @@ REQUEST_PATH = f"/queue/{OWNER}/{ALIAS}/requests/{{request_id}}"
 Webhook = Annotated[str | None, Query(description="URL to POST the result to when the request finishes")]
 FLAG = "^(?i:0|1|true|false)$"
 LogsFlag = Annotated[str, Query(pattern=FLAG, description="include logs: 1/0/true/false")]
-PreviewsFlag = Annotated[
-    str,
-    Query(
-        pattern=FLAG, description="our extension: include the latest live preview as a data URI while running"
-    ),
-]
+PREVIEWS = "our extension: include the latest live preview as a data URI while running"
+PreviewsFlag = Annotated[str, Query(pattern=FLAG, description=PREVIEWS)]
 
 router = APIRouter(tags=["fal"], route_class=FalRoute)
 

@@ -1,7 +1,6 @@
 """fal's serving class: what its routes do with the job service — sync runs, queue submissions with fal's
 platform headers (headers.py), status polled or streamed, results and cancels — in fal's wire formats
-(translate.py); its errors as fal answers them; and the signed webhook of a finished job.
-"""
+(translate.py); its errors as fal answers them; and the signed webhook of a finished job."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
 
-from ...core.job import Job, JobStatus
+from ...core.job import Job, JobError, JobStatus
 from ...core.request import InvalidRequest
 from ...delivery.sender import Outgoing, Renderer
 from ...media.uploads import UploadTooLarge
@@ -44,13 +43,16 @@ def validation_error(request: Request, exc: RequestValidationError) -> JSONRespo
 def invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
     """What the model cannot run, beyond the schema (an upload over the limits: 413)."""
     status = 413 if isinstance(exc, UploadTooLarge) else 422
-    return JSONResponse({"detail": translate.input_detail(exc)}, status)
+    error = JobError(kind="input", message=exc.explanation, field=exc.field)
+    return JSONResponse({"detail": translate.detail(error)}, status)
 
 
 ERRORS = {
     RequestValidationError: validation_error,
     InvalidRequest: invalid,
-    headers.BadHeader: lambda request, exc: headers.bad_header(exc),
+    headers.BadHeader: lambda request, exc: headers.with_error_headers(
+        400, {"detail": str(exc), "error_type": "bad_request"}
+    ),
 }
 FalRoute = route_class(ERRORS)
 FalBytesRoute = route_class(ERRORS, strict_json=False)  # raw bodies: a part may come with no content type
@@ -75,24 +77,20 @@ class FalServing(DialectServing):
             return JSONResponse({"detail": detail}, 422)
         job = await self._submit(app, body, webhook)
         position = (await self.jobs.snapshot(self.caller, job.id, progress=True, fresh=True)).position
-        urls = self._urls(job.id)
-        return JSONResponse(
-            QueueSubmitted(
-                request_id=job.id, gateway_request_id=job.id, **urls, queue_position=position
-            ).model_dump()
-        )
+        ids = {"request_id": job.id, "gateway_request_id": job.id}
+        submitted = QueueSubmitted(**ids, **self._urls(job.id), queue_position=position)
+        return JSONResponse(submitted.model_dump())
 
     async def _submit(self, app: str, body: TextToImageInput, webhook: str | None) -> Job:
         """Raises headers.BadHeader for a platform header, InvalidRequest for the body (our own result URLs
         among the references are read from storage)."""
-        platform, base_url = headers.platform(self.request.headers), str(self.request.base_url)
+        start_timeout_s, priority = headers.platform(self.request.headers)
+        base_url = str(self.request.base_url)
         references = await self.jobs.local_references(body.references, base_url)
         request, output, options = translate.to_internal(body, webhook, references)
-        job = self.jobs.new_job(
-            self.caller, app, request, output, base_url, options, priority=platform.priority
-        )
-        if platform.start_timeout_s is not None:
-            job = job.model_copy(update={"start_by": job.created_at + platform.start_timeout_s})
+        job = self.jobs.new_job(self.caller, app, request, output, base_url, options, priority=priority)
+        if start_timeout_s is not None:
+            job = job.model_copy(update={"start_by": job.created_at + start_timeout_s})
         self.request.state.request_id = job.id
         await self.jobs.submit(self.caller, job)
         return job
@@ -107,13 +105,11 @@ class FalServing(DialectServing):
     async def stream(self, request_id: str, logs: bool, previews: bool) -> Response:
         self.request.state.request_id = request_id
         keepalive_s, quiet_since = self.services.settings.stream_keepalive_s, time.monotonic()
-        snapshots = self.jobs.watch(
-            self.caller,
-            request_id,
-            logs,
-            True,
-            lambda: max(0.0, keepalive_s - (time.monotonic() - quiet_since)),
-        )
+
+        def until_keepalive() -> float:
+            return max(0.0, keepalive_s - (time.monotonic() - quiet_since))
+
+        snapshots = self.jobs.watch(self.caller, request_id, logs, True, until_keepalive)
         first = await anext(snapshots)
         if first.job is None:
             await snapshots.aclose()
@@ -124,7 +120,9 @@ class FalServing(DialectServing):
             snapshot, sent, last = first, 0, None
             async with contextlib.aclosing(snapshots):
                 while snapshot is not None:
-                    event, sent = _unsent_logs(self._status(snapshot, previews), sent)
+                    event = self._status(snapshot, previews)
+                    if (logs := event.get("logs")) is not None:  # only new lines: fal's JS client appends
+                        event, sent = {**event, "logs": logs[sent:]}, len(logs)
                     text = json.dumps(event)
                     if event.get("logs") or text != last:
                         yield f"data: {text}\n\n"
@@ -168,23 +166,13 @@ class FalServing(DialectServing):
 
     def _urls(self, job_id: str) -> dict[str, str]:
         """Status, result and cancel URLs carry the app without its sub-path: both apps share one queue."""
-        root = f"{self._queue_base()}/{OWNER}/{ALIAS}/requests/{job_id}"
-        return {"response_url": root, "status_url": f"{root}/status", "cancel_url": f"{root}/cancel"}
-
-    def _queue_base(self) -> str:
-        if public := self.services.settings.public_url:
-            return public.rstrip("/") + "/queue"
         base = str(self.request.base_url).rstrip("/")
-        return base if getattr(self.request.state, "queue_host", False) else base + "/queue"
-
-
-def _unsent_logs(body: dict, sent: int) -> tuple[dict, int]:
-    """The body with only the log lines not sent before on this stream (fal's JS client appends each
-    event's logs to what it has), and how many have been sent with it."""
-    logs = body.get("logs")
-    if logs is None:
-        return body, sent
-    return {**body, "logs": logs[sent:]}, len(logs)
+        if public := self.services.settings.public_url:
+            base = public.rstrip("/") + "/queue"
+        elif not getattr(self.request.state, "queue_host", False):
+            base += "/queue"
+        root = f"{base}/{OWNER}/{ALIAS}/requests/{job_id}"
+        return {"response_url": root, "status_url": f"{root}/status", "cancel_url": f"{root}/cancel"}
 
 
 def deliveries(services: Services) -> Renderer:

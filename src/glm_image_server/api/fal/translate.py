@@ -4,15 +4,17 @@ becomes fal's output, status, error and webhook bodies."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ...core.job import Job, JobError, JobStatus, LiveState, LogEntry
-from ...core.request import SIZE_PRESETS, GenerationRequest, InvalidRequest, OutputSpec, with_candidates
+from ...core.request import SIZE_PRESETS, GenerationRequest, OutputSpec, with_candidates
 from ...serving.jobs import RenderedImage, failure
+from ..common import text_checks
 from ..dialect import build, wire_field
-from .protocol import FalImage, FalOptions, FalOutput, FalTextCheck, TextToImageInput
+from .protocol import FalImage, FalOptions, FalOutput, TextToImageInput
 
 FIELDS = {"references": "image_urls", "width": "image_size", "height": "image_size"}  # core -> fal
 ERROR_TYPES = {
@@ -53,15 +55,7 @@ def detail(error: JobError) -> list[dict]:
     return [{"loc": loc(error.field), "msg": error.message, "type": "value_error"}]
 
 
-def input_detail(exc: InvalidRequest) -> list[dict]:
-    return detail(JobError(kind="input", message=exc.explanation, field=exc.field))
-
-
 UNION_TAGS = ("literal[", "ImageSize")  # pydantic's per-member locations of a union field's errors
-
-
-def _member_of_union(loc: tuple | list) -> bool:
-    return bool(loc) and isinstance(loc[-1], str) and loc[-1].startswith(UNION_TAGS)
 
 
 def _clean(error: dict) -> dict:
@@ -87,19 +81,12 @@ def validation_detail(errors: list[dict], content_type: str | None) -> list[dict
             if "json" not in (content_type or ""):
                 msg += f" sent with Content-Type: application/json (got {content_type or 'no Content-Type'})"
             detail.append({"type": "model_attributes_type", "loc": ["body"], "msg": msg})
-        elif _member_of_union(loc):
+        elif loc and isinstance(loc[-1], str) and loc[-1].startswith(UNION_TAGS):
             if loc[:-1] not in unions:
                 unions.add(loc[:-1])
-                presets = ", ".join(SIZE_PRESETS)
-                detail.append(
-                    {
-                        "type": "value_error",
-                        "loc": list(loc[:-1]),
-                        "msg": f"must be one of {presets}, or an object {{width, height}}; "
-                        f"got {error.get('input')!r}",
-                        "input": error.get("input"),
-                    }
-                )
+                got, presets = error.get("input"), ", ".join(SIZE_PRESETS)
+                msg = f"must be one of {presets}, or an object {{width, height}}; got {got!r}"
+                detail.append({"type": "value_error", "loc": list(loc[:-1]), "msg": msg, "input": got})
         else:
             detail.append(_clean(error))
     return detail
@@ -122,28 +109,14 @@ def error_body(error: JobError) -> tuple[int, dict]:
     }
 
 
-def text_checks(job: Job) -> list[FalTextCheck] | None:
-    """Per image: its seed, score, spans found or missing, and the text read."""
-    assert job.result is not None
-    if job.result.text_checks is None:
-        return None
-    return [
-        FalTextCheck(seed=image.seed, **check.model_dump())
-        for image, check in zip(job.result.images, job.result.text_checks, strict=True)
-    ]
-
-
 def output(job: Job, images: list[RenderedImage]) -> FalOutput:
     assert job.result is not None
     return FalOutput(
         images=[
             FalImage(
                 url=image.url or image.data_uri,
-                content_type=image.image.content_type,
                 file_name=image.image.key,
-                file_size=image.image.file_size,
-                width=image.image.width,
-                height=image.image.height,
+                **image.image.model_dump(include={"content_type", "file_size", "width", "height"}),
             )
             for image in images
         ],
@@ -223,15 +196,8 @@ def with_live(body: dict, live: LiveState | None, previews: bool) -> dict:
     body = dict(body)
     if live.stage is not None:
         body["progress"] = {"stage": live.stage, "done": live.done, "total": live.total}
-    if previews and live.preview is not None:
-        p = live.preview
+    if previews and (p := live.preview) is not None:
         uri = f"data:{p.content_type};base64,{base64.b64encode(p.data).decode()}"
-        body["preview"] = {
-            "url": uri,
-            "width": p.width,
-            "height": p.height,
-            "image": p.image,
-            "step": p.step,
-            "steps": p.steps,
-        }
+        fields = {k: v for k, v in dataclasses.asdict(p).items() if k not in ("data", "content_type")}
+        body["preview"] = {"url": uri, **fields}  # width, height, image, step, steps
     return body

@@ -1,10 +1,8 @@
 """Signed upload URLs for fal's storage flow: the client PUTs its bytes to the `upload_url` it was given
 without sending its key (fal's clients never do), so the URL itself is the credential — it names the
-upload, whose key asked for it and until when it is good, signed with an HMAC.
-
-The HMAC's secret is the asking API key itself, so any API replica of a fleet can check it and a removed
-key's URLs stop working at once; with no keys configured, a random secret kept in the data directory.
-"""
+upload, whose key asked for it and until when it is good, signed with an HMAC whose secret is the asking
+API key itself (any API replica can check it; a removed key's URLs stop working at once), or with no
+keys configured a random secret kept in the data directory."""
 
 from __future__ import annotations
 
@@ -37,18 +35,13 @@ class UploadGrant:
     expires_at: float
 
 
-def _data_dir_secret(path: Path) -> bytes:
-    """The secret kept at `path`, made on first use (readable by this user only; written aside and
-    linked into place, so no process ever reads it half-written)."""
-    create_once(path, secrets.token_bytes(32))
-    return path.read_bytes()
-
-
 class UploadSigner:
     def __init__(self, keys: list[str], data_dir: Path) -> None:
         self._secrets: dict[str | None, bytes] = {k.owner: k.secret.encode() for k in parse_keys(keys)}
         if not keys:
-            self._secrets[None] = _data_dir_secret(data_dir / SECRET_NAME)
+            # made on first use, readable by this user only, never read half-written (create_once)
+            create_once(data_dir / SECRET_NAME, secrets.token_bytes(32))
+            self._secrets[None] = (data_dir / SECRET_NAME).read_bytes()
 
     def _mac(self, owner: str | None, payload: str) -> str | None:
         secret = self._secrets.get(owner)
@@ -86,9 +79,3 @@ class UploadSigner:
         except ValueError:
             return None
         return UploadGrant(image_uuid, owner, kind == "m", float(expires))
-
-    def grant_of(self, path: str) -> UploadGrant | None:
-        """The grant of an upload path (`UPLOADS_PATH<token>[/<part>|/complete]`), None if not valid."""
-        if not path.startswith(UPLOADS_PATH):
-            return None
-        return self.verify(path[len(UPLOADS_PATH) :].split("/", 1)[0])

@@ -1,16 +1,11 @@
 """fal's storage flow, answered here so `fal.storage.upload` (and the JS client's automatic upload of
-Blobs in an input) puts files on this server instead of fal's CDN:
-
-1. `POST /fal/storage/upload/initiate {content_type, file_name}` (fal's `rest.fal.ai/storage/upload/
-   initiate`, reached through the proxy convention: proxy.py) answers `{upload_url, file_url}`;
-2. the client PUTs the bytes to `upload_url`, a signed URL (upload_urls.py) that needs no key;
-3. `file_url`, where the image can be read and given back as an input, works once the PUT succeeded.
-
-Big files go in parts: `initiate-multipart`, then `PUT {upload_url}/{n}` (answers `{partNumber, etag}`)
-and `POST {upload_url}/complete {parts: [{partNumber, etag}]}`. An upload is an input image like any
-other: at most `fetch_max_bytes` and `input_max_pixels`, decoded to check it and kept as PNG with the
-other uploads (for `result_retention_s`); nothing is taken while the disk is short of `min_free_disk_mb`.
-"""
+Blobs in an input) puts files on this server instead of fal's CDN: `POST /fal/storage/upload/initiate
+{content_type, file_name}` (fal's `rest.fal.ai/...`, reached through the proxy convention) answers
+`{upload_url, file_url}`; the client PUTs the bytes to `upload_url`, a signed URL (upload_urls.py) that
+needs no key; `file_url` works once the PUT succeeded. Big files go in parts: `initiate-multipart`, then
+`PUT {upload_url}/{n}` (answers `{partNumber, etag}`) and `POST {upload_url}/complete {parts}`. An upload
+is an input image like any other: at most `fetch_max_bytes` and `input_max_pixels`, decoded to check it,
+kept as PNG for `result_retention_s`; nothing is taken while the disk is short of `min_free_disk_mb`."""
 
 from __future__ import annotations
 
@@ -29,13 +24,6 @@ from .upload_urls import UPLOADS_PATH, UploadGrant
 INITIATE_PATH = "/fal/storage/upload/initiate"
 MAX_PARTS = 10_000
 MIN_PART_BYTES = 5 * 1024 * 1024  # S3's smallest part but the last (fal's client sends 10 MB parts)
-
-
-def max_parts(max_bytes: int) -> int:
-    """How many parts an upload of at most `max_bytes` can need: more would only fill the disk."""
-    return min(MAX_PARTS, -(-max_bytes // MIN_PART_BYTES) + 1)
-
-
 ACCEPTED_TYPES = "image/* (PNG, JPEG, WEBP, GIF, BMP or TIFF) or application/octet-stream"
 
 router = APIRouter(tags=["fal uploads"], route_class=FalRoute)
@@ -140,7 +128,8 @@ async def put_upload(token: str, request: Request) -> JSONResponse:
 @bytes_router.put(UPLOADS_PATH + "{token}/{part_number}", summary="Upload one part")
 async def put_part(token: str, part_number: int, request: Request) -> JSONResponse:
     grant, services = _grant(request, multipart=True), _services(request)
-    most = max_parts(services.settings.fetch_max_bytes)
+    # How many parts an upload of at most fetch_max_bytes can need: more would only fill the disk.
+    most = min(MAX_PARTS, -(-services.settings.fetch_max_bytes // MIN_PART_BYTES) + 1)
     if not 1 <= part_number <= most:
         raise InvalidRequest("part_number", f"{part_number} is out of range", f"1 to {most}")
     data = await _body(request)

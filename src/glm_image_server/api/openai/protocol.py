@@ -1,8 +1,7 @@
 """OpenAI's wire models: the Images API's parameters (generations as JSON, edits as multipart), and its
 error envelope. `stream` with `partial_images` 0-3 answers with OpenAI's server-sent events. Extensions
 beyond OpenAI's fields: seed, num_inference_steps, guidance_scale. Any `model` is accepted: this server
-runs one model.
-"""
+runs one model."""
 
 from __future__ import annotations
 
@@ -20,6 +19,7 @@ from ...core.request import (
     MAX_SEED,
     MIN_GUIDANCE,
 )
+from ..common import SeededTextCheck
 
 API = "openai"  # the `api` its jobs record
 PREFIX = "/v1/images/"
@@ -49,9 +49,11 @@ class OpenAIError(Exception):
         super().__init__(message)
         self.message, self.param, self.code, self.status, self.kind = message, param, code, status, kind
 
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
     def response(self) -> JSONResponse:
-        error = {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
-        return JSONResponse({"error": error}, self.status)
+        return JSONResponse(self.body(), self.status)
 
 
 def error_response(status: int, message: str) -> JSONResponse:
@@ -100,24 +102,11 @@ class OpenAIOptions(BaseModel):
     response_format: Literal["b64_json", "url"] = "b64_json"
 
 
-class SpanCheckData(BaseModel):
-    text: str
-    found: bool
-    similarity: float
-
-
-class TextCheckData(BaseModel):
-    score: float
-    seed: int
-    spans: list[SpanCheckData]
-    detected_text: str
-
-
 class ImageData(BaseModel):
     revised_prompt: str
     url: str | None = None
     b64_json: str | None = None
-    text_check: TextCheckData | None = None  # our addition: with text_check
+    text_check: SeededTextCheck | None = None  # our addition: with text_check
 
 
 class ImagesResponse(BaseModel):

@@ -15,8 +15,9 @@ from pydantic import ValidationError
 from ...core.job import Job, JobError
 from ...core.request import GenerationRequest, InvalidRequest, OutputSpec, size_like, with_candidates
 from ...serving.jobs import RenderedImage
+from ..common import text_checks
 from ..dialect import build, wire_field
-from .protocol import ImageData, ImageParams, ImagesResponse, OpenAIError, OpenAIOptions, TextCheckData
+from .protocol import ImageData, ImageParams, ImagesResponse, OpenAIError, OpenAIOptions
 
 SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 DEFAULT_SIZE = (1024, 1024)
@@ -41,20 +42,16 @@ def params(fields: dict[str, Any]) -> ImageParams:
     return parsed
 
 
-def _size(parsed: ImageParams, first_reference) -> tuple[int, int]:
-    if parsed.size == "auto":
-        return size_like(first_reference) if first_reference is not None else DEFAULT_SIZE
-    match = SIZE.match(parsed.size)
-    if not match:
-        raise OpenAIError(f"Invalid value for 'size': {parsed.size!r}; use WIDTHxHEIGHT or 'auto'.", "size")
-    return int(match[1]), int(match[2])
-
-
 def to_internal(
     parsed: ImageParams, references: list[tuple[Any, str]], safety_default: bool
 ) -> tuple[GenerationRequest, OutputSpec, OpenAIOptions]:
     """`references`: (decoded image, `stored:` locator) per uploaded image. Raises OpenAIError."""
-    width, height = _size(parsed, references[0][0] if references else None)
+    if parsed.size == "auto":
+        width, height = size_like(references[0][0]) if references else DEFAULT_SIZE
+    elif match := SIZE.match(parsed.size):
+        width, height = int(match[1]), int(match[2])
+    else:
+        raise OpenAIError(f"Invalid value for 'size': {parsed.size!r}; use WIDTHxHEIGHT or 'auto'.", "size")
     quality = parsed.output_compression if parsed.output_compression is not None else 95
     try:
         locators = tuple(locator for _, locator in references)
@@ -74,16 +71,9 @@ def job_error(error: JobError) -> OpenAIError:
     return OpenAIError(error.message, None, None, status=500, kind="server_error")
 
 
-def text_check(job: Job, i: int) -> TextCheckData | None:
-    assert job.result is not None
-    if job.result.text_checks is None:
-        return None
-    check = job.result.text_checks[i]
-    return TextCheckData(seed=job.result.images[i].seed, **check.model_dump())
-
-
 def response(job: Job, images: list[RenderedImage]) -> ImagesResponse:
     assert job.result is not None
+    checks = text_checks(job)
     return ImagesResponse(
         created=int(job.created_at),
         data=[
@@ -91,7 +81,7 @@ def response(job: Job, images: list[RenderedImage]) -> ImagesResponse:
                 revised_prompt=job.result.prompt,
                 url=image.url,
                 b64_json=image.base64,
-                text_check=text_check(job, i),
+                text_check=checks[i] if checks else None,
             )
             for i, image in enumerate(images)
         ],
@@ -100,7 +90,6 @@ def response(job: Job, images: list[RenderedImage]) -> ImagesResponse:
     )
 
 
-PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 EMPTY_USAGE = {
     "input_tokens": 0,
     "input_tokens_details": {"image_tokens": 0, "text_tokens": 0},
@@ -112,7 +101,7 @@ EMPTY_USAGE = {
 def reencode(data: bytes, output_format: str) -> bytes:
     """A preview (stored as JPEG) in the format the client asked for (blocking; previews are small)."""
     buffer = io.BytesIO()
-    Image.open(io.BytesIO(data)).convert("RGB").save(buffer, PIL_FORMATS[output_format])
+    Image.open(io.BytesIO(data)).convert("RGB").save(buffer, output_format.upper())
     return buffer.getvalue()
 
 
@@ -133,8 +122,7 @@ def stream_event(prefix: str, kind: str, job: Job, b64: str, **extra: Any) -> st
 
 
 def stream_error(error: OpenAIError) -> str:
-    body = {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": error.code}}
-    return f"event: error\ndata: {json.dumps(body)}\n\n"
+    return f"event: error\ndata: {json.dumps(error.body())}\n\n"
 
 
 def partial_due(sent: int, wanted: int, image: int, step: int, steps: int, images: int) -> bool:

@@ -1,7 +1,6 @@
 """Runware's wire models: the imageInference task, its options, and the error item every failure is
 reported as. Where Runware's generic defaults would hurt GLM-Image we use GLM-Image's: 30 steps (not 100)
-and CFGScale 1.5 (not 10); steps stop at 100.
-"""
+and CFGScale 1.5 (not 10); steps stop at 100."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from ..auth import presented_key
 from ..common import openapi_body, route_class, unless_disconnected
 from ..errors import retry_after
 from .protocol import TASK, TaskError
-from .serving import Tasks, parse, tasks_of
+from .serving import Tasks, tasks_in
 
 ERRORS = {TaskError: lambda request, exc: JSONResponse({"errors": [exc.item()]}, exc.status)}
 router = APIRouter(tags=["runware"], route_class=route_class(ERRORS, strict_json=False))
@@ -26,11 +26,11 @@ async def rest(request: Request) -> Response:
     runner = Tasks(request, str(request.base_url))
     if getattr(request.state, "authenticated", False):
         runner.accept_key(presented_key(request.headers.get("authorization", "")))
-    tasks = tasks_of(await parse(await request.body()), runner.services.settings.max_tasks_per_message)
+    tasks = await tasks_in(await request.body(), runner.services.settings.max_tasks_per_message)
     data, errors, status, wait_s = [], [], 200, 0.0
     for task in tasks:
         try:
-            data += await unless_disconnected(request, runner.run_safely(task))
+            data += await unless_disconnected(request, runner.safely(task, runner.run(task)))
         except TaskError as exc:
             errors.append(exc.item())
             status = exc.status if status == 200 else status

@@ -1,14 +1,10 @@
-"""Runware's serving class: the task runner its REST calls and WebSockets share (rest.py, websocket.py).
-Tasks: authentication, ping, imageInference (model `runware:glm-image@0`), getResponse, imageUpload. An
-imageInference's taskUUID is its job id, so a repeated taskUUID returns that task's results and never runs
-the work twice.
-
-Images are handed out as each one finishes: getResponse lists the finished ones (and a `processing`
-item per image still to come), and a WebSocket gets one message per image (`stream`). A WebSocket's
-authentication opens a connection session; its inferences are recorded with it (`Services.sessions`), so a
-client that reconnects with the session's `connectionSessionUUID` (and the same key) gets the results it
-missed while away, from whichever API process it reaches.
-"""
+"""Runware's task runner, shared by its REST calls and WebSockets (rest.py, websocket.py): authentication,
+ping, imageInference (model `runware:glm-image@0`), getResponse, imageUpload. An imageInference's
+taskUUID is its job id, so a repeated taskUUID answers with that task's results and never runs it twice.
+Images are handed out as each finishes: getResponse lists the finished ones (and a `processing` item per
+image to come), a WebSocket gets one message per image. A WebSocket's authentication opens a connection
+session (`Services.sessions`): a client that reconnects with its `connectionSessionUUID` and the same key
+gets the results it missed while away, from whichever API process it reaches."""
 
 from __future__ import annotations
 
@@ -16,6 +12,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
+from functools import partial
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -29,11 +26,10 @@ from ...media.fetch import decode_data_uri
 from ...media.storage import upload_key
 from ...media.uploads import keep_upload_bytes, upload_locator
 from ...serving.admission import Refused
-from ...serving.jobs import Caller
 from ...serving.services import Services
 from .. import jsonbody
 from ..auth import key_ok, owner_of
-from ..common import client_of
+from ..common import caller_of
 from ..errors import refused_status
 from . import translate
 from .protocol import API, CODES, MODEL, ImageInference, RunwareOptions, TaskError
@@ -49,13 +45,15 @@ def render(services: Services, job: Job) -> list[dict]:
 
 
 def render_early(services: Services, job: Job, finished: tuple[FinishedImage, ...]) -> dict[int, dict]:
-    """Items, by image index, of the images a running job finished already (blocking when inline); with
-    includeCost, only those whose cost is known already."""
+    """Items, by image index, of the images a running job finished already, each as the job's result will
+    have it (blocking when inline); with includeCost, only those whose cost is known already."""
     options = RunwareOptions.model_validate(job.options)
     ready = [done for done in finished if done.cost is not None or not options.includeCost]
     images = services.jobs.render(job, options.outputType != "URL", [done.image for done in ready])
-    items = translate.early_items(job, ready, images, options)
-    return {done.index: item for done, item in zip(ready, items, strict=True)}
+    return {
+        done.index: translate.item(job.id, done.index, image, done.nsfw, done.cost or 0.0, None, options)
+        for done, image in zip(ready, images, strict=True)
+    }
 
 
 def deliveries(services: Services) -> Renderer:
@@ -85,7 +83,7 @@ class Tasks:
     def __init__(self, connection: HTTPConnection, base_url: str, sessions: bool = False) -> None:
         self.services: Services = connection.app.state.services
         self.jobs, self.base_url, self.sessions = self.services.jobs, base_url, sessions
-        self.caller = Caller(API, None, client_of(connection))  # its key: an authentication, or the header's
+        self.caller = caller_of(connection, API)  # its key: an authentication, or the header's
         self.auth_failures = connection.app.state.auth_failures
         self.authenticated = not self.services.settings.api_keys
         self.session: str | None = None
@@ -100,10 +98,6 @@ class Tasks:
         self.authenticated, self.caller = True, replace(self.caller, owner=owner_of(keys, key))
         return True
 
-    async def run_safely(self, task: Any) -> list[dict]:
-        """`run`, with any fault of ours as a task error too: every task gets an answer."""
-        return await self.safely(task, self.run(task))
-
     async def safely(self, task: Any, work: Awaitable[T]) -> T:
         """`work`'s result; any fault of ours (or a refusal) as the task's error."""
         try:
@@ -112,7 +106,7 @@ class Tasks:
             raise task_error(exc, task) from None
 
     async def run(self, task: Any) -> list[dict]:
-        """A task's data items; raises TaskError."""
+        """A task's data items; raises TaskError (run it `safely`: any fault of ours is one too)."""
         if not isinstance(task, dict) or not isinstance(task.get("taskType"), str):
             raise TaskError("missingTaskType", "each task must be an object with a taskType", "taskType")
         task_type = task["taskType"]
@@ -174,17 +168,14 @@ class Tasks:
             raise TaskError(
                 "unsupportedModel", f"this server runs {MODEL}, not {params.model!r}", "model", task
             )
-        own_files, base_url = self.jobs.own_files, self.base_url
+        base_url = self.base_url
+        own_url = partial(self.jobs.own_files.locator, base_url=base_url)  # (URL, field) -> locator
         request, output, options = await self.jobs.call(
-            translate.to_internal,
-            params,
-            task,
-            self.stored_image,
-            lambda url, field: own_files.locator(url, field, base_url),
+            translate.to_internal, params, task, self.stored_image, own_url
         )
         for url, parameter in ((output.webhook_url, "webhookURL"), (output.upload_url, "uploadEndpoint")):
             if problem := await self.jobs.refused_destination(url):
-                raise TaskError(f"invalid{parameter[0].upper()}{parameter[1:]}", problem, parameter, task)
+                raise TaskError(f"invalid{translate.cap(parameter)}", problem, parameter, task)
         job = self.jobs.new_job(self.caller, MODEL, request, output, base_url, options, id=params.taskUUID)
         if not await self.jobs.submit(self.caller, job):
             if await self.jobs.get(self.caller, job.id) is None:  # another key's or another API's
@@ -317,16 +308,13 @@ def task_error(exc: Exception, task: Any) -> TaskError:
     )
 
 
-def tasks_of(payload: Any, limit: int) -> list:
-    """The tasks of one REST body or WebSocket message; raises TaskError past `limit`."""
+async def tasks_in(message: bytes | str, limit: int) -> list:
+    """The tasks of one REST body or WebSocket message; raises TaskError for bad JSON or past `limit`."""
+    try:
+        payload = await jsonbody.parse(message.encode() if isinstance(message, str) else message)
+    except ValueError as exc:
+        raise TaskError("invalidJSON", f"messages must be JSON arrays of tasks ({exc})") from None
     tasks = payload if isinstance(payload, list) else [payload]
     if len(tasks) > limit:
         raise TaskError("tooManyTasks", f"at most {limit} tasks per message, got {len(tasks)}", status=429)
     return tasks
-
-
-async def parse(text: bytes | str) -> Any:
-    try:
-        return await jsonbody.parse(text.encode() if isinstance(text, str) else text)
-    except ValueError as exc:
-        raise TaskError("invalidJSON", f"messages must be JSON arrays of tasks ({exc})") from None

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from ...core.job import Job
 from ...core.request import GenerationRequest, InvalidRequest, OutputSpec, with_candidates
-from ...core.results import FinishedImage, TextCheck
+from ...core.results import TextCheck
 from ...serving.jobs import RenderedImage, failure
 from ..dialect import build, wire_field
 from .protocol import IMAGE_FIELDS, OUTPUT_FORMATS, ImageInference, RunwareOptions, TaskError
@@ -37,7 +37,7 @@ def _as_given(url: str, field: str) -> str:
     return url
 
 
-def _cap(name: str) -> str:
+def cap(name: str) -> str:
     return name[:1].upper() + name[1:]
 
 
@@ -46,14 +46,9 @@ def from_validation(exc: ValidationError, task: dict) -> TaskError:
     names = [part for part in first["loc"] if isinstance(part, str)]
     parameter = names[-1] if names else "task"
     if first["type"] == "missing":
-        return TaskError(f"missing{_cap(parameter)}", f"missing parameter: {parameter}", parameter, task)
+        return TaskError(f"missing{cap(parameter)}", f"missing parameter: {parameter}", parameter, task)
     message = first["msg"].removeprefix("Value error, ")
-    return TaskError(f"invalid{_cap(parameter)}", f"invalid {parameter}: {message}", parameter, task)
-
-
-def from_invalid(exc: InvalidRequest, task: dict) -> TaskError:
-    parameter = wire_field(FIELDS, exc.field)[0]
-    return TaskError(f"invalid{_cap(parameter)}", exc.explanation, parameter, task)
+    return TaskError(f"invalid{cap(parameter)}", f"invalid {parameter}: {message}", parameter, task)
 
 
 def is_path(ref: str) -> bool:
@@ -105,7 +100,8 @@ def to_internal(
             request, output, check is not None, check.candidates if check else 1
         )
     except InvalidRequest as exc:
-        raise from_invalid(exc, task) from None
+        parameter = wire_field(FIELDS, exc.field)[0]
+        raise TaskError(f"invalid{cap(parameter)}", exc.explanation, parameter, task) from None
     return request, output, RunwareOptions(outputType=params.outputType, includeCost=params.includeCost)
 
 
@@ -147,15 +143,13 @@ def item(
         "seed": image.image.seed,
         "NSFWContent": nsfw,
     }
-    if options.outputType == "URL":
-        result["imageURL"] = image.url
-    else:
-        inline = image.data_uri if options.outputType == "dataURI" else image.base64
-        result[IMAGE_FIELDS[options.outputType]] = inline
+    given = {"URL": image.url, "dataURI": image.data_uri, "base64Data": image.base64}
+    result[IMAGE_FIELDS[options.outputType]] = given[options.outputType]
     if options.includeCost:
         result["cost"] = round(cost, 10)
     if check is not None:
-        result["textCheck"] = text_check(check)
+        spans = [span.model_dump() for span in check.spans]
+        result["textCheck"] = {"score": check.score, "spans": spans, "detectedText": check.detected_text}
     return result
 
 
@@ -171,29 +165,9 @@ def items(job: Job, images: list[RenderedImage], options: RunwareOptions) -> lis
     ]
 
 
-def early_items(
-    job: Job, finished: list[FinishedImage], images: list[RenderedImage], options: RunwareOptions
-) -> list[dict]:
-    """Results of the images a running job finished already (each item as the job's result will have it;
-    only images whose cost is known when `includeCost` asks for it)."""
-    return [
-        item(job.id, done.index, image, done.nsfw, done.cost or 0.0, None, options)
-        for done, image in zip(finished, images, strict=True)
-    ]
-
-
 def processing(job_id: str) -> dict:
     """An image of the task that is not finished yet (getResponse lists one per such image)."""
     return {"taskType": "imageInference", "taskUUID": job_id, "status": "processing"}
-
-
-def text_check(check: TextCheck) -> dict:
-    """One image's text check in Runware's camelCase."""
-    return {
-        "score": check.score,
-        "spans": [span.model_dump() for span in check.spans],
-        "detectedText": check.detected_text,
-    }
 
 
 def error_item(job: Job) -> TaskError:
@@ -204,4 +178,4 @@ def error_item(job: Job) -> TaskError:
     if error.kind == "internal":
         return TaskError("taskFailed", error.message, None, task, status=500)
     parameter = wire_field(FIELDS, error.field)[0] if error.field else None
-    return TaskError(f"invalid{_cap(parameter or 'Input')}", error.message, parameter, task)
+    return TaskError(f"invalid{cap(parameter or 'Input')}", error.message, parameter, task)

@@ -5,8 +5,9 @@ authentication that resumed a connection session, the results that session misse
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -14,7 +15,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from ...core.job import Job
 from . import translate
 from .protocol import TaskError
-from .serving import Tasks, parse, tasks_of
+from .serving import Tasks, tasks_in
 
 router = APIRouter(tags=["runware"])
 _SUBMITTING: set[asyncio.Future] = set()  # submissions under way, held until done (asyncio keeps weak refs)
@@ -56,38 +57,35 @@ class Connection:
             submitting.add_done_callback(_submitted)
             self.spawn(self.infer(task, submitting))
             return
-        await self.answer(lambda: self.tasks.run_safely(task))
+        async with self.errors_sent():
+            await self.send({"data": await self.tasks.safely(task, self.tasks.run(task))})
         for job_id in self.tasks.missed:  # after a resumed authentication
             self.spawn(self.push(job_id, {"taskType": "imageInference", "taskUUID": job_id}))
         self.tasks.missed = []
 
-    async def answer(self, work: Callable[[], Awaitable[list[dict]]]) -> None:
-        """Send `work`'s items, or its task error."""
+    @contextlib.asynccontextmanager
+    async def errors_sent(self) -> AsyncIterator[None]:
+        """A task error raised inside is sent as the task's answer."""
         try:
-            await self.send({"data": await work()})
+            yield
         except TaskError as exc:
             await self.send({"errors": [exc.item()]})
 
     async def infer(self, task: dict, submitting: asyncio.Future[Job]) -> None:
         """Once submitted: the acknowledgement (async) or the results, pushed as they come."""
-        try:
+        async with self.errors_sent():
             job = await asyncio.shield(submitting)
-        except TaskError as exc:
-            await self.send({"errors": [exc.item()]})
-            return
-        if task.get("deliveryMethod") == "async":
-            await self.send({"data": [translate.processing(job.id)]})
-            return
-        await self.push(job.id, task)
+            if task.get("deliveryMethod") == "async":
+                await self.send({"data": [translate.processing(job.id)]})
+            else:
+                await self.push(job.id, task)
 
     async def push(self, job_id: str, task: dict) -> None:
         """The job's results, one message per image as each finishes (or its error); then its session
         has had them."""
-        try:
+        async with self.errors_sent():
             async for item in self.tasks.stream(job_id, task):
                 await self.send({"data": [item]})
-        except TaskError as exc:
-            await self.send({"errors": [exc.item()]})
         await self.tasks.delivered(job_id)
 
     async def serve(self, limit: int) -> None:
@@ -99,11 +97,9 @@ class Connection:
             if message.get("text") is None:
                 await self.socket.close(1003, "send tasks as JSON text messages")
                 return
-            try:
-                tasks = tasks_of(await parse(message["text"]), limit)
-            except TaskError as exc:
-                await self.send({"errors": [exc.item()]})
-                continue
+            tasks: list = []
+            async with self.errors_sent():
+                tasks = await tasks_in(message["text"], limit)
             for task in tasks:
                 await self.take(task)
 
@@ -114,8 +110,7 @@ async def websocket(socket: WebSocket) -> None:
     base_url = str(socket.base_url).replace("ws://", "http://", 1).replace("wss://", "https://", 1)
     connection = Connection(socket, Tasks(socket, base_url, sessions=True))
     try:
-        await connection.serve(connection.tasks.services.settings.max_tasks_per_message)
-    except WebSocketDisconnect:
-        pass
+        with contextlib.suppress(WebSocketDisconnect):
+            await connection.serve(connection.tasks.services.settings.max_tasks_per_message)
     finally:
         connection.close()
