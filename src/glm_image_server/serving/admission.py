@@ -10,10 +10,30 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from ..config import Settings
+from ..config import Slice
 from ..media.storage import DiskSpace
 from ..store.contract import JobStore
+
+
+@dataclass(frozen=True)
+class LimitsSettings(Slice):
+    """What one client may make the server take on: keys and bodies (api/gate.py), connections
+    (api/connections.py), submissions, the queue and free disk (`Admission`)."""
+
+    api_keys: tuple[str, ...]
+    max_body_bytes: int
+    max_unauthenticated_body_bytes: int
+    body_timeout_s: float
+    auth_failures_per_minute: float
+    header_timeout_s: float
+    max_connections_per_client: int
+    submit_rate_per_client: float
+    max_queued_jobs: int
+    max_jobs_per_key: int
+    data_dir: Path
+    min_free_disk_mb: float
 
 
 class Refused(Exception):
@@ -73,7 +93,7 @@ class TokenBuckets:
 
 
 class Admission:
-    def __init__(self, settings: Settings, store: JobStore) -> None:
+    def __init__(self, settings: LimitsSettings, store: JobStore) -> None:
         self.settings, self.store = settings, store
         self.disk = DiskSpace(settings.data_dir, settings.min_free_disk_mb)
         burst = max(1.0, settings.submit_rate_per_client * 2)

@@ -17,13 +17,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 from pydantic import BaseModel
 
 from .. import metrics
-from ..config import Settings
+from ..config import Slice
 from ..core.job import Job, JobError, JobStatus, LiveState, LogEntry
 from ..core.request import GenerationRequest, OutputSpec
 from ..core.results import StoredImage
@@ -39,6 +40,28 @@ log = logging.getLogger("glm_image_server")
 T = TypeVar("T")
 DEADLINE_SLACK_S = 0.01  # wake just past a start deadline, so the read sees it passed
 FAILED = JobError(kind="internal", message="failed")
+
+
+@dataclass(frozen=True)
+class ServingSettings(Slice):
+    """What the job service and the dialects' handlers read (`Services.settings`)."""
+
+    api_keys: tuple[str, ...]
+    public_url: str | None
+    data_dir: Path
+    model: str
+    result_retention_s: float
+    wait_poll_s: float
+    stream_keepalive_s: float
+    lease_s: float
+    max_tasks_per_message: int
+    fetch_max_bytes: int
+    input_max_pixels: int
+    safety_default: bool
+    expansion_base_url: str | None
+    pricing: str
+    price_per_megapixel: float
+    price_per_gpu_second: float
 
 
 @dataclass(frozen=True)
@@ -94,7 +117,7 @@ def overdue(job: Job | None, now: float) -> bool:
 class JobService:
     """One per API process (`Services.jobs`), for every dialect; each call names its `Caller`."""
 
-    settings: Settings
+    settings: ServingSettings
     store: JobStore
     storage: Storage
     changes: ChangeFeed

@@ -27,9 +27,9 @@ from ..store.contract import JobStore, SessionStore
 from ..worker.main import start_worker, supervise
 from ..worker.supervisor import Supervisor
 from ..worker.worker import Worker
-from .admission import Admission
+from .admission import Admission, LimitsSettings
 from .changes import ChangeFeed, SnapshotCache
-from .jobs import JobService
+from .jobs import JobService, ServingSettings
 from .retention import RetentionSweeper
 
 log = logging.getLogger("glm_image_server")
@@ -40,7 +40,7 @@ T = TypeVar("T")
 class Services:
     """Everything a request handler needs; built once at startup."""
 
-    settings: Settings
+    settings: ServingSettings  # what the handlers read
     store: JobStore
     sessions: SessionStore  # connection sessions (Runware's WebSockets): the same store, its own interface
     storage: Storage
@@ -74,16 +74,17 @@ def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Servi
     store, storage = open_store(settings), open_storage(settings.storage_url, settings.files_dir)
     snapshots = SnapshotCache(settings.snapshot_ttl_s)
     changes = ChangeFeed(store, loop, snapshots, settings.change_poll_s)
-    admission = Admission(settings, store)
+    admission = Admission(LimitsSettings.from_settings(settings), store)
     destinations = UrlGuard(settings.allow_loopback_urls, settings.allow_private_urls)
     own_files = OwnFiles(storage, settings.public_url, settings.host, settings.port)
+    serving = ServingSettings.from_settings(settings)
     return Services(
-        settings=settings,
+        settings=serving,
         store=store,
         sessions=store,
         storage=storage,
         changes=changes,
-        jobs=JobService(settings, store, storage, changes, snapshots, admission, destinations, own_files),
+        jobs=JobService(serving, store, storage, changes, snapshots, admission, destinations, own_files),
         sweeper=RetentionSweeper(store, storage, settings.result_retention_s),
         fetcher=ImageFetcher(FetchSettings.from_settings(settings)),
         admission=admission,
