@@ -261,9 +261,7 @@ class Settings(BaseSettings):
         default=16, ge=1, description="webhook and upload calls in flight at once (one per destination)"
     )
     delivery_lease_s: float = Field(
-        default=120.0,
-        gt=0,
-        description="a webhook attempt is held by one API process this long",
+        default=120.0, gt=0, description="a webhook attempt is held by one API process this long"
     )
     webhook_key_file: Path | None = Field(
         default=None,
