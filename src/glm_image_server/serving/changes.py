@@ -93,13 +93,11 @@ class ChangeFeed:
         self.listeners = listeners
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._position = 0
-        self._pushed = False
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._tail, name="change-feed", daemon=True)
 
     def start(self) -> None:
-        self._pushed = self.store.subscribe("changes", self._pushed_change)
-        if not self._pushed:
+        if not self.store.subscribe("changes", self._pushed_change):
             self._position = self.store.changes_after(0).position  # start at the end of the log
             self._thread.start()
 
