@@ -1,10 +1,9 @@
 """One settings object: environment variables GLM_IMAGE_*, overridden by CLI flags; and its slices.
 
-Every tunable of the server lives here, with its default and a description; the CLI's flags and
-docs/settings.md are generated from these fields (cli/flags.py), so a flag and its setting cannot drift
-apart. Components do not take the whole object: each receives a frozen slice of the fields it reads (the
-`Slice` subclasses below), cut by the composition roots (the CLI, a worker's entry points, the services).
-"""
+Every tunable lives here, with its default and a description; the CLI's flags and docs/settings.md are
+generated from these fields (cli/flags.py), so a flag and its setting cannot drift apart. Components take
+a frozen `Slice` of the fields they read (below; the API process's in serving/), cut by the composition
+roots (the CLI, a worker's entry points, the services)."""
 
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .keys import NAME
 
-DEFAULT_MODEL = "zai-org/GLM-Image"
 # NudeNet's labels for exposed anatomy (safety.py); kept here so settings import nothing heavy.
 DEFAULT_LABELS = (
     "FEMALE_GENITALIA_EXPOSED",
@@ -34,8 +32,8 @@ class Settings(BaseSettings):
     # The model.
     model: str = Field(
         default="tiny",
-        description=f"'tiny' (random-weight demo model, built offline), a Hugging Face id such as "
-        f"{DEFAULT_MODEL}, or a local directory in diffusers format",
+        description="'tiny' (random-weight demo model, built offline), a Hugging Face id such as "
+        "zai-org/GLM-Image, or a local directory in diffusers format",
     )
     device: Literal["auto", "cuda", "cpu", "mps"] = Field(
         default="auto", description="where the model runs; auto: CUDA, then MPS, then the CPU"
@@ -263,9 +261,7 @@ class Settings(BaseSettings):
         default=16, ge=1, description="webhook and upload calls in flight at once (one per destination)"
     )
     delivery_lease_s: float = Field(
-        default=120.0,
-        gt=0,
-        description="a webhook attempt is held by one API process this long",
+        default=120.0, gt=0, description="a webhook attempt is held by one API process this long"
     )
     webhook_key_file: Path | None = Field(
         default=None,
@@ -291,10 +287,6 @@ class Settings(BaseSettings):
             if colon and not secret.strip() and NAME.match(name):
                 raise ValueError(f"the API key named {name!r} is empty (is the variable you passed unset?)")
         return keys
-
-    @property
-    def database_path(self) -> Path:
-        return self.data_dir / "jobs.sqlite3"
 
     @property
     def files_dir(self) -> Path:
@@ -344,7 +336,6 @@ class WorkerSettings(Slice):
     workers: int | None
     device: str
     torch_threads: int | None
-    worker_nice: int
     worker_restart_max_s: float
     lease_s: float
     heartbeat_s: float

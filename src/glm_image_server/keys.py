@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -43,11 +44,11 @@ def parse_key(entry: str) -> ApiKey:
     return ApiKey(entry)
 
 
-def parse_keys(entries: list[str]) -> list[ApiKey]:
+def parse_keys(entries: Sequence[str]) -> list[ApiKey]:
     return [parse_key(entry) for entry in entries]
 
 
-def owner_label(entries: list[str], owner: str | None) -> str:
+def owner_label(entries: Sequence[str], owner: str | None) -> str:
     """The name (or hash) of the configured key whose owner hash is `owner`; `-` without keys."""
     if owner is None:
         return NO_KEYS

@@ -21,9 +21,20 @@ from glm_image_server.config import (
     Slice,
     WorkerSettings,
 )
+from glm_image_server.serving.admission import LimitsSettings
+from glm_image_server.serving.jobs import ServingSettings
 from glm_image_server.worker.supervisor import settings_env
 
-SLICES = (EngineSettings, WorkerSettings, FetchSettings, PostSettings, PricingSettings, DeliverySettings)
+SLICES = (
+    EngineSettings,
+    WorkerSettings,
+    FetchSettings,
+    PostSettings,
+    PricingSettings,
+    DeliverySettings,
+    LimitsSettings,
+    ServingSettings,
+)
 
 ALL_FLAGS = sorted(set(flags.SERVE_FLAGS) | set(flags.WORKER_FLAGS) | set(flags.MODEL_FLAGS))
 

@@ -20,7 +20,8 @@ from ..config import Settings
 from ..delivery.sender import Renderer
 from ..media.storage import LocalStorage
 from ..serving import ops
-from ..serving.admission import Refused
+from ..serving.admission import LimitsSettings, Refused
+from ..serving.jobs import ServingSettings
 from ..serving.services import Services, start_services
 from . import openapi
 from .auth import owner_of, presented_key, require_api_key
@@ -49,11 +50,12 @@ def add_cors(app: FastAPI, settings: Settings, dialects: Sequence[Dialect]) -> N
 def compose(app: FastAPI, settings: Settings, dialects: Sequence[Dialect]) -> None:
     """The gate (keys, bodies) inside each dialect's own middlewares, CORS outermost (preflights are
     answered, and every answer carries CORS headers); every dialect's routers; errors in its envelope."""
-    app.state.auth_failures = auth_failures = failed_key_buckets(settings)
-    app.add_middleware(Gate, settings=settings, auth_failures=auth_failures, dialects=dialects)
+    limits, serving = LimitsSettings.from_settings(settings), ServingSettings.from_settings(settings)
+    app.state.auth_failures = auth_failures = failed_key_buckets(limits)
+    app.add_middleware(Gate, settings=limits, auth_failures=auth_failures, dialects=dialects)
     for dialect in dialects:
         if dialect.setup is not None:
-            dialect.setup(app, settings)
+            dialect.setup(app, serving)
         for router in dialect.routers:
             app.include_router(router)
     add_cors(app, settings, dialects)

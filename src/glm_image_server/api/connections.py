@@ -10,13 +10,13 @@ from collections import Counter
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ..config import Settings
+from ..serving.admission import LimitsSettings
 
 TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
-def guarded_protocol(settings: Settings) -> type[HttpToolsProtocol]:
+def guarded_protocol(settings: LimitsSettings) -> type[HttpToolsProtocol]:
     """uvicorn's HTTP protocol with a header deadline and a per-address connection cap."""
     open_per_client: Counter[str] = Counter()
 

@@ -17,8 +17,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from starlette.types import Scope
 
-from ..config import Settings
 from ..delivery.sender import Renderer
+from ..serving.jobs import ServingSettings
 from ..serving.services import Services
 
 T = TypeVar("T")
@@ -55,7 +55,7 @@ class Dialect:
     security: tuple[str, dict] = BEARER  # its OpenAPI security scheme: (name, definition)
     fields: Mapping[str, str] = field(default_factory=dict)  # core field -> its wire name, where they differ
     renderer: Callable[[Services], Renderer] | None = None  # a finished job's webhook POSTs / upload PUTs
-    setup: Callable[[FastAPI, Settings], None] | None = None  # app state, middlewares outside the gate
+    setup: Callable[[FastAPI, ServingSettings], None] | None = None  # app state, middlewares outside the gate
     signed: SignedUrls | None = None
     exposed_headers: tuple[str, ...] = ()  # response headers its browser clients read (CORS)
 

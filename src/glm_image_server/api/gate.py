@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..config import Settings
-from ..serving.admission import TokenBuckets
+from ..serving.admission import LimitsSettings, TokenBuckets
 from .auth import key_ok, owner_of, presented_key
 from .dialect import Dialect, SignedUrls, dialect_of
 from .errors import error_response
@@ -27,7 +26,7 @@ class _BodyError(Exception):
         self.status, self.message = status, message
 
 
-def failed_key_buckets(settings: Settings) -> TokenBuckets:
+def failed_key_buckets(settings: LimitsSettings) -> TokenBuckets:
     """Wrong keys per client address (shared with dialects whose keys may come inside the body)."""
     per_minute = settings.auth_failures_per_minute
     return TokenBuckets(per_minute / 60, per_minute)
@@ -35,7 +34,7 @@ def failed_key_buckets(settings: Settings) -> TokenBuckets:
 
 class Gate:
     def __init__(
-        self, app: ASGIApp, settings: Settings, auth_failures: TokenBuckets, dialects: Sequence[Dialect]
+        self, app: ASGIApp, settings: LimitsSettings, auth_failures: TokenBuckets, dialects: Sequence[Dialect]
     ) -> None:
         self.app, self.settings, self.auth_failures, self.dialects = app, settings, auth_failures, dialects
 

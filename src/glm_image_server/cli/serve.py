@@ -165,10 +165,11 @@ def _run_uvicorn(settings: Settings, listener: socket.socket) -> None:
 
     from ..api.app import create_app
     from ..api.connections import guarded_protocol
+    from ..serving.admission import LimitsSettings
 
     config = uvicorn.Config(
         create_app(settings),
-        http=guarded_protocol(settings),
+        http=guarded_protocol(LimitsSettings.from_settings(settings)),
         ssl_certfile=settings.ssl_certfile,
         ssl_keyfile=settings.ssl_keyfile,
         ws_max_size=settings.max_body_bytes,

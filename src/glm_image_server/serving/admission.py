@@ -10,38 +10,45 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from ..config import Settings
+from ..config import Slice
 from ..media.storage import DiskSpace
 from ..store.contract import JobStore
 
 
+@dataclass(frozen=True)
+class LimitsSettings(Slice):
+    """What one client may make the server take on: keys and bodies (api/gate.py), connections
+    (api/connections.py), submissions, the queue and free disk (`Admission`)."""
+
+    api_keys: tuple[str, ...]
+    max_body_bytes: int
+    max_unauthenticated_body_bytes: int
+    body_timeout_s: float
+    auth_failures_per_minute: float
+    header_timeout_s: float
+    max_connections_per_client: int
+    submit_rate_per_client: float
+    max_queued_jobs: int
+    max_jobs_per_key: int
+    data_dir: Path
+    min_free_disk_mb: float
+
+
 class Refused(Exception):
-    """New work is refused for now; `retry_after_s`: when it is worth trying again."""
+    """New work is refused for now: `kind` says why (queue_full, rate_limited, low_disk, or unavailable: the
+    store could not take the write), `retry_after_s` when it is worth trying again."""
 
     kind = "overloaded"
 
-    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+    def __init__(self, message: str, retry_after_s: float = 1.0, kind: str | None = None) -> None:
         super().__init__(message)
-        self.message, self.retry_after_s = message, retry_after_s
-
-
-class QueueFull(Refused):
-    kind = "queue_full"
-
-
-class RateLimited(Refused):
-    kind = "rate_limited"
+        self.message, self.retry_after_s, self.kind = message, retry_after_s, kind or self.kind
 
 
 class LowDisk(Refused):
     kind = "low_disk"
-
-
-class StoreUnavailable(Refused):
-    """The job store could not take the write (its disk is full, or it is locked or gone)."""
-
-    kind = "unavailable"
 
 
 @dataclass
@@ -53,9 +60,9 @@ class TokenBuckets:
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def take(self, client: str, now: float | None = None) -> float:
+    def take(self, client: str) -> float:
         """0 when a token was taken; else the seconds until one is free."""
-        now = time.monotonic() if now is None else now
+        now = time.monotonic()
         with self._lock:
             tokens, then = self._buckets.get(client, (self.burst, now))
             tokens = min(self.burst, tokens + (now - then) * self.rate)
@@ -63,17 +70,14 @@ class TokenBuckets:
                 self._buckets[client] = (tokens, now)
                 return (1 - tokens) / self.rate
             self._buckets[client] = (tokens - 1, now)
-            if len(self._buckets) > 10_000:
-                self._forget_full(now)
+            if len(self._buckets) > 10_000:  # forget the buckets that have filled up again
+                refill_s = self.burst / self.rate
+                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < refill_s}
             return 0.0
-
-    def _forget_full(self, now: float) -> None:
-        refill_s = self.burst / self.rate
-        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < refill_s}
 
 
 class Admission:
-    def __init__(self, settings: Settings, store: JobStore) -> None:
+    def __init__(self, settings: LimitsSettings, store: JobStore) -> None:
         self.settings, self.store = settings, store
         self.disk = DiskSpace(settings.data_dir, settings.min_free_disk_mb)
         burst = max(1.0, settings.submit_rate_per_client * 2)
@@ -81,23 +85,23 @@ class Admission:
 
     def check(self, owner: str | None, client: str) -> None:
         """Blocking (reads the store). Raises a Refused when the job must not be written now."""
-        problem = self.disk.problem()
-        if problem:
+        if problem := self.disk.problem():
             raise LowDisk(f"the server is {problem}; try again later", 30.0)
-        wait = self.rate.take(owner or client)
-        if wait:
-            raise RateLimited(
+        if wait := self.rate.take(owner or client):
+            raise Refused(
                 f"too many submissions: at most {self.settings.submit_rate_per_client:g} per second "
                 "per client",
                 wait,
+                "rate_limited",
             )
         limit = self.settings.max_queued_jobs
         if self.store.queued_count() >= limit:
-            raise QueueFull(f"the queue is full ({limit} jobs waiting); try again later", 5.0)
+            raise Refused(f"the queue is full ({limit} jobs waiting); try again later", 5.0, "queue_full")
         per_key = self.settings.max_jobs_per_key
         if owner is not None and self.store.unfinished_count(owner) >= per_key:
-            raise QueueFull(
+            raise Refused(
                 f"this API key already has {per_key} unfinished jobs, the most it may have; wait for "
                 "some to finish",
                 5.0,
+                "queue_full",
             )

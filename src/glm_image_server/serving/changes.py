@@ -23,12 +23,9 @@ log = logging.getLogger(__name__)
 
 
 class SnapshotCache:
-    """Recent store reads per job, so that polling a status costs no database query or thread hop.
-
-    Entries are dropped when the job changes (`invalidate`, called by the change feed); the TTL bounds
-    how stale an entry can be if a change notice is late. A read that raced with a change is not cached
-    (the version check).
-    """
+    """Recent store reads per job, so that polling a status costs no database query or thread hop. An
+    entry is dropped when its job changes (`invalidate`, by the change feed), the TTL bounds its staleness
+    if a change notice is late, and a read that raced with a change is not cached (the version check)."""
 
     def __init__(self, ttl_s: float = 0.5) -> None:
         self.ttl_s = ttl_s
@@ -96,13 +93,11 @@ class ChangeFeed:
         self.listeners = listeners
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._position = 0
-        self._pushed = False
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._tail, name="change-feed", daemon=True)
 
     def start(self) -> None:
-        self._pushed = self.store.subscribe("changes", self._pushed_change)
-        if not self._pushed:
+        if not self.store.subscribe("changes", self._pushed_change):
             self._position = self.store.changes_after(0).position  # start at the end of the log
             self._thread.start()
 

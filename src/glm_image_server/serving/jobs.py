@@ -17,13 +17,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 from pydantic import BaseModel
 
 from .. import metrics
-from ..config import Settings
+from ..config import Slice
 from ..core.job import Job, JobError, JobStatus, LiveState, LogEntry
 from ..core.request import GenerationRequest, OutputSpec
 from ..core.results import StoredImage
@@ -32,13 +33,35 @@ from ..media.fetch import BlockedUrl, UrlGuard
 from ..media.own_files import OwnFiles
 from ..media.storage import Storage
 from ..store.contract import CancelOutcome, JobStore
-from .admission import Admission, StoreUnavailable
-from .changes import ChangeFeed, SnapshotCache
+from .admission import Admission, Refused
+from .changes import ChangeFeed
 
 log = logging.getLogger("glm_image_server")
 T = TypeVar("T")
 DEADLINE_SLACK_S = 0.01  # wake just past a start deadline, so the read sees it passed
 FAILED = JobError(kind="internal", message="failed")
+
+
+@dataclass(frozen=True)
+class ServingSettings(Slice):
+    """What the job service and the dialects' handlers read (`Services.settings`)."""
+
+    api_keys: tuple[str, ...]
+    public_url: str | None
+    data_dir: Path
+    model: str
+    result_retention_s: float
+    wait_poll_s: float
+    stream_keepalive_s: float
+    lease_s: float
+    max_tasks_per_message: int
+    fetch_max_bytes: int
+    input_max_pixels: int
+    safety_default: bool
+    expansion_base_url: str | None
+    pricing: str
+    price_per_megapixel: float
+    price_per_gpu_second: float
 
 
 @dataclass(frozen=True)
@@ -94,11 +117,10 @@ def overdue(job: Job | None, now: float) -> bool:
 class JobService:
     """One per API process (`Services.jobs`), for every dialect; each call names its `Caller`."""
 
-    settings: Settings
+    settings: ServingSettings
     store: JobStore
     storage: Storage
-    changes: ChangeFeed
-    snapshots: SnapshotCache
+    changes: ChangeFeed  # and its snapshot cache
     admission: Admission
     destinations: UrlGuard  # where webhooks and upload PUTs may go (checked at submission and per call)
     own_files: OwnFiles  # our own result and upload URLs given back as inputs: read from storage
@@ -163,7 +185,9 @@ class JobService:
             return self.store.create(job)
         except Exception as exc:  # the store's own errors (a full disk, a lost database) differ per store
             log.error("could not record job %s: %s", job.id, exc)
-            raise StoreUnavailable(f"the job could not be recorded ({exc}); try again later", 5.0) from exc
+            raise Refused(
+                f"the job could not be recorded ({exc}); try again later", 5.0, "unavailable"
+            ) from exc
 
     def key_label(self, owner: str | None) -> str:
         """Whose work a job is, for logs and metrics: its key's name (or hash); `-` without keys."""
@@ -205,8 +229,7 @@ class JobService:
         return {done.index: done.image for done in (live.images if live else ())}
 
     def _on_time(self, job: Job | None) -> Job | None:
-        """The start-deadline rule for readers: a job queued past its `start_by` fails before anyone sees
-        it wait on (a worker's next claim would fail it too)."""
+        """The start-deadline rule (above) for a job just read: failed first if queued past `start_by`."""
         if not overdue(job, time.time()):
             return job
         self.store.expire_start_deadlines(time.time())
@@ -231,9 +254,9 @@ class JobService:
         """The job now: `fresh` from the store, else from the snapshot cache while it has not changed
         (status polling costs no query; one read serves every caller that missed meanwhile)."""
         key, read = (job_id, logs, progress), lambda: self.call(self._snapshot, job_id, logs, progress)
-        found = await (read() if fresh else self.snapshots.load(key, read))
+        found = await (read() if fresh else self.changes.snapshots.load(key, read))
         if found is not None and overdue(found.job, time.time()):  # cached before its deadline passed
-            self.snapshots.invalidate(job_id)
+            self.changes.snapshots.invalidate(job_id)
             found = await read()
         return found if found is not None and caller.own(found.job) else Snapshot(None)
 

@@ -12,9 +12,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-import anyio
 
 from ..config import DeliverySettings, FetchSettings, Settings
 from ..delivery.sender import DeliverySender, Renderer
@@ -27,20 +24,19 @@ from ..store.contract import JobStore, SessionStore
 from ..worker.main import start_worker, supervise
 from ..worker.supervisor import Supervisor
 from ..worker.worker import Worker
-from .admission import Admission
+from .admission import Admission, LimitsSettings
 from .changes import ChangeFeed, SnapshotCache
-from .jobs import JobService
+from .jobs import JobService, ServingSettings
 from .retention import RetentionSweeper
 
 log = logging.getLogger("glm_image_server")
-T = TypeVar("T")
 
 
 @dataclass
 class Services:
     """Everything a request handler needs; built once at startup."""
 
-    settings: Settings
+    settings: ServingSettings  # what the handlers read
     store: JobStore
     sessions: SessionStore  # connection sessions (Runware's WebSockets): the same store, its own interface
     storage: Storage
@@ -54,16 +50,10 @@ class Services:
     supervisor: Supervisor | None = None
     local_worker: Worker | None = None
 
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking store or file work off the event loop."""
-        return await anyio.to_thread.run_sync(fn, *args)
+    call = staticmethod(JobService.call)  # blocking store or file work, off the event loop
 
     def stop(self) -> None:
-        if self.local_worker is not None:
-            self.local_worker.stop()
-        if self.supervisor is not None:
-            self.supervisor.stop()
-        for part in (self.changes, self.deliveries, self.sweeper):
+        for part in (self.local_worker, self.supervisor, self.changes, self.deliveries, self.sweeper):
             if part is not None:
                 part.stop()
         self.store.close()
@@ -72,18 +62,18 @@ class Services:
 def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Services:
     """The services over a freshly opened store and storage; nothing started yet."""
     store, storage = open_store(settings), open_storage(settings.storage_url, settings.files_dir)
-    snapshots = SnapshotCache(settings.snapshot_ttl_s)
-    changes = ChangeFeed(store, loop, snapshots, settings.change_poll_s)
-    admission = Admission(settings, store)
+    changes = ChangeFeed(store, loop, SnapshotCache(settings.snapshot_ttl_s), settings.change_poll_s)
+    admission = Admission(LimitsSettings.from_settings(settings), store)
     destinations = UrlGuard(settings.allow_loopback_urls, settings.allow_private_urls)
     own_files = OwnFiles(storage, settings.public_url, settings.host, settings.port)
+    serving = ServingSettings.from_settings(settings)
     return Services(
-        settings=settings,
+        settings=serving,
         store=store,
         sessions=store,
         storage=storage,
         changes=changes,
-        jobs=JobService(settings, store, storage, changes, snapshots, admission, destinations, own_files),
+        jobs=JobService(serving, store, storage, changes, admission, destinations, own_files),
         sweeper=RetentionSweeper(store, storage, settings.result_retention_s),
         fetcher=ImageFetcher(FetchSettings.from_settings(settings)),
         admission=admission,

@@ -11,5 +11,5 @@ from .sql import SqlJobStore
 def open_store(settings: Settings) -> SqlJobStore:
     """PostgreSQL when a database URL is set (a fleet), else the SQLite file in the data directory.
     The store is a `JobStore` and a `SessionStore` (contract.py)."""
-    url = settings.database_url or f"sqlite:///{settings.database_path}"
+    url = settings.database_url or f"sqlite:///{settings.data_dir / 'jobs.sqlite3'}"
     return SqlJobStore(url, settings.max_job_attempts, settings.database_pool_size)

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from ...config import Settings
+from ...serving.jobs import ServingSettings
 from ..dialect import Dialect, SignedUrls
 from . import playground, routes, uploads
 from .headers import ERROR_TYPE, TIMEOUT_TYPE
@@ -25,7 +25,7 @@ FAL_KEY = {
 }
 
 
-def _setup(app: FastAPI, settings: Settings) -> None:
+def _setup(app: FastAPI, settings: ServingSettings) -> None:
     """The upload signer, the playground's files, and fal's middleware outside the gate (its answers carry
     the request id too, and it routes a proxied request before the gate sees its path)."""
     app.state.upload_signer = UploadSigner(settings.api_keys, settings.data_dir)

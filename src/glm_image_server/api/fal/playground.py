@@ -10,15 +10,15 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 
-from ...config import Settings
 from ...core.request import MAX_REFERENCES, MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE, SIZE_PRESETS
+from ...serving.jobs import ServingSettings
 from .protocol import IMAGE_TO_IMAGE, TEXT_TO_IMAGE, ImageToImageInput
 
 WEB_DIR = Path(__file__).parents[1] / "web"
 router = APIRouter(tags=["playground"])
 
 
-def config(settings: Settings) -> dict:
+def config(settings: ServingSettings) -> dict:
     """What the page's form needs: fal's input fields (JSON schema properties: default, minimum, maximum,
     enum), the size grid and presets, and what this server offers."""
     fields = ImageToImageInput.model_json_schema()["properties"]
