@@ -4,13 +4,14 @@ are the configured entries (`key` or `name:key`, keys.py)."""
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 
 from fastapi import HTTPException, Request
 
 from ..keys import owner_hash, parse_keys
 
 
-def key_ok(keys: list[str], key: str | None) -> bool:
+def key_ok(keys: Sequence[str], key: str | None) -> bool:
     """True when no keys are configured, or `key` is one of them (compared in constant time)."""
     if not keys:
         return True
@@ -25,7 +26,7 @@ def presented_key(authorization: str, schemes: tuple[str, ...] = ("bearer",)) ->
     return token.strip() if scheme.lower() in schemes else None
 
 
-def owner_of(keys: list[str], key: str | None) -> str | None:
+def owner_of(keys: Sequence[str], key: str | None) -> str | None:
     """A stable, non-reversible name for the key a job was submitted with (None: no keys configured)."""
     if not keys or not key:
         return None
