@@ -20,29 +20,16 @@ one, which needs no files.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
-    ByT5Tokenizer,
-    GlmImageConfig,
-    GlmImageForConditionalGeneration,
-    T5Config,
-    T5EncoderModel,
-)
+from transformers import GlmImageConfig, T5Config
 
-from .tiny import build_glm_tokenizer, build_processor
+from . import tiny
 
 REAL_MIN_PIXELS, REAL_MAX_PIXELS = 512 * 512, 2048 * 2048
-
-
-def ar_config() -> GlmImageConfig:
-    """The AR model's config: transformers' defaults are the released shapes."""
-    return GlmImageConfig()
 
 
 def glyph_config() -> T5Config:
@@ -105,50 +92,15 @@ def vae_kwargs() -> dict[str, Any]:
 class Shapes:
     """Component shapes; the defaults are the released model's, tests pass smaller ones."""
 
-    ar: GlmImageConfig = field(default_factory=ar_config)
+    ar: GlmImageConfig = field(default_factory=GlmImageConfig)  # the defaults are the released shapes
     glyph: T5Config = field(default_factory=glyph_config)
     dit: dict[str, Any] = field(default_factory=dit_kwargs)
     vae: dict[str, Any] = field(default_factory=vae_kwargs)
 
 
-@contextlib.contextmanager
-def _construct_on(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
-    """Modules built inside allocate their parameters on `device` in `dtype` (buffers a module creates with
-    an explicit dtype, such as rotary frequencies, keep it)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
-def build_modules(
-    device: torch.device | str, dtype: torch.dtype = torch.bfloat16, shapes: Shapes | None = None
-) -> dict[str, torch.nn.Module]:
-    """The four neural components, random-initialised on `device`."""
-    from diffusers import AutoencoderKL, GlmImageTransformer2DModel
-
-    shapes = shapes or Shapes()
-    with _construct_on(device, dtype):
-        vle = GlmImageForConditionalGeneration(shapes.ar)
-        modules = {
-            "vision_language_encoder": vle,
-            "text_encoder": T5EncoderModel(shapes.glyph),
-            "transformer": GlmImageTransformer2DModel(**shapes.dit),
-            "vae": AutoencoderKL(**shapes.vae),
-        }
-    generation = vle.generation_config
-    generation.do_sample, generation.temperature, generation.top_p = True, 0.9, 0.75  # the release's values
-    for module in modules.values():
-        module.eval()
-    return modules
-
-
 def build_meta_modules(shapes: Shapes | None = None) -> dict[str, torch.nn.Module]:
     """The same modules on the meta device: shapes and parameter counts, no memory."""
-    return build_modules("meta", torch.bfloat16, shapes)
+    return tiny.build_modules(**vars(shapes or Shapes()), device="meta", dtype=torch.bfloat16)
 
 
 def parameter_count(module: torch.nn.Module) -> int:
@@ -162,20 +114,11 @@ def build_full_size_pipeline(
     seed: int = 0,
 ):
     """A GlmImagePipeline with the released shapes and random weights, every tensor made on `device`."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, GlmImagePipeline
-
     with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
         torch.manual_seed(seed)
-        modules = build_modules(device, dtype, shapes)
-    processor = build_processor(build_glm_tokenizer(), REAL_MIN_PIXELS, REAL_MAX_PIXELS)
-    pipe = GlmImagePipeline(
-        tokenizer=ByT5Tokenizer(),
-        processor=processor,
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        **modules,
-    )
+        modules = tiny.build_modules(**vars(shapes or Shapes()), device=device, dtype=dtype)
+    pipe = tiny.random_pipeline(modules, REAL_MIN_PIXELS, REAL_MAX_PIXELS)
     pipe.set_progress_bar_config(disable=True)
-    pipe.processor.tokenizer.padding_side = "left"  # as loader.load_pipeline sets it
     return pipe
 
 
