@@ -38,6 +38,7 @@ from diffusers.models.transformers.transformer_glm_image import GlmImageKVCache
 from diffusers.pipelines.glm_image.pipeline_glm_image import calculate_shift, retrieve_timesteps
 from PIL import Image
 
+from .previews import latent_stats
 from .prior import PriorTokens
 
 LATENT_TOLERANCE = 1e-4
@@ -139,9 +140,7 @@ def _write_reference_cache(
     if not references:
         return kv_caches
     kv_caches.set_mode("write")
-    shape = (1, vae.config.latent_channels, 1, 1)
-    mean = torch.tensor(vae.config.latents_mean).view(shape).to(device=device, dtype=embeds.dtype)
-    std = torch.tensor(vae.config.latents_std).view(shape).to(device=device, dtype=embeds.dtype)
+    mean, std = latent_stats(vae, device, embeds.dtype)
     sizes = prior.image_grids[0].prod(dim=-1).tolist()
     for image, token_ids in zip(
         _vae_inputs(pipe, references), torch.split(prior.image_token_ids[0], sizes), strict=True
