@@ -1,21 +1,12 @@
 """A full-size GLM-Image with random weights, for GPU benchmarks where the real weights cannot be fetched.
 
-Speed and memory depend on shapes, not on weight values, so a pipeline built from the real component
-configs measures what the released model would: AR = transformers' `GlmImageConfig()` defaults (text 40
-layers, hidden 4096, 32 heads / 2 KV heads, FFN 13696, vocab 168064 with a 16512-token vision head; vision
-tower 40 layers, hidden 1536, patch 16; VQ 16384 codes), DiT = 30 layers of 32 heads x 128 with the release's
-embedding sizes, glyph encoder = ByT5-small's encoder, VAE = the 16-channel CogView4 AutoencoderKL (scale
-factor 8; its block widths and layer count as published for CogView4-6B, recalled offline, not checked
-against the file). Images it makes are noise.
-
-Weights are created directly on the target device in the target dtype (torch's default device and dtype are
-switched while the modules are constructed), so no fp32 copy of 16B parameters is ever materialised; the
-meta-device variant allocates nothing and is what the tests count parameters on.
-
-Not real: the AR tokenizer (the tiny model's character-level one, with the real special-token ids), the
-processor (the tiny model's, with the real 512²..2048² reference bounds) and the scheduler (diffusers'
-default flow-match config); the real ones cannot be obtained offline. The glyph tokenizer is the real ByT5
-one, which needs no files.
+Speed and memory depend on shapes, not on weight values (docs/benchmarks.md, `--full-size`). The shapes are
+the released ones: AR = transformers' `GlmImageConfig()` defaults, DiT = 30 layers of 32 heads x 128, glyph
+encoder = ByT5-small's encoder, VAE = CogView4's 16-channel AutoencoderKL (its widths recalled offline, not
+checked against the file). Weights are made directly on the target device in the target dtype, so no fp32
+copy of 16B parameters is ever materialised; on the meta device nothing is allocated (the tests count
+parameters there). The AR tokenizer, processor (with the real 512²..2048² reference bounds) and scheduler
+are the tiny model's, as the real ones cannot be obtained offline; images are noise.
 """
 
 from __future__ import annotations
@@ -41,41 +32,25 @@ def glyph_config() -> T5Config:
         d_ff=3584,
         num_layers=12,
         num_heads=6,
-        relative_attention_num_buckets=32,
         feed_forward_proj="gated-gelu",
         dropout_rate=0.0,
         tie_word_embeddings=False,
-        pad_token_id=0,
-        eos_token_id=1,
         decoder_start_token_id=0,
     )
 
 
 def dit_kwargs() -> dict[str, Any]:
-    return {
-        "patch_size": 2,
-        "in_channels": 16,
-        "out_channels": 16,
-        "num_layers": 30,
-        "attention_head_dim": 128,
-        "num_attention_heads": 32,
-        "text_embed_dim": 1472,
-        "time_embed_dim": 512,
-        "condition_dim": 256,
-        "prior_vq_quantizer_codebook_size": 16384,
-    }
+    """30 layers of 32 heads x 128; diffusers' defaults otherwise, which are the release's sizes."""
+    return {"attention_head_dim": 128, "num_attention_heads": 32}
 
 
 def vae_kwargs() -> dict[str, Any]:
     """CogView4's 16-channel VAE: four levels (scale factor 8), no quant convs."""
     return {
-        "in_channels": 3,
-        "out_channels": 3,
         "down_block_types": ["DownEncoderBlock2D"] * 4,
         "up_block_types": ["UpDecoderBlock2D"] * 4,
         "block_out_channels": (128, 512, 1024, 1024),
         "layers_per_block": 3,
-        "act_fn": "silu",
         "latent_channels": 16,
         "norm_num_groups": 32,
         "sample_size": 1024,

@@ -167,9 +167,6 @@ def build_tiny_pipeline(seed: int = 0):
         num_heads=4,
         relative_attention_num_buckets=8,
         dropout_rate=0.0,
-        feed_forward_proj="relu",
-        pad_token_id=0,
-        eos_token_id=1,
         decoder_start_token_id=0,
     )
     ar = GlmImageConfig(
@@ -197,7 +194,6 @@ def build_tiny_pipeline(seed: int = 0):
         vq_config={"embed_dim": 32, "num_embeddings": 128, "latent_channels": 32},
     )
     dit = {
-        "patch_size": 2,
         "in_channels": 4,
         "out_channels": 4,
         "num_layers": 2,
@@ -210,11 +206,8 @@ def build_tiny_pipeline(seed: int = 0):
     }
     vae = {
         "block_out_channels": (4, 8, 16, 16),
-        "in_channels": 3,
-        "out_channels": 3,
         "down_block_types": ["DownEncoderBlock2D"] * 4,
         "up_block_types": ["UpDecoderBlock2D"] * 4,
-        "latent_channels": 4,
         "norm_num_groups": 4,
         "sample_size": 128,
         "latents_mean": [0.0] * 4,
