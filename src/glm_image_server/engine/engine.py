@@ -61,16 +61,10 @@ class _Skipped(Exception):
 
 
 class Engine:
-    """Switches (see docs/benchmarks.md for what each buys):
-    `ar_fast_path`: AR tokens from ar_fast.py (static KV cache, CUDA-graph decode step, progress and cancel
-        every 16 tokens); the same tokens as the default loop. None: on for CUDA, off elsewhere.
-    `batched_cfg`: the DiT's conditional and unconditional passes as one batch (dit.py); equal to the
-        pipeline's two passes up to float rounding, hence off by default.
-    `vae_tiling`: tiled VAE decoding for images beyond the VAE's tile (2048² on the real model); changes
-        pixels slightly at tile seams, hence off by default.
-    `previews`: how many live previews per image the DiT stage takes when `generate` is given `on_preview`
-        (previews.py: a linear latent->RGB map fitted once per model, cached in `preview_cache`); they read
-        the latents and never change them, so the final images are the same with and without."""
+    """Switches (docs/benchmarks.md says what each buys): `ar_fast_path` (ar_fast.py; the same tokens; None:
+    on for CUDA only); `batched_cfg` (dit.py) and `vae_tiling` (tile seams) change pixels slightly, hence
+    off by default; `previews`: live previews per image when `generate` is given `on_preview` (previews.py,
+    its projection cached in `preview_cache`), read from the latents without changing the images."""
 
     def __init__(
         self,
