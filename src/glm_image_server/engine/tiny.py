@@ -218,11 +218,8 @@ def build_tiny_pipeline(seed: int = 0):
 
 
 def ensure_tiny_model(cache_dir: Path) -> Path:
-    """Build the tiny model into `cache_dir` once and return its directory.
-
-    The build goes to a temporary sibling that is renamed into place, so concurrent callers never see a
-    half-written model.
-    """
+    """Build the tiny model into `cache_dir` once and return its directory; the build goes to a temporary
+    sibling renamed into place, so concurrent callers never see a half-written model."""
     target = Path(cache_dir) / f"tiny-glm-image-v{RECIPE_VERSION}"
     if (target / "model_index.json").is_file():
         return target
