@@ -58,6 +58,4 @@ class QueueDepth:
 
 
 def queue_exposition(depth: list[tuple[str, int, int, float]], now: float) -> bytes:
-    registry = CollectorRegistry()
-    registry.register(QueueDepth(depth, now))
-    return generate_latest(registry)
+    return generate_latest(QueueDepth(depth, now))  # a collector is all generate_latest needs

@@ -36,8 +36,11 @@ class SigningKey:
     @classmethod
     def load_or_create(cls, path: Path) -> SigningKey:
         """The key in `path`, made there first when there is none."""
-        if not path.exists():
-            _create(path)
+        if not path.exists():  # a key someone else put there first wins
+            pem = Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            create_once(path, pem)
         private = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(private, Ed25519PrivateKey):
             raise ValueError(f"{path} holds a {type(private).__name__}, not an Ed25519 private key")
@@ -60,14 +63,6 @@ def thumbprint(public_bytes: bytes) -> str:
     members = {"crv": "Ed25519", "kty": "OKP", "x": b64url(public_bytes)}
     canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
     return b64url(hashlib.sha256(canonical).digest())
-
-
-def _create(path: Path) -> None:
-    """A new key at `path`; a key someone else put there first wins."""
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    create_once(path, pem)
 
 
 def create_once(path: Path, secret: bytes) -> None:

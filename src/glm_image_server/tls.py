@@ -13,7 +13,6 @@ import ipaddress
 import os
 import socket
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -26,27 +25,13 @@ CA_DAYS, SERVER_DAYS, RENEW_DAYS = 3650, 397, 30
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
-@dataclass(frozen=True)
 class SelfSigned:
     """Where a self-signed setup's files are: `ca` is the certificate clients trust."""
 
-    folder: Path
-
-    @property
-    def ca(self) -> Path:
-        return self.folder / "ca.pem"
-
-    @property
-    def ca_key(self) -> Path:
-        return self.folder / "ca-key.pem"
-
-    @property
-    def cert(self) -> Path:
-        return self.folder / "server.pem"
-
-    @property
-    def key(self) -> Path:
-        return self.folder / "server-key.pem"
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.ca, self.ca_key = folder / "ca.pem", folder / "ca-key.pem"
+        self.cert, self.key = folder / "server.pem", folder / "server-key.pem"
 
 
 def server_names(host: str, public_url: str | None = None) -> list[str]:
@@ -115,43 +100,42 @@ def _ca_certificate(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
     label = f"glm-image-server local CA ({socket.gethostname()})"
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, label[:64])])
     public = key.public_key()
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(public)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - datetime.timedelta(minutes=5))
-        .not_valid_after(_now() + datetime.timedelta(days=CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_usage(cert_sign=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    return _certificate(name, name, public, key, CA_DAYS, [x509.SubjectKeyIdentifier.from_public_key(public)])
 
 
 def _server_certificate(
     key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, ca_key, names: list[str]
 ) -> x509.Certificate:
     public = key.public_key()
-    return (
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    extensions = [
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+        x509.SubjectAlternativeName([_general_name(n) for n in names]),
+        x509.SubjectKeyIdentifier.from_public_key(public),
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+    ]
+    return _certificate(subject, ca.subject, public, ca_key, SERVER_DAYS, extensions)
+
+
+def _certificate(
+    subject: x509.Name, issuer: x509.Name, public, signer, days: int, extensions: list[x509.ExtensionType]
+) -> x509.Certificate:
+    """A CA certificate when it signs itself (subject == issuer), else a leaf; `extensions` non-critical."""
+    ca = subject == issuer
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .issuer_name(ca.subject)
+        .subject_name(subject)
+        .issuer_name(issuer)
         .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(_now() - datetime.timedelta(minutes=5))
-        .not_valid_after(_now() + datetime.timedelta(days=SERVER_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+        .not_valid_after(_now() + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        .add_extension(_usage(cert_sign=ca), critical=True)
     )
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
+    return builder.sign(signer, hashes.SHA256())
 
 
 def _usage(cert_sign: bool) -> x509.KeyUsage:

@@ -33,18 +33,14 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except ValidationError as exc:
         first = exc.errors()[0]
-        print(
-            f"glm-image: error: --{str(first['loc'][0]).replace('_', '-')}: {first['msg']}", file=sys.stderr
-        )
-        return 2
+        message, status = f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}", 2
     except InvalidRequest as exc:
-        print(f"glm-image: error: {generate.flag_error(exc)}", file=sys.stderr)
-        return 2
+        message, status = generate.flag_error(exc), 2
     except UsageError as exc:
-        print(f"glm-image: error: {exc}", file=sys.stderr)
-        return 2
+        message, status = str(exc), 2
     except RuntimeError as exc:  # e.g. weights that cannot be loaded
-        print(f"glm-image: error: {exc}", file=sys.stderr)
-        return 1
+        message, status = str(exc), 1
     except KeyboardInterrupt:
         return 130
+    print(f"glm-image: error: {message}", file=sys.stderr)
+    return status

@@ -11,7 +11,6 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from PIL import Image
 from tqdm import tqdm
@@ -30,13 +29,10 @@ from ..core.request import (
     size_like,
     with_candidates,
 )
-from ..core.results import GenerationResult, JobResult, Progress
+from ..core.results import JobResult, Progress
 from ..media.encode import EXTENSIONS
 from ..media.storage import LocalStorage, Storage
 from .flags import MODEL_FLAGS, TINY_NOTICE, add_settings_flags, check_device, settings_from
-
-if TYPE_CHECKING:
-    from ..engine.engine import Engine
 
 log = logging.getLogger("glm_image_server")
 
@@ -144,12 +140,6 @@ def output_file(args: argparse.Namespace) -> tuple[Path, OutputFormat]:
     return args.output, named
 
 
-def output_paths(output: Path, count: int) -> list[Path]:
-    if count == 1:
-        return [output]
-    return [output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(count)]
-
-
 def build_request(
     args: argparse.Namespace, settings: Settings, fmt: OutputFormat
 ) -> tuple[GenerationRequest, OutputSpec, tuple[Image.Image, ...]]:
@@ -206,23 +196,15 @@ class _ProgressBars:
             bar.close()
 
 
-def _run(engine: Engine, request: GenerationRequest, references: tuple[Image.Image, ...]) -> GenerationResult:
-    """The engine's images, with a progress bar per stage."""
-    bars = _ProgressBars()
-    try:
-        (generated,) = engine.generate([request], [references], on_progress=bars)
-    finally:
-        bars.close()
-    return generated
-
-
 def _post_log(message: str, level: str) -> None:
     log.log(getattr(logging, level), message)
 
 
 def save_outputs(storage: Storage, result: JobResult, output: Path) -> list[Path]:
     """The result's files, from the post stage's storage to `output` (NAME-1, NAME-2, ... for several)."""
-    paths = output_paths(output, len(result.images))
+    paths = [output]
+    if len(result.images) > 1:
+        paths = [output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(len(result.images))]
     for path, image in zip(paths, result.images, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(storage.read(image.key))
@@ -253,7 +235,12 @@ def generate(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="glm-image-") as scratch:
         pricing = PricingSettings.from_settings(settings)
         post = load_post(PostSettings.from_settings(settings), pricing, LocalStorage(Path(scratch)))
-        generated = _run(load_engine(EngineSettings.from_settings(settings)), request, references)
+        engine = load_engine(EngineSettings.from_settings(settings))
+        bars = _ProgressBars()
+        try:
+            (generated,) = engine.generate([request], [references], on_progress=bars)
+        finally:
+            bars.close()
         result = finish_images(post, generated, spec, "out", request.prompt, {}, _post_log)
         report(save_outputs(post.storage, result, output), result)
     return 0

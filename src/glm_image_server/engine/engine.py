@@ -23,7 +23,7 @@ from ..core.request import GenerationRequest
 from ..core.results import GenerationResult, Preview, Progress, StageTimings
 from .ar_fast import supports_fast_path
 from .dit import denoise, needs_tiling, vae_tiling
-from .previews import PreviewProjection, preview_steps
+from .previews import PreviewProjection, latent_stats, preview_steps
 from .prior import PriorTokens, generate_prior_tokens
 from .references import fit_reference, side_bounds
 
@@ -43,21 +43,28 @@ class _Row:
     references: tuple[Image.Image, ...]
 
 
+@dataclass(frozen=True)
+class _Calls:
+    """A `generate` call's callbacks, defaulted to no-ops."""
+
+    report: ProgressCallback
+    cancel: CancelCheck
+    skip: SkipCheck
+    image: ImageCallback
+
+
+_PreviewHook = Callable[[_Row, int, torch.Tensor], None]
+
+
 class _Skipped(Exception):
     """Unwinds the DiT loop of a request that was dropped from its batch."""
 
 
 class Engine:
-    """Switches (see docs/benchmarks.md for what each buys):
-    `ar_fast_path`: AR tokens from ar_fast.py (static KV cache, CUDA-graph decode step, progress and cancel
-        every 16 tokens); the same tokens as the default loop. None: on for CUDA, off elsewhere.
-    `batched_cfg`: the DiT's conditional and unconditional passes as one batch (dit.py); equal to the
-        pipeline's two passes up to float rounding, hence off by default.
-    `vae_tiling`: tiled VAE decoding for images beyond the VAE's tile (2048² on the real model); changes
-        pixels slightly at tile seams, hence off by default.
-    `previews`: how many live previews per image the DiT stage takes when `generate` is given `on_preview`
-        (previews.py: a linear latent->RGB map fitted once per model, cached in `preview_cache`); they read
-        the latents and never change them, so the final images are the same with and without."""
+    """Switches (docs/benchmarks.md says what each buys): `ar_fast_path` (ar_fast.py; the same tokens; None:
+    on for CUDA only); `batched_cfg` (dit.py) and `vae_tiling` (tile seams) change pixels slightly, hence
+    off by default; `previews`: live previews per image when `generate` is given `on_preview` (previews.py,
+    its projection cached in `preview_cache`), read from the latents without changing the images."""
 
     def __init__(
         self,
@@ -102,6 +109,12 @@ class Engine:
         for request, refs in zip(requests, decoded_refs, strict=True):
             if len(refs) != len(request.references):
                 raise ValueError(f"{len(request.references)} references given, {len(refs)} decoded")
+        calls = _Calls(
+            on_progress or (lambda _: None),
+            should_cancel or (lambda: False),
+            should_skip or (lambda _: False),
+            on_image or (lambda _request, _image, _picture: None),
+        )
         images: dict[int, list[Image.Image]] = {i: [] for i in range(len(requests))}
         timings: dict[int, StageTimings] = {}
         groups: dict[str, list[int]] = {}
@@ -115,15 +128,9 @@ class Engine:
                     for i in members
                     for k, seed in enumerate(requests[i].seeds)
                 ]
-                decoded, stage_timings = self._run_group(
-                    requests[members[0]],
-                    rows,
-                    on_progress,
-                    should_cancel,
-                    should_skip or (lambda _: False),
-                    on_preview,
-                    on_image or (lambda _request, _image, _picture: None),
-                )
+                spec = requests[members[0]]
+                previews = self._previewer(spec.num_inference_steps, on_preview)
+                decoded, stage_timings = self._run_group(spec, rows, calls, previews)
                 for row, image in zip(rows, decoded, strict=True):
                     images[row.request].append(image)
                     timings[row.request] = stage_timings
@@ -140,19 +147,10 @@ class Engine:
             torch.cuda.synchronize(self.device)
 
     def _run_group(
-        self,
-        spec: GenerationRequest,
-        rows: list[_Row],
-        on_progress: ProgressCallback | None,
-        should_cancel: CancelCheck | None,
-        should_skip: SkipCheck,
-        on_preview: PreviewCallback | None,
-        on_image: ImageCallback,
+        self, spec: GenerationRequest, rows: list[_Row], calls: _Calls, previews: _PreviewHook
     ) -> tuple[list[Image.Image | None], StageTimings]:
         """One batch of rows that share size, steps, guidance and reference count."""
-        report = on_progress or (lambda _: None)
-        cancel = should_cancel or (lambda: False)
-        previews = self._previewer(spec.num_inference_steps, on_preview)
+        report = calls.report
 
         # 1. AR: prior tokens for all rows in one batched generate(), one generator per row.
         start = time.perf_counter()
@@ -164,7 +162,7 @@ class Engine:
             [list(row.references) for row in rows] if spec.references else None,
             [torch.Generator(self.device).manual_seed(row.seed) for row in rows],
             on_token=lambda done, total: report(Progress("ar", done, total)),
-            should_cancel=cancel,
+            should_cancel=calls.cancel,
             fast=self.ar_fast_path,
         )
         self._sync()
@@ -172,29 +170,21 @@ class Engine:
 
         # 2. DiT, then 3. VAE, one row at a time: batching them changes float rounding (a row's image would
         # depend on its neighbours) and buys little, as the AR stage dominates.
-        total_steps = spec.num_inference_steps * len(rows)
+        steps = spec.num_inference_steps
+        total_steps = steps * len(rows)
         dit_time = vae_time = 0.0
         decoded: list[Image.Image | None] = []
         for r, row in enumerate(rows):
-            if cancel():
+            if calls.cancel():
                 raise Cancelled("cancelled before the DiT stage")
-            if should_skip(row.request):
+            if calls.skip(row.request):
                 decoded.append(None)
-                report(Progress("dit", (r + 1) * spec.num_inference_steps, total_steps))
+                report(Progress("dit", (r + 1) * steps, total_steps))
                 report(Progress("vae", r + 1, len(rows)))
                 continue
             start = time.perf_counter()
-            latents = self._denoise(
-                spec,
-                row,
-                prior.row(r),
-                r * spec.num_inference_steps,
-                total_steps,
-                report,
-                cancel,
-                should_skip,
-                previews,
-            )
+            step_end = self._step_end(row, r * steps, total_steps, calls, previews)
+            latents = self._denoise(spec, row, prior.row(r), step_end)
             if latents is None:  # this request was skipped mid-denoise
                 decoded.append(None)
                 report(Progress("vae", r + 1, len(rows)))
@@ -205,41 +195,25 @@ class Engine:
             decoded.append(self._decode(latents))
             vae_time += time.perf_counter() - start
             report(Progress("vae", r + 1, len(rows)))
-            on_image(row.request, row.image, decoded[-1])
+            calls.image(row.request, row.image, decoded[-1])
         return decoded, StageTimings(ar=ar_time, dit=dit_time, vae=vae_time)
 
-    def _denoise(
-        self,
-        spec: GenerationRequest,
-        row: _Row,
-        prior: PriorTokens,
-        steps_before: int,
-        total_steps: int,
-        report: ProgressCallback,
-        cancel: CancelCheck,
-        should_skip: SkipCheck,
-        previews: Callable[[_Row, int, torch.Tensor], None],
-    ) -> torch.Tensor | None:
-        """The pipeline's DiT loop from given prior tokens; it stops before its own VAE decode. None when
-        the row's request was dropped part-way."""
+    @staticmethod
+    def _step_end(row: _Row, steps_before: int, total_steps: int, calls: _Calls, previews: _PreviewHook):
+        """What the DiT loop calls after each step: a preview, progress, then cancel and skip checks."""
 
         def step_end(_pipe, step: int, _timestep, tensors: dict) -> dict:
             previews(row, step + 1, tensors["latents"])
-            report(Progress("dit", steps_before + step + 1, total_steps))
-            if cancel():
+            calls.report(Progress("dit", steps_before + step + 1, total_steps))
+            if calls.cancel():
                 raise Cancelled("cancelled during the DiT stage")
-            if should_skip(row.request):
+            if calls.skip(row.request):
                 raise _Skipped
             return tensors
 
-        try:
-            return self._call_pipe(spec, row, prior, step_end)
-        except _Skipped:
-            return None
+        return step_end
 
-    def _previewer(
-        self, steps: int, on_preview: PreviewCallback | None
-    ) -> Callable[[_Row, int, torch.Tensor], None]:
+    def _previewer(self, steps: int, on_preview: PreviewCallback | None) -> _PreviewHook:
         """What the DiT loop calls after each step: a preview at the chosen steps, else nothing."""
         chosen = preview_steps(steps, self.previews) if on_preview is not None else frozenset()
         if not chosen:
@@ -254,41 +228,47 @@ class Engine:
 
         return take
 
-    def _call_pipe(self, spec: GenerationRequest, row: _Row, prior: PriorTokens, step_end) -> torch.Tensor:
-        if self.batched_cfg:
-            return denoise(
-                self.pipe,
-                row.prompt,
-                row.references,
-                spec.height,
-                spec.width,
-                spec.num_inference_steps,
-                spec.guidance_scale,
-                prior,
-                torch.Generator("cpu").manual_seed(row.seed),
-                step_end,
-            )
-        return self.pipe(
-            prompt=row.prompt,
-            image=list(row.references) or None,
-            height=spec.height,
-            width=spec.width,
-            num_inference_steps=spec.num_inference_steps,
-            guidance_scale=spec.guidance_scale,
-            prior_token_ids=prior.token_ids,
-            prior_token_image_ids=prior.image_token_ids,
-            source_image_grid_thw=prior.image_grids,
-            generator=torch.Generator("cpu").manual_seed(row.seed),
-            output_type="latent",
-            callback_on_step_end=step_end,
-        ).images
+    def _denoise(
+        self, spec: GenerationRequest, row: _Row, prior: PriorTokens, step_end
+    ) -> torch.Tensor | None:
+        """The pipeline's DiT loop from given prior tokens; it stops before its own VAE decode. None when
+        the row's request was dropped part-way."""
+        generator = torch.Generator("cpu").manual_seed(row.seed)
+        try:
+            if self.batched_cfg:
+                return denoise(
+                    self.pipe,
+                    row.prompt,
+                    row.references,
+                    spec.height,
+                    spec.width,
+                    spec.num_inference_steps,
+                    spec.guidance_scale,
+                    prior,
+                    generator,
+                    step_end,
+                )
+            return self.pipe(
+                prompt=row.prompt,
+                image=list(row.references) or None,
+                height=spec.height,
+                width=spec.width,
+                num_inference_steps=spec.num_inference_steps,
+                guidance_scale=spec.guidance_scale,
+                prior_token_ids=prior.token_ids,
+                prior_token_image_ids=prior.image_token_ids,
+                source_image_grid_thw=prior.image_grids,
+                generator=generator,
+                output_type="latent",
+                callback_on_step_end=step_end,
+            ).images
+        except _Skipped:
+            return None
 
     def _decode(self, latents: torch.Tensor) -> Image.Image:
         vae = self.pipe.vae
-        shape = (1, vae.config.latent_channels, 1, 1)
         latents = latents.to(vae.dtype)
-        mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents.device, latents.dtype)
-        std = torch.tensor(vae.config.latents_std).view(shape).to(latents.device, latents.dtype)
+        mean, std = latent_stats(vae, latents.device, latents.dtype)
         with vae_tiling(vae, self.vae_tiling and needs_tiling(vae, latents)):
             pixels = vae.decode(latents * std + mean, return_dict=False)[0]
         return self.pipe.image_processor.postprocess(pixels, output_type="pil")[0]

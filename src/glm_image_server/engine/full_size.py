@@ -1,48 +1,26 @@
 """A full-size GLM-Image with random weights, for GPU benchmarks where the real weights cannot be fetched.
 
-Speed and memory depend on shapes, not on weight values, so a pipeline built from the real component
-configs measures what the released model would: AR = transformers' `GlmImageConfig()` defaults (text 40
-layers, hidden 4096, 32 heads / 2 KV heads, FFN 13696, vocab 168064 with a 16512-token vision head; vision
-tower 40 layers, hidden 1536, patch 16; VQ 16384 codes), DiT = 30 layers of 32 heads x 128 with the release's
-embedding sizes, glyph encoder = ByT5-small's encoder, VAE = the 16-channel CogView4 AutoencoderKL (scale
-factor 8; its block widths and layer count as published for CogView4-6B, recalled offline, not checked
-against the file). Images it makes are noise.
-
-Weights are created directly on the target device in the target dtype (torch's default device and dtype are
-switched while the modules are constructed), so no fp32 copy of 16B parameters is ever materialised; the
-meta-device variant allocates nothing and is what the tests count parameters on.
-
-Not real: the AR tokenizer (the tiny model's character-level one, with the real special-token ids), the
-processor (the tiny model's, with the real 512²..2048² reference bounds) and the scheduler (diffusers'
-default flow-match config); the real ones cannot be obtained offline. The glyph tokenizer is the real ByT5
-one, which needs no files.
+Speed and memory depend on shapes, not on weight values (docs/benchmarks.md, `--full-size`). The shapes are
+the released ones: AR = transformers' `GlmImageConfig()` defaults, DiT = 30 layers of 32 heads x 128, glyph
+encoder = ByT5-small's encoder, VAE = CogView4's 16-channel AutoencoderKL (its widths recalled offline, not
+checked against the file). Weights are made directly on the target device in the target dtype, so no fp32
+copy of 16B parameters is ever materialised; on the meta device nothing is allocated (the tests count
+parameters there). The AR tokenizer, processor (with the real 512²..2048² reference bounds) and scheduler
+are the tiny model's, as the real ones cannot be obtained offline; images are noise.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
-    ByT5Tokenizer,
-    GlmImageConfig,
-    GlmImageForConditionalGeneration,
-    T5Config,
-    T5EncoderModel,
-)
+from transformers import GlmImageConfig, T5Config
 
-from .tiny import build_glm_tokenizer, build_processor
+from . import tiny
 
 REAL_MIN_PIXELS, REAL_MAX_PIXELS = 512 * 512, 2048 * 2048
-
-
-def ar_config() -> GlmImageConfig:
-    """The AR model's config: transformers' defaults are the released shapes."""
-    return GlmImageConfig()
 
 
 def glyph_config() -> T5Config:
@@ -54,41 +32,25 @@ def glyph_config() -> T5Config:
         d_ff=3584,
         num_layers=12,
         num_heads=6,
-        relative_attention_num_buckets=32,
         feed_forward_proj="gated-gelu",
         dropout_rate=0.0,
         tie_word_embeddings=False,
-        pad_token_id=0,
-        eos_token_id=1,
         decoder_start_token_id=0,
     )
 
 
 def dit_kwargs() -> dict[str, Any]:
-    return {
-        "patch_size": 2,
-        "in_channels": 16,
-        "out_channels": 16,
-        "num_layers": 30,
-        "attention_head_dim": 128,
-        "num_attention_heads": 32,
-        "text_embed_dim": 1472,
-        "time_embed_dim": 512,
-        "condition_dim": 256,
-        "prior_vq_quantizer_codebook_size": 16384,
-    }
+    """30 layers of 32 heads x 128; diffusers' defaults otherwise, which are the release's sizes."""
+    return {"attention_head_dim": 128, "num_attention_heads": 32}
 
 
 def vae_kwargs() -> dict[str, Any]:
     """CogView4's 16-channel VAE: four levels (scale factor 8), no quant convs."""
     return {
-        "in_channels": 3,
-        "out_channels": 3,
         "down_block_types": ["DownEncoderBlock2D"] * 4,
         "up_block_types": ["UpDecoderBlock2D"] * 4,
         "block_out_channels": (128, 512, 1024, 1024),
         "layers_per_block": 3,
-        "act_fn": "silu",
         "latent_channels": 16,
         "norm_num_groups": 32,
         "sample_size": 1024,
@@ -105,50 +67,15 @@ def vae_kwargs() -> dict[str, Any]:
 class Shapes:
     """Component shapes; the defaults are the released model's, tests pass smaller ones."""
 
-    ar: GlmImageConfig = field(default_factory=ar_config)
+    ar: GlmImageConfig = field(default_factory=GlmImageConfig)  # the defaults are the released shapes
     glyph: T5Config = field(default_factory=glyph_config)
     dit: dict[str, Any] = field(default_factory=dit_kwargs)
     vae: dict[str, Any] = field(default_factory=vae_kwargs)
 
 
-@contextlib.contextmanager
-def _construct_on(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
-    """Modules built inside allocate their parameters on `device` in `dtype` (buffers a module creates with
-    an explicit dtype, such as rotary frequencies, keep it)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
-def build_modules(
-    device: torch.device | str, dtype: torch.dtype = torch.bfloat16, shapes: Shapes | None = None
-) -> dict[str, torch.nn.Module]:
-    """The four neural components, random-initialised on `device`."""
-    from diffusers import AutoencoderKL, GlmImageTransformer2DModel
-
-    shapes = shapes or Shapes()
-    with _construct_on(device, dtype):
-        vle = GlmImageForConditionalGeneration(shapes.ar)
-        modules = {
-            "vision_language_encoder": vle,
-            "text_encoder": T5EncoderModel(shapes.glyph),
-            "transformer": GlmImageTransformer2DModel(**shapes.dit),
-            "vae": AutoencoderKL(**shapes.vae),
-        }
-    generation = vle.generation_config
-    generation.do_sample, generation.temperature, generation.top_p = True, 0.9, 0.75  # the release's values
-    for module in modules.values():
-        module.eval()
-    return modules
-
-
 def build_meta_modules(shapes: Shapes | None = None) -> dict[str, torch.nn.Module]:
     """The same modules on the meta device: shapes and parameter counts, no memory."""
-    return build_modules("meta", torch.bfloat16, shapes)
+    return tiny.build_modules(**vars(shapes or Shapes()), device="meta", dtype=torch.bfloat16)
 
 
 def parameter_count(module: torch.nn.Module) -> int:
@@ -162,20 +89,11 @@ def build_full_size_pipeline(
     seed: int = 0,
 ):
     """A GlmImagePipeline with the released shapes and random weights, every tensor made on `device`."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, GlmImagePipeline
-
     with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
         torch.manual_seed(seed)
-        modules = build_modules(device, dtype, shapes)
-    processor = build_processor(build_glm_tokenizer(), REAL_MIN_PIXELS, REAL_MAX_PIXELS)
-    pipe = GlmImagePipeline(
-        tokenizer=ByT5Tokenizer(),
-        processor=processor,
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        **modules,
-    )
+        modules = tiny.build_modules(**vars(shapes or Shapes()), device=device, dtype=dtype)
+    pipe = tiny.random_pipeline(modules, REAL_MIN_PIXELS, REAL_MAX_PIXELS)
     pipe.set_progress_bar_config(disable=True)
-    pipe.processor.tokenizer.padding_side = "left"  # as loader.load_pipeline sets it
     return pipe
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -36,13 +35,6 @@ def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
     return Placement(torch.device(device), DTYPES[dtype])
 
 
-def resolve_model_path(model: str, cache_dir: Path) -> str:
-    """'tiny' becomes the cached tiny model's directory; ids and directories pass through."""
-    if model == "tiny":
-        return str(ensure_tiny_model(cache_dir))
-    return model
-
-
 def quiet_library_logs() -> None:
     """Silence diffusers/transformers load bars and per-call chatter where our own progress is shown."""
     import diffusers
@@ -58,7 +50,7 @@ def load_pipeline(settings: EngineSettings):
     from diffusers import GlmImagePipeline
 
     placement = resolve_placement(settings.device, settings.dtype)
-    source = resolve_model_path(settings.model, settings.cache_dir)
+    source = str(ensure_tiny_model(settings.cache_dir)) if settings.model == "tiny" else settings.model
     log.info("loading GLM-Image from %s on %s (%s)", source, placement.device, placement.dtype)
     try:
         pipe = GlmImagePipeline.from_pretrained(source, dtype=placement.dtype)

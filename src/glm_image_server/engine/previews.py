@@ -28,7 +28,8 @@ def _fit_images(generator: torch.Generator) -> torch.Tensor:
     return torch.nn.functional.interpolate(coarse, size=(FIT_SIDE, FIT_SIDE), mode="bicubic").clamp(-1, 1)
 
 
-def _normalisation(vae, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def latent_stats(vae, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The VAE's per-channel latent mean and std, shaped to broadcast over (N, C, h, w) latents."""
     shape = (1, vae.config.latent_channels, 1, 1)
     mean = torch.tensor(vae.config.latents_mean).view(shape).to(device, dtype)
     std = torch.tensor(vae.config.latents_std).view(shape).to(device, dtype)
@@ -52,7 +53,7 @@ class PreviewProjection:
     def fit(cls, vae) -> PreviewProjection:
         device, dtype = vae.device, vae.dtype
         images = _fit_images(torch.Generator("cpu").manual_seed(0))
-        mean, std = _normalisation(vae, device, dtype)
+        mean, std = latent_stats(vae, device, dtype)
         latents = []
         for image in images:  # one at a time: bounded activation memory on any VAE
             encoded = vae.encode(image[None].to(device, dtype)).latent_dist.mode()

@@ -28,20 +28,16 @@ def side_bounds(image_processor: object) -> tuple[int, int]:
 def crop_to_aspect(image: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.Image:
     """Centre-crop panoramas beyond `max_aspect`: the processor cannot take them."""
     w, h = image.size
-    if w > h * max_aspect:
-        keep = int(h * max_aspect)
-        return image.crop(((w - keep) // 2, 0, (w - keep) // 2 + keep, h))
-    if h > w * max_aspect:
-        keep = int(w * max_aspect)
-        return image.crop((0, (h - keep) // 2, w, (h - keep) // 2 + keep))
-    return image
+    keep_w, keep_h = min(w, int(h * max_aspect)), min(h, int(w * max_aspect))
+    if (keep_w, keep_h) == (w, h):
+        return image
+    left, top = (w - keep_w) // 2, (h - keep_h) // 2
+    return image.crop((left, top, left + keep_w, top + keep_h))
 
 
 def fitted_size(width: int, height: int, min_side: int, max_side: int) -> tuple[int, int]:
-    """Sides on the 32-px grid, shortest >= min_side, longest <= max_side, aspect kept as the grid allows.
-
-    Assumes the aspect ratio fits the bounds (crop_to_aspect first).
-    """
+    """Sides on the 32-px grid, shortest >= min_side, longest <= max_side, aspect kept as the grid allows
+    (the aspect ratio must fit the bounds: crop_to_aspect first)."""
     scale = 1.0
     if min(width, height) < min_side:
         scale = min_side / min(width, height)

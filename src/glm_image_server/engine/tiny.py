@@ -9,10 +9,14 @@ those of the real model.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers
@@ -96,34 +100,76 @@ def build_processor(tokenizer, min_pixels: int, max_pixels: int) -> GlmImageProc
     )
 
 
-def build_tiny_pipeline(seed: int = 0):
-    """A GlmImagePipeline with random weights, deterministic for a given seed."""
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        GlmImagePipeline,
-        GlmImageTransformer2DModel,
+@contextlib.contextmanager
+def _construct_on(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
+    """Modules built inside allocate their parameters on `device` in `dtype` (buffers a module creates with
+    an explicit dtype, such as rotary frequencies, keep it)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_modules(
+    ar: GlmImageConfig,
+    glyph: T5Config,
+    dit: dict[str, Any],
+    vae: dict[str, Any],
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    seed: int | None = None,
+) -> dict[str, torch.nn.Module]:
+    """The four neural components, random-initialised on `device` in `dtype`; with `seed`, torch's RNG is
+    reseeded before each, so each component's weights depend on its own shapes only."""
+    from diffusers import AutoencoderKL, GlmImageTransformer2DModel
+
+    parts = {
+        "vision_language_encoder": partial(GlmImageForConditionalGeneration, ar),
+        "text_encoder": partial(T5EncoderModel, glyph),
+        "transformer": partial(GlmImageTransformer2DModel, **dit),
+        "vae": partial(AutoencoderKL, **vae),
+    }
+    modules: dict[str, torch.nn.Module] = {}
+    with _construct_on(device, dtype):
+        for name, build in parts.items():
+            if seed is not None:
+                torch.manual_seed(seed)
+            modules[name] = build().eval()
+    generation = modules["vision_language_encoder"].generation_config
+    generation.do_sample, generation.temperature, generation.top_p = True, 0.9, 0.75  # the release's values
+    return modules
+
+
+def random_pipeline(modules: dict[str, torch.nn.Module], min_pixels: int, max_pixels: int):
+    """A GlmImagePipeline of `modules` with the character-level AR tokenizer, the ByT5 glyph tokenizer and
+    diffusers' default flow-match scheduler."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, GlmImagePipeline
+
+    return GlmImagePipeline(
+        tokenizer=ByT5Tokenizer(),
+        processor=build_processor(build_glm_tokenizer(), min_pixels, max_pixels),
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        **modules,
     )
 
-    glyph_tokenizer = ByT5Tokenizer()
-    torch.manual_seed(seed)
-    text_encoder = T5EncoderModel(
-        T5Config(
-            vocab_size=len(glyph_tokenizer),
-            d_model=32,
-            d_kv=8,
-            d_ff=37,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            dropout_rate=0.0,
-            feed_forward_proj="relu",
-            pad_token_id=0,
-            eos_token_id=1,
-            decoder_start_token_id=0,
-        )
+
+def build_tiny_pipeline(seed: int = 0):
+    """A GlmImagePipeline with random weights, deterministic for a given seed."""
+    glyph = T5Config(
+        vocab_size=384,  # ByT5's
+        d_model=32,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
     )
-    glm_config = GlmImageConfig(
+    ar = GlmImageConfig(
         text_config={
             "vocab_size": VOCAB_SIZE,
             "hidden_size": 32,
@@ -147,55 +193,33 @@ def build_tiny_pipeline(seed: int = 0):
         },
         vq_config={"embed_dim": 32, "num_embeddings": 128, "latent_channels": 32},
     )
-    torch.manual_seed(seed)
-    vision_language_encoder = GlmImageForConditionalGeneration(glm_config)
-    generation = vision_language_encoder.generation_config
-    generation.do_sample, generation.temperature, generation.top_p = True, 0.9, 0.75  # the release's values
-
-    processor = build_processor(build_glm_tokenizer(), TINY_MIN_PIXELS, TINY_MAX_PIXELS)
-    torch.manual_seed(seed)
-    transformer = GlmImageTransformer2DModel(
-        patch_size=2,
-        in_channels=4,
-        out_channels=4,
-        num_layers=2,
-        attention_head_dim=8,
-        num_attention_heads=2,
-        text_embed_dim=text_encoder.config.hidden_size,
-        time_embed_dim=16,
-        condition_dim=8,
-        prior_vq_quantizer_codebook_size=128,
-    )
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        block_out_channels=(4, 8, 16, 16),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=128,
-        latents_mean=[0.0] * 4,
-        latents_std=[1.0] * 4,
-    )
-    return GlmImagePipeline(
-        tokenizer=glyph_tokenizer,
-        processor=processor,
-        text_encoder=text_encoder,
-        vision_language_encoder=vision_language_encoder,
-        vae=vae,
-        transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-    )
+    dit = {
+        "in_channels": 4,
+        "out_channels": 4,
+        "num_layers": 2,
+        "attention_head_dim": 8,
+        "num_attention_heads": 2,
+        "text_embed_dim": glyph.d_model,
+        "time_embed_dim": 16,
+        "condition_dim": 8,
+        "prior_vq_quantizer_codebook_size": 128,
+    }
+    vae = {
+        "block_out_channels": (4, 8, 16, 16),
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "up_block_types": ["UpDecoderBlock2D"] * 4,
+        "norm_num_groups": 4,
+        "sample_size": 128,
+        "latents_mean": [0.0] * 4,
+        "latents_std": [1.0] * 4,
+    }
+    modules = build_modules(ar, glyph, dit, vae, seed=seed)
+    return random_pipeline(modules, TINY_MIN_PIXELS, TINY_MAX_PIXELS)
 
 
 def ensure_tiny_model(cache_dir: Path) -> Path:
-    """Build the tiny model into `cache_dir` once and return its directory.
-
-    The build goes to a temporary sibling that is renamed into place, so concurrent callers never see a
-    half-written model.
-    """
+    """Build the tiny model into `cache_dir` once and return its directory; the build goes to a temporary
+    sibling renamed into place, so concurrent callers never see a half-written model."""
     target = Path(cache_dir) / f"tiny-glm-image-v{RECIPE_VERSION}"
     if (target / "model_index.json").is_file():
         return target
