@@ -34,7 +34,7 @@ def main() -> int:
     engine = load_engine(EngineSettings.from_settings(Settings(model="tiny", device="cpu")))
     spec = GenerationRequest(prompt="x", width=args.side, height=args.side, num_inference_steps=args.steps)
     batches = [
-        [_Row(i, f"a sign that reads 'OPEN {b}{i}'", b * 10 + i, ()) for i in range(4)] for b in range(2)
+        [_Row(i, 0, f"a sign that reads 'OPEN {b}{i}'", b * 10 + i, ()) for i in range(4)] for b in range(2)
     ]
 
     def ar(rows: list[_Row]) -> PriorTokens:
@@ -45,9 +45,7 @@ def main() -> int:
 
     def dit_vae(rows: list[_Row], prior: PriorTokens) -> None:
         for r, row in enumerate(rows):
-            latents = engine._denoise(
-                spec, row, prior.row(r), 0, 1, lambda _: None, lambda: False, lambda _: False
-            )
+            latents = engine._denoise(spec, row, prior.row(r), lambda _pipe, _step, _t, tensors: tensors)
             engine._decode(latents)
 
     def sequential() -> None:
