@@ -57,11 +57,8 @@ def running(job: Job, worker_id: str, now: float) -> Job:
 
 def held_by(job: Job, claim: Claim | None) -> bool:
     """Whether `claim` may finish the job (None: no claim to check, e.g. a cancel)."""
-    if claim is None:
-        return True
-    return job.status == JobStatus.RUNNING and (job.worker_id, job.attempts) == (
-        claim.worker_id,
-        claim.attempt,
+    return claim is None or (
+        job.status == JobStatus.RUNNING and (job.worker_id, job.attempts) == (claim.worker_id, claim.attempt)
     )
 
 
