@@ -1,13 +1,9 @@
-"""What truly differs between SQLite and PostgreSQL under the one store (sql.py), and nothing else.
-
-- Transactions. SQLite: a WAL file shared by a box's processes; writes lock up front (BEGIN IMMEDIATE) and
-  sync at commit (synchronous=FULL; `durable=False`: NORMAL). PostgreSQL: a pinged pool; reads autocommit.
-- Row locks: `with_for_update(skip_locked=True)` renders on PostgreSQL only (SQLite's write lock is whole).
-- Wake-ups: a write's notices (channel, job id) go out with NOTIFY in the transaction on PostgreSQL, where
-  `subscribe` LISTENs; on SQLite through the wake bus after the commit (store/wakeups.py: a push across
-  the processes of one box), a running job's live writes together within LIVE_WAKE_S. Where no bus can be
-  set up, `subscribe` says False and readers poll the change log.
-- Migrations lock (PostgreSQL: advisory; SQLite: the write lock): processes starting together migrate once.
+"""What truly differs between SQLite and PostgreSQL under the one store (sql.py), and nothing else:
+transactions (SQLite: a WAL file shared by a box's processes, writes lock up front with BEGIN IMMEDIATE and
+sync at commit unless `durable=False`; PostgreSQL: a pinged pool, reads autocommit); row locks
+(`skip_locked` renders on PostgreSQL only); wake-ups (PostgreSQL: NOTIFY in the transaction, LISTEN to
+`subscribe`; SQLite: the wake bus of store/wakeups.py after the commit, or readers poll the change log);
+the lock that lets processes starting together migrate once (PostgreSQL: advisory; SQLite: the write lock).
 """
 
 from __future__ import annotations
@@ -46,7 +42,12 @@ class Dialect:
             max_overflow=-1,  # a connection for each thread that asks; pool_size of them are kept
             connect_args={"check_same_thread": False, "timeout": 30},
         )
-        event.listen(self.engine, "connect", _sqlite_connected)
+
+        @event.listens_for(self.engine, "connect")
+        def connected(dbapi_connection: Any, _record: object) -> None:
+            dbapi_connection.isolation_level = None  # no implicit BEGIN: reads autocommit, writes say BEGIN
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
         self.bus = WakeBus(self.path)
 
     def read(self) -> AbstractContextManager[Connection]:
@@ -79,11 +80,6 @@ class Dialect:
     def close(self) -> None:
         self.bus.close()
         self.engine.dispose()
-
-
-def _sqlite_connected(dbapi_connection: Any, _record: object) -> None:
-    dbapi_connection.isolation_level = None  # no implicit BEGIN: reads autocommit, writes say BEGIN
-    dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
 
 class PostgresDialect(Dialect):

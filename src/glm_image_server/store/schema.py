@@ -1,8 +1,7 @@
 """The job store's tables, one definition for SQLite and PostgreSQL (SQLAlchemy Core). A job row holds the
-Job as JSON (`body`) and a copy of every field a query uses (`job_row`). Live state sits apart (it changes
-many times a second). Names follow one convention, so Alembic can alter them and they never clash with a
-legacy table's. AUTOINCREMENT on SQLite where a reused key would mislead (queue order, change positions).
-"""
+Job as JSON (`body`) and a copy of every field a query uses (`job_row`); live state (changing many times a
+second) sits apart. One naming convention, so Alembic can alter them and no name clashes with a legacy
+table's. AUTOINCREMENT on SQLite where a reused key would mislead (queue order, change positions)."""
 
 from __future__ import annotations
 

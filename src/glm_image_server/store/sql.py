@@ -139,8 +139,7 @@ class SqlJobStore:
 
     def _save(self, tx: _Tx, job: Job, lease_until: float | None = None) -> None:
         row = job_row(job)
-        row["job"] = row.pop("id")
-        tx.run(SAVE, {**row, "lease_until": lease_until})
+        tx.run(SAVE, {"job": row.pop("id"), **row, "lease_until": lease_until})  # `id` named `job` in WHERE
         tx.changed(job.id)
 
     def close(self) -> None:
