@@ -99,12 +99,9 @@ def _check_range(name: str, value: float, low: float, high: float, kinds: object
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One generation: text-to-image, or an edit when `references` holds 1-4 images.
-
-    References are locators until a worker fetches them: http(s) URLs, data URIs, or `stored:<key>` for
-    an upload in our storage; the engine gets the decoded images beside the request. The seed is fixed
-    on creation; image i of a request is generated with seed + i. Validated on construction.
-    """
+    """One generation, validated on construction: text-to-image, or an edit when `references` holds 1-4
+    images (http(s) URLs, data URIs or `stored:<key>` uploads until a worker fetches them; the engine gets
+    the decoded images beside the request). The seed is fixed on creation; image i uses seed + i."""
 
     prompt: str
     width: int = 1024
@@ -173,9 +170,8 @@ class OutputSpec:
         _check_range("keep_best", self.keep_best, 0, MAX_IMAGES)
 
 
-# Quoted spans: straight double quotes, straight single quotes, curly double and single quotes, and
-# CJK brackets. A straight single quote opens only after a non-word character, so apostrophes (it's,
-# don't) do not count.
+# Quoted spans: straight and curly double and single quotes, and CJK brackets. A straight single quote opens
+# only after a non-word character, so apostrophes (it's, don't) do not count.
 QUOTED = re.compile(
     '"([^"]+)"'
     "|(?<!\\w)'([^']+)'(?!\\w)"
