@@ -4,11 +4,9 @@ for any job, any worker process can run any job, and a crash, a dead worker or a
 Workers claim jobs with a lease they renew; a job whose lease ran out goes back to the queue with its
 seed (or fails after `max_attempts` claims), and only the current claim may finish it — so a job is never
 lost and never completed twice. Queued jobs are claimed by priority (normal before low), oldest first
-within one; a queued job past its `start_by` deadline fails instead of starting. Every change is also
-appended to a change log that API processes tail to wake their waiters; a store that can push changes
-also calls subscribers, so nobody has to poll. Runware's connection sessions sit apart, in `SessionStore`
-(implemented by the same store object).
-"""
+within one; a queued job past its `start_by` deadline fails instead of starting. Every change goes to a
+change log that API processes tail, and to subscribers where the store can push. Runware's connection
+sessions sit apart, in `SessionStore` (implemented by the same store object)."""
 
 from __future__ import annotations
 
@@ -34,8 +32,8 @@ class Requeued:
 
 @dataclass(frozen=True)
 class Delivery:
-    """Outgoing calls for a finished job (webhook POSTs, upload PUTs), rendered by its dialect at send
-    time; `parts_done` of them went through already. Held by one sender until `lease_until`."""
+    """A finished job's outgoing calls (webhook POSTs, upload PUTs; rendered by its dialect when sent), of
+    which `parts_done` went through already."""
 
     id: int
     job_id: str
@@ -45,12 +43,11 @@ class Delivery:
 
 @dataclass(frozen=True)
 class SessionJob:
-    """A job submitted on a connection session (a WebSocket the client may reconnect to), and whether its
-    outcome reached the client there."""
+    """A job submitted on a connection session (a WebSocket the client may reconnect to)."""
 
     job_id: str
     owner: str | None
-    delivered: bool
+    delivered: bool  # its outcome reached the client on the session
 
 
 @dataclass(frozen=True)
