@@ -14,10 +14,6 @@ CANCELLED_WHILE_STOPPED = JobError(kind="cancelled", message="cancelled while it
 PRIORITY_RANK: dict[Priority, int] = {"normal": 0, "low": 1}  # the stores' `priority` column: lower first
 
 
-def rank(job: Job) -> int:
-    return PRIORITY_RANK[job.priority]
-
-
 def start_missed(job: Job) -> JobError:
     """Why a queued job past its start deadline failed."""
     allowed = (job.start_by or job.created_at) - job.created_at

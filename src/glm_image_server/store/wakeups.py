@@ -40,9 +40,8 @@ TOUCH_S = 3600.0  # a receiver refreshes its socket file's times, so temp cleane
 
 
 def bus_directory(key: Path, parent: Path | None = None) -> Path:
-    """Where the sockets of the processes sharing `key` (a database file) live: in `parent`, by default the
-    temp directory ($TMPDIR or /tmp: the same for a service and a login shell, where $XDG_RUNTIME_DIR
-    often is not)."""
+    """Where the sockets of the processes sharing `key` (a database file) live: in `parent`, by default
+    $TMPDIR or /tmp (the same for a service and a login shell, where $XDG_RUNTIME_DIR often is not)."""
     base = parent or Path(tempfile.gettempdir())
     digest = hashlib.sha256(str(key.resolve()).encode()).hexdigest()[:16]
     return base / f"glm-image-{digest}"
@@ -112,8 +111,8 @@ class WakeBus:
         _OPEN.add(self)
 
     def _reset(self) -> None:
-        """A new bus, or one in a forked child: none of the parent's threads, subscriptions or debts."""
-        self._pid, self._lock = os.getpid(), threading.Lock()
+        """A new bus, or one in a forked child (`_forked`): none of the parent's threads, sockets or debts."""
+        self._lock = threading.Lock()
         self._callbacks: dict[str, list[Callable[[str], None]]] = {}
         self._receivers: dict[str, _Receiver] = {}
         self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -130,7 +129,6 @@ class WakeBus:
         `within_s` > 0: it may wait that long, to go out once with the others that wait (a running job's
         many progress writes); a publication that does not wait sends those first."""
         try:
-            self._after_fork()
             if within_s > 0:
                 self._publish_later(channel, job_id, within_s)
                 return
@@ -146,7 +144,6 @@ class WakeBus:
         process ("": anything may have changed). False when no bus can be set up here: poll instead."""
         if not CHANNEL_NAME.fullmatch(channel):
             raise ValueError(f"a channel name is lowercase letters, not {channel!r}")
-        self._after_fork()
         with self._lock:
             if channel not in self._receivers:
                 receiver = self._bind(channel)
@@ -158,7 +155,6 @@ class WakeBus:
 
     def close(self) -> None:
         """Stop hearing (and remove this process's sockets); publishing still works."""
-        self._after_fork()
         self._publish_waiting()
         with self._lock:  # not held while the threads end: a subscriber may be publishing
             receivers, self._receivers, self._callbacks = list(self._receivers.values()), {}, {}
@@ -256,10 +252,6 @@ class WakeBus:
                     self._repairing = False
                     return
 
-    def _after_fork(self) -> None:
-        if self._pid != os.getpid():  # a forked child's sockets are its own; the parent's stay the parent's
-            self._reset()
-
 
 _OPEN: weakref.WeakSet[WakeBus] = weakref.WeakSet()
 
@@ -268,5 +260,12 @@ _OPEN: weakref.WeakSet[WakeBus] = weakref.WeakSet()
 def _close_all() -> None:
     """No socket files left behind at a normal exit (a killed process's go at the next publication)."""
     for bus in list(_OPEN):
-        if bus._pid == os.getpid():
-            bus.close()
+        bus.close()
+
+
+def _forked() -> None:
+    for bus in list(_OPEN):
+        bus._reset()
+
+
+os.register_at_fork(after_in_child=_forked)
