@@ -54,20 +54,18 @@ class Dialect:
         return self.engine.connect()
 
     @contextmanager
-    def write(self, durable: bool = True) -> Iterator[Connection]:
+    def write(
+        self, durable: bool = True, notices: Iterable[Notice] = (), live: bool = False
+    ) -> Iterator[Connection]:
+        """A transaction, committed when the block ends; then the `notices` the block made go out: at once,
+        or for a running job's `live` writes within LIVE_WAKE_S (its many small writes wake a status
+        stream a few times a second)."""
         with self.engine.connect() as conn:
             raw = conn.connection.driver_connection
             raw.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             raw.execute("BEGIN IMMEDIATE")  # the driver's commit or rollback ends it
             with conn.begin():
                 yield conn
-
-    def announce(self, conn: Connection, notices: Iterable[Notice]) -> None:
-        """Inside the writing transaction, before its commit."""
-
-    def committed(self, notices: Iterable[Notice], live: bool = False) -> None:
-        """After the commit of a transaction that made `notices`: at once, or for a running job's `live`
-        writes within LIVE_WAKE_S, so its many small writes wake a status stream a few times a second."""
         for channel, job_id in notices:
             self.bus.publish(channel, job_id, LIVE_WAKE_S if live else 0.0)
 
@@ -100,18 +98,17 @@ class PostgresDialect(Dialect):
     def read(self) -> AbstractContextManager[Connection]:
         return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
-    def write(self, durable: bool = True) -> AbstractContextManager[Connection]:
-        return self.engine.begin()
-
-    def announce(self, conn: Connection, notices: Iterable[Notice]) -> None:
-        if params := [{"channel": CHANNELS[channel], "job_id": job} for channel, job in notices]:
-            conn.execute(self._notify, params)
+    @contextmanager
+    def write(
+        self, durable: bool = True, notices: Iterable[Notice] = (), live: bool = False
+    ) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+            if params := [{"channel": CHANNELS[channel], "job_id": job} for channel, job in notices]:
+                conn.execute(self._notify, params)  # NOTIFY goes out with the commit
 
     def lock_schema(self, conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
-
-    def committed(self, notices: Iterable[Notice], live: bool = False) -> None:
-        pass  # NOTIFY went out with the commit
 
     def subscribe(self, channel: Channel, callback: Callable[[str], None]) -> bool:
         """Returns once notifications flow (or after 10 s of trying; they flow once it connects)."""
