@@ -59,8 +59,7 @@ class Changes:
 
 
 class JobStore(Protocol):
-    """The contract, by concern: submissions, claims, live progress, logs, the outbox, workers, the change
-    log and retention."""
+    """The contract, one section per concern."""
 
     max_attempts: int
 
