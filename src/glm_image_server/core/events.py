@@ -1,8 +1,5 @@
-"""Typed events an executor reports while it runs a batch; the scheduler folds them into the job store.
-
-The executor never writes to the store or calls back into the API: it says what happened, one event at a
-time, and whoever holds the claim records it.
-"""
+"""Typed events an executor reports while it runs a batch: it never writes to the store or calls back into
+the API, it says what happened, and the scheduler (which holds the claim) folds them into the job store."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""What a job is, as stored: the request to run, what to do with its output, its state, and its result or
-error; and what a worker is, as the store knows it.
-
-Everything here is plain JSON-serialisable data (pydantic), so any process that can read the store can
-run or answer for any job, and a restarted server picks up where the last one stopped.
-"""
+"""What a job is, as stored (its request, output spec, state, and result or error), and what a worker is,
+as the store knows it: plain JSON-serialisable data (pydantic), so any process that can read the store can
+run or answer for any job, and a restarted server picks up where the last one stopped."""
 
 from __future__ import annotations
 

@@ -89,8 +89,8 @@ def _number(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"  # :g would round 2**63 - 1
 
 
-def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+def _check_range(name: str, value: float, low: float, high: float, kinds: object = int | float) -> None:
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
         low_s, high_s = _number(low), _number(high)
         raise InvalidRequest(
             name, f"must be between {low_s} and {high_s}, got {value!r}", f"{low_s}..{high_s}"
@@ -99,12 +99,9 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One generation: text-to-image, or an edit when `references` holds 1-4 images.
-
-    References are locators until a worker fetches them: http(s) URLs, data URIs, or `stored:<key>` for
-    an upload in our storage; the engine gets the decoded images beside the request. The seed is fixed
-    on creation; image i of a request is generated with seed + i. Validated on construction.
-    """
+    """One generation, validated on construction: text-to-image, or an edit when `references` holds 1-4
+    images (http(s) URLs, data URIs or `stored:<key>` uploads until a worker fetches them; the engine gets
+    the decoded images beside the request). The seed is fixed on creation; image i uses seed + i."""
 
     prompt: str
     width: int = 1024
@@ -173,9 +170,8 @@ class OutputSpec:
         _check_range("keep_best", self.keep_best, 0, MAX_IMAGES)
 
 
-# Quoted spans: straight double quotes, straight single quotes, curly double and single quotes, and
-# CJK brackets. A straight single quote opens only after a non-word character, so apostrophes (it's,
-# don't) do not count.
+# Quoted spans: straight and curly double and single quotes, and CJK brackets. A straight single quote opens
+# only after a non-word character, so apostrophes (it's, don't) do not count.
 QUOTED = re.compile(
     '"([^"]+)"'
     "|(?<!\\w)'([^']+)'(?!\\w)"
@@ -196,16 +192,7 @@ def with_candidates(
     the request makes all the candidates (seeds seed .. seed+N-1) and the post stage keeps the
     `num_images` best. A prompt with no quoted text makes no extra candidates (nothing to rank them by).
     Raises InvalidRequest for a candidate count out of range."""
-    if (
-        isinstance(candidates, bool)
-        or not isinstance(candidates, int)
-        or not 1 <= candidates <= MAX_CANDIDATES
-    ):
-        raise InvalidRequest(
-            "text_check_candidates",
-            f"must be between 1 and {MAX_CANDIDATES}, got {candidates!r}",
-            f"1..{MAX_CANDIDATES}",
-        )
+    _check_range("text_check_candidates", candidates, 1, MAX_CANDIDATES, int)
     if not enabled and candidates == 1:
         return request, output
     output = replace(output, text_check=True)

@@ -1,10 +1,7 @@
-"""What a generation produces, from the engine's images to a job's stored result: plain data that the
-engine, the post stage, the job store and every dialect share.
-
-The engine's side (`GenerationResult`, `StageTimings`, `Progress`, `Preview`) holds PIL images; the stored
-side (`JobResult`, `StoredImage`, `FinishedImage`, `PreviewImage`, `TextCheck`) is JSON-serialisable, so any
-process that reads the store can render it.
-"""
+"""What a generation produces, shared by the engine, the post stage, the job store and every dialect: the
+engine's side (`GenerationResult`, `StageTimings`, `Progress`, `Preview`) holds PIL images; the stored side
+(`JobResult`, `StoredImage`, `FinishedImage`, `PreviewImage`, `TextCheck`) is JSON, so any process that
+reads the store can render it."""
 
 from __future__ import annotations
 

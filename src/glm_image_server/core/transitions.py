@@ -14,10 +14,6 @@ CANCELLED_WHILE_STOPPED = JobError(kind="cancelled", message="cancelled while it
 PRIORITY_RANK: dict[Priority, int] = {"normal": 0, "low": 1}  # the stores' `priority` column: lower first
 
 
-def rank(job: Job) -> int:
-    return PRIORITY_RANK[job.priority]
-
-
 def start_missed(job: Job) -> JobError:
     """Why a queued job past its start deadline failed."""
     allowed = (job.start_by or job.created_at) - job.created_at
@@ -57,11 +53,8 @@ def running(job: Job, worker_id: str, now: float) -> Job:
 
 def held_by(job: Job, claim: Claim | None) -> bool:
     """Whether `claim` may finish the job (None: no claim to check, e.g. a cancel)."""
-    if claim is None:
-        return True
-    return job.status == JobStatus.RUNNING and (job.worker_id, job.attempts) == (
-        claim.worker_id,
-        claim.attempt,
+    return claim is None or (
+        job.status == JobStatus.RUNNING and (job.worker_id, job.attempts) == (claim.worker_id, claim.attempt)
     )
 
 

@@ -4,13 +4,9 @@ for any job, any worker process can run any job, and a crash, a dead worker or a
 Workers claim jobs with a lease they renew; a job whose lease ran out goes back to the queue with its
 seed (or fails after `max_attempts` claims), and only the current claim may finish it — so a job is never
 lost and never completed twice. Queued jobs are claimed by priority (normal before low), oldest first
-within one; a queued job past its `start_by` deadline fails instead of starting. Every change is also
-appended to a change log that API processes tail to wake their waiters. A store that can push changes
-(PostgreSQL's NOTIFY) also calls subscribers, so nobody has to poll.
-
-One concern per protocol, each a screen; `JobStore` is their union. Runware's connection sessions are a
-dialect's feature, behind `SessionStore` (implemented by the same store object).
-"""
+within one; a queued job past its `start_by` deadline fails instead of starting. Every change goes to a
+change log that API processes tail, and to subscribers where the store can push. Runware's connection
+sessions sit apart, in `SessionStore` (implemented by the same store object)."""
 
 from __future__ import annotations
 
@@ -36,8 +32,8 @@ class Requeued:
 
 @dataclass(frozen=True)
 class Delivery:
-    """Outgoing calls for a finished job (webhook POSTs, upload PUTs), rendered by its dialect at send
-    time; `parts_done` of them went through already. Held by one sender until `lease_until`."""
+    """A finished job's outgoing calls (webhook POSTs, upload PUTs; rendered by its dialect when sent), of
+    which `parts_done` went through already."""
 
     id: int
     job_id: str
@@ -47,12 +43,11 @@ class Delivery:
 
 @dataclass(frozen=True)
 class SessionJob:
-    """A job submitted on a connection session (a WebSocket the client may reconnect to), and whether its
-    outcome reached the client there."""
+    """A job submitted on a connection session (a WebSocket the client may reconnect to)."""
 
     job_id: str
     owner: str | None
-    delivered: bool
+    delivered: bool  # its outcome reached the client on the session
 
 
 @dataclass(frozen=True)
@@ -63,8 +58,12 @@ class Changes:
     job_ids: tuple[str, ...]
 
 
-class Submissions(Protocol):
-    """Submitting jobs and reading them and the queue."""
+class JobStore(Protocol):
+    """The contract, one section per concern."""
+
+    max_attempts: int
+
+    # --- submitting jobs and reading them and the queue
 
     def create(self, job: Job) -> bool:
         """Persist a new queued job; returns once it is durable. False: a job with that id exists."""
@@ -88,11 +87,7 @@ class Submissions(Protocol):
     def recent(self, limit: int) -> list[Job]:
         """The newest jobs, newest first (the ops view)."""
 
-
-class Claims(Protocol):
-    """Workers' leased claims on jobs, and how jobs end."""
-
-    max_attempts: int
+    # --- workers' leased claims on jobs, and how jobs end
 
     def claim_batch(self, worker_id: str, max_images: int, lease_s: float) -> list[Job]:
         """Atomically move the first queued job (by priority, then age), and the queued jobs that can share
@@ -128,9 +123,7 @@ class Claims(Protocol):
 
     def cancel_requested(self, job_id: str) -> bool: ...
 
-
-class Progress(Protocol):
-    """Live state of running jobs: not durable, dropped when the job finishes."""
+    # --- live state of running jobs: not durable, dropped when the job finishes
 
     def set_progress(self, job_id: str, stage: Stage, done: int, total: int) -> None: ...
 
@@ -142,15 +135,11 @@ class Progress(Protocol):
     def live(self, job_id: str) -> LiveState | None:
         """The running job's latest progress and preview; None when it has none (or finished)."""
 
-
-class Logs(Protocol):
     def add_log(self, job_id: str, level: LogLevel, message: str) -> None: ...
 
     def logs(self, job_id: str) -> list[LogEntry]: ...
 
-
-class Outbox(Protocol):
-    """Deliveries of finished jobs (webhook POSTs, upload PUTs), leased to one sender at a time."""
+    # --- deliveries of finished jobs (webhook POSTs, upload PUTs), leased to one sender at a time
 
     def claim_deliveries(self, owner: str, now: float, lease_s: float, limit: int = 20) -> list[Delivery]:
         """Due deliveries no other sender holds, now held by `owner` until now + lease_s."""
@@ -162,15 +151,13 @@ class Outbox(Protocol):
     def delivery_failed(self, delivery_id: int, error: str, retry_at: float | None) -> None:
         """Record a failed attempt and release the lease; retry_at None means give up."""
 
+    # --- workers, the change log, retention
 
-class Workers(Protocol):
     def heartbeat(self, worker: WorkerInfo) -> None:
         """Record a worker's state (upsert by id)."""
 
     def workers(self) -> list[WorkerInfo]: ...
 
-
-class ChangeLog(Protocol):
     def changes_after(self, position: int) -> Changes: ...
 
     def subscribe(self, channel: Channel, callback: Callable[[str], None]) -> bool:
@@ -178,14 +165,10 @@ class ChangeLog(Protocol):
         "" means anything may have changed (notifications were lost). False: this store cannot push, so
         read `changes_after` (and claim) on a timer instead."""
 
-
-class Retention(Protocol):
     def delete_expired(self, now: float, retention_s: float) -> list[Job]:
         """Drop finished jobs past their ttl, or past `retention_s` without one (with their logs,
         deliveries and session records); returns them for file cleanup."""
 
-
-class JobStore(Submissions, Claims, Progress, Logs, Outbox, Workers, ChangeLog, Retention, Protocol):
     def close(self) -> None: ...
 
 

@@ -1,13 +1,9 @@
-"""What truly differs between SQLite and PostgreSQL under the one store (sql.py), and nothing else.
-
-- Transactions. SQLite: a WAL file shared by a box's processes; writes lock up front (BEGIN IMMEDIATE) and
-  sync at commit (synchronous=FULL; `durable=False`: NORMAL). PostgreSQL: a pinged pool; reads autocommit.
-- Row locks: `with_for_update(skip_locked=True)` renders on PostgreSQL only (SQLite's write lock is whole).
-- Wake-ups: a write's notices (channel, job id) go out with NOTIFY in the transaction on PostgreSQL, where
-  `subscribe` LISTENs; on SQLite through the wake bus after the commit (store/wakeups.py: a push across
-  the processes of one box), a running job's live writes together within LIVE_WAKE_S. Where no bus can be
-  set up, `subscribe` says False and readers poll the change log.
-- Migrations lock (PostgreSQL: advisory; SQLite: the write lock): processes starting together migrate once.
+"""What truly differs between SQLite and PostgreSQL under the one store (sql.py), and nothing else:
+transactions (SQLite: a WAL file shared by a box's processes, writes lock up front with BEGIN IMMEDIATE and
+sync at commit unless `durable=False`; PostgreSQL: a pinged pool, reads autocommit); row locks
+(`skip_locked` renders on PostgreSQL only); wake-ups (PostgreSQL: NOTIFY in the transaction, LISTEN to
+`subscribe`; SQLite: the wake bus of store/wakeups.py after the commit, or readers poll the change log);
+the lock that lets processes starting together migrate once (PostgreSQL: advisory; SQLite: the write lock).
 """
 
 from __future__ import annotations
@@ -46,27 +42,30 @@ class Dialect:
             max_overflow=-1,  # a connection for each thread that asks; pool_size of them are kept
             connect_args={"check_same_thread": False, "timeout": 30},
         )
-        event.listen(self.engine, "connect", _sqlite_connected)
+
+        @event.listens_for(self.engine, "connect")
+        def connected(dbapi_connection: Any, _record: object) -> None:
+            dbapi_connection.isolation_level = None  # no implicit BEGIN: reads autocommit, writes say BEGIN
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
         self.bus = WakeBus(self.path)
 
     def read(self) -> AbstractContextManager[Connection]:
         return self.engine.connect()
 
     @contextmanager
-    def write(self, durable: bool = True) -> Iterator[Connection]:
+    def write(
+        self, durable: bool = True, notices: Iterable[Notice] = (), live: bool = False
+    ) -> Iterator[Connection]:
+        """A transaction, committed when the block ends; then the `notices` the block made go out: at once,
+        or for a running job's `live` writes within LIVE_WAKE_S (its many small writes wake a status
+        stream a few times a second)."""
         with self.engine.connect() as conn:
             raw = conn.connection.driver_connection
             raw.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             raw.execute("BEGIN IMMEDIATE")  # the driver's commit or rollback ends it
             with conn.begin():
                 yield conn
-
-    def announce(self, conn: Connection, notices: Iterable[Notice]) -> None:
-        """Inside the writing transaction, before its commit."""
-
-    def committed(self, notices: Iterable[Notice], live: bool = False) -> None:
-        """After the commit of a transaction that made `notices`: at once, or for a running job's `live`
-        writes within LIVE_WAKE_S, so its many small writes wake a status stream a few times a second."""
         for channel, job_id in notices:
             self.bus.publish(channel, job_id, LIVE_WAKE_S if live else 0.0)
 
@@ -79,11 +78,6 @@ class Dialect:
     def close(self) -> None:
         self.bus.close()
         self.engine.dispose()
-
-
-def _sqlite_connected(dbapi_connection: Any, _record: object) -> None:
-    dbapi_connection.isolation_level = None  # no implicit BEGIN: reads autocommit, writes say BEGIN
-    dbapi_connection.execute("PRAGMA journal_mode=WAL")
 
 
 class PostgresDialect(Dialect):
@@ -104,18 +98,17 @@ class PostgresDialect(Dialect):
     def read(self) -> AbstractContextManager[Connection]:
         return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
-    def write(self, durable: bool = True) -> AbstractContextManager[Connection]:
-        return self.engine.begin()
-
-    def announce(self, conn: Connection, notices: Iterable[Notice]) -> None:
-        if params := [{"channel": CHANNELS[channel], "job_id": job} for channel, job in notices]:
-            conn.execute(self._notify, params)
+    @contextmanager
+    def write(
+        self, durable: bool = True, notices: Iterable[Notice] = (), live: bool = False
+    ) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+            if params := [{"channel": CHANNELS[channel], "job_id": job} for channel, job in notices]:
+                conn.execute(self._notify, params)  # NOTIFY goes out with the commit
 
     def lock_schema(self, conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
-
-    def committed(self, notices: Iterable[Notice], live: bool = False) -> None:
-        pass  # NOTIFY went out with the commit
 
     def subscribe(self, channel: Channel, callback: Callable[[str], None]) -> bool:
         """Returns once notifications flow (or after 10 s of trying; they flow once it connects)."""

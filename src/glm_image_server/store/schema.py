@@ -1,8 +1,7 @@
 """The job store's tables, one definition for SQLite and PostgreSQL (SQLAlchemy Core). A job row holds the
-Job as JSON (`body`) and a copy of every field a query uses (`job_row`). Live state sits apart (it changes
-many times a second). Names follow one convention, so Alembic can alter them and they never clash with a
-legacy table's. AUTOINCREMENT on SQLite where a reused key would mislead (queue order, change positions).
-"""
+Job as JSON (`body`) and a copy of every field a query uses (`job_row`); live state (changing many times a
+second) sits apart. One naming convention, so Alembic can alter them and no name clashes with a legacy
+table's. AUTOINCREMENT on SQLite where a reused key would mislead (queue order, change positions)."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from sqlalchemy import Column, Index, MetaData, Table, false
 from sqlalchemy.types import BigInteger, Boolean, Double, Integer, LargeBinary, Text
 
 from ..core.job import Job
-from ..core.transitions import rank
+from ..core.transitions import PRIORITY_RANK
 
 NAMING = {"ix": "ix_%(table_name)s_%(column_0_N_name)s", "uq": "uq_%(table_name)s_%(column_0_name)s"}
 metadata = MetaData(naming_convention={**NAMING, "pk": "pk_%(table_name)s"})
@@ -42,7 +41,7 @@ jobs = Table(
     Column("cancel_requested", Boolean, nullable=False, server_default=false()),
     Column("worker_id", Text),
     Column("lease_until", Time),
-    Column("priority", Integer, nullable=False, server_default="0"),  # core.transitions.rank
+    Column("priority", Integer, nullable=False, server_default="0"),  # core.transitions.PRIORITY_RANK
     Column("start_by", Time),
     Column("body", Text, nullable=False),
     sqlite_autoincrement=True,
@@ -130,7 +129,7 @@ def job_row(job: Job) -> dict[str, Any]:
         "expires_at": done + ttl if done is not None and ttl is not None else None,
         "cancel_requested": job.cancel_requested,
         "worker_id": job.worker_id,
-        "priority": rank(job),
+        "priority": PRIORITY_RANK[job.priority],
         "start_by": job.start_by,
         "body": job.model_dump_json(),
     }

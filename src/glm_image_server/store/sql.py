@@ -10,7 +10,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Executable, and_, bindparam, delete, func, insert, or_, select, update
@@ -83,7 +83,7 @@ class _Tx:
     """A write transaction and the notices it makes (sent when it commits)."""
 
     conn: Connection
-    notices: dict[Notice, None] = field(default_factory=dict)
+    notices: dict[Notice, None]
 
     def run(self, statement: Executable, params: Any = None) -> Any:
         return self.conn.execute(statement, params)
@@ -112,14 +112,12 @@ class SqlJobStore:
     def _write(self, durable: bool = True, live: bool = False) -> Iterator[_Tx]:
         """A write transaction; `durable=False` skips the fsync (dialects.py); `live`: a running job's
         progress, log lines or previews, whose wake-ups may wait a little (dialects.py)."""
-        with self.dialect.write(durable) as conn:
-            tx = _Tx(conn)
-            yield tx
+        notices: dict[Notice, None] = {}
+        with self.dialect.write(durable, notices, live) as conn:
+            yield _Tx(conn, notices)
             now = time.time()
-            if changed := [{"job_id": job, "at": now} for channel, job in tx.notices if channel == "changes"]:
+            if changed := [{"job_id": job, "at": now} for channel, job in notices if channel == "changes"]:
                 conn.execute(ADD_CHANGES, changed)
-            self.dialect.announce(conn, tx.notices)
-        self.dialect.committed(tx.notices, live)
 
     def _run(self, statement: Executable, *, durable: bool = True, **params: Any) -> None:
         with self._write(durable) as tx:
@@ -139,8 +137,7 @@ class SqlJobStore:
 
     def _save(self, tx: _Tx, job: Job, lease_until: float | None = None) -> None:
         row = job_row(job)
-        row["job"] = row.pop("id")
-        tx.run(SAVE, {**row, "lease_until": lease_until})
+        tx.run(SAVE, {"job": row.pop("id"), **row, "lease_until": lease_until})  # `id` named `job` in WHERE
         tx.changed(job.id)
 
     def close(self) -> None:

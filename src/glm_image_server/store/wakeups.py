@@ -1,23 +1,16 @@
 """Wake-ups across the processes of one machine that share a SQLite job store: the push PostgreSQL's NOTIFY
-gives a fleet, for one box.
+gives a fleet, for one box. Without it an idle worker finds a new job only at its next poll (`idle_poll_s`)
+and the API learns that a job ended only at its next read of the change log (`change_poll_s`): most of a
+small request's server overhead.
 
-Why: without a push, an idle worker finds a new job only at its next poll (`idle_poll_s`) and the API learns
-that a job ended only at its next read of the change log (`change_poll_s`): most of a small request's
-server overhead.
-
-How: each process that subscribes to a channel binds one Unix datagram socket, `<channel>.<pid>.<token>`,
-in a directory private to the database (in the temp directory, named by a hash of the database's resolved
-path; mode 0700 and ours, or no bus), and one thread reads it and calls the subscribers. Publishing sends
-the job id as one datagram to each of the channel's sockets there, without blocking; a publication that
-may wait a little (a running job's progress) goes out once with the others that wait. A receiver whose
-queue is full (Linux queues `net.unix.max_dgram_qlen` datagrams, 10 by default) misses that one and is
-owed "" (anything may have changed), which a thread of the publisher retries until it gets through; a
-socket whose process is gone is removed. Processes that do not share the directory (another user, another
-temp directory, another machine) do not hear each other: their subscribers keep the polls they fall back
-to, as everywhere.
-
-Forks: a forked child starts with no subscriptions (the parent's threads do not exist there) and never
-removes the parent's sockets; the supervisor starts workers with exec anyway.
+Each process that subscribes to a channel binds one Unix datagram socket, `<channel>.<pid>.<token>`, in a
+directory private to the database (in the temp directory, named by a hash of the database's resolved path;
+mode 0700 and ours, or no bus); one thread reads it and calls the subscribers. Publishing sends the job id
+to each of the channel's sockets there without blocking; a publication that may wait a little (a running
+job's progress) goes out once with the others that wait. A receiver whose queue is full misses that one and
+is owed "" (anything may have changed), retried until it gets through; a dead process's socket is removed.
+Processes that do not share the directory do not hear each other and keep polling, as everywhere. A forked
+child starts with no subscriptions and never removes the parent's sockets.
 """
 
 from __future__ import annotations
@@ -47,9 +40,8 @@ TOUCH_S = 3600.0  # a receiver refreshes its socket file's times, so temp cleane
 
 
 def bus_directory(key: Path, parent: Path | None = None) -> Path:
-    """Where the sockets of the processes sharing `key` (a database file) live: in `parent`, by default the
-    temp directory ($TMPDIR or /tmp: the same for a service and a login shell, where $XDG_RUNTIME_DIR
-    often is not)."""
+    """Where the sockets of the processes sharing `key` (a database file) live: in `parent`, by default
+    $TMPDIR or /tmp (the same for a service and a login shell, where $XDG_RUNTIME_DIR often is not)."""
     base = parent or Path(tempfile.gettempdir())
     digest = hashlib.sha256(str(key.resolve()).encode()).hexdigest()[:16]
     return base / f"glm-image-{digest}"
@@ -115,25 +107,28 @@ class WakeBus:
 
     def __init__(self, key: Path, parent: Path | None = None) -> None:
         self.directory = bus_directory(key, parent)
-        self._pid = os.getpid()
+        self._reset()
+        _OPEN.add(self)
+
+    def _reset(self) -> None:
+        """A new bus, or one in a forked child (`_forked`): none of the parent's threads, sockets or debts."""
         self._lock = threading.Lock()
         self._callbacks: dict[str, list[Callable[[str], None]]] = {}
         self._receivers: dict[str, _Receiver] = {}
-        self._sender: socket.socket | None = None
+        self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sender.setblocking(False)
         self._owed: set[str] = set()  # receivers that missed a datagram: "" is retried until it lands
         self._repairing = False
         self._later: dict[tuple[str, str], None] = {}  # publications that may wait, in order
         self._later_due: float | None = None
         self._later_ready = threading.Condition(self._lock)
         self._flusher: threading.Thread | None = None
-        _OPEN.add(self)
 
     def publish(self, channel: str, job_id: str, within_s: float = 0.0) -> None:
         """Tell the channel's subscribers in every process (this one too). Never raises, never blocks.
         `within_s` > 0: it may wait that long, to go out once with the others that wait (a running job's
         many progress writes); a publication that does not wait sends those first."""
         try:
-            self._after_fork()
             if within_s > 0:
                 self._publish_later(channel, job_id, within_s)
                 return
@@ -149,7 +144,6 @@ class WakeBus:
         process ("": anything may have changed). False when no bus can be set up here: poll instead."""
         if not CHANNEL_NAME.fullmatch(channel):
             raise ValueError(f"a channel name is lowercase letters, not {channel!r}")
-        self._after_fork()
         with self._lock:
             if channel not in self._receivers:
                 receiver = self._bind(channel)
@@ -161,15 +155,12 @@ class WakeBus:
 
     def close(self) -> None:
         """Stop hearing (and remove this process's sockets); publishing still works."""
-        self._after_fork()
         self._publish_waiting()
         with self._lock:  # not held while the threads end: a subscriber may be publishing
             receivers, self._receivers, self._callbacks = list(self._receivers.values()), {}, {}
+        for receiver in receivers:
+            receiver.close(self._sender)
         if receivers:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as waker:
-                waker.setblocking(False)
-                for receiver in receivers:
-                    receiver.close(waker)
             with contextlib.suppress(OSError):  # the last one out removes the directory
                 self.directory.rmdir()
 
@@ -229,16 +220,10 @@ class WakeBus:
             except Exception:
                 log.exception("a wake-up subscriber failed")
 
-    def _sender_socket(self) -> socket.socket:
-        if self._sender is None:
-            self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            self._sender.setblocking(False)
-        return self._sender
-
     def _send(self, path: str, message: bytes) -> bool:
         """Under the lock. True when it was delivered, or needs no retry (its receiver is gone)."""
         try:
-            self._sender_socket().sendto(message, path)
+            self._sender.sendto(message, path)
         except BlockingIOError:  # the receiver's queue is full: it hears "" once there is room
             self._owed.add(path)
             if not self._repairing:
@@ -267,15 +252,6 @@ class WakeBus:
                     self._repairing = False
                     return
 
-    def _after_fork(self) -> None:
-        """In a forked child: none of the parent's threads, subscriptions or debts (its sockets stay its)."""
-        if self._pid != os.getpid():
-            self._pid, self._lock = os.getpid(), threading.Lock()
-            self._later_ready, self._flusher = threading.Condition(self._lock), None
-            self._callbacks, self._receivers, self._sender = {}, {}, None
-            self._owed, self._repairing = set(), False
-            self._later, self._later_due = {}, None
-
 
 _OPEN: weakref.WeakSet[WakeBus] = weakref.WeakSet()
 
@@ -284,5 +260,12 @@ _OPEN: weakref.WeakSet[WakeBus] = weakref.WeakSet()
 def _close_all() -> None:
     """No socket files left behind at a normal exit (a killed process's go at the next publication)."""
     for bus in list(_OPEN):
-        if bus._pid == os.getpid():
-            bus.close()
+        bus.close()
+
+
+def _forked() -> None:
+    for bus in list(_OPEN):
+        bus._reset()
+
+
+os.register_at_fork(after_in_child=_forked)

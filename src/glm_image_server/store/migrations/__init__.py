@@ -1,8 +1,6 @@
-"""Schema migrations of the job store: Alembic, for SQLite and PostgreSQL alike.
-
-`migrate` runs when a store opens: a database at `HEAD` costs one SELECT; else Alembic upgrades it under
-the dialect's schema lock. Revision 0001 creates the tables or adopts an older release's. A later revision
-that alters the tables first freezes 0001 (a copy of the tables it creates, in it), and moves `HEAD`.
+"""Schema migrations of the job store: Alembic, for SQLite and PostgreSQL alike. `migrate` runs when a store
+opens: a database at `HEAD` costs one SELECT; else Alembic upgrades it under the dialect's schema lock. A
+revision that alters the tables first freezes 0001 (a copy of the tables it creates, in it), and moves HEAD.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """Revision 0001: schema.py's tables, on a new database or adopting one of release 0.1 or older (SQLite
-`user_version` 1 to 4, PostgreSQL `schema_migrations` 1 to 3), one path for all: the old tables renamed
-aside, the new ones created, the rows copied, the old tables dropped. Jobs go through the core model (a
-version-1 body converted first), so every column comes from the job; a running job keeps its lease (a
-version-1 one gets an expired lease, requeued as version 1 did at startup). Logs, deliveries (SQLite's
-`webhooks`), live state, sessions and workers are copied in order; the change log is not."""
+`user_version` 1 to 4, PostgreSQL `schema_migrations` 1 to 3), one path for all: the old tables renamed aside,
+the new ones created, the rows copied (jobs through the core model, a version-1 body converted first; logs,
+deliveries, live state, sessions and workers as they are; not the change log), the old tables dropped."""
 
 from __future__ import annotations
 
@@ -11,7 +9,7 @@ import json
 from typing import Any
 
 from alembic import op
-from sqlalchemy import Connection, MetaData, Table, bindparam, insert, inspect, select
+from sqlalchemy import Connection, MetaData, Table, insert, inspect, select
 
 from glm_image_server.core.job import Job, JobStatus
 from glm_image_server.store import schema
@@ -47,11 +45,9 @@ def upgrade() -> None:
 
 def _copy_jobs(conn: Connection, legacy: Table, chunk: int = 500) -> None:
     """In queue order (`seq`), a chunk at a time."""
-    page = legacy.select().where(legacy.c.seq > bindparam("last")).order_by(legacy.c.seq).limit(chunk)
-    last = -1
-    while rows := conn.execute(page, {"last": last}).mappings().all():
-        conn.execute(insert(schema.jobs), [_job(row) for row in rows])
-        last = rows[-1]["seq"]
+    rows = conn.execute(legacy.select().order_by(legacy.c.seq).execution_options(yield_per=chunk))
+    for page in rows.mappings().partitions():
+        conn.execute(insert(schema.jobs), [_job(row) for row in page])
 
 
 def _job(row: Any) -> dict[str, Any]:
