@@ -202,6 +202,7 @@ def test_sizes_across_the_range(engine, width: int, height: int) -> None:
     assert engine.generate([request])[0].images[0].size == (width, height)
 
 
+@pytest.mark.slow  # 2048²: the AR stage's 4,096 tokens and a full-size VAE decode, ~30 s
 def test_largest_size(engine) -> None:
     request = GenerationRequest(prompt=PROMPT, width=2048, height=2048, num_inference_steps=1, seed=1)
     assert engine.generate([request])[0].images[0].size == (2048, 2048)

@@ -136,7 +136,10 @@ def test_awkward_references_edit_without_crashing(engine, real_bounds_engine, na
         assert eng.generate([request], [(reference,)])[0].images[0].size == (96, 64)
 
 
-@pytest.mark.parametrize("size", [(1016, 1016), (384, 384), (2304, 2304), (512, 2048), (3000, 500)])
+LARGEST = pytest.param((2304, 2304), marks=pytest.mark.slow)  # two such references: ~25 s
+
+
+@pytest.mark.parametrize("size", [(1016, 1016), (384, 384), LARGEST, (512, 2048), (3000, 500)])
 def test_sizes_that_crash_upstream_work(real_bounds_engine, size: tuple[int, int]) -> None:
     refs = (gradient(size), gradient((size[1], size[0])))
     request = GenerationRequest(
