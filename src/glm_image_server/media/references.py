@@ -6,7 +6,6 @@ fetch loop (no thread waits on a slow server)."""
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Future
 
 from PIL import Image
 
@@ -21,13 +20,10 @@ class ReferenceLoader:
         self.fetcher, self.storage = fetcher, storage
         self._loop = FetchLoop()
 
-    def start(self, locators: tuple[str, ...]) -> Future[tuple[Image.Image, ...]]:
-        """Begin loading; the future raises InvalidRequest naming the first bad reference."""
-        return self._loop.submit(self._all(locators))
-
     def load(self, locators: tuple[str, ...]) -> tuple[Image.Image, ...]:
-        """All of a request's references, decoded (blocking)."""
-        return self.start(locators).result()
+        """All of a request's references, decoded (blocking); raises InvalidRequest naming the first bad
+        reference."""
+        return self._loop.submit(self._all(locators)).result()
 
     async def _all(self, locators: tuple[str, ...]) -> tuple[Image.Image, ...]:
         loads = [self._one(locator, f"references[{i}]") for i, locator in enumerate(locators)]
