@@ -13,10 +13,6 @@ import base64
 import binascii
 import ipaddress
 import socket
-import threading
-from collections.abc import Coroutine
-from concurrent.futures import Future
-from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes, urljoin
 
 import httpx
@@ -28,7 +24,6 @@ from ..tls import SelfSigned, trusting_context
 from .inputs import decode_image
 
 USER_AGENT = "glm-image-server"
-T = TypeVar("T")
 
 
 class BlockedUrl(ValueError):
@@ -90,7 +85,7 @@ class ImageFetcher:
     """URL or data URI -> bytes or a decoded RGB image, within the configured byte, pixel and time limits.
     The time limit is one wall-clock deadline for the whole fetch (name lookup, connect, headers, body,
     redirects): a server that drips one byte at a time cannot hold it longer. Async, so a slow URL holds
-    no thread; `FetchLoop` runs it for synchronous callers."""
+    no thread; the reference loader runs it on a loop of its own for the worker."""
 
     def __init__(self, settings: FetchSettings) -> None:
         self.guard = UrlGuard(settings.allow_loopback_urls, settings.allow_private_urls)
@@ -149,19 +144,3 @@ class ImageFetcher:
                 raise too_big
             chunks.append(chunk)
         return b"".join(chunks)
-
-
-class FetchLoop:
-    """An event loop on its own thread, for fetching from synchronous code (a worker): many fetches at
-    once, each under its own deadline, and none of them holding a thread while it waits."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="fetch-loop", daemon=True)
-        self._thread.start()
-
-    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
