@@ -25,6 +25,7 @@ from ..store.contract import JobStore
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25
+GRACE_S = 10.0  # from SIGTERM to SIGKILL when the workers stop
 
 
 def cuda_devices() -> list[str]:
@@ -97,7 +98,6 @@ class Supervisor:
             else:
                 device = settings.device
             self.children.append(_Child(f"w{i}", device, env))
-        self.grace_s = 10.0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
 
@@ -160,18 +160,16 @@ class Supervisor:
         child.restarts += 1
         child.process = None
 
-    def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM every worker (their running jobs go back to the queue), SIGKILL after `grace_s`."""
-        self.grace_s = grace_s
+    def stop(self) -> None:
+        """SIGTERM every worker (their running jobs go back to the queue), SIGKILL after GRACE_S."""
         self._stopping.set()
-        self._thread.join(grace_s + 10)
+        self._thread.join(GRACE_S + 10)
 
     def _terminate(self) -> None:
-        grace_s = self.grace_s
         running = [c.process for c in self.children if c.process and c.process.poll() is None]
         for process in running:
             process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
+        deadline = time.monotonic() + GRACE_S
         for process in running:
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
