@@ -4,7 +4,6 @@ flat keys, so jobs and locators (`stored:<key>`) do not care which one holds the
 
 from __future__ import annotations
 
-import mimetypes
 import os
 import re
 import shutil
@@ -41,10 +40,6 @@ def upload_key(image_uuid: uuid.UUID) -> str:
 def upload_part_key(image_uuid: uuid.UUID, part_number: int) -> str:
     """Where one part of a multipart upload waits for the rest (gone once assembled, or with old uploads)."""
     return f"{UPLOAD_PREFIX}{image_uuid}-{part_number}.part"
-
-
-def content_type(key: str) -> str:
-    return mimetypes.guess_type(key)[0] or "application/octet-stream"
 
 
 def check_key(key: str) -> None:
@@ -129,8 +124,6 @@ class LocalStorage:
         return f"{base_url.rstrip('/')}/files/{key}"
 
     def key_of(self, url: str, base_urls: Sequence[str]) -> str | None:
-        """The text after `/files/` when `url` is on one of `base_urls` (host, port and path; the scheme
-        aside)."""
         target = origin(url)
         if target is None:
             return None
