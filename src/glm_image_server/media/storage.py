@@ -153,11 +153,10 @@ class DiskSpace:
             except OSError:
                 self._free = float("inf")  # unknown: do not refuse work over it
             self._checked_at = now
-        free = self._free
-        if free >= self.min_free:
+        if self._free >= self.min_free:
             return None
         return (
-            f"low disk space: {free / 2**20:.0f} MB free in {self.path}, "
+            f"low disk space: {self._free / 2**20:.0f} MB free in {self.path}, "
             f"{self.min_free / 2**20:.0f} MB needed to take new work"
         )
 

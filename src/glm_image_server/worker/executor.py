@@ -155,13 +155,10 @@ class LocalExecutor:
             self._finish(p, generated, emit, cancelled)
 
     @staticmethod
-    def _describe(request: GenerationRequest, keep_best: int, batch: int) -> str:
-        r = request
-        what = (
-            f"{r.num_images} candidate(s) to keep the best {keep_best}"
-            if keep_best
-            else f"{r.num_images} image(s)"
-        )
+    def _describe(r: GenerationRequest, keep_best: int, batch: int) -> str:
+        what = f"{r.num_images} image(s)"
+        if keep_best:
+            what = f"{r.num_images} candidate(s) to keep the best {keep_best}"
         return (
             f"Generating {what} at {r.width}x{r.height}, {r.num_inference_steps} steps, "
             f"guidance {r.guidance_scale:g}, seed {r.seed}"
