@@ -79,13 +79,11 @@ def check_text(
 ) -> tuple[list[TextCheck] | None, float]:
     """(each image's quoted spans, read back: None when not asked for, nothing is quoted or there is no
     checker; seconds)."""
-    if not wanted:
-        return None, 0.0
-    if not spans:
+    if wanted and not spans:
         log("Text check skipped: the prompt quotes no text", "INFO")
-        return None, 0.0
-    if checker is None:
+    elif wanted and checker is None:
         log("Text checking is turned off on this server: no text_checks", "WARN")
+    if not wanted or not spans or checker is None:
         return None, 0.0
     start = time.perf_counter()
     checks = list(checker.check(images, spans))

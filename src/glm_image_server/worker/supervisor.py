@@ -86,8 +86,7 @@ class Supervisor:
         devices = cuda_devices()
         count = settings.workers if settings.workers is not None else max(1, len(devices))
         threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // max(count, 1))
-        base = {**os.environ, **env, "GLM_IMAGE_SUPERVISED": "1"}
-        base["GLM_IMAGE_TORCH_THREADS"] = str(threads)
+        base = {**os.environ, **env, "GLM_IMAGE_SUPERVISED": "1", "GLM_IMAGE_TORCH_THREADS": str(threads)}
         self.children = []
         for i in range(count):
             env = dict(base, GLM_IMAGE_WORKER_ID=f"w{i}")
