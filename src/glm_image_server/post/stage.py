@@ -38,9 +38,8 @@ class PostContext:
 def load_post(settings: PostSettings, pricing: PricingSettings, storage: Storage) -> PostContext:
     """The post stage as configured: its checkers (their models load on first use), pricing and storage."""
     checker = load_checker(settings.safety_checker, settings.safety_threshold, settings.safety_labels)
-    return PostContext(
-        storage, checker, pricing, load_text_checker(settings.text_checker, settings.text_check_threads)
-    )
+    text_checker = load_text_checker(settings.text_checker, settings.text_check_threads)
+    return PostContext(storage, checker, pricing, text_checker)
 
 
 def check_safety(

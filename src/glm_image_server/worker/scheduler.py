@@ -176,8 +176,7 @@ class Scheduler:
         store takes the write again)."""
         while not self._stopping.is_set():
             try:
-                ready = next((b for b in self._preparing if b.ready), None)
-                if ready is not None:
+                if (ready := next((b for b in self._preparing if b.ready), None)) is not None:
                     self._preparing.remove(ready)
                     self._run(ready)
                     continue
@@ -252,8 +251,7 @@ class Scheduler:
         if isinstance(event, JobLog):
             self.store.add_log(event.job_id, event.level, event.message)
         elif isinstance(event, JobProgress):
-            line = progress_line(event)
-            if line:
+            if line := progress_line(event):
                 self.store.add_log(event.job_id, "INFO", line)
             if throttle(event):
                 self.store.set_progress(event.job_id, event.stage, event.done, event.total)

@@ -30,8 +30,7 @@ GRACE_S = 10.0  # from SIGTERM to SIGKILL when the workers stop
 
 def cuda_devices() -> list[str]:
     """Visible CUDA device ids, found without importing torch: CUDA_VISIBLE_DEVICES, else nvidia-smi."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
+    if (visible := os.environ.get("CUDA_VISIBLE_DEVICES")) is not None:
         return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
     try:
         out = subprocess.run(
