@@ -135,8 +135,7 @@ class DeliverySender:
                         in_flight[delivery.id] = task
                         task.add_done_callback(lambda _t, key=delivery.id: in_flight.pop(key, None))
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(POLL_S):
-                        await self._wake.wait()
+                    await asyncio.wait_for(self._wake.wait(), POLL_S)
                 self._wake.clear()
             for task in in_flight.values():  # unfinished ones are sent again after their lease
                 task.cancel()
