@@ -23,8 +23,7 @@ class ReferenceLoader:
         threading.Thread(target=self._loop.run_forever, name="fetch-loop", daemon=True).start()
 
     def load(self, locators: tuple[str, ...]) -> tuple[Image.Image, ...]:
-        """All of a request's references, decoded (blocking); raises InvalidRequest naming the first bad
-        reference."""
+        """All of a request's references, decoded (blocking); InvalidRequest names the first bad one."""
         return asyncio.run_coroutine_threadsafe(self._all(locators), self._loop).result()
 
     async def _all(self, locators: tuple[str, ...]) -> tuple[Image.Image, ...]:

@@ -142,8 +142,7 @@ class EarlyImage:
 
 
 def finishes_early(output: OutputSpec) -> bool:
-    """Whether a job's images can be finished one by one: not when a step looks at them all together
-    (the safety check, the text check and its choice among candidates)."""
+    """Whether a job's images can be finished one by one: no step looks at them all together."""
     return not (output.safety_check or output.text_check or output.keep_best)
 
 
