@@ -73,15 +73,15 @@ class Worker:
 
     def serve(self, executor: Executor) -> None:
         """Run batches until stopped (blocking)."""
-        scheduler = self.scheduler = Scheduler(self.store, executor, self.settings, self.id, self._on_batch)
-        if self.store.subscribe("queued", lambda _job_id: scheduler.wake()):
+        self.scheduler = Scheduler(self.store, executor, self.settings, self.id, self._on_batch)
+        if self.store.subscribe("queued", lambda _job_id: self.wake()):
             # New and requeued jobs wake this worker; the timer only finds expired leases.
-            scheduler.idle_s = max(self.settings.idle_poll_s, self.settings.lease_s / 4)
+            self.scheduler.idle_s = max(self.settings.idle_poll_s, self.settings.lease_s / 4)
         if self._stopping.is_set():
             return
         self.set_state("ready")
         log.info("worker %s ready on %s", self.id, self.device)
-        scheduler.run()
+        self.scheduler.run()
         self.set_state("stopped")
 
     def start_thread(self, executor: Executor) -> None:
@@ -89,6 +89,10 @@ class Worker:
             target=self.serve, args=(executor,), name=f"worker-{self.id}", daemon=True
         )
         self._loop.start()
+
+    def wake(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.wake()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stopping.set()
