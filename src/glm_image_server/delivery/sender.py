@@ -88,12 +88,6 @@ class RetryPolicy:
         return now + self.delay(attempts) if attempts < self.max_attempts else None
 
 
-@dataclass(frozen=True)
-class _Failure:
-    reason: str
-    final: bool
-
-
 class DeliverySender:
     """Runs on its own thread and event loop: every claimed delivery is a task, so a receiver that hangs
     holds only its own; one call at a time per destination (host), so a job's calls keep their order and
@@ -110,7 +104,9 @@ class DeliverySender:
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._main, name="deliveries", daemon=True)
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._run()), name="deliveries", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -124,9 +120,6 @@ class DeliverySender:
         loop, event = self._loop, self._wake
         if loop is not None and event is not None and not loop.is_closed():
             loop.call_soon_threadsafe(event.set)
-
-    def _main(self) -> None:
-        asyncio.run(self._run())
 
     async def _run(self) -> None:
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
@@ -142,8 +135,7 @@ class DeliverySender:
                         in_flight[delivery.id] = task
                         task.add_done_callback(lambda _t, key=delivery.id: in_flight.pop(key, None))
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(POLL_S):
-                        await self._wake.wait()
+                    await asyncio.wait_for(self._wake.wait(), POLL_S)
                 self._wake.clear()
             for task in in_flight.values():  # unfinished ones are sent again after their lease
                 task.cancel()
@@ -161,56 +153,52 @@ class DeliverySender:
         self, delivery: Delivery, client: httpx.AsyncClient, destinations: dict[str, asyncio.Lock]
     ) -> None:
         try:
-            await self._deliver_in_order(delivery, client, destinations)
+            job = await asyncio.to_thread(self.store.get, delivery.job_id)
+            if job is None:
+                await asyncio.to_thread(self.store.delivery_failed, delivery.id, "job no longer exists", None)
+                return
+            calls = await asyncio.to_thread(self.renderers[job.api], job)
+            attempts = delivery.attempts + 1
+            for call in calls[delivery.parts_done :]:
+                async with destinations[_destination(call.url)]:
+                    failure = await self._send(client, call)
+                if failure is not None:
+                    reason, final = failure
+                    retry_at = None if final else self.policy.retry_at(attempts, time.time())
+                    await asyncio.to_thread(self.store.delivery_failed, delivery.id, reason, retry_at)
+                    log.warning(
+                        "%s %s for %s failed (%s), attempt %d/%d%s",
+                        call.method,
+                        call.url,
+                        job.id,
+                        reason,
+                        attempts,
+                        self.policy.max_attempts,
+                        "" if retry_at else "; giving up",
+                    )
+                    return
+                await asyncio.to_thread(self.store.delivery_part_done, delivery.id)
+                log.info("%s %s for %s delivered", call.method, call.url, job.id)
+            await asyncio.to_thread(self.store.delivery_done, delivery.id)
         except Exception:
             log.exception("delivery %s failed", delivery.id)
 
-    async def _deliver_in_order(
-        self, delivery: Delivery, client: httpx.AsyncClient, destinations: dict[str, asyncio.Lock]
-    ) -> None:
-        job = await asyncio.to_thread(self.store.get, delivery.job_id)
-        if job is None:
-            await asyncio.to_thread(self.store.delivery_failed, delivery.id, "job no longer exists", None)
-            return
-        calls = await asyncio.to_thread(self.renderers[job.api], job)
-        attempts = delivery.attempts + 1
-        for call in calls[delivery.parts_done :]:
-            async with destinations[_destination(call.url)]:
-                failure = await self._send(client, call)
-            if failure is not None:
-                retry_at = None if failure.final else self.policy.retry_at(attempts, time.time())
-                await asyncio.to_thread(self.store.delivery_failed, delivery.id, failure.reason, retry_at)
-                log.warning(
-                    "%s %s for %s failed (%s), attempt %d/%d%s",
-                    call.method,
-                    call.url,
-                    job.id,
-                    failure.reason,
-                    attempts,
-                    self.policy.max_attempts,
-                    "" if retry_at else "; giving up",
-                )
-                return
-            await asyncio.to_thread(self.store.delivery_part_done, delivery.id)
-            log.info("%s %s for %s delivered", call.method, call.url, job.id)
-        await asyncio.to_thread(self.store.delivery_done, delivery.id)
-
-    async def _send(self, client: httpx.AsyncClient, call: Outgoing) -> _Failure | None:
+    async def _send(self, client: httpx.AsyncClient, call: Outgoing) -> tuple[str, bool] | None:
         """None when the call went through; else why not, and whether that is final."""
         try:
             async with asyncio.timeout(self.timeout_s):
                 await self.guard.acheck(call.url)
                 response = await client.request(call.method, call.url, **call.request())
         except BlockedUrl as exc:
-            return _Failure(f"refused: {exc}", final=True)
+            return f"refused: {exc}", True
         except TimeoutError:
-            return _Failure(f"no answer within {self.timeout_s:g} s", final=False)
+            return f"no answer within {self.timeout_s:g} s", False
         except httpx.HTTPError as exc:
-            return _Failure(f"{type(exc).__name__}: {exc}", final=False)
+            return f"{type(exc).__name__}: {exc}", False
         if response.is_success:
             return None
         status = response.status_code
-        return _Failure(f"HTTP {status}", final=not self.policy.retryable(status))
+        return f"HTTP {status}", not self.policy.retryable(status)
 
 
 def _destination(url: str) -> str:

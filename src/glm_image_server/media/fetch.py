@@ -13,11 +13,6 @@ import base64
 import binascii
 import ipaddress
 import socket
-import ssl
-import threading
-from collections.abc import Coroutine
-from concurrent.futures import Future
-from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes, urljoin
 
 import httpx
@@ -29,7 +24,6 @@ from ..tls import SelfSigned, trusting_context
 from .inputs import decode_image
 
 USER_AGENT = "glm-image-server"
-T = TypeVar("T")
 
 
 class BlockedUrl(ValueError):
@@ -42,23 +36,21 @@ class UrlGuard:
 
     def check(self, url: str) -> None:
         """Raise BlockedUrl unless `url` is http(s) and every address its host resolves to is allowed."""
-        host, port = _target(url)
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError) as exc:
-            raise BlockedUrl(f"the host {host!r} could not be resolved") from exc
-        self._verify(host, infos)
+        asyncio.run(self.acheck(url))
 
     async def acheck(self, url: str) -> None:
         """`check` without blocking the event loop."""
-        host, port = _target(url)
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise BlockedUrl(f"{url!r} is not a valid URL") from exc
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise BlockedUrl(f"{url!r} is not an http(s) URL")
+        host, port = parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80)
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:
             raise BlockedUrl(f"the host {host!r} could not be resolved") from exc
-        self._verify(host, infos)
-
-    def _verify(self, host: str, infos: list) -> None:
         for info in infos:
             address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
             if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
@@ -70,16 +62,6 @@ class UrlGuard:
                     raise BlockedUrl(f"{host} resolves to the loopback address {address}")
             elif not address.is_global and not self.allow_private:
                 raise BlockedUrl(f"{host} resolves to the non-public address {address}")
-
-
-def _target(url: str) -> tuple[str, int]:
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        raise BlockedUrl(f"{url!r} is not a valid URL") from exc
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise BlockedUrl(f"{url!r} is not an http(s) URL")
-    return parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80)
 
 
 def decode_data_uri(uri: str, field: str, max_bytes: int) -> bytes:
@@ -103,7 +85,7 @@ class ImageFetcher:
     """URL or data URI -> bytes or a decoded RGB image, within the configured byte, pixel and time limits.
     The time limit is one wall-clock deadline for the whole fetch (name lookup, connect, headers, body,
     redirects): a server that drips one byte at a time cannot hold it longer. Async, so a slow URL holds
-    no thread; `FetchLoop` runs it for synchronous callers."""
+    no thread; the reference loader runs it on a loop of its own for the worker."""
 
     def __init__(self, settings: FetchSettings) -> None:
         self.guard = UrlGuard(settings.allow_loopback_urls, settings.allow_private_urls)
@@ -121,8 +103,11 @@ class ImageFetcher:
     async def fetch_bytes(self, url: str, field: str) -> bytes:
         if url.startswith("data:"):
             return decode_data_uri(url, field, self.max_bytes)
+        client = httpx.AsyncClient(
+            follow_redirects=False, headers={"user-agent": USER_AGENT}, timeout=None, verify=self.verify
+        )
         try:
-            async with asyncio.timeout(self.timeout), _client(self.verify) as client:
+            async with asyncio.timeout(self.timeout), client:
                 return await self._follow(client, url, field)
         except TimeoutError:
             raise InvalidRequest(field, f"timed out fetching {url}", f"within {self.timeout:g} s") from None
@@ -159,25 +144,3 @@ class ImageFetcher:
                 raise too_big
             chunks.append(chunk)
         return b"".join(chunks)
-
-
-def _client(verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        follow_redirects=False, headers={"user-agent": USER_AGENT}, timeout=None, verify=verify
-    )
-
-
-class FetchLoop:
-    """An event loop on its own thread, for fetching from synchronous code (a worker): many fetches at
-    once, each under its own deadline, and none of them holding a thread while it waits."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="fetch-loop", daemon=True)
-        self._thread.start()
-
-    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)

@@ -46,15 +46,10 @@ class OwnFiles:
 
     def key_of(self, ref: str, base_url: str) -> str | None:
         """The storage key `ref` names when it is one of our files (unchecked), None for anyone else's."""
-        if ref.startswith("/"):
-            return self._relative_key(ref)
-        if not ref.startswith(("http://", "https://")):
-            return None
-        bases = [*filter(None, [self.public_url, base_url]), *self.bound]
-        return self.storage.key_of(ref, bases)
-
-    def _relative_key(self, path: str) -> str | None:
-        path = urlsplit(path).path
+        if ref.startswith(("http://", "https://")):
+            bases = [*filter(None, [self.public_url, base_url]), *self.bound]
+            return self.storage.key_of(ref, bases)
+        path = urlsplit(ref).path if ref.startswith("/") else ""
         prefixes = [FILES]
         if self.public_url:
             prefixes.append(urlsplit(self.public_url).path.rstrip("/") + FILES)

@@ -1,17 +1,17 @@
 """A request's reference locators -> decoded images: URLs and data URIs through the guarded fetcher,
 `stored:<key>` (uploads, and our own results given back: media/own_files.py) straight from our storage.
-Runs in the worker: all of a request's references at once, each fetch under its own deadline, on the
-fetch loop (no thread waits on a slow server)."""
+Runs in the worker: all of a request's references at once, each fetch under its own deadline, on an
+event loop of the loader's own thread (many fetches at once, none holding a thread while it waits)."""
 
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Future
+import threading
 
 from PIL import Image
 
 from ..core.request import STORED, InvalidRequest
-from .fetch import FetchLoop, ImageFetcher
+from .fetch import ImageFetcher
 from .inputs import decode_image
 from .storage import Storage
 
@@ -19,15 +19,12 @@ from .storage import Storage
 class ReferenceLoader:
     def __init__(self, fetcher: ImageFetcher, storage: Storage) -> None:
         self.fetcher, self.storage = fetcher, storage
-        self._loop = FetchLoop()
-
-    def start(self, locators: tuple[str, ...]) -> Future[tuple[Image.Image, ...]]:
-        """Begin loading; the future raises InvalidRequest naming the first bad reference."""
-        return self._loop.submit(self._all(locators))
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="fetch-loop", daemon=True).start()
 
     def load(self, locators: tuple[str, ...]) -> tuple[Image.Image, ...]:
-        """All of a request's references, decoded (blocking)."""
-        return self.start(locators).result()
+        """All of a request's references, decoded (blocking); InvalidRequest names the first bad one."""
+        return asyncio.run_coroutine_threadsafe(self._all(locators), self._loop).result()
 
     async def _all(self, locators: tuple[str, ...]) -> tuple[Image.Image, ...]:
         loads = [self._one(locator, f"references[{i}]") for i, locator in enumerate(locators)]
@@ -45,4 +42,4 @@ class ReferenceLoader:
         return await asyncio.to_thread(decode_image, data, field, self.fetcher.max_pixels)
 
     def close(self) -> None:
-        self._loop.close()
+        self._loop.call_soon_threadsafe(self._loop.stop)

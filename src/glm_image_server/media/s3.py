@@ -6,6 +6,7 @@ through boto3; clients download through presigned GET URLs that expire with the 
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import Sequence
 from functools import cached_property
 from urllib.parse import unquote, urlparse
@@ -14,7 +15,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from .storage import KEY, PRESIGN_MAX_S, UPLOAD_PREFIX, check_key, content_type, origin
+from .storage import KEY, PRESIGN_MAX_S, UPLOAD_PREFIX, check_key, origin
 
 PROBE_KEY = "glm-image-probe.png"  # signs nothing: only shows where this storage's objects are addressed
 
@@ -39,9 +40,8 @@ class S3Storage:
 
     def save(self, key: str, data: bytes) -> None:
         check_key(key)  # one PUT: S3 shows the whole object or none
-        self.client.put_object(
-            Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type(key)
-        )
+        kind = mimetypes.guess_type(key)[0] or "application/octet-stream"
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=kind)
 
     def read(self, key: str) -> bytes:
         return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()

@@ -4,7 +4,6 @@ flat keys, so jobs and locators (`stored:<key>`) do not care which one holds the
 
 from __future__ import annotations
 
-import mimetypes
 import os
 import re
 import shutil
@@ -20,12 +19,6 @@ UPLOAD_PREFIX = "upload-"
 PRESIGN_MAX_S = 7 * 24 * 3600  # the longest a SigV4 presigned URL may live
 
 
-def file_url(public_url: str | None, request_base_url: str, key: str) -> str:
-    """The URL a client fetches a locally stored file at: under the configured public URL (behind a reverse
-    proxy), else under the URL the request came in on."""
-    return f"{(public_url or request_base_url).rstrip('/')}/files/{key}"
-
-
 def origin(url: str) -> tuple[str, int, str] | None:
     """(host, port, path) of an http(s) URL, the port filled in from the scheme; None for anything else.
     Two URLs with equal host and port reach the same listener, whichever scheme they name."""
@@ -39,22 +32,6 @@ def origin(url: str) -> tuple[str, int, str] | None:
     return parts.hostname.lower(), port, parts.path
 
 
-def file_key(url: str, base_urls: Sequence[str]) -> str | None:
-    """What `file_url` made `url` from: the text after `/files/` when `url` is on one of `base_urls`
-    (host, port and path; the scheme aside), unchecked (it may not be a valid key); None otherwise."""
-    target = origin(url)
-    if target is None:
-        return None
-    for base in base_urls:
-        own = origin(base)
-        if own is None or own[:2] != target[:2]:
-            continue
-        files = own[2].rstrip("/") + "/files/"
-        if target[2].startswith(files):
-            return unquote(target[2].removeprefix(files))
-    return None
-
-
 def upload_key(image_uuid: uuid.UUID) -> str:
     """Where an uploaded image (PNG) is kept; its UUID is the public handle."""
     return f"{UPLOAD_PREFIX}{image_uuid}.png"
@@ -63,10 +40,6 @@ def upload_key(image_uuid: uuid.UUID) -> str:
 def upload_part_key(image_uuid: uuid.UUID, part_number: int) -> str:
     """Where one part of a multipart upload waits for the rest (gone once assembled, or with old uploads)."""
     return f"{UPLOAD_PREFIX}{image_uuid}-{part_number}.part"
-
-
-def content_type(key: str) -> str:
-    return mimetypes.guess_type(key)[0] or "application/octet-stream"
 
 
 def check_key(key: str) -> None:
@@ -132,7 +105,6 @@ class LocalStorage:
             (self.root / key).unlink(missing_ok=True)
 
     def delete_partials_before(self, when: float) -> int:
-        """Half-written files that a crash left behind; returns how many went."""
         gone = 0
         for path in self.root.glob(".*.partial"):
             try:
@@ -149,10 +121,20 @@ class LocalStorage:
                 path.unlink(missing_ok=True)
 
     def url(self, key: str, base_url: str, expires_s: float) -> str:
-        return file_url(None, base_url, key)
+        return f"{base_url.rstrip('/')}/files/{key}"
 
     def key_of(self, url: str, base_urls: Sequence[str]) -> str | None:
-        return file_key(url, base_urls)
+        target = origin(url)
+        if target is None:
+            return None
+        for base in base_urls:
+            own = origin(base)
+            if own is None or own[:2] != target[:2]:
+                continue
+            files = own[2].rstrip("/") + "/files/"
+            if target[2].startswith(files):
+                return unquote(target[2].removeprefix(files))
+        return None
 
 
 class DiskSpace:
@@ -162,7 +144,8 @@ class DiskSpace:
         self.path, self.min_free = path, min_free_mb * 1024 * 1024
         self._checked_at, self._free = 0.0, float("inf")
 
-    def free_bytes(self) -> float:
+    def problem(self) -> str | None:
+        """Why the disk cannot take more work, or None."""
         now = time.monotonic()
         if now - self._checked_at > 1.0:
             try:
@@ -170,15 +153,10 @@ class DiskSpace:
             except OSError:
                 self._free = float("inf")  # unknown: do not refuse work over it
             self._checked_at = now
-        return self._free
-
-    def problem(self) -> str | None:
-        """Why the disk cannot take more work, or None."""
-        free = self.free_bytes()
-        if free >= self.min_free:
+        if self._free >= self.min_free:
             return None
         return (
-            f"low disk space: {free / 2**20:.0f} MB free in {self.path}, "
+            f"low disk space: {self._free / 2**20:.0f} MB free in {self.path}, "
             f"{self.min_free / 2**20:.0f} MB needed to take new work"
         )
 

@@ -15,20 +15,15 @@ from .inputs import decode_image
 from .storage import Storage, upload_key, upload_part_key
 
 
-def keep_upload(storage: Storage, image: Image.Image, image_uuid: uuid.UUID | None = None) -> uuid.UUID:
-    """Store a decoded image under `image_uuid` (default: a new one); its UUID is the client's handle."""
-    image_uuid = image_uuid or uuid.uuid4()
-    storage.save(upload_key(image_uuid), encode_image(image, "png"))
-    return image_uuid
-
-
 def keep_upload_bytes(
     storage: Storage, data: bytes, field: str, max_pixels: int, image_uuid: uuid.UUID | None = None
 ) -> tuple[Image.Image, str]:
     """Validate and store uploaded bytes (under `image_uuid`, default a new one); returns the image and
-    its `stored:` locator."""
+    its `stored:` locator. Its UUID is the client's handle."""
     image = decode_image(data, field, max_pixels)
-    return image, STORED + upload_key(keep_upload(storage, image, image_uuid))
+    key = upload_key(image_uuid or uuid.uuid4())
+    storage.save(key, encode_image(image, "png"))
+    return image, STORED + key
 
 
 def upload_locator(storage: Storage, image_uuid: uuid.UUID) -> str | None:

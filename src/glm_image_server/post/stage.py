@@ -38,25 +38,18 @@ class PostContext:
 def load_post(settings: PostSettings, pricing: PricingSettings, storage: Storage) -> PostContext:
     """The post stage as configured: its checkers (their models load on first use), pricing and storage."""
     checker = load_checker(settings.safety_checker, settings.safety_threshold, settings.safety_labels)
-    return PostContext(
-        storage, checker, pricing, load_text_checker(settings.text_checker, settings.text_check_threads)
-    )
+    text_checker = load_text_checker(settings.text_checker, settings.text_check_threads)
+    return PostContext(storage, checker, pricing, text_checker)
 
 
-@dataclass(frozen=True)
-class Checked:
-    images: list[Image.Image]
-    flags: list[bool]
-    seconds: float
-
-
-def check_safety(checker: SafetyChecker | None, images: list[Image.Image], wanted: bool, log: Log) -> Checked:
-    """Flags per image; a flagged image is replaced by a black one of the same size."""
-    if not wanted:
-        return Checked(images, [False] * len(images), 0.0)
-    if checker is None:
+def check_safety(
+    checker: SafetyChecker | None, images: list[Image.Image], wanted: bool, log: Log
+) -> tuple[list[Image.Image], list[bool], float]:
+    """(the images, a flagged one replaced by a black one of the same size; flags per image; seconds)."""
+    if wanted and checker is None:
         log("Safety checking is turned off on this server: has_nsfw_concepts is false", "WARN")
-        return Checked(images, [False] * len(images), 0.0)
+    if not wanted or checker is None:
+        return images, [False] * len(images), 0.0
     start = time.perf_counter()
     flags = [bool(flag) for flag in checker.check(images)]
     checked = [Image.new("RGB", im.size) if flag else im for im, flag in zip(images, flags, strict=True)]
@@ -65,13 +58,7 @@ def check_safety(checker: SafetyChecker | None, images: list[Image.Image], wante
         log(f"Safety checker flagged {sum(flags)} of {len(flags)} image(s); replaced with black", "WARN")
     else:
         log(f"Safety checker: no image flagged ({seconds:.2f} s)", "INFO")
-    return Checked(checked, flags, seconds)
-
-
-@dataclass(frozen=True)
-class TextChecked:
-    checks: list[TextCheck] | None  # None: not asked for, nothing quoted, or no checker
-    seconds: float
+    return checked, flags, seconds
 
 
 def describe(check: TextCheck) -> str:
@@ -88,16 +75,15 @@ def check_text(
     spans: Sequence[str],
     wanted: bool,
     log: Log,
-) -> TextChecked:
-    """Each image's quoted spans, read back."""
-    if not wanted:
-        return TextChecked(None, 0.0)
-    if not spans:
+) -> tuple[list[TextCheck] | None, float]:
+    """(each image's quoted spans, read back: None when not asked for, nothing is quoted or there is no
+    checker; seconds)."""
+    if wanted and not spans:
         log("Text check skipped: the prompt quotes no text", "INFO")
-        return TextChecked(None, 0.0)
-    if checker is None:
+    elif wanted and checker is None:
         log("Text checking is turned off on this server: no text_checks", "WARN")
-        return TextChecked(None, 0.0)
+    if not wanted or not spans or checker is None:
+        return None, 0.0
     start = time.perf_counter()
     checks = list(checker.check(images, spans))
     if len(checks) != len(images):
@@ -106,7 +92,7 @@ def check_text(
     quoted = ", ".join(repr(span) for span in spans)
     per_image = "; ".join(f"seed {seed}: {describe(c)}" for seed, c in zip(seeds, checks, strict=True))
     log(f"Text check of {quoted} ({seconds:.2f} s): {per_image}", "INFO")
-    return TextChecked(checks, seconds)
+    return checks, seconds
 
 
 def choose(keep: int, count: int, checks: Sequence[TextCheck] | None, seeds: Sequence[int], log: Log):
@@ -123,33 +109,21 @@ def choose(keep: int, count: int, checks: Sequence[TextCheck] | None, seeds: Seq
     return chosen
 
 
-def encode_and_store(
-    storage: Storage,
-    images: Sequence[Image.Image],
-    seeds: Sequence[int],
-    output: OutputSpec,
-    file_prefix: str,
-    first: int = 0,
-) -> list[StoredImage]:
-    """Encode each image in the requested format and save it under `{file_prefix}-{i}.{ext}`, i counting
-    from `first` (the output position of the first image)."""
-    stored = []
-    for i, (image, seed) in enumerate(zip(images, seeds, strict=True), start=first):
-        data = encode_image(image, output.format, output.quality)
-        key = f"{file_prefix}-{i}.{EXTENSIONS[output.format]}"
-        storage.save(key, data)
-        content_type = CONTENT_TYPES[output.format]
-        stored.append(
-            StoredImage(
-                key=key,
-                content_type=content_type,
-                width=image.width,
-                height=image.height,
-                file_size=len(data),
-                seed=seed,
-            )
-        )
-    return stored
+def store_image(
+    storage: Storage, image: Image.Image, seed: int, output: OutputSpec, file_prefix: str, position: int
+) -> StoredImage:
+    """Encode an image in the requested format and save it under `{file_prefix}-{position}.{ext}`."""
+    data = encode_image(image, output.format, output.quality)
+    key = f"{file_prefix}-{position}.{EXTENSIONS[output.format]}"
+    storage.save(key, data)
+    return StoredImage(
+        key=key,
+        content_type=CONTENT_TYPES[output.format],
+        width=image.width,
+        height=image.height,
+        file_size=len(data),
+        seed=seed,
+    )
 
 
 def cost(pricing: PricingSettings, images: Sequence[Image.Image], inference_s: float) -> float:
@@ -168,8 +142,7 @@ class EarlyImage:
 
 
 def finishes_early(output: OutputSpec) -> bool:
-    """Whether a job's images can be finished one by one: not when a step looks at them all together
-    (the safety check, the text check and its choice among candidates)."""
+    """Whether a job's images can be finished one by one: no step looks at them all together."""
     return not (output.safety_check or output.text_check or output.keep_best)
 
 
@@ -180,7 +153,7 @@ def finish_early(
     job's result gives it. Its cost is known now under per-megapixel pricing (GPU seconds are counted
     when the job ends)."""
     start = time.perf_counter()
-    (stored,) = encode_and_store(ctx.storage, [image], [seed], output, file_prefix, first=index)
+    stored = store_image(ctx.storage, image, seed, output, file_prefix, index)
     price = cost(ctx.pricing, [image], 0.0) if ctx.pricing.pricing != "gpu_second" else None
     finished = FinishedImage(index=index, image=stored, nsfw=False, cost=price)
     return EarlyImage(finished, time.perf_counter() - start)
@@ -203,15 +176,15 @@ def finish_images(
     early = early or {}
     metrics.IMAGES.inc(len(generated.images))
     seeds = generated.seeds
-    checked = check_safety(ctx.checker, generated.images, output.safety_check, log)
+    images, flags, safety_s = check_safety(ctx.checker, generated.images, output.safety_check, log)
     spans = quoted_texts(asked_prompt if asked_prompt is not None else prompt)
-    text = check_text(ctx.text_checker, checked.images, seeds, spans, output.text_check, log)
-    chosen = choose(output.keep_best, len(checked.images), text.checks, seeds, log)
+    checks, text_s = check_text(ctx.text_checker, images, seeds, spans, output.text_check, log)
+    chosen = choose(output.keep_best, len(images), checks, seeds, log)
     start = time.perf_counter()
     stored = [
         early[i].finished.image
         if i in early
-        else encode_and_store(ctx.storage, [checked.images[i]], [seeds[i]], output, file_prefix, position)[0]
+        else store_image(ctx.storage, images[i], seeds[i], output, file_prefix, position)
         for position, i in enumerate(chosen)
     ]
     encode_s = time.perf_counter() - start + sum(done.encode_s for done in early.values())
@@ -221,8 +194,8 @@ def finish_images(
         "ar": t.ar,
         "dit": t.dit,
         "vae": t.vae,
-        "safety": checked.seconds,
-        "text_check": text.seconds,
+        "safety": safety_s,
+        "text_check": text_s,
         "encode": encode_s,
         "inference": t.inference,
     }
@@ -232,8 +205,8 @@ def finish_images(
     return JobResult(
         images=tuple(stored),
         prompt=prompt,
-        has_nsfw_concepts=tuple(checked.flags[i] for i in chosen),
+        has_nsfw_concepts=tuple(flags[i] for i in chosen),
         timings=all_timings,
-        cost=cost(ctx.pricing, checked.images, t.inference),  # every candidate made, kept or not
-        text_checks=None if text.checks is None else tuple(text.checks[i] for i in chosen),
+        cost=cost(ctx.pricing, images, t.inference),  # every candidate made, kept or not
+        text_checks=None if checks is None else tuple(checks[i] for i in chosen),
     )

@@ -155,13 +155,10 @@ class LocalExecutor:
             self._finish(p, generated, emit, cancelled)
 
     @staticmethod
-    def _describe(request: GenerationRequest, keep_best: int, batch: int) -> str:
-        r = request
-        what = (
-            f"{r.num_images} candidate(s) to keep the best {keep_best}"
-            if keep_best
-            else f"{r.num_images} image(s)"
-        )
+    def _describe(r: GenerationRequest, keep_best: int, batch: int) -> str:
+        what = f"{r.num_images} image(s)"
+        if keep_best:
+            what = f"{r.num_images} candidate(s) to keep the best {keep_best}"
         return (
             f"Generating {what} at {r.width}x{r.height}, {r.num_inference_steps} steps, "
             f"guidance {r.guidance_scale:g}, seed {r.seed}"
@@ -176,7 +173,21 @@ class LocalExecutor:
             error = JobError(kind="cancelled", message="stopped before its images were finished")
             emit(JobFailed(p.job.id, error))  # the store logs the cancel line
             return
-        result = self._guarded(p.job, emit, self._post, p, generated, emit)
+        job = p.job
+        result = self._guarded(
+            job,
+            emit,
+            finish_images,
+            self.post,
+            generated,
+            job.output,
+            job.file_prefix,
+            p.request.prompt,
+            p.timings,
+            lambda message, level: emit(JobLog(job.id, message, level)),
+            asked_prompt=job.request.prompt,
+            early=p.early,
+        )
         if result is None:
             self._discard_early(p)
         else:
@@ -206,28 +217,11 @@ class LocalExecutor:
         p.early[index] = done
         emit(JobImage(job.id, done.finished))
 
-    def _post(self, p: _Prepared, generated: GenerationResult, emit: EventSink):
-        def log(message: str, level: str) -> None:
-            emit(JobLog(p.job.id, message, level))  # type: ignore[arg-type]
-
-        job = p.job
-        return finish_images(
-            self.post,
-            generated,
-            job.output,
-            job.file_prefix,
-            p.request.prompt,
-            p.timings,
-            log,
-            asked_prompt=job.request.prompt,
-            early=p.early,
-        )
-
     @staticmethod
-    def _guarded(job: Job, emit: EventSink, step: Callable, *args):
+    def _guarded(job: Job, emit: EventSink, step: Callable, *args, **kwargs):
         """Run one job's step; a failure ends that job (input or internal error) and returns None."""
         try:
-            return step(*args)
+            return step(*args, **kwargs)
         except InvalidRequest as exc:
             emit(JobLog(job.id, f"Invalid input: {exc}", "ERROR"))
             emit(JobFailed(job.id, JobError(kind="input", message=exc.explanation, field=exc.field)))

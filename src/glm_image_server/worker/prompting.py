@@ -42,9 +42,6 @@ class PromptExpander:
         self.client = httpx.Client(timeout=timeout_s, headers=headers)
         self.timeout_s = timeout_s
 
-    def close(self) -> None:
-        self.client.close()
-
     def expand(self, prompt: str) -> tuple[str, str]:
         """(the prompt to use, a log line saying what happened)."""
         try:
@@ -62,20 +59,15 @@ class PromptExpander:
             response.raise_for_status()
             rewrite = response.json()["choices"][0]["message"]["content"].strip()
         except httpx.TimeoutException:
-            return (
-                prompt,
-                f"Prompt expansion timed out after {self.timeout_s:g} s; the prompt was used as given",
-            )
+            why = f"timed out after {self.timeout_s:g} s"
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            return (
-                prompt,
-                f"Prompt expansion failed ({type(exc).__name__}: {exc}); the prompt was used as given",
-            )
-        if not rewrite:
-            return prompt, "Prompt expansion returned nothing; the prompt was used as given"
-        missing = [text for text in quoted_texts(prompt) if text not in rewrite]
-        if missing:
-            return prompt, (
-                f"Prompt expansion dropped the quoted text {missing[0]!r}; the prompt was used as given"
-            )
-        return rewrite, f"Prompt expanded by {self.model}: {rewrite}"
+            why = f"failed ({type(exc).__name__}: {exc})"
+        else:
+            missing = [text for text in quoted_texts(prompt) if text not in rewrite]
+            if not rewrite:
+                why = "returned nothing"
+            elif missing:
+                why = f"dropped the quoted text {missing[0]!r}"
+            else:
+                return rewrite, f"Prompt expanded by {self.model}: {rewrite}"
+        return prompt, f"Prompt expansion {why}; the prompt was used as given"

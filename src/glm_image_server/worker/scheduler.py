@@ -126,10 +126,6 @@ class Scheduler:
     def wake(self) -> None:
         self._wake.set()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
-
     def _claim(self) -> list[Job]:
         if self._unreleased and not self._release(self._unreleased):
             return []
@@ -180,7 +176,12 @@ class Scheduler:
         store takes the write again)."""
         while not self._stopping.is_set():
             try:
-                if self._run_a_ready_batch() or self._start_a_batch():
+                if (ready := next((b for b in self._preparing if b.ready), None)) is not None:
+                    self._preparing.remove(ready)
+                    self._run(ready)
+                    continue
+                if len(self._preparing) < MAX_PREPARING and (jobs := self._claim()):
+                    self._preparing.append(self._start(jobs))
                     continue
             except Exception:
                 log.exception("the scheduler loop failed; retrying")
@@ -188,22 +189,6 @@ class Scheduler:
             self._wake.clear()
         if self._preparing:
             self._release("the worker was stopped")
-
-    def _run_a_ready_batch(self) -> bool:
-        batch = next((b for b in self._preparing if b.ready), None)
-        if batch is None:
-            return False
-        self._preparing.remove(batch)
-        self._run(batch)
-        return True
-
-    def _start_a_batch(self) -> bool:
-        if len(self._preparing) >= MAX_PREPARING:
-            return False
-        jobs = self._claim()
-        if jobs:
-            self._preparing.append(self._start(jobs))
-        return bool(jobs)
 
     def _start(self, jobs: list[Job]) -> _Batch:
         batch = _Batch(jobs, _ProgressThrottle(self.settings.progress_interval_s))
@@ -266,8 +251,7 @@ class Scheduler:
         if isinstance(event, JobLog):
             self.store.add_log(event.job_id, event.level, event.message)
         elif isinstance(event, JobProgress):
-            line = progress_line(event)
-            if line:
+            if line := progress_line(event):
                 self.store.add_log(event.job_id, "INFO", line)
             if throttle(event):
                 self.store.set_progress(event.job_id, event.stage, event.done, event.total)

@@ -25,12 +25,12 @@ from ..store.contract import JobStore
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25
+GRACE_S = 10.0  # from SIGTERM to SIGKILL when the workers stop
 
 
 def cuda_devices() -> list[str]:
     """Visible CUDA device ids, found without importing torch: CUDA_VISIBLE_DEVICES, else nvidia-smi."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
+    if (visible := os.environ.get("CUDA_VISIBLE_DEVICES")) is not None:
         return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
     try:
         out = subprocess.run(
@@ -85,8 +85,7 @@ class Supervisor:
         devices = cuda_devices()
         count = settings.workers if settings.workers is not None else max(1, len(devices))
         threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // max(count, 1))
-        base = {**os.environ, **env, "GLM_IMAGE_SUPERVISED": "1"}
-        base["GLM_IMAGE_TORCH_THREADS"] = str(threads)
+        base = {**os.environ, **env, "GLM_IMAGE_SUPERVISED": "1", "GLM_IMAGE_TORCH_THREADS": str(threads)}
         self.children = []
         for i in range(count):
             env = dict(base, GLM_IMAGE_WORKER_ID=f"w{i}")
@@ -97,7 +96,6 @@ class Supervisor:
             else:
                 device = settings.device
             self.children.append(_Child(f"w{i}", device, env))
-        self.grace_s = 10.0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
 
@@ -160,18 +158,16 @@ class Supervisor:
         child.restarts += 1
         child.process = None
 
-    def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM every worker (their running jobs go back to the queue), SIGKILL after `grace_s`."""
-        self.grace_s = grace_s
+    def stop(self) -> None:
+        """SIGTERM every worker (their running jobs go back to the queue), SIGKILL after GRACE_S."""
         self._stopping.set()
-        self._thread.join(grace_s + 10)
+        self._thread.join(GRACE_S + 10)
 
     def _terminate(self) -> None:
-        grace_s = self.grace_s
         running = [c.process for c in self.children if c.process and c.process.poll() is None]
         for process in running:
             process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
+        deadline = time.monotonic() + GRACE_S
         for process in running:
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))

@@ -20,16 +20,12 @@ from .scheduler import Scheduler
 log = logging.getLogger(__name__)
 
 
-def default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
 class Worker:
     """Named `worker_id` (default: host-pid); its device is the configured one until the model says."""
 
     def __init__(self, settings: WorkerSettings, store: JobStore) -> None:
         self.settings, self.store = settings, store
-        self.id, self.device = settings.worker_id or default_worker_id(), settings.device
+        self.id, self.device = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}", settings.device
         self.started_at = time.time()
         self.state: WorkerState = "starting"
         self.jobs: tuple[str, ...] = ()
@@ -39,7 +35,6 @@ class Worker:
         self._loop: threading.Thread | None = None
 
     def _info(self) -> WorkerInfo:
-        restarts = int(os.environ.get("GLM_IMAGE_WORKER_RESTARTS", "0"))
         return WorkerInfo(
             id=self.id,
             pid=os.getpid(),
@@ -48,7 +43,7 @@ class Worker:
             jobs=self.jobs,
             heartbeat_at=time.time(),
             started_at=self.started_at,
-            restarts=restarts,
+            restarts=int(os.environ.get("GLM_IMAGE_WORKER_RESTARTS", "0")),
         )
 
     def set_state(self, state: WorkerState) -> None:
