@@ -5,6 +5,7 @@ revision that alters the tables first freezes 0001 (a copy of the tables it crea
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from sqlalchemy import text
@@ -26,6 +27,7 @@ def migrate(dialect: Dialect) -> str | None:
         found = None
     if found == HEAD:
         return found
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin on import
     from alembic import command  # imported only when there is something to do
     from alembic.config import Config
     from alembic.runtime.migration import MigrationContext

@@ -1,7 +1,10 @@
-"""Revision 0001: schema.py's tables, on a new database or adopting one of release 0.1 or older (SQLite
-`user_version` 1 to 4, PostgreSQL `schema_migrations` 1 to 3), one path for all: the old tables renamed aside,
-the new ones created, the rows copied (jobs through the core model, a version-1 body converted first; logs,
-deliveries, live state, sessions and workers as they are; not the change log), the old tables dropped."""
+"""the tables of schema.py, made anew or adopted from release 0.1
+
+Revision 0001 (its first paragraph is what Alembic logs): on a new database or adopting one of release 0.1 or
+older (SQLite `user_version` 1 to 4, PostgreSQL `schema_migrations` 1 to 3), one path for all: the old tables
+renamed aside, the new ones created, the rows copied (jobs through the core model, a version-1 body converted
+first; logs, deliveries, live state, sessions and workers as they are; not the change log), the old tables
+dropped."""
 
 from __future__ import annotations
 
