@@ -8,6 +8,7 @@ import io
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from helpers.corrupt_images import hostile_files
 from helpers.images import data_uri, png_bytes
 from helpers.waiting import wait_for
 from PIL import Image
@@ -160,6 +161,8 @@ BAD_INPUTS = {
     "bomb": ("/bomb.png", "100000000 pixels"),
     "bomb-data-uri": (data_uri(_bomb()), "100000000 pixels"),
     "bad-base64": ("data:image/png;base64,@@@@", "invalid base64"),
+    "text-chunk-inflates": (data_uri(hostile_files()["png-ztxt-inflates"]), "not a readable image"),
+    "exif-not-tiff": (data_uri(hostile_files()["png-exif-not-tiff"]), "could not be decoded"),
     "redirect-loop": ("/loop", "redirects"),
 }
 

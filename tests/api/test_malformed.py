@@ -5,6 +5,7 @@ bad tasks (every task gets a reply)."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from helpers.app import app_settings, serve_app
+from helpers.corrupt_images import hostile_files
 from helpers.runware import task
 
 DEEP = b"[" * 5000 + b"]" * 5000
@@ -31,6 +33,7 @@ BODIES = {
     "nul in prompt": b'{"prompt": "a\\u0000b", "n": 0, "num_images": 0}',
     "wrong types": b'{"prompt": ["x"], "num_images": "many", "seed": {}}',
 }
+INITIATE = "/fal/storage/upload/initiate"
 PATHS = {"fal": "/queue/fal-ai/glm-image", "runware": "/v1", "openai": "/v1/images/generations"}
 
 
@@ -114,3 +117,28 @@ def test_too_many_tasks_in_one_message(client):
     with client.websocket_connect("/v1") as socket:
         socket.send_text(json.dumps(tasks))
         assert socket.receive_json()["errors"][0]["code"] == "tooManyTasks"
+
+
+HOSTILE = hostile_files()
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_corrupt_image_files_are_the_clients_error_wherever_they_arrive(client, name):
+    """Runware's imageUpload, OpenAI's edits and fal's storage upload decode what they receive: a file
+    Pillow cannot read (metadata past its limits, EXIF that is not TIFF, broken chunks) is a 4xx in
+    each dialect's format, and the connection stays usable."""
+    data = HOSTILE[name]
+    image = f"data:image/png;base64,{base64.b64encode(data).decode()}"
+    answer = client.post("/v1", json=[{"taskType": "imageUpload", "taskUUID": "u", "image": image}])
+    assert_clean_error(answer, "runware")
+    assert answer.json()["errors"][0]["code"] == "invalidImage"
+
+    files = {"image": ("a.png", data, "image/png")}
+    answer = client.post("/v1/images/edits", data={"prompt": "x"}, files=files)
+    assert_clean_error(answer, "openai")
+    assert answer.status_code == 400 and "image" in answer.json()["error"]["message"].lower()
+
+    target = client.post(INITIATE, json={"content_type": "image/png", "file_name": "a.png"}).json()
+    answer = client.put(target["upload_url"], content=data, headers={"content-type": "image/png"})
+    assert_clean_error(answer, "fal")
+    assert client.get("/health").status_code == 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from ..core.request import InvalidRequest
 
@@ -19,13 +19,15 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
 
     EXIF orientation is applied, alpha is composited over white (transparent areas would otherwise turn
     black), and grayscale, palette and CMYK images are converted. The pixel count is checked from the
-    header, before any pixel is decoded.
+    header, before any pixel is decoded. Whatever Pillow raises on the way (OSError, but also ValueError,
+    SyntaxError, struct.error, EOFError… from corrupt chunks, EXIF or ICC data) is the client's error,
+    named by `field`: the bytes are untrusted, so no failure to read them is the server's.
     """
     try:
         image = Image.open(io.BytesIO(data), formats=INPUT_FORMATS)
     except Image.DecompressionBombError as exc:
         raise InvalidRequest(field, str(exc), f"at most {max_pixels} pixels") from exc
-    except (UnidentifiedImageError, OSError) as exc:
+    except Exception as exc:
         raise InvalidRequest(
             field, "is not a readable image", "PNG, JPEG, WEBP, GIF, BMP or TIFF bytes"
         ) from exc
@@ -36,10 +38,16 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
             f"at most {max_pixels} pixels",
         )
     try:
-        image.load()
-        image = ImageOps.exif_transpose(image)
-    except (OSError, ValueError) as exc:
-        raise InvalidRequest(field, f"could not be decoded: {exc}", "a complete image file") from exc
+        return _upright_rgb(image)
+    except Exception as exc:
+        raise InvalidRequest(
+            field, f"could not be decoded: {type(exc).__name__}: {exc}", "a complete image file"
+        ) from exc
+
+
+def _upright_rgb(image: Image.Image) -> Image.Image:
+    image.load()
+    image = ImageOps.exif_transpose(image)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
