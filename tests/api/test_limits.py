@@ -5,7 +5,9 @@ so submitted jobs stay queued."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -90,6 +92,24 @@ def test_per_key_limit_holds_one_key_while_another_is_served(app_with):
         assert "this API key already has 1 unfinished jobs" in message
     assert submit(client, "fal", KEY_B).status_code == 200
     assert submit(client, "runware", KEY_B).status_code == 429  # B reached its own limit now
+
+
+def test_concurrent_submissions_get_exactly_the_caps(app_with):
+    """40 submissions at once, 20 per key, against 5 per key and 8 queued: exactly 8 accepted, at most 5
+    of either key, every other one a 429."""
+    client = app_with(max_queued_jobs=8, max_jobs_per_key=5, submit_rate_per_client=1000)
+    keys, start = [KEY_A, KEY_B] * 20, threading.Barrier(40)
+
+    def one(key: str) -> tuple[str, int]:
+        start.wait()
+        return key, submit(client, "fal", key).status_code
+
+    with ThreadPoolExecutor(40) as pool:
+        answers = list(pool.map(one, keys))
+    accepted = sorted(key for key, status in answers if status == 200)
+    assert {status for _key, status in answers} == {200, 429}
+    assert len(accepted) == 8 and max(map(accepted.count, (KEY_A, KEY_B))) <= 5
+    assert client.app.state.services.store.queued_count() == 8
 
 
 def test_submission_rate_per_key(app_with):

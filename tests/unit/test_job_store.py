@@ -7,13 +7,14 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from helpers.jobs import make_job
 
 from glm_image_server.core.job import Claim, JobStatus
 from glm_image_server.core.results import FinishedImage, JobResult, StoredImage
 from glm_image_server.media.storage import LocalStorage
 from glm_image_server.serving.retention import RetentionSweeper
-from glm_image_server.store.contract import JobStore, Requeued, SessionJob
+from glm_image_server.store.contract import Caps, JobStore, OverCap, Requeued, SessionJob
 
 LEASE_S = 60.0
 
@@ -263,3 +264,36 @@ def test_session_jobs_last_as_long_as_their_jobs(backend, tmp_path) -> None:
     time.sleep(0.01)
     assert len(store.delete_expired(time.time(), retention_s=0.0)) == 2
     assert store.session_jobs("session-a") == []
+
+
+def test_queue_caps_hold_under_concurrent_creates_from_two_processes(backend) -> None:
+    """40 creates at once through two store objects (two API processes on one database), ten per owner,
+    against caps of 5 per owner and 8 queued: exactly 8 are written, at most 5 of any owner, and each
+    refused create wrote nothing. The count and the insert are one locked transaction."""
+    stores, caps = [backend.open(), backend.open()], Caps(queued=8, per_owner=5)
+    owners = [f"owner-{index % 4}" for index in range(40)]
+    start, outcomes = threading.Barrier(40), [None] * 40
+
+    def create(index: int) -> None:
+        start.wait()
+        try:
+            outcomes[index] = stores[index % 2].create(make_job(owner=owners[index]), caps)
+        except OverCap as over:
+            outcomes[index] = over.cap
+
+    threads = [threading.Thread(target=create, args=(index,)) for index in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert outcomes.count(True) == 8 and set(outcomes) <= {True, "queued", "per_owner"}
+    assert stores[0].queued_count() == 8
+    assert all(stores[0].unfinished_count(owner) <= 5 for owner in set(owners))
+
+    one_owner = [stores[0].create(make_job(owner="owner-9"), Caps(queued=100, per_owner=5)) for _ in range(5)]
+    assert one_owner == [True] * 5
+    with pytest.raises(OverCap) as refused:
+        stores[1].create(make_job(owner="owner-9"), Caps(queued=100, per_owner=5))
+    assert (refused.value.cap, stores[0].unfinished_count("owner-9")) == ("per_owner", 5)
+    existing = make_job(owner="owner-9")
+    assert stores[0].create(existing) and stores[0].create(existing, caps) is False  # a known id: not refused

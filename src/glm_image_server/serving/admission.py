@@ -1,8 +1,9 @@
 """Whether the server takes new work now: the queue limits, the per-client submission rate and free disk.
 
-Every submission, from any dialect, passes `Admission.check` before its job is written; a refusal is a
-typed `Refused` that each dialect renders in its own format (429 with Retry-After, 507 for a full disk).
-Nothing here knows HTTP.
+Every submission, from any dialect, passes `Admission.check` before its job is written and `Admission.caps`
+as it is written (the store counts and inserts in one locked transaction, so no race passes them); a refusal
+is a typed `Refused` that each dialect renders in its own format (429 with Retry-After, 507 for a full
+disk). Nothing here knows HTTP.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from ..config import Slice
 from ..media.storage import DiskSpace
-from ..store.contract import JobStore
+from ..store.contract import Caps, OverCap
 
 
 @dataclass(frozen=True)
@@ -77,14 +78,15 @@ class TokenBuckets:
 
 
 class Admission:
-    def __init__(self, settings: LimitsSettings, store: JobStore) -> None:
-        self.settings, self.store = settings, store
+    def __init__(self, settings: LimitsSettings) -> None:
+        self.settings = settings
         self.disk = DiskSpace(settings.data_dir, settings.min_free_disk_mb)
         burst = max(1.0, settings.submit_rate_per_client * 2)
         self.rate = TokenBuckets(settings.submit_rate_per_client, burst)
 
     def check(self, owner: str | None, client: str) -> None:
-        """Blocking (reads the store). Raises a Refused when the job must not be written now."""
+        """Raises a Refused when no job may be written now (free disk, the client's rate); the queue caps
+        are the store's to check (`caps`)."""
         if problem := self.disk.problem():
             raise LowDisk(f"the server is {problem}; try again later", 30.0)
         if wait := self.rate.take(owner or client):
@@ -94,14 +96,22 @@ class Admission:
                 wait,
                 "rate_limited",
             )
-        limit = self.settings.max_queued_jobs
-        if self.store.queued_count() >= limit:
-            raise Refused(f"the queue is full ({limit} jobs waiting); try again later", 5.0, "queue_full")
-        per_key = self.settings.max_jobs_per_key
-        if owner is not None and self.store.unfinished_count(owner) >= per_key:
-            raise Refused(
-                f"this API key already has {per_key} unfinished jobs, the most it may have; wait for "
-                "some to finish",
-                5.0,
-                "queue_full",
+
+    @property
+    def caps(self) -> Caps:
+        """The queue caps, which the store checks as it writes the job (atomically, store/contract.py)."""
+        return Caps(self.settings.max_queued_jobs, self.settings.max_jobs_per_key)
+
+    @staticmethod
+    def refusal(over: OverCap) -> Refused:
+        """The store refused a job over a cap: how a client hears it."""
+        if over.cap == "queued":
+            return Refused(
+                f"the queue is full ({over.limit} jobs waiting); try again later", 5.0, "queue_full"
             )
+        return Refused(
+            f"this API key already has {over.limit} unfinished jobs, the most it may have; wait for "
+            "some to finish",
+            5.0,
+            "queue_full",
+        )

@@ -32,7 +32,7 @@ from ..keys import owner_label
 from ..media.fetch import BlockedUrl, UrlGuard
 from ..media.own_files import OwnFiles
 from ..media.storage import Storage
-from ..store.contract import CancelOutcome, JobStore
+from ..store.contract import CancelOutcome, JobStore, OverCap
 from .admission import Admission, Refused
 from .changes import ChangeFeed
 
@@ -182,7 +182,9 @@ class JobService:
     def _admit(self, job: Job, client: str) -> bool:
         self.admission.check(job.owner, client)
         try:
-            return self.store.create(job)
+            return self.store.create(job, self.admission.caps)
+        except OverCap as exc:
+            raise self.admission.refusal(exc) from exc
         except Exception as exc:  # the store's own errors (a full disk, a lost database) differ per store
             log.error("could not record job %s: %s", job.id, exc)
             raise Refused(

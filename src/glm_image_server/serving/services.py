@@ -63,7 +63,7 @@ def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Servi
     """The services over a freshly opened store and storage; nothing started yet."""
     store, storage = open_store(settings), open_storage(settings.storage_url, settings.files_dir)
     changes = ChangeFeed(store, loop, SnapshotCache(settings.snapshot_ttl_s), settings.change_poll_s)
-    admission = Admission(LimitsSettings.from_settings(settings), store)
+    admission = Admission(LimitsSettings.from_settings(settings))
     destinations = UrlGuard(settings.allow_loopback_urls, settings.allow_private_urls)
     own_files = OwnFiles(storage, settings.public_url, settings.host, settings.port)
     serving = ServingSettings.from_settings(settings)

@@ -23,6 +23,24 @@ Channel = Literal["changes", "queued"]  # any change of a job | a job became cla
 
 
 @dataclass(frozen=True)
+class Caps:
+    """The most queued jobs in all, and unfinished (queued or running) jobs per owner, that `create`
+    lets stand: counted and inserted in one transaction that holds the store's admission lock, so the
+    caps hold under any concurrency, across every API process of the store."""
+
+    queued: int
+    per_owner: int
+
+
+class OverCap(Exception):
+    """`create` refused the job: it would pass `cap` ("queued" or "per_owner") of `limit` jobs."""
+
+    def __init__(self, cap: Literal["queued", "per_owner"], limit: int) -> None:
+        super().__init__(f"{cap} cap of {limit} reached")
+        self.cap, self.limit = cap, limit
+
+
+@dataclass(frozen=True)
 class Requeued:
     """Jobs taken back from claims that ended (a dead worker, an expired lease)."""
 
@@ -65,8 +83,9 @@ class JobStore(Protocol):
 
     # --- submitting jobs and reading them and the queue
 
-    def create(self, job: Job) -> bool:
-        """Persist a new queued job; returns once it is durable. False: a job with that id exists."""
+    def create(self, job: Job, caps: Caps | None = None) -> bool:
+        """Persist a new queued job; returns once it is durable. False: a job with that id exists.
+        Raises OverCap when the job would pass `caps` (nothing is written)."""
 
     def get(self, job_id: str) -> Job | None: ...
 

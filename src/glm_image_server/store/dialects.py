@@ -3,7 +3,8 @@ transactions (SQLite: a WAL file shared by a box's processes, writes lock up fro
 sync at commit unless `durable=False`; PostgreSQL: a pinged pool, reads autocommit); row locks
 (`skip_locked` renders on PostgreSQL only); wake-ups (PostgreSQL: NOTIFY in the transaction, LISTEN to
 `subscribe`; SQLite: the wake bus of store/wakeups.py after the commit, or readers poll the change log);
-the lock that lets processes starting together migrate once (PostgreSQL: advisory; SQLite: the write lock).
+the locks that let processes starting together migrate once and submissions count against the queue caps
+one at a time (PostgreSQL: advisory; SQLite: the write lock).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 Notice = tuple[Channel, str]  # (channel, job id)
 CHANNELS: dict[Channel, str] = {"changes": "glm_image_changes", "queued": "glm_image_queued"}
 MIGRATION_LOCK = 0x61_6D_67_6C  # pg_advisory_xact_lock key: one migrator at a time
+ADMISSION_LOCK = 0x61_64_6D_74  # ... and one capped job creation at a time
 LIVE_WAKE_S = 0.05  # a live write (progress, logs, previews) wakes other processes this late at most
 
 
@@ -72,6 +74,10 @@ class Dialect:
     def lock_schema(self, conn: Connection) -> None:
         """Inside the migrating transaction (SQLite's: BEGIN IMMEDIATE holds off other migrators)."""
 
+    def lock_admission(self, conn: Connection) -> None:
+        """Inside a creating transaction, before it counts: one admission at a time (SQLite's write
+        transaction holds the database's write lock from BEGIN IMMEDIATE already)."""
+
     def subscribe(self, channel: Channel, callback: Callable[[str], None]) -> bool:
         return self.bus.subscribe(channel, callback)  # False: readers tail the change log (`changes_after`)
 
@@ -109,6 +115,9 @@ class PostgresDialect(Dialect):
 
     def lock_schema(self, conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+
+    def lock_admission(self, conn: Connection) -> None:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADMISSION_LOCK})
 
     def subscribe(self, channel: Channel, callback: Callable[[str], None]) -> bool:
         """Returns once notifications flow (or after 10 s of trying; they flow once it connects)."""

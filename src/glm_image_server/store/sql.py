@@ -19,7 +19,7 @@ from ..core import transitions as move
 from ..core.job import Claim, Job, JobError, JobStatus, LiveState, LogEntry, LogLevel, WorkerInfo
 from ..core.request import Stage
 from ..core.results import FinishedImage, JobResult, PreviewImage
-from .contract import CancelOutcome, Changes, Channel, Delivery, Requeued, SessionJob
+from .contract import CancelOutcome, Caps, Changes, Channel, Delivery, OverCap, Requeued, SessionJob
 from .dialects import Dialect, Notice, PostgresDialect
 from .migrations import migrate
 from .schema import JOB_TABLES, changes, deliveries, job_live, job_logs, job_row, jobs, session_jobs, workers
@@ -143,10 +143,14 @@ class SqlJobStore:
     def close(self) -> None:
         self.dialect.close()
 
-    def create(self, job: Job) -> bool:
+    def create(self, job: Job, caps: Caps | None = None) -> bool:
         with self._write() as tx:
+            if caps is not None:
+                self.dialect.lock_admission(tx.conn)
             if tx.run(self._create, job_row(job)).first() is None:
                 return False  # the id exists
+            if caps is not None:  # counted with the new job: an exception rolls it back
+                _check_caps(tx, job.owner, caps)
             tx.changed(job.id)
             tx.changed(job.id, "queued")
             return True
@@ -357,6 +361,13 @@ class SqlJobStore:
 
     def delivery_failed(self, delivery_id: int, error: str, retry_at: float | None) -> None:
         self._run(ATTEMPTED, delivery=delivery_id, last_error=error, next_at=retry_at)
+
+
+def _check_caps(tx: _Tx, owner: str | None, caps: Caps) -> None:
+    if tx.run(QUEUED_COUNT).scalar_one() > caps.queued:
+        raise OverCap("queued", caps.queued)
+    if owner is not None and tx.run(UNFINISHED, {"owner": owner}).scalar_one() > caps.per_owner:
+        raise OverCap("per_owner", caps.per_owner)
 
 
 def _upsert(new: Callable[..., Any], table: Any, key: str, *columns: str) -> Executable:
