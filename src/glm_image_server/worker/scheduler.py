@@ -33,6 +33,7 @@ from .executor import Executor, Interrupted
 log = logging.getLogger(__name__)
 
 MAX_PREPARING = 4
+RECORD_BACKOFF_S = 2.0
 STAGE_UNITS = {"ar": "AR: {} tokens", "dit": "DiT: {} steps", "vae": "VAE: {} images decoded"}
 
 
@@ -45,12 +46,14 @@ def progress_line(event: JobProgress) -> str | None:
 
 
 class _CancelFlags:
-    """Sticky once true; asks the store at most every `poll_s` per job."""
+    """Sticky once true; asks the store at most every `poll_s` per job. A store that fails to answer
+    means "not cancelled" until it answers again: a store fault is never the running batch's failure."""
 
     def __init__(self, store: JobStore, poll_s: float) -> None:
         self.store, self.poll_s = store, poll_s
         self._cancelled: set[str] = set()
         self._next: dict[str, float] = {}
+        self._failing = False
 
     def __call__(self, job_id: str) -> bool:
         if job_id in self._cancelled:
@@ -58,10 +61,21 @@ class _CancelFlags:
         now = time.monotonic()
         if now >= self._next.get(job_id, 0.0):
             self._next[job_id] = now + self.poll_s
-            if self.store.cancel_requested(job_id):
+            if self._ask(job_id):
                 self._cancelled.add(job_id)
                 return True
         return False
+
+    def _ask(self, job_id: str) -> bool:
+        try:
+            cancelled = self.store.cancel_requested(job_id)
+        except Exception as exc:
+            if not self._failing:
+                log.warning("could not read job %s's cancel flag (%s); it runs on", job_id, exc)
+            self._failing = True
+            return False
+        self._failing = False
+        return cancelled
 
 
 class _ProgressThrottle:
@@ -263,7 +277,27 @@ class Scheduler:
     def _finish(self, job: Job, status: JobStatus, **outcome) -> None:
         """Under the job's claim, as it was claimed: a job taken over meanwhile is not finished here."""
         claim = Claim(worker_id=self.worker_id, attempt=job.attempts)
-        if self.store.finish(job.id, status, claim=claim, **outcome):
+        if self._until_recorded(job.id, lambda: self.store.finish(job.id, status, claim=claim, **outcome)):
             metrics.JOBS_FINISHED.labels(job.api, status.value).inc()
         else:
             log.warning("job %s was no longer held by %s; its result was dropped", job.id, self.worker_id)
+
+    def _until_recorded(self, job_id: str, write: Callable[[], bool]) -> bool:
+        """A job's outcome (its images are saved already) is written when the store takes it: a store
+        fault holds it and retries, backing off up to RECORD_BACKOFF_S, and never costs the job an
+        attempt. Only a stopping worker gives up (raising): the job's lease then sends it back."""
+        delay = 0.05
+        while True:
+            try:
+                return write()
+            except Exception as exc:
+                if self._stopping.is_set():
+                    raise
+                if delay == 0.05:
+                    log.error(
+                        "could not record job %s's outcome (%s); retrying until the store is back",
+                        job_id,
+                        exc,
+                    )
+                self._stopping.wait(delay)
+                delay = min(delay * 2, RECORD_BACKOFF_S)

@@ -1,0 +1,74 @@
+"""Store faults are transient, never a job's failure: the server's PostgreSQL connections are killed
+(`pg_terminate_backend`) again and again while batches run, and every acknowledged job still completes
+once, with its images, on its first attempt."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from helpers.app import app_settings, serve_app
+from helpers.waiting import wait_for
+
+from glm_image_server.core.job import JobStatus
+
+KILL = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+
+
+@pytest.fixture
+def pg_app(
+    tmp_path: Path, model_cache: Path, engine, postgres_database: Callable[[], AbstractContextManager[str]]
+) -> Iterator[tuple[TestClient, str]]:
+    """The app on a PostgreSQL database of its own, with its worker thread on the tiny engine."""
+    with postgres_database() as url:
+        settings = app_settings(
+            tmp_path,
+            model_cache,
+            database_url=url,
+            max_batch_size=2,
+            cancel_poll_s=0.01,
+            progress_interval_s=0.01,
+        )
+        for client in serve_app(settings, engine):
+            yield client, url
+
+
+def kill_connections(url: str, times: int, every_s: float) -> int:
+    """Terminate every other connection to the database `times` times; returns how many died."""
+    killed = 0
+    with psycopg.connect(url, autocommit=True) as admin:
+        for _ in range(times):
+            killed += sum(1 for (done,) in admin.execute(KILL).fetchall() if done)
+            time.sleep(every_s)
+    return killed
+
+
+def test_connection_drops_during_batches_fail_no_job(pg_app) -> None:
+    client, url = pg_app
+    body = {"prompt": "a sign", "image_size": {"width": 128, "height": 128}, "num_inference_steps": 20}
+    ids = [
+        client.post("/queue/fal-ai/glm-image", json={**body, "seed": n}).json()["request_id"]
+        for n in range(10)
+    ]
+    store = client.app.state.services.store
+    wait_for(lambda: any(j.status == JobStatus.RUNNING for j in map(store.get, ids)), 30, "a batch to start")
+    assert kill_connections(url, times=15, every_s=0.15) >= 15
+
+    def finished():
+        try:
+            jobs = [store.get(job_id) for job_id in ids]
+        except Exception:  # the store recovers from the kills on its own, after a moment
+            return None
+        return jobs if all(job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED) for job in jobs) else None
+
+    jobs = wait_for(finished, 120, "every job to finish")
+    assert [(job.status, job.error) for job in jobs] == [(JobStatus.SUCCEEDED, None)] * len(ids)
+    assert all(len(job.result.images) == 1 and job.attempts == 1 for job in jobs)
