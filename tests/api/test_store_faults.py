@@ -1,18 +1,21 @@
 """Store faults are transient, never a job's failure: the server's PostgreSQL connections are killed
 (`pg_terminate_backend`) again and again while batches run, and every acknowledged job still completes
-once, with its images, on its first attempt."""
+once, with its images, on its first attempt; while the database refuses connections every dialect answers
+503 with Retry-After in its own format (and /ready says why, at once), and the server recovers by itself."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
 from helpers.app import app_settings, serve_app
+from helpers.runware import task
+from helpers.stores import ADMIN_URL
 from helpers.waiting import wait_for
 
 from glm_image_server.core.job import JobStatus
@@ -72,3 +75,54 @@ def test_connection_drops_during_batches_fail_no_job(pg_app) -> None:
     jobs = wait_for(finished, 120, "every job to finish")
     assert [(job.status, job.error) for job in jobs] == [(JobStatus.SUCCEEDED, None)] * len(ids)
     assert all(len(job.result.images) == 1 and job.attempts == 1 for job in jobs)
+
+
+@contextmanager
+def outage(url: str) -> Iterator[None]:
+    """The database refuses connections (and its open ones are dropped) until the block ends."""
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+        try:
+            yield
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+
+def test_an_outage_is_a_503_in_each_dialect_and_the_server_recovers_by_itself(pg_app) -> None:
+    client, url = pg_app
+    queue = "/queue/fal-ai/glm-image"
+    body = {"prompt": "a sign", "image_size": {"width": 64, "height": 64}, "num_inference_steps": 10}
+    before = client.post(queue, json=body).json()
+    with outage(url):
+        started = time.monotonic()
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and time.monotonic() - started < 2.5
+        assert "job store is unavailable" in ready.json()["problems"][0]
+        answers = {
+            "fal submit": client.post(queue, json=body),
+            "fal status": client.get(before["status_url"]),
+            "runware": client.post("/v1", json=[task(deliveryMethod="async")]),
+            "openai": client.post("/v1/images/generations", json={"prompt": "a sign", "size": "64x64"}),
+        }
+        for name, answer in answers.items():
+            assert answer.status_code == 503, (name, answer.text)
+            assert int(answer.headers["retry-after"]) >= 1, name
+        assert "job store is unavailable" in answers["fal submit"].json()["detail"]
+        assert answers["runware"].json()["errors"][0]["code"] == "serviceUnavailable"
+        assert "job store is unavailable" in answers["openai"].json()["error"]["message"]
+    after = wait_for(lambda: _accepted(client.post(queue, json=body)), 30, "the store to take jobs again")
+    for job in (before, after):
+        status = wait_for(lambda job=job: _completed(client, job), 60, "the job to complete")
+        assert status["status"] == "COMPLETED" and "error" not in status
+        assert len(client.get(job["response_url"]).json()["images"]) == 1
+
+
+def _accepted(answer) -> dict | None:
+    return answer.json() if answer.status_code == 200 else None
+
+
+def _completed(client: TestClient, job: dict) -> dict | None:
+    status = client.get(job["status_url"])
+    return status.json() if status.status_code == 200 and status.json()["status"] == "COMPLETED" else None

@@ -114,8 +114,11 @@ def server_endpoints(app: FastAPI, settings: Settings) -> None:
     @app.get("/ready", tags=["server"])
     async def ready(request: Request) -> JSONResponse:
         services: Services = request.app.state.services
-        ok, workers = await services.call(ops.readiness, services)
-        found = ops.problems(services, ok)
+        try:
+            ok, workers = await services.call(ops.readiness, services)
+            found = ops.problems(services, ok)
+        except Refused as exc:  # the store is unavailable: said within its connection wait
+            workers, found = [], [exc.message, *ops.problems(services, True)]
         return JSONResponse(
             {"ready": not found, "problems": found, "workers": workers}, 503 if found else 200
         )

@@ -32,7 +32,7 @@ from ..keys import owner_label
 from ..media.fetch import BlockedUrl, UrlGuard
 from ..media.own_files import OwnFiles
 from ..media.storage import Storage
-from ..store.contract import CancelOutcome, JobStore, OverCap
+from ..store.contract import CancelOutcome, JobStore, OverCap, StoreUnavailable
 from .admission import Admission, Refused
 from .changes import ChangeFeed
 
@@ -40,6 +40,7 @@ log = logging.getLogger("glm_image_server")
 T = TypeVar("T")
 DEADLINE_SLACK_S = 0.01  # wake just past a start deadline, so the read sees it passed
 FAILED = JobError(kind="internal", message="failed")
+STORE_RETRY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,12 @@ class RenderedImage:
         return f"data:{self.image.content_type};base64,{self.base64}"
 
 
+def unavailable(exc: StoreUnavailable) -> Refused:
+    """How a client hears of a store it cannot reach: the detail goes to the log, not to the client."""
+    log.warning("%s", exc)
+    return Refused("the job store is unavailable right now; try again shortly", STORE_RETRY_S, "unavailable")
+
+
 def failure(job: Job) -> JobError:
     """Why a finished job did not succeed."""
     return job.error or FAILED
@@ -128,8 +135,12 @@ class JobService:
 
     @staticmethod
     async def call(fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking store or file work off the event loop."""
-        return await anyio.to_thread.run_sync(fn, *args)
+        """Run blocking store or file work off the event loop. A store that is unavailable is a Refused
+        (503 with Retry-After in every dialect's format), never a server fault."""
+        try:
+            return await anyio.to_thread.run_sync(fn, *args)
+        except StoreUnavailable as exc:
+            raise unavailable(exc) from exc
 
     # --- submitting
     def new_job(
@@ -185,7 +196,9 @@ class JobService:
             return self.store.create(job, self.admission.caps)
         except OverCap as exc:
             raise self.admission.refusal(exc) from exc
-        except Exception as exc:  # the store's own errors (a full disk, a lost database) differ per store
+        except StoreUnavailable as exc:
+            raise unavailable(exc) from exc
+        except Exception as exc:  # any other failure to write: the job is not acknowledged
             log.error("could not record job %s: %s", job.id, exc)
             raise Refused(
                 f"the job could not be recorded ({exc}); try again later", 5.0, "unavailable"

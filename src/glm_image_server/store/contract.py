@@ -22,6 +22,12 @@ CancelOutcome = Literal["cancelled", "requested", "finished", "missing"]
 Channel = Literal["changes", "queued"]  # any change of a job | a job became claimable
 
 
+class StoreUnavailable(Exception):
+    """The store could not be reached or could not take the write now: a lost or refused connection, a
+    pool with no connection free in time, a locked or full SQLite file. Worth retrying (API: 503 with
+    Retry-After), never a job's failure (workers hold their writes until the store is back)."""
+
+
 @dataclass(frozen=True)
 class Caps:
     """The most queued jobs in all, and unfinished (queued or running) jobs per owner, that `create`

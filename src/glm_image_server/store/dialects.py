@@ -27,6 +27,7 @@ Notice = tuple[Channel, str]  # (channel, job id)
 CHANNELS: dict[Channel, str] = {"changes": "glm_image_changes", "queued": "glm_image_queued"}
 MIGRATION_LOCK = 0x61_6D_67_6C  # pg_advisory_xact_lock key: one migrator at a time
 ADMISSION_LOCK = 0x61_64_6D_74  # ... and one capped job creation at a time
+POOL_WAIT_S = 2  # PostgreSQL: the longest wait for a connection (from the pool, or a new one)
 LIVE_WAKE_S = 0.05  # a live write (progress, logs, previews) wakes other processes this late at most
 
 
@@ -95,7 +96,14 @@ class PostgresDialect(Dialect):
         self.insert, parsed = postgresql.insert, make_url(url)
         self.conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         driver = parsed.set(drivername="postgresql+psycopg")
-        self.engine = create_engine(driver, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
+        self.engine = create_engine(
+            driver,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_pre_ping=True,  # a connection the server dropped is replaced, not handed out
+            pool_timeout=POOL_WAIT_S,  # a store that does not answer is unavailable (503) soon
+            connect_args={"connect_timeout": POOL_WAIT_S},
+        )
         self._notify = text("SELECT pg_notify(:channel, :job_id)")
         self._subscribers: dict[Channel, list[Callable[[str], None]]] = {"changes": [], "queued": []}
         self._listener: threading.Thread | None = None
