@@ -1,7 +1,8 @@
 """One data directory, one server: `serve` holds an exclusive lock on it for its whole life, taken before
 anything else touches the directory, so a second server on the same jobs exits with a message naming the
 first instead of running its jobs twice. (Workers share the directory with their server; they take no
-lock. A fleet shares a PostgreSQL store instead, where leases keep claims apart.)"""
+lock. A fleet API shares a PostgreSQL store and S3 instead, where leases keep claims apart: it takes no
+lock either, `needed=False`, so several run on one host.)"""
 
 from __future__ import annotations
 
@@ -17,13 +18,15 @@ class DataDirBusy(RuntimeError):
 
 
 class DataDirLock:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, needed: bool = True) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.path = data_dir / LOCK_NAME
+        self.path, self.needed = data_dir / LOCK_NAME, needed
         self._fd: int | None = None
 
     def acquire(self) -> None:
         """Raises DataDirBusy when another process holds it. Released when this process exits."""
+        if not self.needed:
+            return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

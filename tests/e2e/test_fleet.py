@@ -1,5 +1,6 @@
 """A fleet on one machine: two API processes and one worker process share a PostgreSQL job store and an S3
-bucket (moto's server), as separate machines would. A job submitted through API A is polled, streamed
+bucket (moto's server), as separate machines would; the two APIs share one data directory too, as two
+`serve` processes with default settings on one host do. A job submitted through API A is polled, streamed
 (SSE, woken by NOTIFY) and cancelled through API B; its result URL is a presigned S3 URL; a webhook whose
 receiver fails twice is accepted exactly once across both APIs; a Runware WebSocket session begun on A
 resumes on B."""
@@ -47,8 +48,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, s3_server
         worker = WorkerProcess(root / "worker-data", model_cache, env, "gpu-1").start()
         apis = []
         try:
-            for name in ("a", "b"):
-                apis.append(api_process(root / f"api-{name}", model_cache, env).start())
+            for _name in ("a", "b"):  # one data directory: with a shared store and S3 it holds no lock
+                apis.append(api_process(root / "api-data", model_cache, env).start())
             yield apis[0], apis[1], bucket
         finally:
             for api in apis:

@@ -57,7 +57,7 @@ class ServerProcess:
         self.data_dir, self.model_cache, self.tls = data_dir, model_cache, tls
         self.port = port or free_port()
         self.extra_env, self.args = env or {}, args
-        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+        self.log_path = data_dir.parent / f"{data_dir.name}-server-{self.port}.log"
         self.process: subprocess.Popen | None = None
 
     @property

@@ -8,6 +8,7 @@ import trustme
 from PIL import Image
 
 from glm_image_server.cli import build_parser, generate, main
+from glm_image_server.cli.serve import owns_data_dir
 from glm_image_server.config import Settings
 
 
@@ -91,3 +92,17 @@ def test_generate_builds_the_request_once_as_the_apis_do(tmp_path) -> None:
     assert again.seed != request.seed  # random per request, fixed on it
     checked = build_parser().parse_args(["generate", "x", "--safety-check"])
     assert generate.build_request(checked, settings, "png")[1].safety_check is True
+
+
+@pytest.mark.parametrize(
+    ("settings", "locked"),
+    [
+        ({}, True),  # SQLite and local files
+        ({"database_url": "postgresql://db/jobs"}, True),  # local files
+        ({"storage_url": "s3://bucket/prefix"}, True),  # a SQLite store
+        ({"database_url": "postgresql://db/jobs", "storage_url": "s3://bucket/prefix"}, False),
+        ({"database_url": "postgresql://db/jobs", "storage_url": "s3://b/p", "tls": "self-signed"}, True),
+    ],
+)
+def test_the_data_directory_is_locked_only_where_it_holds_something(settings: dict, locked: bool) -> None:
+    assert owns_data_dir(Settings(**settings)) is locked

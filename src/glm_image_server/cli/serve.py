@@ -127,7 +127,7 @@ def serve(args: argparse.Namespace) -> int:
             f"refusing to serve {settings.host} with no API keys: anyone who can reach it "
             "could use your GPU. Pass --api-key KEY, or --allow-unauthenticated if that is intended."
         )
-    lock = DataDirLock(settings.data_dir)
+    lock = DataDirLock(settings.data_dir, needed=owns_data_dir(settings))
     try:
         lock.acquire()  # before anything reads the jobs, or a worker loads the model
         listener = _bind(settings.host, settings.port)  # before recovery requeues anything
@@ -145,6 +145,14 @@ def serve(args: argparse.Namespace) -> int:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def owns_data_dir(settings: Settings) -> bool:
+    """Whether this server's data directory holds what another server must not touch: a SQLite job store,
+    local result files, or a self-signed certificate it makes. A fleet API (PostgreSQL and S3) holds none,
+    so several may run on one host with the default directory."""
+    shared = settings.database_url is not None and settings.storage_url is not None
+    return not shared or settings.tls == "self-signed"
 
 
 def _bind(host: str, port: int) -> socket.socket:
