@@ -1,16 +1,19 @@
 """Bad luck and hostile clients against a real `glm-image serve` on loopback: a full disk mid-job, a
-reference URL that drips, 50 MB bodies, a second server on the same data directory, slow headers and
-too many connections. Each is bounded in time; the server keeps serving through all of them."""
+reference URL that drips, 50 MB bodies, oversized heads and URLs, a second server on the same data
+directory, slow headers and too many connections. Each is bounded in time; the server keeps serving
+through all of them."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import select
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -133,6 +136,48 @@ def test_slow_headers_are_cut_off_and_connections_per_address_are_capped(server)
     wait_for(
         lambda: httpx.get(f"{server.base_url}/health").status_code == 200, 10, "the server to serve again"
     )
+
+
+def send_head(port: int, head: bytes) -> tuple[int, dict[str, str], dict]:
+    """Send a request head (as much of it as the server takes before it answers); the answer's status,
+    headers and JSON body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        for start in range(0, len(head), 65536):
+            if select.select([sock], [], [], 0)[0]:
+                break  # answered (and closing) before the rest was sent
+            try:
+                sock.sendall(head[start : start + 65536])
+            except OSError:
+                break
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head_part, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head_part.decode().split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, json.loads(body)
+
+
+def test_oversized_heads_and_urls_are_refused_in_the_dialects_format_before_they_are_buffered(server):
+    """A head past 64 KiB is a 431 and a request line past 16 KiB a 414, each in the format of the
+    dialect whose path was asked, and closed; a request the parser cannot read is a JSON 400. Eight
+    connections sending 8 MB heads leave the server's memory where it was."""
+    big_header = b"x-big: " + b"a" * (100 * 1024) + b"\r\n"
+    fal = b"POST /queue/fal-ai/glm-image HTTP/1.1\r\nhost: x\r\n" + big_header + b"\r\n"
+    status, headers, body = send_head(server.port, fal)
+    assert (status, headers["connection"]) == (431, "close") and "headers are over" in body["detail"]
+    long_url = b"GET /v1/images/generations?q=" + b"a" * (20 * 1024) + b" HTTP/1.1\r\nhost: x\r\n\r\n"
+    status, _headers, body = send_head(server.port, long_url)
+    assert status == 414 and "request line is over" in body["error"]["message"]
+    status, _headers, body = send_head(server.port, b"NOT HTTP AT ALL\r\n\r\n")
+    assert status == 400 and "not a valid HTTP/1.1 request" in body["detail"]
+
+    before = rss_mb(server.process.pid)
+    huge = b"GET /health HTTP/1.1\r\nx-huge: " + b"a" * (8 * 2**20)
+    with ThreadPoolExecutor(8) as pool:
+        assert {answer[0] for answer in pool.map(lambda _: send_head(server.port, huge), range(8))} == {431}
+    assert rss_mb(server.process.pid) - before < 20
+    assert server.client.get("/health").status_code == 200
 
 
 def test_a_second_server_on_the_same_data_directory_exits_and_touches_nothing(server, model_cache, tmp_path):

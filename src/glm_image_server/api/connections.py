@@ -1,17 +1,24 @@
 """Slow and greedy clients at the connection level, where uvicorn leaves them alone: a connection must
-send a request's headers within `header_timeout_s` (else 408 and closed — the slowloris defence), and
-one client address may hold at most `max_connections_per_client` connections (else 503 and closed).
-Bodies have their own deadline in the gate (api/gate.py); idle keep-alive connections uvicorn's own."""
+send a request's headers within `header_timeout_s` (else 408 and closed — the slowloris defence), one
+client address may hold at most `max_connections_per_client` connections (else 503 and closed), and a
+request's head is at most MAX_HEAD_BYTES with a request line of at most MAX_URL_BYTES (else 431 or 414,
+in the dialect's format where the path is known, and closed) — checked before the parser buffers it, so
+a connection pins at most that much until its headers are in. Bodies have their own size limit and
+deadline in the gate (api/gate.py); idle keep-alive connections uvicorn's own."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from http import HTTPStatus
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..serving.admission import LimitsSettings
+from .dialect import dialect_of, discover
+from .errors import error_response
 
+MAX_HEAD_BYTES, MAX_URL_BYTES = 64 * 1024, 16 * 1024
 TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
@@ -19,10 +26,36 @@ BUSY = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: cl
 def guarded_protocol(settings: LimitsSettings) -> type[HttpToolsProtocol]:
     """uvicorn's HTTP protocol with a header deadline and a per-address connection cap."""
     open_per_client: Counter[str] = Counter()
+    dialects = discover()
 
     class GuardedHttp(HttpToolsProtocol):
         _timer: asyncio.TimerHandle | None = None
         _counted: str | None = None
+        _head: bytes | None = b""  # the request head received so far; None while its body comes
+
+        def data_received(self, data: bytes) -> None:
+            if self._head is not None:
+                head = self._head + data
+                if refusal := oversized(head):
+                    self._refuse(*refusal)
+                    return
+                self._head = None if b"\r\n\r\n" in head else head
+            super().data_received(data)
+
+        def on_message_complete(self) -> None:
+            self._head = b""  # what comes next is another request's head
+            super().on_message_complete()
+
+        def send_400_response(self, msg: str) -> None:  # the parser's own refusals, as JSON
+            self._refuse(400, f"{msg} (not a valid HTTP/1.1 request)", "")
+
+        def _refuse(self, status: int, message: str, path: str) -> None:
+            self._disarm()
+            response = error_response(dialect_of(dialects, path), status, message)
+            headers = b"".join(name + b": " + value + b"\r\n" for name, value in response.raw_headers)
+            line = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()
+            self.transport.write(line + headers + b"connection: close\r\n\r\n" + response.body)
+            self.transport.close()
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -68,3 +101,16 @@ def guarded_protocol(settings: LimitsSettings) -> type[HttpToolsProtocol]:
             super().connection_lost(exc)
 
     return GuardedHttp
+
+
+def oversized(head: bytes) -> tuple[int, str, str] | None:
+    """(status, message, path) when a request head received so far is past the limits, else None."""
+    line_end = head.find(b"\r\n")
+    line = head[: line_end if line_end >= 0 else MAX_URL_BYTES + 1]
+    path = line.split(b" ", 2)[1].decode("latin-1") if line.count(b" ") else ""
+    if len(line) > MAX_URL_BYTES:
+        return 414, f"the request line is over {MAX_URL_BYTES} bytes", path
+    head_end = head.find(b"\r\n\r\n")
+    if (head_end if head_end >= 0 else len(head)) > MAX_HEAD_BYTES:
+        return 431, f"the request's headers are over {MAX_HEAD_BYTES} bytes in all", path
+    return None
