@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     wait_poll_s: float = Field(
         default=1.0, gt=0, description="a waiting sync request re-reads its job at least this often"
     )
+    shutdown_drain_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="on SIGTERM, how long waiting sync requests may go on for their jobs before they are "
+        "answered 503 (no new jobs are taken meanwhile; queued jobs stay for the next start)",
+    )
     change_poll_s: float = Field(
         default=0.05,
         gt=0,

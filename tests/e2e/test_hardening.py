@@ -10,6 +10,7 @@ import json
 import os
 import re
 import select
+import signal
 import socket
 import subprocess
 import time
@@ -258,3 +259,23 @@ def test_a_full_disk_fails_the_job_and_the_server_recovers_by_itself(small_disk,
         server.stop()
         with contextlib.suppress(FileNotFoundError):
             (small_disk / "filler").unlink()
+
+
+def test_sigterm_drains_sync_requests_then_answers_503_in_their_format(model_cache, tmp_path):
+    """SIGTERM while two sync requests wait: the one whose job finishes within the drain gets its images;
+    the other, still running when the drain ends, a 503 with Retry-After in its dialect's format, never a
+    plain-text 500; the server then exits."""
+    server = ServerProcess(tmp_path / "data", model_cache, env={"GLM_IMAGE_SHUTDOWN_DRAIN_S": "4"}).start()
+    quick = {"prompt": "a sign", **SMALL}
+    slow = {"prompt": "a sign", "size": "1024x1024", "n": 2}
+    with httpx.Client(base_url=server.base_url, timeout=60) as client, ThreadPoolExecutor(2) as pool:
+        answers = [pool.submit(client.post, "/fal-ai/glm-image", json=quick)]
+        wait_for(lambda: client.get("/ops").json()["jobs"], 30, "the quick job to be queued")
+        answers.append(pool.submit(client.post, "/v1/images/generations", json=slow))
+        wait_for(lambda: len(client.get("/ops").json()["jobs"]) == 2, 30, "the slow job to be queued")
+        server.process.send_signal(signal.SIGTERM)
+        finished, refused = (answer.result(timeout=30) for answer in answers)
+    assert finished.status_code == 200 and len(finished.json()["images"]) == 1
+    assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1, refused.text
+    assert "shutting down" in refused.json()["error"]["message"]
+    assert server.process.wait(30) in (0, -signal.SIGTERM)  # uvicorn ends with the signal it got

@@ -13,6 +13,7 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
+from types import FrameType
 
 from ..config import Settings
 from ..datadir import DataDirBusy, DataDirLock
@@ -165,6 +166,9 @@ def _bind(host: str, port: int) -> socket.socket:
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+DRAIN_SLACK_S = 3.0  # past the drain, for the 503s to be written before uvicorn cancels requests
+
+
 def _run_uvicorn(settings: Settings, listener: socket.socket) -> None:
     import uvicorn
 
@@ -172,8 +176,9 @@ def _run_uvicorn(settings: Settings, listener: socket.socket) -> None:
     from ..api.connections import guarded_protocol
     from ..serving.admission import LimitsSettings
 
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         http=guarded_protocol(LimitsSettings.from_settings(settings)),
         ssl_certfile=settings.ssl_certfile,
         ssl_keyfile=settings.ssl_keyfile,
@@ -181,9 +186,19 @@ def _run_uvicorn(settings: Settings, listener: socket.socket) -> None:
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_timeout_s,
         log_level="info",
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=settings.shutdown_drain_s + DRAIN_SLACK_S,
     )
-    uvicorn.Server(config).run(sockets=[listener])
+
+    class DrainingServer(uvicorn.Server):
+        """On SIGTERM (or Ctrl-C) the job service drains first: waiting sync requests get their results
+        or, after `shutdown_drain_s`, a 503 in their format, before uvicorn ends what is left."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if (services := getattr(app.state, "services", None)) is not None:
+                services.jobs.drain(settings.shutdown_drain_s)
+            super().handle_exit(sig, frame)
+
+    DrainingServer(config).run(sockets=[listener])
 
 
 def worker(args: argparse.Namespace) -> int:

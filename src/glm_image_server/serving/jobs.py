@@ -41,6 +41,7 @@ T = TypeVar("T")
 DEADLINE_SLACK_S = 0.01  # wake just past a start deadline, so the read sees it passed
 FAILED = JobError(kind="internal", message="failed")
 STORE_RETRY_S = 2.0
+SHUTTING_DOWN = "the server is shutting down; try again shortly"
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,20 @@ class JobService:
     destinations: UrlGuard  # where webhooks and upload PUTs may go (checked at submission and per call)
     own_files: OwnFiles  # our own result and upload URLs given back as inputs: read from storage
     wake: Callable[[], None] = lambda: None  # a worker in this process, when there is one
+    drain_by: float | None = None  # shutting down: no new jobs, and every wait answers by then
+
+    def drain(self, within_s: float) -> None:
+        """The server is stopping (SIGTERM): refuse new jobs, and let waiting sync requests go on for their
+        jobs for `within_s` more; then they are answered 503 (the jobs stay, for the next start)."""
+        self.drain_by = time.time() + within_s
+
+    def _draining(self, wait_s: float) -> float:
+        """How long a watcher may wait now; raises Refused once the drain is over."""
+        if self.drain_by is None:
+            return wait_s
+        if (left := self.drain_by - time.time()) <= 0:
+            raise Refused(SHUTTING_DOWN, 5.0, "unavailable")
+        return min(wait_s, left)
 
     @staticmethod
     async def call(fn: Callable[..., T], *args: Any) -> T:
@@ -191,6 +206,8 @@ class JobService:
         return True
 
     def _admit(self, job: Job, client: str) -> bool:
+        if self.drain_by is not None:
+            raise Refused(SHUTTING_DOWN, 5.0, "unavailable")
         self.admission.check(job.owner, client)
         try:
             return self.store.create(job, self.admission.caps)
@@ -296,7 +313,7 @@ class JobService:
             wait_s = every_s() if callable(every_s) else every_s or self.settings.wait_poll_s
             if job.status == JobStatus.QUEUED and job.start_by is not None:
                 wait_s = min(wait_s, max(0.0, job.start_by - time.time()) + DEADLINE_SLACK_S)
-            await self.changes.wait(job_id, wait_s, seen)
+            await self.changes.wait(job_id, self._draining(wait_s), seen)
 
     async def finished(self, caller: Caller, job_id: str) -> Job | None:
         """The job once it is finished; None when it is gone (not the caller's, or expired meanwhile)."""
