@@ -176,25 +176,23 @@ class Engine:
         for r, row in enumerate(rows):
             if calls.cancel():
                 raise Cancelled("cancelled before the DiT stage")
+            image = latents = None
+            start = time.perf_counter()
             if calls.skip(row.request):
-                decoded.append(None)
                 report(Progress("dit", (r + 1) * steps, total_steps))
-                report(Progress("vae", r + 1, len(rows)))
-                continue
-            start = time.perf_counter()
-            step_end = self._step_end(row, r, steps, total_steps, calls, chosen)
-            latents = self._denoise(spec, row, prior.row(r), step_end)
-            if latents is None:  # this request was skipped mid-denoise
-                decoded.append(None)
-                report(Progress("vae", r + 1, len(rows)))
-                continue
-            self._sync()
-            dit_time += time.perf_counter() - start
-            start = time.perf_counter()
-            decoded.append(self._decode(latents))
-            vae_time += time.perf_counter() - start
+            else:  # None when the row's request is dropped mid-denoise
+                step_end = self._step_end(row, r, steps, total_steps, calls, chosen)
+                latents = self._denoise(spec, row, prior.row(r), step_end)
+            if latents is not None:
+                self._sync()
+                dit_time += time.perf_counter() - start
+                start = time.perf_counter()
+                image = self._decode(latents)
+                vae_time += time.perf_counter() - start
+            decoded.append(image)
             report(Progress("vae", r + 1, len(rows)))
-            calls.image(row.request, row.image, decoded[-1])
+            if image is not None:
+                calls.image(row.request, row.image, image)
         return decoded, StageTimings(ar=ar_time, dit=dit_time, vae=vae_time)
 
     def _step_end(
