@@ -79,8 +79,7 @@ class Engine:
         if ar_fast_path and not fast_ok:
             raise ValueError("ar_fast_path needs the AR model on sdpa or eager attention")
         self.ar_fast_path = fast_ok and self.device.type == "cuda" if ar_fast_path is None else ar_fast_path
-        self.batched_cfg = batched_cfg
-        self.vae_tiling = vae_tiling
+        self.batched_cfg, self.vae_tiling = batched_cfg, vae_tiling
         self.previews, self.preview_cache = previews, preview_cache
         self._projection: PreviewProjection | None = None
         self.min_ref_side, self.max_ref_side = side_bounds(pipe.processor.image_processor)
@@ -222,18 +221,8 @@ class Engine:
         generator = torch.Generator("cpu").manual_seed(row.seed)
         try:
             if self.batched_cfg:
-                return denoise(
-                    self.pipe,
-                    row.prompt,
-                    row.references,
-                    spec.height,
-                    spec.width,
-                    spec.num_inference_steps,
-                    spec.guidance_scale,
-                    prior,
-                    generator,
-                    step_end,
-                )
+                shape = (spec.height, spec.width, spec.num_inference_steps, spec.guidance_scale)
+                return denoise(self.pipe, row.prompt, row.references, *shape, prior, generator, step_end)
             return self.pipe(
                 prompt=row.prompt,
                 image=list(row.references) or None,
