@@ -38,9 +38,7 @@ class SelfSigned:
 def server_names(host: str, public_url: str | None = None) -> list[str]:
     """What the certificate names: the bound host (this machine's name too when it binds every
     address), the public URL's host, and the loopback names."""
-    names = [host]
-    if host in ("0.0.0.0", "::", ""):
-        names = [socket.gethostname()]
+    names = [socket.gethostname() if host in ("0.0.0.0", "::", "") else host]
     if public_url and (public_host := urlsplit(public_url).hostname):
         names.append(public_host)
     return list(dict.fromkeys([*names, *LOCAL_NAMES]))
