@@ -180,7 +180,7 @@ def _guided_noise(
         key_valid, rows = key_mask(text_valid, reference_keys, prior_ids.shape[1]), 2
     sizes = torch.tensor([(height, width)], dtype=cond.dtype, device=device)
     crops = torch.zeros((1, 2), dtype=cond.dtype, device=device)
-    drop = torch.zeros((rows, prior_ids.shape[1]), dtype=torch.bool, device=device)
+    drop = torch.zeros((rows, prior_ids.shape[1]), dtype=torch.bool, device=prior_ids.device)
     drop[1:] = True  # the unconditional row drops its prior tokens
 
     def noise(latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
