@@ -6,6 +6,7 @@ signal to scale workers on)."""
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -33,29 +34,21 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
 
 
-class QueueDepth:
-    """A one-scrape collector of `JobStore.queue_depth()` rows: (key, jobs, images, oldest created_at)."""
-
-    def __init__(self, depth: list[tuple[str, int, int, float]], now: float) -> None:
-        self.depth, self.now = depth, now
-
-    def collect(self):
-        jobs = GaugeMetricFamily(
-            "glm_image_queued_jobs", "Jobs waiting to run, per batch key", labels=["batch_key"]
-        )
-        images = GaugeMetricFamily(
-            "glm_image_queued_images", "Images the queued jobs ask for, per batch key", labels=["batch_key"]
-        )
-        oldest = GaugeMetricFamily(
-            "glm_image_oldest_queued_seconds", "Age of the oldest queued job (0: the queue is empty)"
-        )
-        for key, count, image_count, _ in self.depth:
-            jobs.add_metric([key], count)
-            images.add_metric([key], image_count)
-        first = min((created for *_, created in self.depth), default=None)
-        oldest.add_metric([], 0.0 if first is None else max(0.0, self.now - first))
-        yield from (jobs, images, oldest)
-
-
 def queue_exposition(depth: list[tuple[str, int, int, float]], now: float) -> bytes:
-    return generate_latest(QueueDepth(depth, now))  # a collector is all generate_latest needs
+    """The queue's gauges, from `JobStore.queue_depth()` rows: (key, jobs, images, oldest created_at)."""
+    jobs = GaugeMetricFamily(
+        "glm_image_queued_jobs", "Jobs waiting to run, per batch key", labels=["batch_key"]
+    )
+    images = GaugeMetricFamily(
+        "glm_image_queued_images", "Images the queued jobs ask for, per batch key", labels=["batch_key"]
+    )
+    oldest = GaugeMetricFamily(
+        "glm_image_oldest_queued_seconds", "Age of the oldest queued job (0: the queue is empty)"
+    )
+    for key, count, image_count, _ in depth:
+        jobs.add_metric([key], count)
+        images.add_metric([key], image_count)
+    first = min((created for *_, created in depth), default=None)
+    oldest.add_metric([], 0.0 if first is None else max(0.0, now - first))
+    # generate_latest needs only something with `collect()`
+    return generate_latest(SimpleNamespace(collect=lambda: [jobs, images, oldest]))

@@ -51,11 +51,9 @@ class SigningKey:
     def sign(self, message: bytes) -> bytes:
         return self._private.sign(message)
 
-    def jwk(self) -> dict[str, str]:
-        return {"kty": "OKP", "crv": "Ed25519", "x": b64url(self.public_bytes), "kid": self.kid}
-
     def jwks(self) -> dict[str, list[dict[str, str]]]:
-        return {"keys": [{**self.jwk(), "alg": "EdDSA", "use": "sig"}]}
+        jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64url(self.public_bytes), "kid": self.kid}
+        return {"keys": [{**jwk, "alg": "EdDSA", "use": "sig"}]}
 
 
 def thumbprint(public_bytes: bytes) -> str:

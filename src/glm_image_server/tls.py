@@ -13,6 +13,7 @@ import ipaddress
 import os
 import socket
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -37,9 +38,7 @@ class SelfSigned:
 def server_names(host: str, public_url: str | None = None) -> list[str]:
     """What the certificate names: the bound host (this machine's name too when it binds every
     address), the public URL's host, and the loopback names."""
-    names = [host]
-    if host in ("0.0.0.0", "::", ""):
-        names = [socket.gethostname()]
+    names = [socket.gethostname() if host in ("0.0.0.0", "::", "") else host]
     if public_url and (public_host := urlsplit(public_url).hostname):
         names.append(public_host)
     return list(dict.fromkeys([*names, *LOCAL_NAMES]))
@@ -53,15 +52,19 @@ def ensure_self_signed(folder: Path, names: list[str]) -> SelfSigned:
     if not (files.ca.exists() and files.ca_key.exists()):
         ca_key = ec.generate_private_key(ec.SECP256R1())
         _write(files.ca_key, _key_pem(ca_key))
-        _write(files.ca, _ca_certificate(ca_key).public_bytes(serialization.Encoding.PEM))
+        label = f"glm-image-server local CA ({socket.gethostname()})"
+        _write(files.ca, _certificate(ca_key, _name(label[:64]), ca_key, None, CA_DAYS))
         files.cert.unlink(missing_ok=True)
     if not _covers(files.cert, names):
         ca_key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
         ca = x509.load_pem_x509_certificate(files.ca.read_bytes())
         key = ec.generate_private_key(ec.SECP256R1())
         _write(files.key, _key_pem(key))
-        cert = _server_certificate(key, ca, ca_key, names)
-        _write(files.cert, cert.public_bytes(serialization.Encoding.PEM))
+        extensions = [
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+            x509.SubjectAlternativeName([_general_name(n) for n in names]),
+        ]
+        _write(files.cert, _certificate(key, _name(names[0]), ca_key, ca, SERVER_DAYS, extensions))
     return files
 
 
@@ -96,60 +99,42 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _ca_certificate(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
-    label = f"glm-image-server local CA ({socket.gethostname()})"
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, label[:64])])
-    public = key.public_key()
-    return _certificate(name, name, public, key, CA_DAYS, [x509.SubjectKeyIdentifier.from_public_key(public)])
-
-
-def _server_certificate(
-    key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, ca_key, names: list[str]
-) -> x509.Certificate:
-    public = key.public_key()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
-    extensions = [
-        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-        x509.SubjectAlternativeName([_general_name(n) for n in names]),
-        x509.SubjectKeyIdentifier.from_public_key(public),
-        x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-    ]
-    return _certificate(subject, ca.subject, public, ca_key, SERVER_DAYS, extensions)
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
 def _certificate(
-    subject: x509.Name, issuer: x509.Name, public, signer, days: int, extensions: list[x509.ExtensionType]
-) -> x509.Certificate:
-    """A CA certificate when it signs itself (subject == issuer), else a leaf; `extensions` non-critical."""
-    ca = subject == issuer
+    key: ec.EllipticCurvePrivateKey,
+    subject: x509.Name,
+    signer,
+    ca: x509.Certificate | None,
+    days: int,
+    extensions: Sequence[x509.ExtensionType] = (),
+) -> bytes:
+    """PEM of a CA certificate when `ca` is None (it signs itself), else of a leaf that `ca` signs;
+    `extensions` and the key identifiers non-critical."""
+    public, is_ca = key.public_key(), ca is None
+    identifiers = [x509.SubjectKeyIdentifier.from_public_key(public)]
+    if not is_ca:
+        identifiers.append(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()))
+    usage = dict.fromkeys(("content_commitment", "key_encipherment", "data_encipherment"), False)
+    usage |= dict.fromkeys(("key_agreement", "encipher_only", "decipher_only"), False)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(issuer)
+        .issuer_name(subject if is_ca else ca.subject)
         .public_key(public)
         .serial_number(x509.random_serial_number())
         .not_valid_before(_now() - datetime.timedelta(minutes=5))
         .not_valid_after(_now() + datetime.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
-        .add_extension(_usage(cert_sign=ca), critical=True)
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=0 if is_ca else None), critical=True)
+        .add_extension(
+            x509.KeyUsage(digital_signature=True, key_cert_sign=is_ca, crl_sign=is_ca, **usage), critical=True
+        )
     )
-    for extension in extensions:
+    for extension in [*extensions, *identifiers]:
         builder = builder.add_extension(extension, critical=False)
-    return builder.sign(signer, hashes.SHA256())
-
-
-def _usage(cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    return builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
 def _general_name(name: str) -> x509.GeneralName:

@@ -40,35 +40,31 @@ class UsageError(Exception):
     """A command-line mistake, printed as one line (exit status 2)."""
 
 
-def _flag_type(annotation: Any) -> tuple[Any, dict]:
+def _flag_type(annotation: Any) -> dict[str, Any]:
     """argparse options for a settings field's type."""
     args = [a for a in get_args(annotation) if a is not type(None)]
     if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
         annotation = args[0]
     if annotation is bool:
-        return None, {"action": argparse.BooleanOptionalAction}
+        return {"action": argparse.BooleanOptionalAction}
     if get_origin(annotation) is Literal:
-        return None, {"choices": list(get_args(annotation))}
+        return {"choices": list(get_args(annotation))}
     if get_origin(annotation) is list:
-        return None, {"action": "append", "metavar": "VALUE"}
-    return annotation, {}
+        return {"action": "append", "metavar": "VALUE"}
+    return {"type": annotation}
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
     """One flag per Settings field, generated from it (type, help, default): they cannot drift apart.
     Flags not given leave the field to its environment variable or default."""
-    defaults = Settings.model_fields
     for name in names:
-        field = defaults[name]
-        kind, options = _flag_type(field.annotation)
+        field = Settings.model_fields[name]
         default = field.get_default(call_default_factory=True)
         shown = ",".join(default) if isinstance(default, list) else default
         help_text = (
             f"{field.description or name.replace('_', ' ')} (env GLM_IMAGE_{name.upper()}; default {shown})"
         )
-        if kind is not None:
-            options["type"] = kind
-        flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+        flag, options = FLAG_NAMES.get(name, "--" + name.replace("_", "-")), _flag_type(field.annotation)
         parser.add_argument(
             flag, dest=name, default=argparse.SUPPRESS, help=help_text.replace("%", "%%"), **options
         )

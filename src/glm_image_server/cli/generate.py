@@ -9,7 +9,6 @@ import argparse
 import base64
 import logging
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
@@ -200,21 +199,17 @@ def _post_log(message: str, level: str) -> None:
     log.log(getattr(logging, level), message)
 
 
-def save_outputs(storage: Storage, result: JobResult, output: Path) -> list[Path]:
-    """The result's files, from the post stage's storage to `output` (NAME-1, NAME-2, ... for several)."""
+def write_outputs(storage: Storage, result: JobResult, output: Path) -> None:
+    """The result's files, from the post stage's storage to `output` (NAME-1, NAME-2, ... for several),
+    then one line per file: its size and seed, and what the post stage found in it."""
+    from ..post.stage import describe
+
     paths = [output]
     if len(result.images) > 1:
         paths = [output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(len(result.images))]
     for path, image in zip(paths, result.images, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(storage.read(image.key))
-    return paths
-
-
-def report(paths: Sequence[Path], result: JobResult) -> None:
-    """One line per file: its size and seed, and what the post stage found in it."""
-    from ..post.stage import describe
-
     checks = result.text_checks or (None,) * len(paths)
     for path, image, nsfw, check in zip(paths, result.images, result.has_nsfw_concepts, checks, strict=True):
         flagged = "  NSFW: replaced with black" if nsfw else ""
@@ -242,5 +237,5 @@ def generate(args: argparse.Namespace) -> int:
         finally:
             bars.close()
         result = finish_images(post, generated, spec, "out", request.prompt, {}, _post_log)
-        report(save_outputs(post.storage, result, output), result)
+        write_outputs(post.storage, result, output)
     return 0

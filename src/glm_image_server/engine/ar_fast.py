@@ -157,13 +157,6 @@ class StaticDecoder:
         return self.logits
 
 
-def _prefill(vle, inputs) -> tuple[torch.Tensor, DynamicCache]:
-    """The prompt pass exactly as `generate()` runs it; float32 last-position logits and its cache."""
-    cache = DynamicCache(config=vle.config)
-    out = vle(**inputs, past_key_values=cache, use_cache=True, logits_to_keep=1, position_ids=None)
-    return out.logits[:, -1, :].to(dtype=torch.float32), cache
-
-
 def _capture_or_eager(decoder: StaticDecoder, graphs: bool | None, device: torch.device) -> None:
     if graphs is False or (graphs is None and device.type != "cuda"):
         return
@@ -193,9 +186,12 @@ def sample_tokens(
     attention_mask = inputs.get("attention_mask")
     if attention_mask is None:
         attention_mask = torch.ones_like(inputs["input_ids"])
-    logits, prefill_cache = _prefill(vle, inputs)
+    # The prompt pass exactly as `generate()` runs it, then its cache moved into the static one.
+    prefill_cache = DynamicCache(config=vle.config)
+    out = vle(**inputs, past_key_values=prefill_cache, use_cache=True, logits_to_keep=1, position_ids=None)
+    logits = out.logits[:, -1, :].to(dtype=torch.float32)
     decoder = StaticDecoder(vle, prefill_cache, attention_mask, max_new_tokens - 1)
-    del prefill_cache
+    del prefill_cache, out
     _capture_or_eager(decoder, graphs, device)
     tokens = torch.zeros((rows, max_new_tokens), dtype=torch.long, device=device)
     pending: torch.cuda.Event | None = None  # the previous report's point in the CUDA stream

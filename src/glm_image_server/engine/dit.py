@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -161,65 +160,50 @@ def _timesteps(pipe, steps: int, height: int, width: int) -> torch.Tensor:
     return timesteps
 
 
-@dataclass
-class _Conditioning:
-    """What every step's DiT call takes besides the latents and the timestep."""
-
-    text: torch.Tensor  # (1, L, D), or (2, L, D) conditional and unconditional, padded
-    key_valid: torch.Tensor | None  # (2, 1, 1, keys) for the batched guidance pass
-    prior_ids: torch.Tensor
-    sizes: torch.Tensor
-    crops: torch.Tensor
-    kv_caches: GlmImageKVCache
-    guidance: float
-
-    @property
-    def cfg(self) -> bool:
-        return self.key_valid is not None
-
-
-def _condition(
+@contextlib.contextmanager
+def _guided_noise(
     pipe, prompt: str, references, height: int, width: int, guidance: float, prior
-) -> _Conditioning:
-    """The pipeline's steps 5-7: glyph embeddings ("" for the unconditional pass), the reference cache,
-    the size conditions; for guidance, both texts padded into one batch with its key mask."""
-    device = pipe._execution_device
+) -> Iterator[tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], torch.dtype]]:
+    """The pipeline's steps 5-7 (glyph embeddings, "" for the unconditional pass; the reference cache; the
+    size conditions), then for the duration the guided noise prediction and the text's dtype. With
+    guidance both texts are padded into one batch with its key mask, under the masked attention."""
+    transformer, device = pipe.transformer, pipe._execution_device
     cond, uncond = pipe.encode_prompt(prompt, guidance > 1, device=device, dtype=pipe.dtype)
     kv_caches = _write_reference_cache(pipe, references, prior, cond)
     kv_caches.set_mode("read" if references else None)
     prior_ids = prior.token_ids.to(device)
-    text, key_valid = cond, None
+    text, key_valid, rows = cond, None, 1
     if guidance > 1:
         text, text_valid = pad_text(cond, uncond)
         cache = kv_caches[0]
         reference_keys = int(cache.k_caches[0].shape[1]) if cache.k_caches else 0
-        key_valid = key_mask(text_valid, reference_keys, prior_ids.shape[1])
+        key_valid, rows = key_mask(text_valid, reference_keys, prior_ids.shape[1]), 2
     sizes = torch.tensor([(height, width)], dtype=cond.dtype, device=device)
     crops = torch.zeros((1, 2), dtype=cond.dtype, device=device)
-    return _Conditioning(text, key_valid, prior_ids, sizes, crops, kv_caches, guidance)
-
-
-def _noise(transformer, c: _Conditioning, latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-    """The guided noise prediction: one forward of one row, or of the conditional and unconditional rows."""
-    rows = 2 if c.cfg else 1
-    drop = torch.zeros((rows, c.prior_ids.shape[1]), dtype=torch.bool, device=c.prior_ids.device)
+    drop = torch.zeros((rows, prior_ids.shape[1]), dtype=torch.bool, device=prior_ids.device)
     drop[1:] = True  # the unconditional row drops its prior tokens
-    out = transformer(
-        hidden_states=latents.expand(rows, -1, -1, -1),
-        encoder_hidden_states=c.text,
-        prior_token_id=c.prior_ids.expand(rows, -1),
-        prior_token_drop=drop,
-        timestep=timestep.expand(rows),
-        target_size=c.sizes.expand(rows, -1),
-        crop_coords=c.crops.expand(rows, -1),
-        attention_mask=c.key_valid,
-        return_dict=False,
-        kv_caches=c.kv_caches,
-    )[0].float()
-    if not c.cfg:
-        return out
-    cond, uncond = out[0:1], out[1:2]
-    return uncond + c.guidance * (cond - uncond)
+
+    def noise(latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """One forward of one row, or of the conditional and unconditional rows, guidance applied."""
+        out = transformer(
+            hidden_states=latents.expand(rows, -1, -1, -1),
+            encoder_hidden_states=text,
+            prior_token_id=prior_ids.expand(rows, -1),
+            prior_token_drop=drop,
+            timestep=timestep.expand(rows),
+            target_size=sizes.expand(rows, -1),
+            crop_coords=crops.expand(rows, -1),
+            attention_mask=key_valid,
+            return_dict=False,
+            kv_caches=kv_caches,
+        )[0].float()
+        if rows == 1:
+            return out
+        return out[1:2] + guidance * (out[0:1] - out[1:2])
+
+    with masked_attention(transformer) if rows == 2 else contextlib.nullcontext():
+        yield noise, text.dtype
+    kv_caches.clear()
 
 
 @torch.no_grad()  # as `pipe.__call__`: inside the engine's inference_mode, T5 rounds differently without it
@@ -239,19 +223,17 @@ def denoise(
     of `pipe(...)` with the same arguments, up to rounding). Without guidance (scale <= 1) it is one pass,
     as in the pipeline, and bitwise equal to it."""
     transformer = pipe.transformer
-    c = _condition(pipe, prompt, references, height, width, guidance, prior)
-    latents = pipe.prepare_latents(
-        1, transformer.config.in_channels, height, width, c.text.dtype, pipe._execution_device, generator
-    )
-    with masked_attention(transformer) if c.cfg else contextlib.nullcontext():
+    with _guided_noise(pipe, prompt, references, height, width, guidance, prior) as (noise, dtype):
+        latents = pipe.prepare_latents(
+            1, transformer.config.in_channels, height, width, dtype, pipe._execution_device, generator
+        )
         for i, t in enumerate(_timesteps(pipe, steps, height, width)):
-            noise = _noise(transformer, c, latents.to(transformer.dtype), t.expand(1) - 1)
-            latents = pipe.scheduler.step(noise, t, latents, return_dict=False)[0]
+            prediction = noise(latents.to(transformer.dtype), t.expand(1) - 1)
+            latents = pipe.scheduler.step(prediction, t, latents, return_dict=False)[0]
             if step_end is not None:
                 latents = step_end(pipe, i, pipe.scheduler.sigmas[i], {"latents": latents}).pop(
                     "latents", latents
                 )
-    c.kv_caches.clear()
     return latents
 
 

@@ -45,15 +45,13 @@ class _Row:
 
 @dataclass(frozen=True)
 class _Calls:
-    """A `generate` call's callbacks, defaulted to no-ops."""
+    """A `generate` call's callbacks, defaulted to no-ops (`preview`: None when not asked for)."""
 
     report: ProgressCallback
     cancel: CancelCheck
     skip: SkipCheck
     image: ImageCallback
-
-
-_PreviewHook = Callable[[_Row, int, torch.Tensor], None]
+    preview: PreviewCallback | None
 
 
 class _Skipped(Exception):
@@ -81,8 +79,7 @@ class Engine:
         if ar_fast_path and not fast_ok:
             raise ValueError("ar_fast_path needs the AR model on sdpa or eager attention")
         self.ar_fast_path = fast_ok and self.device.type == "cuda" if ar_fast_path is None else ar_fast_path
-        self.batched_cfg = batched_cfg
-        self.vae_tiling = vae_tiling
+        self.batched_cfg, self.vae_tiling = batched_cfg, vae_tiling
         self.previews, self.preview_cache = previews, preview_cache
         self._projection: PreviewProjection | None = None
         self.min_ref_side, self.max_ref_side = side_bounds(pipe.processor.image_processor)
@@ -114,6 +111,7 @@ class Engine:
             should_cancel or (lambda: False),
             should_skip or (lambda _: False),
             on_image or (lambda _request, _image, _picture: None),
+            on_preview,
         )
         images: dict[int, list[Image.Image]] = {i: [] for i in range(len(requests))}
         timings: dict[int, StageTimings] = {}
@@ -128,9 +126,7 @@ class Engine:
                     for i in members
                     for k, seed in enumerate(requests[i].seeds)
                 ]
-                spec = requests[members[0]]
-                previews = self._previewer(spec.num_inference_steps, on_preview)
-                decoded, stage_timings = self._run_group(spec, rows, calls, previews)
+                decoded, stage_timings = self._run_group(requests[members[0]], rows, calls)
                 for row, image in zip(rows, decoded, strict=True):
                     images[row.request].append(image)
                     timings[row.request] = stage_timings
@@ -147,10 +143,13 @@ class Engine:
             torch.cuda.synchronize(self.device)
 
     def _run_group(
-        self, spec: GenerationRequest, rows: list[_Row], calls: _Calls, previews: _PreviewHook
+        self, spec: GenerationRequest, rows: list[_Row], calls: _Calls
     ) -> tuple[list[Image.Image | None], StageTimings]:
         """One batch of rows that share size, steps, guidance and reference count."""
-        report = calls.report
+        report, steps = calls.report, spec.num_inference_steps
+        chosen = preview_steps(steps, self.previews) if calls.preview is not None else frozenset()
+        if chosen and self._projection is None:
+            self._projection = PreviewProjection.load_or_fit(self.pipe.vae, self.preview_cache)
 
         # 1. AR: prior tokens for all rows in one batched generate(), one generator per row.
         start = time.perf_counter()
@@ -170,41 +169,42 @@ class Engine:
 
         # 2. DiT, then 3. VAE, one row at a time: batching them changes float rounding (a row's image would
         # depend on its neighbours) and buys little, as the AR stage dominates.
-        steps = spec.num_inference_steps
         total_steps = steps * len(rows)
         dit_time = vae_time = 0.0
         decoded: list[Image.Image | None] = []
         for r, row in enumerate(rows):
             if calls.cancel():
                 raise Cancelled("cancelled before the DiT stage")
+            image = latents = None
+            start = time.perf_counter()
             if calls.skip(row.request):
-                decoded.append(None)
                 report(Progress("dit", (r + 1) * steps, total_steps))
-                report(Progress("vae", r + 1, len(rows)))
-                continue
-            start = time.perf_counter()
-            step_end = self._step_end(row, r * steps, total_steps, calls, previews)
-            latents = self._denoise(spec, row, prior.row(r), step_end)
-            if latents is None:  # this request was skipped mid-denoise
-                decoded.append(None)
-                report(Progress("vae", r + 1, len(rows)))
-                continue
-            self._sync()
-            dit_time += time.perf_counter() - start
-            start = time.perf_counter()
-            decoded.append(self._decode(latents))
-            vae_time += time.perf_counter() - start
+            else:  # None when the row's request is dropped mid-denoise
+                step_end = self._step_end(row, r, steps, total_steps, calls, chosen)
+                latents = self._denoise(spec, row, prior.row(r), step_end)
+            if latents is not None:
+                self._sync()
+                dit_time += time.perf_counter() - start
+                start = time.perf_counter()
+                image = self._decode(latents)
+                vae_time += time.perf_counter() - start
+            decoded.append(image)
             report(Progress("vae", r + 1, len(rows)))
-            calls.image(row.request, row.image, decoded[-1])
+            if image is not None:
+                calls.image(row.request, row.image, image)
         return decoded, StageTimings(ar=ar_time, dit=dit_time, vae=vae_time)
 
-    @staticmethod
-    def _step_end(row: _Row, steps_before: int, total_steps: int, calls: _Calls, previews: _PreviewHook):
-        """What the DiT loop calls after each step: a preview, progress, then cancel and skip checks."""
+    def _step_end(
+        self, row: _Row, r: int, steps: int, total_steps: int, calls: _Calls, chosen: frozenset[int]
+    ):
+        """What the DiT loop calls after row `r`'s steps: a preview at the `chosen` steps, progress, then
+        cancel and skip checks."""
 
         def step_end(_pipe, step: int, _timestep, tensors: dict) -> dict:
-            previews(row, step + 1, tensors["latents"])
-            calls.report(Progress("dit", steps_before + step + 1, total_steps))
+            if step + 1 in chosen and calls.preview is not None and self._projection is not None:
+                latents = self._projection(tensors["latents"])
+                calls.preview(Preview(row.request, row.image, step + 1, steps, latents))
+            calls.report(Progress("dit", r * steps + step + 1, total_steps))
             if calls.cancel():
                 raise Cancelled("cancelled during the DiT stage")
             if calls.skip(row.request):
@@ -212,21 +212,6 @@ class Engine:
             return tensors
 
         return step_end
-
-    def _previewer(self, steps: int, on_preview: PreviewCallback | None) -> _PreviewHook:
-        """What the DiT loop calls after each step: a preview at the chosen steps, else nothing."""
-        chosen = preview_steps(steps, self.previews) if on_preview is not None else frozenset()
-        if not chosen:
-            return lambda _row, _step, _latents: None
-        if self._projection is None:
-            self._projection = PreviewProjection.load_or_fit(self.pipe.vae, self.preview_cache)
-        projection = self._projection
-
-        def take(row: _Row, step: int, latents: torch.Tensor) -> None:
-            if step in chosen and on_preview is not None:
-                on_preview(Preview(row.request, row.image, step, steps, projection(latents)))
-
-        return take
 
     def _denoise(
         self, spec: GenerationRequest, row: _Row, prior: PriorTokens, step_end
@@ -236,18 +221,8 @@ class Engine:
         generator = torch.Generator("cpu").manual_seed(row.seed)
         try:
             if self.batched_cfg:
-                return denoise(
-                    self.pipe,
-                    row.prompt,
-                    row.references,
-                    spec.height,
-                    spec.width,
-                    spec.num_inference_steps,
-                    spec.guidance_scale,
-                    prior,
-                    generator,
-                    step_end,
-                )
+                shape = (spec.height, spec.width, spec.num_inference_steps, spec.guidance_scale)
+                return denoise(self.pipe, row.prompt, row.references, *shape, prior, generator, step_end)
             return self.pipe(
                 prompt=row.prompt,
                 image=list(row.references) or None,

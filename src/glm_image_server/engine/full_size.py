@@ -23,54 +23,46 @@ from . import tiny
 REAL_MIN_PIXELS, REAL_MAX_PIXELS = 512 * 512, 2048 * 2048
 
 
-def glyph_config() -> T5Config:
-    """google/byt5-small's encoder."""
-    return T5Config(
-        vocab_size=384,
-        d_model=1472,
-        d_kv=64,
-        d_ff=3584,
-        num_layers=12,
-        num_heads=6,
-        feed_forward_proj="gated-gelu",
-        dropout_rate=0.0,
-        tie_word_embeddings=False,
-        decoder_start_token_id=0,
-    )
-
-
-def dit_kwargs() -> dict[str, Any]:
-    """30 layers of 32 heads x 128; diffusers' defaults otherwise, which are the release's sizes."""
-    return {"attention_head_dim": 128, "num_attention_heads": 32}
-
-
-def vae_kwargs() -> dict[str, Any]:
-    """CogView4's 16-channel VAE: four levels (scale factor 8), no quant convs."""
-    return {
-        "down_block_types": ["DownEncoderBlock2D"] * 4,
-        "up_block_types": ["UpDecoderBlock2D"] * 4,
-        "block_out_channels": (128, 512, 1024, 1024),
-        "layers_per_block": 3,
-        "latent_channels": 16,
-        "norm_num_groups": 32,
-        "sample_size": 1024,
-        "scaling_factor": 1.0,
-        "shift_factor": 0.0,
-        "use_quant_conv": False,
-        "use_post_quant_conv": False,
-        "latents_mean": [0.0] * 16,
-        "latents_std": [1.0] * 16,
-    }
-
-
 @dataclass(frozen=True)
 class Shapes:
     """Component shapes; the defaults are the released model's, tests pass smaller ones."""
 
     ar: GlmImageConfig = field(default_factory=GlmImageConfig)  # the defaults are the released shapes
-    glyph: T5Config = field(default_factory=glyph_config)
-    dit: dict[str, Any] = field(default_factory=dit_kwargs)
-    vae: dict[str, Any] = field(default_factory=vae_kwargs)
+    glyph: T5Config = field(  # google/byt5-small's encoder
+        default_factory=lambda: T5Config(
+            vocab_size=384,
+            d_model=1472,
+            d_kv=64,
+            d_ff=3584,
+            num_layers=12,
+            num_heads=6,
+            feed_forward_proj="gated-gelu",
+            dropout_rate=0.0,
+            tie_word_embeddings=False,
+            decoder_start_token_id=0,
+        )
+    )
+    # 30 layers of 32 heads x 128; diffusers' defaults otherwise, which are the release's sizes.
+    dit: dict[str, Any] = field(
+        default_factory=lambda: {"attention_head_dim": 128, "num_attention_heads": 32}
+    )
+    vae: dict[str, Any] = field(  # CogView4's 16-channel VAE: four levels (scale factor 8), no quant convs
+        default_factory=lambda: {
+            "down_block_types": ["DownEncoderBlock2D"] * 4,
+            "up_block_types": ["UpDecoderBlock2D"] * 4,
+            "block_out_channels": (128, 512, 1024, 1024),
+            "layers_per_block": 3,
+            "latent_channels": 16,
+            "norm_num_groups": 32,
+            "sample_size": 1024,
+            "scaling_factor": 1.0,
+            "shift_factor": 0.0,
+            "use_quant_conv": False,
+            "use_post_quant_conv": False,
+            "latents_mean": [0.0] * 16,
+            "latents_std": [1.0] * 16,
+        }
+    )
 
 
 def build_meta_modules(shapes: Shapes | None = None) -> dict[str, torch.nn.Module]:

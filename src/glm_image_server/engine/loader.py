@@ -24,12 +24,9 @@ class Placement:
 def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
     """auto: CUDA, then MPS, then CPU; bf16 on a GPU, fp32 on the CPU (bf16 matmuls are slow there)."""
     if device == "auto":
-        if torch.cuda.is_available():
-            device = "cuda"
-        elif torch.backends.mps.is_available():
-            device = "mps"
-        else:
-            device = "cpu"
+        device = (
+            "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+        )
     if dtype == "auto":
         dtype = "float32" if device == "cpu" else "bfloat16"
     return Placement(torch.device(device), DTYPES[dtype])

@@ -22,12 +22,6 @@ from PIL import Image
 FIT_IMAGES, FIT_SIDE = 8, 256
 
 
-def _fit_images(generator: torch.Generator) -> torch.Tensor:
-    """(N, 3, S, S) in [-1, 1]: smooth colour fields from a coarse random grid, upsampled."""
-    coarse = torch.rand((FIT_IMAGES, 3, 4, 4), generator=generator) * 2 - 1
-    return torch.nn.functional.interpolate(coarse, size=(FIT_SIDE, FIT_SIDE), mode="bicubic").clamp(-1, 1)
-
-
 def latent_stats(vae, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """The VAE's per-channel latent mean and std, shaped to broadcast over (N, C, h, w) latents."""
     shape = (1, vae.config.latent_channels, 1, 1)
@@ -52,7 +46,9 @@ class PreviewProjection:
     @classmethod
     def fit(cls, vae) -> PreviewProjection:
         device, dtype = vae.device, vae.dtype
-        images = _fit_images(torch.Generator("cpu").manual_seed(0))
+        # Smooth colour fields in [-1, 1]: a coarse random grid, upsampled.
+        coarse = torch.rand((FIT_IMAGES, 3, 4, 4), generator=torch.Generator("cpu").manual_seed(0)) * 2 - 1
+        images = torch.nn.functional.interpolate(coarse, size=(FIT_SIDE,) * 2, mode="bicubic").clamp(-1, 1)
         mean, std = latent_stats(vae, device, dtype)
         latents = []
         for image in images:  # one at a time: bounded activation memory on any VAE

@@ -125,7 +125,6 @@ def generate_prior_tokens(
     """Sample prior tokens for each row; every row of an edit batch has the same number of references.
     `fast`: the static-cache decode loop of ar_fast.py (same tokens; progress and cancel every few tokens)
     instead of `generate()`."""
-    device = pipe._execution_device
     rows = len(prompts)
     inputs = chat_inputs(pipe, prompts, height, width, references)
 
@@ -141,13 +140,10 @@ def generate_prior_tokens(
 
     vle = pipe.vision_language_encoder
     if fast:
+        config, vocab = vle.generation_config, vle.lm_head.out_features
+        warpers = sampling_warpers(config)
         picker = RowPicker(
-            generators,
-            sampling_warpers(vle.generation_config),
-            vle.generation_config.eos_token_id,
-            max_new_tokens,
-            vle.lm_head.out_features,
-            device,
+            generators, warpers, config.eos_token_id, max_new_tokens, vocab, pipe._execution_device
         )
         new_tokens = sample_tokens(vle, inputs, max_new_tokens, picker, on_token, should_cancel)
     else:

@@ -38,9 +38,7 @@ def crop_to_aspect(image: Image.Image, max_aspect: float = MAX_ASPECT) -> Image.
 def fitted_size(width: int, height: int, min_side: int, max_side: int) -> tuple[int, int]:
     """Sides on the 32-px grid, shortest >= min_side, longest <= max_side, aspect kept as the grid allows
     (the aspect ratio must fit the bounds: crop_to_aspect first)."""
-    scale = 1.0
-    if min(width, height) < min_side:
-        scale = min_side / min(width, height)
+    scale = max(1.0, min_side / min(width, height))
     if max(width, height) * scale > max_side:
         scale = max_side / max(width, height)
 

@@ -9,11 +9,9 @@ those of the real model.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -100,19 +98,6 @@ def build_processor(tokenizer, min_pixels: int, max_pixels: int) -> GlmImageProc
     )
 
 
-@contextlib.contextmanager
-def _construct_on(device: torch.device | str, dtype: torch.dtype) -> Iterator[None]:
-    """Modules built inside allocate their parameters on `device` in `dtype` (buffers a module creates with
-    an explicit dtype, such as rotary frequencies, keep it)."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
 def build_modules(
     ar: GlmImageConfig,
     glyph: T5Config,
@@ -133,11 +118,18 @@ def build_modules(
         "vae": partial(AutoencoderKL, **vae),
     }
     modules: dict[str, torch.nn.Module] = {}
-    with _construct_on(device, dtype):
-        for name, build in parts.items():
-            if seed is not None:
-                torch.manual_seed(seed)
-            modules[name] = build().eval()
+    # Parameters are allocated on `device` in `dtype` (buffers a module creates with an explicit dtype, such
+    # as rotary frequencies, keep it).
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            for name, build in parts.items():
+                if seed is not None:
+                    torch.manual_seed(seed)
+                modules[name] = build().eval()
+    finally:
+        torch.set_default_dtype(previous)
     generation = modules["vision_language_encoder"].generation_config
     generation.do_sample, generation.temperature, generation.top_p = True, 0.9, 0.75  # the release's values
     return modules

@@ -52,7 +52,6 @@ class Worker:
     def __init__(self) -> None:
         self.settings = Settings()
         self.worker = start_worker(self.settings)
-        self.store = self.worker.store
 
     def check_health(self) -> None:
         """Ray restarts a replica whose loop died (a dead process it notices by itself)."""
@@ -61,7 +60,7 @@ class Worker:
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """The queue, for `queue_policy`: the same for every replica (it is the store's)."""
-        depth = self.store.queue_depth()
+        depth = self.worker.store.queue_depth()
         oldest = min((created for *_, created in depth), default=None)
         return {
             "queued_images": float(sum(images for _, _, images, _ in depth)),

@@ -22,27 +22,22 @@ FILES = "/files/"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
-def bound_bases(host: str, port: int) -> list[str]:
-    """Base URLs of the bound address: the host itself and, when it listens on loopback or on every
-    address, the loopback names too."""
-    names = [f"[{host}]" if ":" in host else host]
-    try:
-        address = ipaddress.ip_address(host)
-        local = address.is_loopback or address.is_unspecified
-    except ValueError:
-        local = host == "localhost"
-    if local:
-        names += LOOPBACK_NAMES
-    return [f"http://{name}:{port}" for name in dict.fromkeys(names)]
-
-
 class OwnFiles:
     """Recognises this server's own file URLs among a request's references (blocking: it asks the
     storage whether the file exists; call it off the event loop)."""
 
     def __init__(self, storage: Storage, public_url: str | None, host: str, port: int) -> None:
         self.storage, self.public_url = storage, public_url
-        self.bound = bound_bases(host, port)
+        # The bound address, and the loopback names too when it listens on loopback or on every address.
+        names = [f"[{host}]" if ":" in host else host]
+        try:
+            address = ipaddress.ip_address(host)
+            local = address.is_loopback or address.is_unspecified
+        except ValueError:
+            local = host == "localhost"
+        if local:
+            names += LOOPBACK_NAMES
+        self.bound = [f"http://{name}:{port}" for name in dict.fromkeys(names)]
 
     def key_of(self, ref: str, base_url: str) -> str | None:
         """The storage key `ref` names when it is one of our files (unchecked), None for anyone else's."""
@@ -50,13 +45,9 @@ class OwnFiles:
             bases = [*filter(None, [self.public_url, base_url]), *self.bound]
             return self.storage.key_of(ref, bases)
         path = urlsplit(ref).path if ref.startswith("/") else ""
-        prefixes = [FILES]
-        if self.public_url:
-            prefixes.append(urlsplit(self.public_url).path.rstrip("/") + FILES)
-        for prefix in prefixes:
-            if path.startswith(prefix):
-                return unquote(path.removeprefix(prefix))
-        return None
+        under_public = urlsplit(self.public_url or "").path.rstrip("/") + FILES
+        prefix = next((p for p in (FILES, under_public) if path.startswith(p)), None)
+        return None if prefix is None else unquote(path.removeprefix(prefix))
 
     def locator(self, ref: str, field: str, base_url: str) -> str:
         """`stored:<key>` for one of our files, `ref` itself for anything else. Raises InvalidRequest for

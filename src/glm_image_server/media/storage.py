@@ -4,6 +4,7 @@ flat keys, so jobs and locators (`stored:<key>`) do not care which one holds the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -107,12 +108,10 @@ class LocalStorage:
     def delete_partials_before(self, when: float) -> int:
         gone = 0
         for path in self.root.glob(".*.partial"):
-            try:
+            with contextlib.suppress(FileNotFoundError):  # gone meanwhile
                 if path.stat().st_mtime < when:
                     path.unlink(missing_ok=True)
                     gone += 1
-            except FileNotFoundError:
-                pass
         return gone
 
     def delete_uploads_before(self, when: float) -> None:

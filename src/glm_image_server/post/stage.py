@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from PIL import Image
 
@@ -189,16 +189,8 @@ def finish_images(
     ]
     encode_s = time.perf_counter() - start + sum(done.encode_s for done in early.values())
     t = generated.timings
-    all_timings = {
-        **timings,
-        "ar": t.ar,
-        "dit": t.dit,
-        "vae": t.vae,
-        "safety": safety_s,
-        "text_check": text_s,
-        "encode": encode_s,
-        "inference": t.inference,
-    }
+    stages = {"safety": safety_s, "text_check": text_s, "encode": encode_s, "inference": t.inference}
+    all_timings = {**timings, **asdict(t), **stages}
     for stage, seconds in all_timings.items():
         metrics.STAGE_SECONDS.labels(stage).observe(seconds)
     log(f"Done: AR {t.ar:.2f} s, DiT {t.dit:.2f} s, VAE {t.vae:.2f} s", "INFO")
