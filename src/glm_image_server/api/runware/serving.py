@@ -1,4 +1,4 @@
-"""Runware's task runner, shared by its REST calls and WebSockets (rest.py, websocket.py): authentication,
+"""Runware's task runner, shared by its REST calls and WebSockets (routes.py): authentication,
 ping, imageInference (model `runware:glm-image@0`), getResponse, imageUpload. An imageInference's
 taskUUID is its job id, so a repeated taskUUID answers with that task's results and never runs it twice.
 Images are handed out as each finishes: getResponse lists the finished ones (and a `processing` item per
