@@ -10,12 +10,11 @@ from starlette.types import Scope
 from ...serving.jobs import ServingSettings
 from ..dialect import Dialect, SignedUrls
 from . import playground, routes, uploads
-from .headers import ERROR_TYPE, TIMEOUT_TYPE
 from .middleware import FalMiddleware
 from .protocol import API, PREFIXES
-from .serving import deliveries
+from .serving import ERROR_TYPE, TIMEOUT_TYPE, deliveries
 from .translate import FIELDS
-from .upload_urls import UPLOADS_PATH, UploadGrant, UploadSigner
+from .uploads import UPLOADS_PATH, UploadGrant, UploadSigner
 
 FAL_KEY = {
     "type": "apiKey",

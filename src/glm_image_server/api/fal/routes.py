@@ -1,7 +1,7 @@
 """fal's routes: sync runs at `POST /{app}`, the queue under `/queue/{app}` (or the same paths on a
 `queue.*` host), so fal clients work with FAL_RUN_HOST=<host> and FAL_QUEUE_RUN_HOST=<host>/queue.
 Status, result and cancel URLs carry the app without its sub-path, so both apps share one request store.
-Each route parses (fal's platform headers too: headers.py), then hands over to the serving class."""
+Each route parses (fal's platform headers too: serving.py), then hands over to the serving class."""
 
 from __future__ import annotations
 
