@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,17 +20,6 @@ from .errors import error_response
 
 log = logging.getLogger("glm_image_server")
 BODY_METHODS = ("POST", "PUT", "PATCH")
-
-
-class _BodyError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        self.status, self.message = status, message
-
-
-def failed_key_buckets(settings: LimitsSettings) -> TokenBuckets:
-    """Wrong keys per client address (shared with dialects whose keys may come inside the body)."""
-    per_minute = settings.auth_failures_per_minute
-    return TokenBuckets(per_minute / 60, per_minute)
 
 
 class Gate:
@@ -57,8 +47,8 @@ class Gate:
             limit = self.settings.max_body_bytes if valid else self.settings.max_unauthenticated_body_bytes
             try:
                 receive = await self._buffered(headers, receive, limit)
-            except _BodyError as exc:
-                await error_response(dialect, exc.status, exc.message)(scope, receive, send)
+            except HTTPException as exc:
+                await error_response(dialect, exc.status_code, exc.detail)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -94,7 +84,7 @@ class Gate:
 
     async def _buffered(self, headers: dict[bytes, bytes], receive: Receive, limit: int) -> Receive:
         """The whole body, read within `limit` bytes and the body deadline, replayed to the app."""
-        too_big = _BodyError(413, f"the request body is larger than {limit} bytes")
+        too_big = HTTPException(413, f"the request body is larger than {limit} bytes")
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             raise too_big
@@ -104,7 +94,7 @@ class Gate:
                 while True:
                     message = await receive()
                     if message["type"] != "http.request":
-                        raise _BodyError(400, "the client went away while sending the body")
+                        raise HTTPException(400, "the client went away while sending the body")
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > limit:
@@ -113,7 +103,9 @@ class Gate:
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
-            raise _BodyError(408, f"the body took longer than {self.settings.body_timeout_s:g} s") from None
+            raise HTTPException(
+                408, f"the body took longer than {self.settings.body_timeout_s:g} s"
+            ) from None
         pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
         async def replay() -> Message:
