@@ -129,10 +129,9 @@ class FalServing(DialectServing):
         """Raises BadHeader for a platform header, InvalidRequest for the body (our own result URLs
         among the references are read from storage)."""
         start_timeout_s, priority = platform(self.request.headers)
-        base_url = str(self.request.base_url)
-        references = await self.jobs.local_references(body.references, base_url)
+        references = await self.jobs.local_references(body.references, self.base_url)
         request, output, options = translate.to_internal(body, webhook, references)
-        job = self.jobs.new_job(self.caller, app, request, output, base_url, options, priority=priority)
+        job = self.jobs.new_job(self.caller, app, request, output, self.base_url, options, priority=priority)
         if start_timeout_s is not None:
             job = job.model_copy(update={"start_by": job.created_at + start_timeout_s})
         self.request.state.request_id = job.id
@@ -210,7 +209,7 @@ class FalServing(DialectServing):
 
     def _urls(self, job_id: str) -> dict[str, str]:
         """Status, result and cancel URLs carry the app without its sub-path: both apps share one queue."""
-        base = str(self.request.base_url).rstrip("/")
+        base = self.base_url.rstrip("/")
         if public := self.services.settings.public_url:
             base = public.rstrip("/") + "/queue"
         elif not getattr(self.request.state, "queue_host", False):

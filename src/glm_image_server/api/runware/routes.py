@@ -35,7 +35,7 @@ _SUBMITTING: set[asyncio.Future] = set()  # submissions under way, held until do
 )
 @router.post("/v1/", include_in_schema=False)
 async def rest(request: Request) -> Response:
-    runner = Tasks(request, str(request.base_url))
+    runner = Tasks(request)
     if getattr(request.state, "authenticated", False):
         runner.accept_key(presented_key(request.headers.get("authorization", "")))
     tasks = await tasks_in(await request.body(), runner.services.settings.max_tasks_per_message)
@@ -139,8 +139,7 @@ class Connection:
 @router.websocket("/v1")
 async def websocket(socket: WebSocket) -> None:
     await socket.accept()
-    base_url = str(socket.base_url).replace("ws://", "http://", 1).replace("wss://", "https://", 1)
-    connection = Connection(socket, Tasks(socket, base_url, sessions=True))
+    connection = Connection(socket, Tasks(socket, sessions=True))
     try:
         with contextlib.suppress(WebSocketDisconnect):
             await connection.serve(connection.tasks.services.settings.max_tasks_per_message)
