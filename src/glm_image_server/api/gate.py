@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..serving.admission import LimitsSettings, TokenBuckets
 from .auth import key_ok, owner_of, presented_key
-from .dialect import Dialect, SignedUrls, dialect_of
+from .dialect import Dialect, dialect_of
 from .errors import error_response
 
 log = logging.getLogger("glm_image_server")
@@ -35,9 +35,8 @@ class Gate:
         dialect = dialect_of(self.dialects, scope["path"])
         client = (scope.get("client") or ("unknown", 0))[0]
         headers = dict(scope["headers"])
-        signed = dialect.signed if dialect is not None else None
-        if signed is not None and scope["path"].startswith(signed.prefix):
-            valid, refusal = self._signed_url(scope, signed, dialect, client)
+        if dialect is not None and scope["path"].startswith(dialect.signed_prefixes):
+            valid, refusal = self._signed_url(scope, dialect, client)
         else:
             valid, refusal = self._api_key(headers, dialect, scope.setdefault("state", {}), client)
         if refusal is not None:
@@ -70,17 +69,16 @@ class Gate:
             return False, error_response(dialect, 429, "too many requests with a wrong API key", wait)
         return False, None if dialect.wrong_key is None else error_response(dialect, 401, dialect.wrong_key)
 
-    def _signed_url(
-        self, scope: Scope, signed: SignedUrls, dialect: Dialect, client: str
-    ) -> tuple[bool, JSONResponse | None]:
+    def _signed_url(self, scope: Scope, dialect: Dialect, client: str) -> tuple[bool, JSONResponse | None]:
         """A signed URL: its grant, noted with its owner, stands for the key."""
-        grant, state = signed.grant(scope), scope.setdefault("state", {})
+        grant, state = dialect.grant(scope), scope.setdefault("state", {})  # type: ignore[misc]
         state["owner"], state["authenticated"], state["grant"] = (grant and grant.owner), bool(grant), grant
         if grant is not None:
             return True, None
+        noun = dialect.signed_noun
         if wait := self.auth_failures.take(client):
-            return False, error_response(dialect, 429, f"too many requests with a bad {signed.noun}", wait)
-        return False, error_response(dialect, 403, f"this {signed.noun} is not valid (altered, or expired)")
+            return False, error_response(dialect, 429, f"too many requests with a bad {noun}", wait)
+        return False, error_response(dialect, 403, f"this {noun} is not valid (altered, or expired)")
 
     async def _buffered(self, headers: dict[bytes, bytes], receive: Receive, limit: int) -> Receive:
         """The whole body, read within `limit` bytes and the body deadline, replayed to the app."""
@@ -103,9 +101,8 @@ class Gate:
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
-            raise HTTPException(
-                408, f"the body took longer than {self.settings.body_timeout_s:g} s"
-            ) from None
+            message = f"the body took longer than {self.settings.body_timeout_s:g} s"
+            raise HTTPException(408, message) from None
         pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
         async def replay() -> Message:

@@ -8,7 +8,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from ...serving.jobs import ServingSettings
-from ..dialect import Dialect, SignedUrls
+from ..dialect import Dialect
 from . import routes, uploads
 from .middleware import FalMiddleware
 from .protocol import API, PREFIXES
@@ -48,6 +48,8 @@ dialect = Dialect(
     fields=FIELDS,
     renderer=deliveries,
     setup=_setup,
-    signed=SignedUrls(UPLOADS_PATH, _upload_grant, "upload URL"),
+    signed_prefixes=(UPLOADS_PATH,),
+    grant=_upload_grant,
+    signed_noun="upload URL",
     exposed_headers=("x-fal-request-id", TIMEOUT_TYPE, ERROR_TYPE),  # its clients read
 )
