@@ -127,12 +127,8 @@ class CompleteUpload(BaseModel):
     parts: list[Part] = Field(min_length=1, max_length=MAX_PARTS)
 
 
-def _services(request: Request) -> Services:
-    return request.app.state.services
-
-
 def _file_url(request: Request, grant: UploadGrant) -> str:
-    return _services(request).jobs.upload_url(upload_key(grant.image_uuid), str(request.base_url))
+    return request.app.state.services.jobs.upload_url(upload_key(grant.image_uuid), str(request.base_url))
 
 
 async def _initiate(request: Request, body: InitiateUpload, multipart: bool) -> JSONResponse:
@@ -167,7 +163,7 @@ def _grant(request: Request, multipart: bool) -> UploadGrant:
 
 
 def _check_disk(request: Request) -> Services:
-    services = _services(request)
+    services = request.app.state.services
     if problem := services.admission.disk.problem():
         raise LowDisk(problem, 60.0)
     return services
@@ -181,7 +177,7 @@ async def _not_complete(services: Services, grant: UploadGrant) -> None:
 
 async def _body(request: Request) -> bytes:
     """The request's bytes, at most `fetch_max_bytes`, while the disk has room."""
-    data, limit = await request.body(), _services(request).settings.fetch_max_bytes
+    data, limit = await request.body(), request.app.state.services.settings.fetch_max_bytes
     if len(data) > limit:
         raise HTTPException(413, f"the upload is larger than {limit} bytes (fetch_max_bytes)")
     _check_disk(request)
@@ -190,7 +186,7 @@ async def _body(request: Request) -> bytes:
 
 async def _kept(request: Request, grant: UploadGrant, data: bytes) -> JSONResponse:
     """Decode (the input limits) and keep as the grant's upload."""
-    services = _services(request)
+    services = request.app.state.services
     max_pixels = services.settings.input_max_pixels
     await services.call(keep_upload_bytes, services.storage, data, "file", max_pixels, grant.image_uuid)
     return JSONResponse({"file_url": _file_url(request, grant)})
@@ -199,13 +195,13 @@ async def _kept(request: Request, grant: UploadGrant, data: bytes) -> JSONRespon
 @bytes_router.put(UPLOADS_PATH + "{token}", summary="Upload the bytes (to the signed upload_url)")
 async def put_upload(token: str, request: Request) -> JSONResponse:
     grant = _grant(request, multipart=False)
-    await _not_complete(_services(request), grant)
+    await _not_complete(request.app.state.services, grant)
     return await _kept(request, grant, await _body(request))
 
 
 @bytes_router.put(UPLOADS_PATH + "{token}/{part_number}", summary="Upload one part")
 async def put_part(token: str, part_number: int, request: Request) -> JSONResponse:
-    grant, services = _grant(request, multipart=True), _services(request)
+    grant, services = _grant(request, multipart=True), request.app.state.services
     # How many parts an upload of at most fetch_max_bytes can need: more would only fill the disk.
     most = min(MAX_PARTS, -(-services.settings.fetch_max_bytes // MIN_PART_BYTES) + 1)
     if not 1 <= part_number <= most:
@@ -221,7 +217,7 @@ async def complete(token: str, body: CompleteUpload, request: Request) -> JSONRe
     numbers = [part.partNumber for part in body.parts]
     if numbers != sorted(set(numbers)):
         raise InvalidRequest("parts", "are not in ascending order, once each", "1, 2, 3, ...")
-    services = _services(request)
+    services = request.app.state.services
     await _not_complete(services, grant)
     parts, limit = [(part.partNumber, part.etag) for part in body.parts], services.settings.fetch_max_bytes
     data = await services.call(assemble_parts, services.storage, grant.image_uuid, parts, limit)
