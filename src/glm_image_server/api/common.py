@@ -87,10 +87,9 @@ def openapi_body(media_type: str, schema: dict) -> dict:
     return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
 
 
-ErrorHandler = Callable[[Request, Any], Response]
-
-
-def route_class(errors: Mapping[type[Exception], ErrorHandler], strict_json: bool = True) -> type[APIRoute]:
+def route_class(
+    errors: Mapping[type[Exception], Callable[[Request, Any], Response]], strict_json: bool = True
+) -> type[APIRoute]:
     """A dialect's route class: the exceptions in `errors` (its validation errors first) answered by their
     handlers, in the dialect's words; with `strict_json`, a JSON body is parsed strictly first
     (jsonbody.py), and one that is not strict JSON is a RequestValidationError."""
