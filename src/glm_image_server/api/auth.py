@@ -26,6 +26,4 @@ def presented_key(authorization: str, schemes: tuple[str, ...] = ("bearer",)) ->
 
 def owner_of(keys: Sequence[str], key: str | None) -> str | None:
     """A stable, non-reversible name for the key a job was submitted with (None: no keys configured)."""
-    if not keys or not key:
-        return None
-    return owner_hash(key)
+    return owner_hash(key) if keys and key else None
