@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.middleware.cors import CORSMiddleware
 
@@ -20,23 +20,35 @@ from ..config import Settings
 from ..delivery.sender import Renderer
 from ..media.storage import LocalStorage
 from ..serving import ops
-from ..serving.admission import LimitsSettings, Refused
+from ..serving.admission import LimitsSettings, Refused, TokenBuckets
 from ..serving.jobs import ServingSettings
 from ..serving.services import Services, start_services
 from . import openapi
-from .auth import owner_of, presented_key, require_api_key
+from .auth import key_ok, owner_of, presented_key
 from .dialect import Dialect, dialect_of, discover
 from .errors import error_response, refused_status
-from .gate import Gate, failed_key_buckets
+from .gate import Gate
 
 log = logging.getLogger("glm_image_server")
 
 
-def add_cors(app: FastAPI, settings: Settings, dialects: Sequence[Dialect]) -> None:
-    """Browser pages on the allowed origins may call every API (preflights answered; any request header
-    allowed: clients send authorization, content-type and headers of their own) and read the headers the
-    dialects name, and Retry-After. No origins configured: same-origin pages only, and a cross-origin
-    preflight is refused (400)."""
+def compose(app: FastAPI, settings: Settings, dialects: Sequence[Dialect]) -> None:
+    """The gate (keys, bodies) inside each dialect's own middlewares, CORS outermost (preflights are
+    answered, and every answer carries CORS headers); every dialect's routers; errors in its envelope."""
+    limits, serving = LimitsSettings.from_settings(settings), ServingSettings.from_settings(settings)
+    # wrong keys per client address (shared with dialects whose keys may come inside the body)
+    per_minute = limits.auth_failures_per_minute
+    app.state.auth_failures = auth_failures = TokenBuckets(per_minute / 60, per_minute)
+    app.add_middleware(Gate, settings=limits, auth_failures=auth_failures, dialects=dialects)
+    for dialect in dialects:
+        if dialect.setup is not None:
+            dialect.setup(app, serving)
+        for router in dialect.routers:
+            app.include_router(router)
+    # Browser pages on the allowed origins may call every API (preflights answered; any request header
+    # allowed: clients send authorization, content-type and headers of their own) and read the headers the
+    # dialects name, and Retry-After. No origins configured: same-origin pages only, and a cross-origin
+    # preflight is refused (400).
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -45,20 +57,6 @@ def add_cors(app: FastAPI, settings: Settings, dialects: Sequence[Dialect]) -> N
         expose_headers=[*(header for d in dialects for header in d.exposed_headers), "retry-after"],
         max_age=600,
     )
-
-
-def compose(app: FastAPI, settings: Settings, dialects: Sequence[Dialect]) -> None:
-    """The gate (keys, bodies) inside each dialect's own middlewares, CORS outermost (preflights are
-    answered, and every answer carries CORS headers); every dialect's routers; errors in its envelope."""
-    limits, serving = LimitsSettings.from_settings(settings), ServingSettings.from_settings(settings)
-    app.state.auth_failures = auth_failures = failed_key_buckets(limits)
-    app.add_middleware(Gate, settings=limits, auth_failures=auth_failures, dialects=dialects)
-    for dialect in dialects:
-        if dialect.setup is not None:
-            dialect.setup(app, serving)
-        for router in dialect.routers:
-            app.include_router(router)
-    add_cors(app, settings, dialects)
 
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> JSONResponse:
@@ -123,11 +121,14 @@ def server_endpoints(app: FastAPI, settings: Settings) -> None:
             {"ready": not found, "problems": found, "workers": workers}, 503 if found else 200
         )
 
-    @app.get("/ops", tags=["server"], dependencies=[Depends(require_api_key)])
+    @app.get("/ops", tags=["server"])
     async def ops_view(request: Request) -> dict:
-        """Workers, queue depth and the caller's recent jobs (of every API), for the playground's ops tab."""
+        """Workers, queue depth and the caller's recent jobs (of every API), for the playground's ops tab;
+        keyed like fal (`Key <key>` or `Bearer <key>`)."""
         services: Services = request.app.state.services
         key = presented_key(request.headers.get("authorization", ""), ("key", "bearer"))
+        if not key_ok(settings.api_keys, key):
+            raise HTTPException(401, "missing or invalid API key: send 'Authorization: Bearer <key>'")
         return await services.call(ops.ops_view, services, owner_of(settings.api_keys, key))
 
     @app.get("/metrics", tags=["server"], include_in_schema=False)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 
-from fastapi import HTTPException, Request
-
 from ..keys import owner_hash, parse_keys
 
 
@@ -28,13 +26,4 @@ def presented_key(authorization: str, schemes: tuple[str, ...] = ("bearer",)) ->
 
 def owner_of(keys: Sequence[str], key: str | None) -> str | None:
     """A stable, non-reversible name for the key a job was submitted with (None: no keys configured)."""
-    if not keys or not key:
-        return None
-    return owner_hash(key)
-
-
-async def require_api_key(request: Request) -> None:
-    """For the server's own keyed pages (the ops view): `Key <key>` or `Bearer <key>`."""
-    key = presented_key(request.headers.get("authorization", ""), ("key", "bearer"))
-    if not key_ok(request.app.state.services.settings.api_keys, key):
-        raise HTTPException(401, "missing or invalid API key: send 'Authorization: Bearer <key>'")
+    return owner_hash(key) if keys and key else None

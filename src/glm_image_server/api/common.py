@@ -27,13 +27,6 @@ class HungUp(Exception):
     """The client hung up before its answer was ready: answered 499 (nobody reads it)."""
 
 
-def caller_of(connection: HTTPConnection, api: str) -> Caller:
-    """The dialect `api`'s caller: the key's owner hash as the gate (api/gate.py) found it, and the client's
-    address (the key for per-address limits)."""
-    client = connection.client.host if connection.client else "unknown"
-    return Caller(api, getattr(connection.state, "owner", None), client)
-
-
 async def unless_disconnected(connection: Request, work: Awaitable[T]) -> T:
     """`work`'s result; raises HungUp once the client has hung up (the job goes on; only this wait stops,
     so abandoned sync requests cost nothing)."""
@@ -52,14 +45,20 @@ async def _hung_up(connection: Request) -> None:
 
 
 class DialectServing:
-    """The base of a dialect's serving class: one request, and the job service as its caller (`api`: the
-    dialect's name)."""
+    """The base of a dialect's serving class: one request (or WebSocket), the URL it reached us at (in
+    http terms), and the job service with its caller: the dialect `api`, the key's owner hash as the gate
+    (api/gate.py) found it, and the client's address (the key for per-address limits)."""
 
     api: ClassVar[str]
 
-    def __init__(self, request: Request) -> None:
+    def __init__(self, request: HTTPConnection) -> None:
         self.request, self.services = request, request.app.state.services
-        self.jobs, self.caller = self.services.jobs, caller_of(request, self.api)
+        self.base_url = str(request.base_url)
+        if request.scope["type"] == "websocket":  # ws(s)://... as http(s)://...
+            self.base_url = self.base_url.replace("ws", "http", 1)
+        client = request.client.host if request.client else "unknown"
+        self.jobs = self.services.jobs
+        self.caller = Caller(self.api, getattr(request.state, "owner", None), client)
 
 
 class SeededTextCheck(BaseModel):
@@ -88,10 +87,9 @@ def openapi_body(media_type: str, schema: dict) -> dict:
     return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
 
 
-ErrorHandler = Callable[[Request, Any], Response]
-
-
-def route_class(errors: Mapping[type[Exception], ErrorHandler], strict_json: bool = True) -> type[APIRoute]:
+def route_class(
+    errors: Mapping[type[Exception], Callable[[Request, Any], Response]], strict_json: bool = True
+) -> type[APIRoute]:
     """A dialect's route class: the exceptions in `errors` (its validation errors first) answered by their
     handlers, in the dialect's words; with `strict_json`, a JSON body is parsed strictly first
     (jsonbody.py), and one that is not strict JSON is a RequestValidationError."""

@@ -30,17 +30,6 @@ def detail_error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"detail": message}, status)
 
 
-@dataclass(frozen=True)
-class SignedUrls:
-    """Paths under `prefix` carry their own credential, standing for a key: `grant(scope)` is what the
-    path's signature grants (with the key's `owner`), None when it is altered or expired; `noun` names
-    such a URL in the errors."""
-
-    prefix: str
-    grant: Callable[[Scope], Any]
-    noun: str
-
-
 @dataclass(frozen=True, eq=False)
 class Dialect:
     """One vendor's API on this server."""
@@ -56,7 +45,12 @@ class Dialect:
     fields: Mapping[str, str] = field(default_factory=dict)  # core field -> its wire name, where they differ
     renderer: Callable[[Services], Renderer] | None = None  # a finished job's webhook POSTs / upload PUTs
     setup: Callable[[FastAPI, ServingSettings], None] | None = None  # app state, middlewares outside the gate
-    signed: SignedUrls | None = None
+    # Paths under `signed_prefixes` carry their own credential, standing for a key: `grant(scope)` is what
+    # the path's signature grants (with the key's `owner`), None when it is altered or expired;
+    # `signed_noun` names such a URL in the errors.
+    signed_prefixes: tuple[str, ...] = ()
+    grant: Callable[[Scope], Any] | None = None
+    signed_noun: str = "signed URL"
     exposed_headers: tuple[str, ...] = ()  # response headers its browser clients read (CORS)
 
     def owns(self, path: str) -> bool:

@@ -9,27 +9,17 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..serving.admission import LimitsSettings, TokenBuckets
 from .auth import key_ok, owner_of, presented_key
-from .dialect import Dialect, SignedUrls, dialect_of
+from .dialect import Dialect, dialect_of
 from .errors import error_response
 
 log = logging.getLogger("glm_image_server")
 BODY_METHODS = ("POST", "PUT", "PATCH")
-
-
-class _BodyError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        self.status, self.message = status, message
-
-
-def failed_key_buckets(settings: LimitsSettings) -> TokenBuckets:
-    """Wrong keys per client address (shared with dialects whose keys may come inside the body)."""
-    per_minute = settings.auth_failures_per_minute
-    return TokenBuckets(per_minute / 60, per_minute)
 
 
 class Gate:
@@ -45,9 +35,8 @@ class Gate:
         dialect = dialect_of(self.dialects, scope["path"])
         client = (scope.get("client") or ("unknown", 0))[0]
         headers = dict(scope["headers"])
-        signed = dialect.signed if dialect is not None else None
-        if signed is not None and scope["path"].startswith(signed.prefix):
-            valid, refusal = self._signed_url(scope, signed, dialect, client)
+        if dialect is not None and scope["path"].startswith(dialect.signed_prefixes):
+            valid, refusal = self._signed_url(scope, dialect, client)
         else:
             valid, refusal = self._api_key(headers, dialect, scope.setdefault("state", {}), client)
         if refusal is not None:
@@ -57,8 +46,8 @@ class Gate:
             limit = self.settings.max_body_bytes if valid else self.settings.max_unauthenticated_body_bytes
             try:
                 receive = await self._buffered(headers, receive, limit)
-            except _BodyError as exc:
-                await error_response(dialect, exc.status, exc.message)(scope, receive, send)
+            except HTTPException as exc:
+                await error_response(dialect, exc.status_code, exc.detail)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -80,21 +69,20 @@ class Gate:
             return False, error_response(dialect, 429, "too many requests with a wrong API key", wait)
         return False, None if dialect.wrong_key is None else error_response(dialect, 401, dialect.wrong_key)
 
-    def _signed_url(
-        self, scope: Scope, signed: SignedUrls, dialect: Dialect, client: str
-    ) -> tuple[bool, JSONResponse | None]:
+    def _signed_url(self, scope: Scope, dialect: Dialect, client: str) -> tuple[bool, JSONResponse | None]:
         """A signed URL: its grant, noted with its owner, stands for the key."""
-        grant, state = signed.grant(scope), scope.setdefault("state", {})
+        grant, state = dialect.grant(scope), scope.setdefault("state", {})  # type: ignore[misc]
         state["owner"], state["authenticated"], state["grant"] = (grant and grant.owner), bool(grant), grant
         if grant is not None:
             return True, None
+        noun = dialect.signed_noun
         if wait := self.auth_failures.take(client):
-            return False, error_response(dialect, 429, f"too many requests with a bad {signed.noun}", wait)
-        return False, error_response(dialect, 403, f"this {signed.noun} is not valid (altered, or expired)")
+            return False, error_response(dialect, 429, f"too many requests with a bad {noun}", wait)
+        return False, error_response(dialect, 403, f"this {noun} is not valid (altered, or expired)")
 
     async def _buffered(self, headers: dict[bytes, bytes], receive: Receive, limit: int) -> Receive:
         """The whole body, read within `limit` bytes and the body deadline, replayed to the app."""
-        too_big = _BodyError(413, f"the request body is larger than {limit} bytes")
+        too_big = HTTPException(413, f"the request body is larger than {limit} bytes")
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             raise too_big
@@ -104,7 +92,7 @@ class Gate:
                 while True:
                     message = await receive()
                     if message["type"] != "http.request":
-                        raise _BodyError(400, "the client went away while sending the body")
+                        raise HTTPException(400, "the client went away while sending the body")
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > limit:
@@ -113,7 +101,8 @@ class Gate:
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
-            raise _BodyError(408, f"the body took longer than {self.settings.body_timeout_s:g} s") from None
+            message = f"the body took longer than {self.settings.body_timeout_s:g} s"
+            raise HTTPException(408, message) from None
         pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
         async def replay() -> Message:

@@ -8,14 +8,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from ...serving.jobs import ServingSettings
-from ..dialect import Dialect, SignedUrls
-from . import playground, routes, uploads
-from .headers import ERROR_TYPE, TIMEOUT_TYPE
+from ..dialect import Dialect
+from . import routes, uploads
 from .middleware import FalMiddleware
 from .protocol import API, PREFIXES
-from .serving import deliveries
+from .serving import ERROR_TYPE, TIMEOUT_TYPE, deliveries
 from .translate import FIELDS
-from .upload_urls import UPLOADS_PATH, UploadGrant, UploadSigner
+from .uploads import UPLOADS_PATH, UploadGrant, UploadSigner
 
 FAL_KEY = {
     "type": "apiKey",
@@ -29,7 +28,7 @@ def _setup(app: FastAPI, settings: ServingSettings) -> None:
     """The upload signer, the playground's files, and fal's middleware outside the gate (its answers carry
     the request id too, and it routes a proxied request before the gate sees its path)."""
     app.state.upload_signer = UploadSigner(settings.api_keys, settings.data_dir)
-    app.mount("/web", StaticFiles(directory=playground.WEB_DIR), name="web")  # the page's script and style
+    app.mount("/web", StaticFiles(directory=routes.WEB_DIR), name="web")  # the page's script and style
     app.add_middleware(FalMiddleware)
 
 
@@ -41,7 +40,7 @@ def _upload_grant(scope: Scope) -> UploadGrant | None:
 
 dialect = Dialect(
     name=API,
-    routers=(routes.router, uploads.router, uploads.bytes_router, playground.router),
+    routers=(routes.router, uploads.router, uploads.bytes_router, routes.playground_router),
     prefixes=PREFIXES,
     key_schemes=("key", "bearer"),
     wrong_key="missing or invalid API key: send 'Authorization: Key <key>' or 'Bearer <key>'",
@@ -49,6 +48,8 @@ dialect = Dialect(
     fields=FIELDS,
     renderer=deliveries,
     setup=_setup,
-    signed=SignedUrls(UPLOADS_PATH, _upload_grant, "upload URL"),
+    signed_prefixes=(UPLOADS_PATH,),
+    grant=_upload_grant,
+    signed_noun="upload URL",
     exposed_headers=("x-fal-request-id", TIMEOUT_TYPE, ERROR_TYPE),  # its clients read
 )

@@ -30,12 +30,6 @@ STORAGE_PATHS = ("/storage/upload/initiate", "/storage/upload/initiate-multipart
 FAL_PATH = f"/{OWNER}/"
 
 
-def header_id(request_id: str | None) -> str:
-    """The id to echo: the request's own when it is a plain token, else a fresh one (a client-given
-    path segment with control characters must never reach a header)."""
-    return request_id if request_id and SAFE_ID.match(request_id) else str(uuid.uuid4())
-
-
 def local_path(target: str) -> tuple[str, str] | None:
     """Our path and query string for a fal target URL, or None when this server does not serve it."""
     try:
@@ -93,7 +87,10 @@ class FalMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                request_id = header_id(state.get("request_id"))
+                # the request's own id when it is a plain token, else a fresh one (a client-given path
+                # segment with control characters must never reach a header)
+                request_id = state.get("request_id")
+                request_id = request_id if request_id and SAFE_ID.match(request_id) else str(uuid.uuid4())
                 headers = [*message.get("headers", []), (b"x-fal-request-id", request_id.encode())]
                 message = {**message, "headers": headers}
             await send(message)

@@ -1,15 +1,22 @@
 """fal's routes: sync runs at `POST /{app}`, the queue under `/queue/{app}` (or the same paths on a
 `queue.*` host), so fal clients work with FAL_RUN_HOST=<host> and FAL_QUEUE_RUN_HOST=<host>/queue.
 Status, result and cancel URLs carry the app without its sub-path, so both apps share one request store.
-Each route parses (fal's platform headers too: headers.py), then hands over to the serving class."""
+Each route parses (fal's platform headers too: serving.py), then hands over to the serving class.
+Also the playground page at `/`: static files shipped in the package (api/web/, no CDN: it works offline),
+and the one endpoint it needs beyond the public fal queue API, `/playground/config`: the form's defaults
+and ranges taken from the fal input schema, so they are never duplicated in JavaScript. The page is a
+client of fal's API, so it comes with the fal dialect."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 
+from ...core.request import MAX_REFERENCES, MAX_SIDE, MIN_SIDE, SIZE_MULTIPLE, SIZE_PRESETS
+from ...serving.jobs import ServingSettings
 from .protocol import ALIAS, IMAGE_TO_IMAGE, OWNER, TEXT_TO_IMAGE, ImageToImageInput, TextToImageInput
 from .serving import FalRoute, FalServing
 
@@ -21,6 +28,8 @@ PREVIEWS = "our extension: include the latest live preview as a data URI while r
 PreviewsFlag = Annotated[str, Query(pattern=FLAG, description=PREVIEWS)]
 
 router = APIRouter(tags=["fal"], route_class=FalRoute)
+playground_router = APIRouter(tags=["playground"])
+WEB_DIR = Path(__file__).parents[1] / "web"
 
 
 def _on(flag: str) -> bool:
@@ -76,3 +85,30 @@ async def result(request: Request, request_id: str) -> Response:
 async def cancel(request: Request, request_id: str) -> Response:
     """Queued: removed (200 OK). Running: stopped at its next token or step (202). Finished: 400."""
     return await FalServing(request).cancel(request_id)
+
+
+@playground_router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(WEB_DIR / "index.html", headers={"cache-control": "no-cache"})
+
+
+@playground_router.get("/playground/config", summary="The playground form's fields, defaults and ranges")
+async def playground_config(request: Request) -> dict:
+    # What the page's form needs: fal's input fields (JSON schema properties: default, minimum, maximum,
+    # enum), the size grid and presets, and what this server offers.
+    settings: ServingSettings = request.app.state.services.settings
+    return {
+        "fields": ImageToImageInput.model_json_schema()["properties"],
+        "size_presets": {name: {"width": w, "height": h} for name, (w, h) in SIZE_PRESETS.items()},
+        "size": {"multiple": SIZE_MULTIPLE, "min": MIN_SIDE, "max": MAX_SIDE},
+        "max_references": MAX_REFERENCES,
+        "endpoints": {"text_to_image": TEXT_TO_IMAGE, "image_to_image": IMAGE_TO_IMAGE},
+        "api_key_required": bool(settings.api_keys),
+        "prompt_expansion": bool(settings.expansion_base_url),
+        "pricing": {
+            "mode": settings.pricing,
+            "per_megapixel": settings.price_per_megapixel,
+            "per_gpu_second": settings.price_per_gpu_second,
+        },
+        "model": settings.model,
+    }

@@ -1,13 +1,19 @@
-"""fal's serving class: what its routes do with the job service — sync runs, queue submissions with fal's
-platform headers (headers.py), status polled or streamed, results and cancels — in fal's wire formats
-(translate.py); its errors as fal answers them; and the signed webhook of a finished job."""
+"""fal's serving class: what its routes do with the job service — sync runs, queue submissions, status
+polled or streamed, results and cancels — in fal's wire formats (translate.py); its errors as fal answers
+them; and the signed webhook of a finished job. Also fal's platform headers, as its clients send and read
+them: on a request `x-fal-request-timeout` (the seconds it may wait before it starts: the client's
+`start_timeout`) and `x-fal-queue-priority` (`normal` or `low`); on an error response `X-Fal-Error-Type`
+(the body's `error_type`, for clients that do not parse bodies) and, when a request missed its start
+deadline, `X-Fal-Request-Timeout-Type: user` (which tells fal's clients not to retry it)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import get_args
 
 from fastapi import HTTPException
 from fastapi.encoders import jsonable_encoder
@@ -15,15 +21,53 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import Request
 
-from ...core.job import Job, JobError, JobStatus
+from ...core.job import Job, JobError, JobStatus, Priority
 from ...core.request import InvalidRequest
 from ...delivery.sender import Outgoing, Renderer
 from ...media.uploads import UploadTooLarge
 from ...serving.jobs import Snapshot, failure
 from ...serving.services import Services
 from ..common import DialectServing, route_class, unless_disconnected
-from . import headers, translate
+from . import translate
 from .protocol import ALIAS, API, OWNER, FalOptions, QueueSubmitted, TextToImageInput
+
+REQUEST_TIMEOUT = "x-fal-request-timeout"
+QUEUE_PRIORITY = "x-fal-queue-priority"
+ERROR_TYPE = "x-fal-error-type"
+TIMEOUT_TYPE = "x-fal-request-timeout-type"
+
+
+class BadHeader(ValueError):
+    """A platform header with a value fal would not accept (a 400 `bad_request`)."""
+
+
+def platform(headers: Mapping[str, str]) -> tuple[float | None, Priority]:
+    """What a request's platform headers ask of its job: (start timeout in seconds, queue priority); raises
+    BadHeader saying what would have been valid."""
+    timeout, priority = headers.get(REQUEST_TIMEOUT), headers.get(QUEUE_PRIORITY, "normal").strip().lower()
+    if priority not in get_args(Priority):
+        raise BadHeader(f"{QUEUE_PRIORITY} must be normal or low, got {priority[:40]!r}")
+    if timeout is None:
+        return None, priority  # type: ignore[return-value]
+    try:
+        seconds = float(timeout)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise BadHeader(f"{REQUEST_TIMEOUT} must be a number of seconds above 0, got {timeout[:40]!r}")
+    return seconds, priority  # type: ignore[return-value]
+
+
+def with_error_headers(status_code: int, body: dict) -> JSONResponse:
+    """An error body with the headers fal puts beside it: `X-Fal-Error-Type` mirrors `error_type`, and a
+    missed start deadline (`request_timeout`) says it was the user's timeout."""
+    headers = {}
+    if error_type := body.get("error_type"):
+        headers[ERROR_TYPE] = error_type
+        if error_type == "request_timeout":
+            headers[TIMEOUT_TYPE] = "user"
+    return JSONResponse(body, status_code, headers)
+
 
 NOT_FOUND = {"detail": "request not found"}
 CANCELLED = {
@@ -50,7 +94,7 @@ def invalid(request: Request, exc: InvalidRequest) -> JSONResponse:
 ERRORS = {
     RequestValidationError: validation_error,
     InvalidRequest: invalid,
-    headers.BadHeader: lambda request, exc: headers.with_error_headers(
+    BadHeader: lambda request, exc: with_error_headers(
         400, {"detail": str(exc), "error_type": "bad_request"}
     ),
 }
@@ -82,13 +126,12 @@ class FalServing(DialectServing):
         return JSONResponse(submitted.model_dump())
 
     async def _submit(self, app: str, body: TextToImageInput, webhook: str | None) -> Job:
-        """Raises headers.BadHeader for a platform header, InvalidRequest for the body (our own result URLs
+        """Raises BadHeader for a platform header, InvalidRequest for the body (our own result URLs
         among the references are read from storage)."""
-        start_timeout_s, priority = headers.platform(self.request.headers)
-        base_url = str(self.request.base_url)
-        references = await self.jobs.local_references(body.references, base_url)
+        start_timeout_s, priority = platform(self.request.headers)
+        references = await self.jobs.local_references(body.references, self.base_url)
         request, output, options = translate.to_internal(body, webhook, references)
-        job = self.jobs.new_job(self.caller, app, request, output, base_url, options, priority=priority)
+        job = self.jobs.new_job(self.caller, app, request, output, self.base_url, options, priority=priority)
         if start_timeout_s is not None:
             job = job.model_copy(update={"start_by": job.created_at + start_timeout_s})
         self.request.state.request_id = job.id
@@ -155,7 +198,7 @@ class FalServing(DialectServing):
 
     async def _result(self, job: Job) -> Response:
         if job.status != JobStatus.SUCCEEDED:
-            return headers.with_error_headers(*translate.error_body(failure(job)))
+            return with_error_headers(*translate.error_body(failure(job)))
         images = await self.jobs.arender(job, FalOptions.model_validate(job.options).sync_mode)
         return JSONResponse(translate.output(job, images).model_dump(exclude_none=True))
 
@@ -166,7 +209,7 @@ class FalServing(DialectServing):
 
     def _urls(self, job_id: str) -> dict[str, str]:
         """Status, result and cancel URLs carry the app without its sub-path: both apps share one queue."""
-        base = str(self.request.base_url).rstrip("/")
+        base = self.base_url.rstrip("/")
         if public := self.services.settings.public_url:
             base = public.rstrip("/") + "/queue"
         elif not getattr(self.request.state, "queue_host", False):

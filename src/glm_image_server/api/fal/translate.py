@@ -58,16 +58,6 @@ def detail(error: JobError) -> list[dict]:
 UNION_TAGS = ("literal[", "ImageSize")  # pydantic's per-member locations of a union field's errors
 
 
-def _clean(error: dict) -> dict:
-    """One pydantic error in words: no "Value error, " prefix, no empty or unserialisable ctx."""
-    cleaned = {k: v for k, v in error.items() if k not in ("ctx", "url")}
-    cleaned["msg"] = str(error.get("msg", "")).removeprefix("Value error, ")
-    ctx = error.get("ctx")
-    if ctx and all(isinstance(v, str | int | float) for v in ctx.values()):
-        cleaned["ctx"] = ctx
-    return cleaned
-
-
 def validation_detail(errors: list[dict], content_type: str | None) -> list[dict]:
     """FastAPI's 422 `detail` for a fal body, reworded: a union field (image_size) whose members each
     failed says once what it accepts; a body that is not a JSON object says so, and why when it came
@@ -87,8 +77,13 @@ def validation_detail(errors: list[dict], content_type: str | None) -> list[dict
                 got, presets = error.get("input"), ", ".join(SIZE_PRESETS)
                 msg = f"must be one of {presets}, or an object {{width, height}}; got {got!r}"
                 detail.append({"type": "value_error", "loc": list(loc[:-1]), "msg": msg, "input": got})
-        else:
-            detail.append(_clean(error))
+        else:  # in words: no "Value error, " prefix, no empty or unserialisable ctx
+            cleaned = {k: v for k, v in error.items() if k not in ("ctx", "url")}
+            cleaned["msg"] = str(error.get("msg", "")).removeprefix("Value error, ")
+            ctx = error.get("ctx")
+            if ctx and all(isinstance(v, str | int | float) for v in ctx.values()):
+                cleaned["ctx"] = ctx
+            detail.append(cleaned)
     return detail
 
 

@@ -1,25 +1,103 @@
 """fal's storage flow, answered here so `fal.storage.upload` (and the JS client's automatic upload of
 Blobs in an input) puts files on this server instead of fal's CDN: `POST /fal/storage/upload/initiate
 {content_type, file_name}` (fal's `rest.fal.ai/...`, reached through the proxy convention) answers
-`{upload_url, file_url}`; the client PUTs the bytes to `upload_url`, a signed URL (upload_urls.py) that
-needs no key; `file_url` works once the PUT succeeded. Big files go in parts: `initiate-multipart`, then
-`PUT {upload_url}/{n}` (answers `{partNumber, etag}`) and `POST {upload_url}/complete {parts}`. An upload
-is an input image like any other: at most `fetch_max_bytes` and `input_max_pixels`, decoded to check it,
-kept as PNG for `result_retention_s`; nothing is taken while the disk is short of `min_free_disk_mb`."""
+`{upload_url, file_url}`; the client PUTs the bytes to `upload_url`; `file_url` works once the PUT
+succeeded. Big files go in parts: `initiate-multipart`, then `PUT {upload_url}/{n}` (answers
+`{partNumber, etag}`) and `POST {upload_url}/complete {parts}`. An upload is an input image like any
+other: at most `fetch_max_bytes` and `input_max_pixels`, decoded to check it, kept as PNG for
+`result_retention_s`; nothing is taken while the disk is short of `min_free_disk_mb`.
+
+fal's clients PUT to `upload_url` without their key, so the URL itself is the credential — it names the
+upload, whose key asked for it and until when it is good, signed with an HMAC whose secret is the asking
+API key itself (any API replica can check it; a removed key's URLs stop working at once), or with no keys
+configured a random secret kept in the data directory."""
 
 from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from ...core.request import InvalidRequest
+from ...keys import parse_keys
 from ...media.storage import upload_key
 from ...media.uploads import assemble_parts, keep_part, keep_upload_bytes
 from ...serving.admission import LowDisk
 from ...serving.services import Services
+from ...signing import create_once
 from .serving import FalBytesRoute, FalRoute
-from .upload_urls import UPLOADS_PATH, UploadGrant
+
+UPLOADS_PATH = "/fal/storage/uploads/"
+UPLOAD_URL_TTL_S = 3600.0
+SECRET_NAME = "upload-url.secret"
+NO_OWNER = "-"
+
+
+@dataclass(frozen=True)
+class UploadGrant:
+    """What an upload URL allows: writing the upload `image_uuid` (in parts when `multipart`) until
+    `expires_at`, on behalf of `owner` (the key's hash; None without keys)."""
+
+    image_uuid: uuid.UUID
+    owner: str | None
+    multipart: bool
+    expires_at: float
+
+
+class UploadSigner:
+    def __init__(self, keys: list[str], data_dir: Path) -> None:
+        self._secrets: dict[str | None, bytes] = {k.owner: k.secret.encode() for k in parse_keys(keys)}
+        if not keys:
+            # made on first use, readable by this user only, never read half-written (create_once)
+            create_once(data_dir / SECRET_NAME, secrets.token_bytes(32))
+            self._secrets[None] = (data_dir / SECRET_NAME).read_bytes()
+
+    def _mac(self, owner: str | None, payload: str) -> str | None:
+        secret = self._secrets.get(owner)
+        if secret is None:
+            return None
+        digest = hmac.new(secret, b"fal-upload-url:" + payload.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def sign(
+        self, owner: str | None, multipart: bool, ttl_s: float = UPLOAD_URL_TTL_S
+    ) -> tuple[str, UploadGrant]:
+        """A new upload's token (a URL path segment) and what it grants."""
+        grant = UploadGrant(uuid.uuid4(), owner, multipart, float(int(time.time() + ttl_s)))
+        payload = ".".join(
+            (grant.image_uuid.hex, str(int(grant.expires_at)), "m" if multipart else "s", owner or NO_OWNER)
+        )
+        mac = self._mac(owner, payload)
+        assert mac is not None, "signing for a key that is not configured"
+        return f"{payload}.{mac}", grant
+
+    def verify(self, token: str) -> UploadGrant | None:
+        """The grant of a token this server signed and that has not expired; None for anything else."""
+        parts = token.split(".")
+        if len(parts) != 5:
+            return None
+        hex_uuid, expires, kind, owner_text, mac = parts
+        owner = None if owner_text == NO_OWNER else owner_text
+        expected = self._mac(owner, ".".join(parts[:4]))
+        if expected is None or not hmac.compare_digest(expected, mac):
+            return None
+        if not expires.isdigit() or int(expires) < time.time() or kind not in ("m", "s"):
+            return None
+        try:
+            image_uuid = uuid.UUID(hex=hex_uuid)
+        except ValueError:
+            return None
+        return UploadGrant(image_uuid, owner, kind == "m", float(expires))
+
 
 INITIATE_PATH = "/fal/storage/upload/initiate"
 MAX_PARTS = 10_000
@@ -49,12 +127,8 @@ class CompleteUpload(BaseModel):
     parts: list[Part] = Field(min_length=1, max_length=MAX_PARTS)
 
 
-def _services(request: Request) -> Services:
-    return request.app.state.services
-
-
 def _file_url(request: Request, grant: UploadGrant) -> str:
-    return _services(request).jobs.upload_url(upload_key(grant.image_uuid), str(request.base_url))
+    return request.app.state.services.jobs.upload_url(upload_key(grant.image_uuid), str(request.base_url))
 
 
 async def _initiate(request: Request, body: InitiateUpload, multipart: bool) -> JSONResponse:
@@ -89,7 +163,7 @@ def _grant(request: Request, multipart: bool) -> UploadGrant:
 
 
 def _check_disk(request: Request) -> Services:
-    services = _services(request)
+    services = request.app.state.services
     if problem := services.admission.disk.problem():
         raise LowDisk(problem, 60.0)
     return services
@@ -103,7 +177,7 @@ async def _not_complete(services: Services, grant: UploadGrant) -> None:
 
 async def _body(request: Request) -> bytes:
     """The request's bytes, at most `fetch_max_bytes`, while the disk has room."""
-    data, limit = await request.body(), _services(request).settings.fetch_max_bytes
+    data, limit = await request.body(), request.app.state.services.settings.fetch_max_bytes
     if len(data) > limit:
         raise HTTPException(413, f"the upload is larger than {limit} bytes (fetch_max_bytes)")
     _check_disk(request)
@@ -112,7 +186,7 @@ async def _body(request: Request) -> bytes:
 
 async def _kept(request: Request, grant: UploadGrant, data: bytes) -> JSONResponse:
     """Decode (the input limits) and keep as the grant's upload."""
-    services = _services(request)
+    services = request.app.state.services
     max_pixels = services.settings.input_max_pixels
     await services.call(keep_upload_bytes, services.storage, data, "file", max_pixels, grant.image_uuid)
     return JSONResponse({"file_url": _file_url(request, grant)})
@@ -121,13 +195,13 @@ async def _kept(request: Request, grant: UploadGrant, data: bytes) -> JSONRespon
 @bytes_router.put(UPLOADS_PATH + "{token}", summary="Upload the bytes (to the signed upload_url)")
 async def put_upload(token: str, request: Request) -> JSONResponse:
     grant = _grant(request, multipart=False)
-    await _not_complete(_services(request), grant)
+    await _not_complete(request.app.state.services, grant)
     return await _kept(request, grant, await _body(request))
 
 
 @bytes_router.put(UPLOADS_PATH + "{token}/{part_number}", summary="Upload one part")
 async def put_part(token: str, part_number: int, request: Request) -> JSONResponse:
-    grant, services = _grant(request, multipart=True), _services(request)
+    grant, services = _grant(request, multipart=True), request.app.state.services
     # How many parts an upload of at most fetch_max_bytes can need: more would only fill the disk.
     most = min(MAX_PARTS, -(-services.settings.fetch_max_bytes // MIN_PART_BYTES) + 1)
     if not 1 <= part_number <= most:
@@ -143,7 +217,7 @@ async def complete(token: str, body: CompleteUpload, request: Request) -> JSONRe
     numbers = [part.partNumber for part in body.parts]
     if numbers != sorted(set(numbers)):
         raise InvalidRequest("parts", "are not in ascending order, once each", "1, 2, 3, ...")
-    services = _services(request)
+    services = request.app.state.services
     await _not_complete(services, grant)
     parts, limit = [(part.partNumber, part.etag) for part in body.parts], services.settings.fetch_max_bytes
     data = await services.call(assemble_parts, services.storage, grant.image_uuid, parts, limit)

@@ -30,7 +30,7 @@ class OpenAIServing(DialectServing):
         request, output, options = translate.to_internal(
             parsed, references, self.services.settings.safety_default
         )
-        job = self.jobs.new_job(self.caller, app, request, output, str(self.request.base_url), options)
+        job = self.jobs.new_job(self.caller, app, request, output, self.base_url, options)
         await self.jobs.submit(self.caller, job)
         if parsed.stream:
             prefix = "image_edit" if app == "images/edits" else "image_generation"

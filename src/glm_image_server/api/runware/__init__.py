@@ -4,14 +4,14 @@ the body (an authentication task), so a request without one goes on to the task 
 from __future__ import annotations
 
 from ..dialect import Dialect
-from . import rest, websocket
+from . import routes
 from .protocol import API, error_response
 from .serving import deliveries
 from .translate import FIELDS
 
 dialect = Dialect(
     name=API,
-    routers=(rest.router, websocket.router),
+    routers=(routes.router,),
     paths=("/v1", "/v1/"),
     error=error_response,
     fields=FIELDS,

@@ -1,4 +1,4 @@
-"""Runware's task runner, shared by its REST calls and WebSockets (rest.py, websocket.py): authentication,
+"""Runware's task runner, shared by its REST calls and WebSockets (routes.py): authentication,
 ping, imageInference (model `runware:glm-image@0`), getResponse, imageUpload. An imageInference's
 taskUUID is its job id, so a repeated taskUUID answers with that task's results and never runs it twice.
 Images are handed out as each finishes: getResponse lists the finished ones (and a `processing` item per
@@ -29,7 +29,7 @@ from ...serving.admission import Refused
 from ...serving.services import Services
 from .. import jsonbody
 from ..auth import key_ok, owner_of
-from ..common import caller_of
+from ..common import DialectServing
 from ..errors import refused_status
 from . import translate
 from .protocol import API, CODES, MODEL, ImageInference, RunwareOptions, TaskError
@@ -76,14 +76,16 @@ def deliveries(services: Services) -> Renderer:
     return outgoing
 
 
-class Tasks:
+class Tasks(DialectServing):
     """Runs tasks for one REST call or one WebSocket connection (`sessions`: it has a connection
-    session, and its sync inferences are recorded with it)."""
+    session, and its sync inferences are recorded with it). The caller's key: an authentication's, or
+    the header's."""
 
-    def __init__(self, connection: HTTPConnection, base_url: str, sessions: bool = False) -> None:
-        self.services: Services = connection.app.state.services
-        self.jobs, self.base_url, self.sessions = self.services.jobs, base_url, sessions
-        self.caller = caller_of(connection, API)  # its key: an authentication, or the header's
+    api = API
+
+    def __init__(self, connection: HTTPConnection, sessions: bool = False) -> None:
+        super().__init__(connection)
+        self.sessions = sessions
         self.auth_failures = connection.app.state.auth_failures
         self.authenticated = not self.services.settings.api_keys
         self.session: str | None = None
@@ -123,7 +125,12 @@ class Tasks:
             job = await self.submit(task)
             if task.get("deliveryMethod") == "async":
                 return [translate.processing(job.id)]
-            return await self.results(job.id, task)
+            if (job := await self.jobs.finished(self.caller, job.id)) is None:
+                message = "the task expired or is not an imageInference"
+                raise TaskError("taskFailedOrNotFound", message, "taskUUID", task)
+            if job.status != JobStatus.SUCCEEDED:
+                raise translate.error_item(job)
+            return await self.jobs.call(render, self.services, job)
         raise TaskError("unsupportedTaskType", f"unsupported taskType {task_type!r}", "taskType", task)
 
     def check_authenticated(self, task: dict) -> None:
@@ -168,15 +175,16 @@ class Tasks:
             raise TaskError(
                 "unsupportedModel", f"this server runs {MODEL}, not {params.model!r}", "model", task
             )
-        base_url = self.base_url
-        own_url = partial(self.jobs.own_files.locator, base_url=base_url)  # (URL, field) -> locator
+        own_url = partial(self.jobs.own_files.locator, base_url=self.base_url)  # (URL, field) -> locator
         request, output, options = await self.jobs.call(
             translate.to_internal, params, task, self.stored_image, own_url
         )
         for url, parameter in ((output.webhook_url, "webhookURL"), (output.upload_url, "uploadEndpoint")):
             if problem := await self.jobs.refused_destination(url):
                 raise TaskError(f"invalid{translate.cap(parameter)}", problem, parameter, task)
-        job = self.jobs.new_job(self.caller, MODEL, request, output, base_url, options, id=params.taskUUID)
+        job = self.jobs.new_job(
+            self.caller, MODEL, request, output, self.base_url, options, id=params.taskUUID
+        )
         if not await self.jobs.submit(self.caller, job):
             if await self.jobs.get(self.caller, job.id) is None:  # another key's or another API's
                 message = "this taskUUID is taken: send a new UUIDv4 for each task"
@@ -197,16 +205,6 @@ class Tasks:
         found = translate.result_of(image_uuid)
         image = self.jobs.images(self.caller, found[0]).get(found[1]) if found else None
         return STORED + image.key if image is not None and storage.exists(image.key) else None
-
-    async def results(self, job_id: str, task: dict) -> list[dict]:
-        job = await self.jobs.finished(self.caller, job_id)
-        if job is None:
-            raise TaskError(
-                "taskFailedOrNotFound", "the task expired or is not an imageInference", "taskUUID", task
-            )
-        if job.status != JobStatus.SUCCEEDED:
-            raise translate.error_item(job)
-        return await self.jobs.call(render, self.services, job)
 
     async def get_response(self, task: dict) -> list[dict]:
         """The task's images: the finished ones as results, one `processing` item per image to come."""
@@ -264,7 +262,12 @@ class Tasks:
             raise TaskError("missingImage", "imageUpload needs an image", "image", task)
         try:
             if image.startswith(("http://", "https://")) or translate.is_path(image):
-                image = await self._image_at(image)
+                # one of our own files is read from storage, any other fetched on the event loop
+                locator = await self.jobs.call(self.jobs.own_files.locator, image, "image", self.base_url)
+                if locator.startswith(STORED):
+                    image = await self.jobs.call(self.services.storage.read, locator.removeprefix(STORED))
+                else:
+                    image = await self.services.fetcher.fetch_bytes(image, "image")
             image_uuid = uuid.uuid4()
             await self.jobs.call(self._keep, image, image_uuid)
         except InvalidRequest as exc:
@@ -284,14 +287,6 @@ class Tasks:
             uri = image if image.startswith("data:") else "data:;base64," + "".join(image.split())
             image = decode_data_uri(uri, "image", settings.fetch_max_bytes)
         keep_upload_bytes(self.services.storage, image, "image", settings.input_max_pixels, image_uuid)
-
-    async def _image_at(self, url: str) -> bytes:
-        """An upload given as a URL: one of our own files read from storage, any other fetched on the
-        event loop (no thread waits). Raises InvalidRequest."""
-        locator = await self.jobs.call(self.jobs.own_files.locator, url, "image", self.base_url)
-        if locator.startswith(STORED):
-            return await self.jobs.call(self.services.storage.read, locator.removeprefix(STORED))
-        return await self.services.fetcher.fetch_bytes(url, "image")
 
 
 def task_error(exc: Exception, task: Any) -> TaskError:

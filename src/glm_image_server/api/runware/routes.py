@@ -1,6 +1,8 @@
-"""Runware's WebSocket on `/v1`: tasks are answered in order, except inferences, whose results are pushed
-one image at a time on tasks of their own (a slow inference never holds up a ping); after an
-authentication that resumed a connection session, the results that session missed are pushed too."""
+"""Runware's routes on `/v1`: REST, a JSON array of tasks each answered in the one response (its items
+under `data`, its failure under `errors`); and the WebSocket, whose tasks are answered in order, except
+inferences, whose results are pushed one image at a time on tasks of their own (a slow inference never
+holds up a ping); after an authentication that resumed a connection session, the results that session
+missed are pushed too. serving.py runs the tasks."""
 
 from __future__ import annotations
 
@@ -10,15 +12,45 @@ import json
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse, Response
 
 from ...core.job import Job
+from ..auth import presented_key
+from ..common import openapi_body, route_class, unless_disconnected
+from ..errors import retry_after
 from . import translate
-from .protocol import TaskError
+from .protocol import TASK, TaskError
 from .serving import Tasks, tasks_in
 
-router = APIRouter(tags=["runware"])
+ERRORS = {TaskError: lambda request, exc: JSONResponse({"errors": [exc.item()]}, exc.status)}
+router = APIRouter(tags=["runware"], route_class=route_class(ERRORS, strict_json=False))
 _SUBMITTING: set[asyncio.Future] = set()  # submissions under way, held until done (asyncio keeps weak refs)
+
+
+@router.post(
+    "/v1",
+    summary="Runware tasks (REST)",
+    openapi_extra=openapi_body("application/json", {"type": "array", "items": TASK}),
+)
+@router.post("/v1/", include_in_schema=False)
+async def rest(request: Request) -> Response:
+    runner = Tasks(request)
+    if getattr(request.state, "authenticated", False):
+        runner.accept_key(presented_key(request.headers.get("authorization", "")))
+    tasks = await tasks_in(await request.body(), runner.services.settings.max_tasks_per_message)
+    data, errors, status, wait_s = [], [], 200, 0.0
+    for task in tasks:
+        try:
+            data += await unless_disconnected(request, runner.safely(task, runner.run(task)))
+        except TaskError as exc:
+            errors.append(exc.item())
+            status = exc.status if status == 200 else status
+            wait_s = max(wait_s, exc.retry_after_s or 0.0)
+    body: dict = {"data": data} if data or not errors else {}
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, 200 if data and status < 500 else status, retry_after(wait_s))
 
 
 def _submitted(done: asyncio.Future) -> None:
@@ -107,8 +139,7 @@ class Connection:
 @router.websocket("/v1")
 async def websocket(socket: WebSocket) -> None:
     await socket.accept()
-    base_url = str(socket.base_url).replace("ws://", "http://", 1).replace("wss://", "https://", 1)
-    connection = Connection(socket, Tasks(socket, base_url, sessions=True))
+    connection = Connection(socket, Tasks(socket, sessions=True))
     try:
         with contextlib.suppress(WebSocketDisconnect):
             await connection.serve(connection.tasks.services.settings.max_tasks_per_message)
