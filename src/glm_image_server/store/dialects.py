@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.dialects import sqlite
@@ -25,9 +25,11 @@ from .wakeups import WakeBus
 log = logging.getLogger(__name__)
 Notice = tuple[Channel, str]  # (channel, job id)
 CHANNELS: dict[Channel, str] = {"changes": "glm_image_changes", "queued": "glm_image_queued"}
-MIGRATION_LOCK = 0x61_6D_67_6C  # pg_advisory_xact_lock key: one migrator at a time
-ADMISSION_LOCK = 0x61_64_6D_74  # ... and one capped job creation at a time
-POOL_WAIT_S = 2  # PostgreSQL: the longest wait for a connection (from the pool, or a new one)
+Lock = Literal["schema", "admission"]
+LOCKS: dict[Lock, int] = {"schema": 0x61_6D_67_6C, "admission": 0x61_64_6D_74}  # pg_advisory_xact_lock keys
+POOL_WAIT_S = 2  # PostgreSQL: the longest wait for a connection (from the pool, or a new one), then a 503
+# Pre-pinged: a connection the server dropped is replaced, not handed out.
+POOL = {"pool_pre_ping": True, "pool_timeout": POOL_WAIT_S, "connect_args": {"connect_timeout": POOL_WAIT_S}}
 LIVE_WAKE_S = 0.05  # a live write (progress, logs, previews) wakes other processes this late at most
 
 
@@ -72,12 +74,9 @@ class Dialect:
         for channel, job_id in notices:
             self.bus.publish(channel, job_id, LIVE_WAKE_S if live else 0.0)
 
-    def lock_schema(self, conn: Connection) -> None:
-        """Inside the migrating transaction (SQLite's: BEGIN IMMEDIATE holds off other migrators)."""
-
-    def lock_admission(self, conn: Connection) -> None:
-        """Inside a creating transaction, before it counts: one admission at a time (SQLite's write
-        transaction holds the database's write lock from BEGIN IMMEDIATE already)."""
+    def lock(self, conn: Connection, what: Lock) -> None:
+        """Inside a write transaction: one migrator, or one capped job creation, at a time (SQLite's
+        write transactions hold the database's write lock from BEGIN IMMEDIATE already)."""
 
     def subscribe(self, channel: Channel, callback: Callable[[str], None]) -> bool:
         return self.bus.subscribe(channel, callback)  # False: readers tail the change log (`changes_after`)
@@ -96,14 +95,7 @@ class PostgresDialect(Dialect):
         self.insert, parsed = postgresql.insert, make_url(url)
         self.conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
         driver = parsed.set(drivername="postgresql+psycopg")
-        self.engine = create_engine(
-            driver,
-            pool_size=pool_size,
-            max_overflow=0,
-            pool_pre_ping=True,  # a connection the server dropped is replaced, not handed out
-            pool_timeout=POOL_WAIT_S,  # a store that does not answer is unavailable (503) soon
-            connect_args={"connect_timeout": POOL_WAIT_S},
-        )
+        self.engine = create_engine(driver, pool_size=pool_size, max_overflow=0, **POOL)
         self._notify = text("SELECT pg_notify(:channel, :job_id)")
         self._subscribers: dict[Channel, list[Callable[[str], None]]] = {"changes": [], "queued": []}
         self._listener: threading.Thread | None = None
@@ -121,11 +113,8 @@ class PostgresDialect(Dialect):
             if params := [{"channel": CHANNELS[channel], "job_id": job} for channel, job in notices]:
                 conn.execute(self._notify, params)  # NOTIFY goes out with the commit
 
-    def lock_schema(self, conn: Connection) -> None:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
-
-    def lock_admission(self, conn: Connection) -> None:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADMISSION_LOCK})
+    def lock(self, conn: Connection, what: Lock) -> None:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCKS[what]})
 
     def subscribe(self, channel: Channel, callback: Callable[[str], None]) -> bool:
         """Returns once notifications flow (or after 10 s of trying; they flow once it connects)."""

@@ -14,28 +14,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Executable, and_, bindparam, delete, func, insert, or_, select, update
-from sqlalchemy import exc as db_errors
 
 from ..core import transitions as move
 from ..core.job import Claim, Job, JobError, JobStatus, LiveState, LogEntry, LogLevel, WorkerInfo
 from ..core.request import Stage
 from ..core.results import FinishedImage, JobResult, PreviewImage
-from .contract import (
-    CancelOutcome,
-    Caps,
-    Changes,
-    Channel,
-    Delivery,
-    OverCap,
-    Requeued,
-    SessionJob,
-    StoreUnavailable,
-)
+from .contract import CancelOutcome, Caps, Changes, Channel, Delivery, OverCap, Requeued, SessionJob
 from .dialects import Dialect, Notice, PostgresDialect
+from .faults import unavailable_as_such
 from .migrations import migrate
 from .schema import JOB_TABLES, changes, deliveries, job_live, job_logs, job_row, jobs, session_jobs, workers
 
-UNAVAILABLE = (db_errors.OperationalError, db_errors.InterfaceError, db_errors.TimeoutError)
 CHANGE_LOG_KEEP_S, STOPPED_ANSWERING = 300.0, "its worker stopped answering"  # the log only wakes waiters
 J, D, L, S, C, G = jobs.c, deliveries.c, job_live.c, session_jobs.c, changes.c, job_logs.c
 QUEUED, RUNNING = J.status == JobStatus.QUEUED.value, J.status == JobStatus.RUNNING.value
@@ -125,7 +114,7 @@ class SqlJobStore:
         """A write transaction; `durable=False` skips the fsync (dialects.py); `live`: a running job's
         progress, log lines or previews, whose wake-ups may wait a little (dialects.py)."""
         notices: dict[Notice, None] = {}
-        with _unavailable_as_such(), self.dialect.write(durable, notices, live) as conn:
+        with unavailable_as_such(), self.dialect.write(durable, notices, live) as conn:
             yield _Tx(conn, notices)
             now = time.time()
             if changed := [{"job_id": job, "at": now} for channel, job in notices if channel == "changes"]:
@@ -141,7 +130,7 @@ class SqlJobStore:
             tx.changed(job_id)
 
     def _read(self, statement: Executable, **params: Any) -> list[Any]:
-        with _unavailable_as_such(), self.dialect.read() as conn:
+        with unavailable_as_such(), self.dialect.read() as conn:
             return conn.execute(statement, params).all()
 
     def _jobs(self, statement: Executable, **params: Any) -> list[Job]:
@@ -158,7 +147,7 @@ class SqlJobStore:
     def create(self, job: Job, caps: Caps | None = None) -> bool:
         with self._write() as tx:
             if caps is not None:
-                self.dialect.lock_admission(tx.conn)
+                self.dialect.lock(tx.conn, "admission")
             if tx.run(self._create, job_row(job)).first() is None:
                 return False  # the id exists
             if caps is not None:  # counted with the new job: an exception rolls it back
@@ -373,21 +362,6 @@ class SqlJobStore:
 
     def delivery_failed(self, delivery_id: int, error: str, retry_at: float | None) -> None:
         self._run(ATTEMPTED, delivery=delivery_id, last_error=error, next_at=retry_at)
-
-
-@contextmanager
-def _unavailable_as_such() -> Iterator[None]:
-    """The database's errors of reach (lost, refused or exhausted connections; SQLite's locked or full
-    file) become the contract's StoreUnavailable; others (a bug) stay what they are."""
-    try:
-        yield
-    except UNAVAILABLE as exc:
-        raise StoreUnavailable(f"the job store is unavailable: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _check_caps(tx: _Tx, owner: str | None, caps: Caps) -> None:

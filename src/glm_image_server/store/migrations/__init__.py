@@ -33,7 +33,7 @@ def migrate(dialect: Dialect) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
     with dialect.write() as conn:
-        dialect.lock_schema(conn)
+        dialect.lock(conn, "schema")
         found = MigrationContext.configure(conn).get_current_revision()  # another process may have won
         if found != HEAD:
             config = Config(attributes={"connection": conn})
