@@ -19,6 +19,7 @@ from .dialect import dialect_of, discover
 from .errors import error_response
 
 MAX_HEAD_BYTES, MAX_URL_BYTES = 64 * 1024, 16 * 1024
+LINGER_S = 2.0
 TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
@@ -32,8 +33,11 @@ def guarded_protocol(settings: LimitsSettings) -> type[HttpToolsProtocol]:
         _timer: asyncio.TimerHandle | None = None
         _counted: str | None = None
         _head: bytes | None = b""  # the request head received so far; None while its body comes
+        _lingering = False
 
         def data_received(self, data: bytes) -> None:
+            if self._lingering:
+                return  # refused: what still comes is read and dropped until the close
             if self._head is not None:
                 head = self._head + data
                 if refusal := oversized(head):
@@ -55,7 +59,12 @@ def guarded_protocol(settings: LimitsSettings) -> type[HttpToolsProtocol]:
             headers = b"".join(name + b": " + value + b"\r\n" for name, value in response.raw_headers)
             line = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()
             self.transport.write(line + headers + b"connection: close\r\n\r\n" + response.body)
-            self.transport.close()
+            # A lingering close: closing with the client's bytes unread would reset the connection and
+            # could lose the answer on its way; so the rest is read and dropped for a moment first.
+            self._lingering = True
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.transport.close)
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
