@@ -5,6 +5,7 @@ once, with its images, on its first attempt; while the database refuses connecti
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -20,6 +21,8 @@ from helpers.waiting import wait_for
 
 from glm_image_server.core.job import JobStatus
 
+QUEUE = "/queue/fal-ai/glm-image"
+OUTAGE_S = float(os.environ.get("GLM_IMAGE_TEST_OUTAGE_S", "3"))
 KILL = (
     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
     " WHERE datname = current_database() AND pid <> pg_backend_pid()"
@@ -91,32 +94,52 @@ def outage(url: str) -> Iterator[None]:
 
 
 def test_an_outage_is_a_503_in_each_dialect_and_the_server_recovers_by_itself(pg_app) -> None:
+    """Requests of every dialect go on through an outage of OUTAGE_S seconds (GLM_IMAGE_TEST_OUTAGE_S; the
+    issue's figure was taken with 40): each is answered 503 in its format, at once."""
     client, url = pg_app
-    queue = "/queue/fal-ai/glm-image"
     body = {"prompt": "a sign", "image_size": {"width": 64, "height": 64}, "num_inference_steps": 10}
-    before = client.post(queue, json=body).json()
+    before = client.post(QUEUE, json=body).json()
+    answers: list[tuple[str, object, float]] = []
     with outage(url):
-        started = time.monotonic()
+        ready_at = time.monotonic()
         ready = client.get("/ready")
-        assert ready.status_code == 503 and time.monotonic() - started < 2.5
+        assert ready.status_code == 503 and time.monotonic() - ready_at < 2.5
         assert "job store is unavailable" in ready.json()["problems"][0]
-        answers = {
-            "fal submit": client.post(queue, json=body),
-            "fal status": client.get(before["status_url"]),
-            "runware": client.post("/v1", json=[task(deliveryMethod="async")]),
-            "openai": client.post("/v1/images/generations", json={"prompt": "a sign", "size": "64x64"}),
-        }
-        for name, answer in answers.items():
-            assert answer.status_code == 503, (name, answer.text)
-            assert int(answer.headers["retry-after"]) >= 1, name
-        assert "job store is unavailable" in answers["fal submit"].json()["detail"]
-        assert answers["runware"].json()["errors"][0]["code"] == "serviceUnavailable"
-        assert "job store is unavailable" in answers["openai"].json()["error"]["message"]
-    after = wait_for(lambda: _accepted(client.post(queue, json=body)), 30, "the store to take jobs again")
+        end = time.monotonic() + OUTAGE_S
+        while time.monotonic() < end:
+            for name, send in requests(client, body, before).items():
+                started = time.monotonic()
+                answers.append((name, send(), time.monotonic() - started))
+            time.sleep(0.2)
+    slowest = max(took_s for _name, _answer, took_s in answers)
+    print(f"outage {OUTAGE_S:g} s: {len(answers)} requests, slowest answer {slowest:.2f} s")  # with -s
+    for name, answer, took_s in answers:
+        assert answer.status_code == 503 and int(answer.headers["retry-after"]) >= 1, (name, answer.text)
+        assert "job store is unavailable" in ERROR_TEXT[name](answer.json()), name
+        assert took_s < 2.5, (name, took_s)
+    after = wait_for(lambda: _accepted(client.post(QUEUE, json=body)), 30, "the store to take jobs again")
     for job in (before, after):
         status = wait_for(lambda job=job: _completed(client, job), 60, "the job to complete")
         assert status["status"] == "COMPLETED" and "error" not in status
         assert len(client.get(job["response_url"]).json()["images"]) == 1
+
+
+def requests(client: TestClient, body: dict, job: dict) -> dict[str, Callable[[], object]]:
+    """One submission or read of each dialect, by name."""
+    return {
+        "fal submit": lambda: client.post(QUEUE, json=body),
+        "fal status": lambda: client.get(job["status_url"]),
+        "runware": lambda: client.post("/v1", json=[task(deliveryMethod="async")]),
+        "openai": lambda: client.post("/v1/images/generations", json={"prompt": "a sign", "size": "64x64"}),
+    }
+
+
+ERROR_TEXT = {
+    "fal submit": lambda body: body["detail"],
+    "fal status": lambda body: body["detail"],
+    "runware": lambda body: f"{body['errors'][0]['code']}: {body['errors'][0]['message']}",
+    "openai": lambda body: body["error"]["message"],
+}
 
 
 def _accepted(answer) -> dict | None:

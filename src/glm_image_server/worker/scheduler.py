@@ -27,7 +27,7 @@ from ..config import WorkerSettings
 from ..core.events import JobEvent, JobFailed, JobImage, JobLog, JobPreview, JobProgress, JobSucceeded
 from ..core.job import Claim, Job, JobStatus
 from ..media.storage import DiskSpace
-from ..store.contract import JobStore
+from ..store.contract import JobStore, StoreUnavailable
 from .executor import Executor, Interrupted
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ class Scheduler:
         self._paused_for: str | None = None
         self._preparing: list[_Batch] = []
         self._live_failing = False  # recording progress failed last time (said once, not per event)
+        self._store_down = False
         self._next_expiry = 0.0
 
     def stop(self) -> None:
@@ -158,6 +159,16 @@ class Scheduler:
         if gather > 0:
             self._stopping.wait(gather)
         return self.store.claim_batch(self.worker_id, self.settings.max_batch_size, self.settings.lease_s)
+
+    def store_state(self, fault: StoreUnavailable | None) -> None:
+        """Says once that the store is unavailable (no traceback: it is not a bug), and once that it is
+        back; the loop retries meanwhile."""
+        if (fault is not None) != self._store_down:
+            self._store_down = fault is not None
+            if fault is not None:
+                log.warning("%s; the worker waits for it", fault)
+            else:
+                log.info("the job store is back")
 
     def _can_take_work(self) -> bool:
         """No new jobs while the disk is too full to keep their images; says so once, and when it ends."""
@@ -197,8 +208,12 @@ class Scheduler:
                 if len(self._preparing) < MAX_PREPARING and (jobs := self._claim()):
                     self._preparing.append(self._start(jobs))
                     continue
+            except StoreUnavailable as exc:
+                self.store_state(exc)
             except Exception:
                 log.exception("the scheduler loop failed; retrying")
+            else:
+                self.store_state(None)
             self._wake.wait(self.idle_s)
             self._wake.clear()
         if self._preparing:

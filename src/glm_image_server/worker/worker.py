@@ -13,7 +13,7 @@ import time
 
 from ..config import WorkerSettings
 from ..core.job import Job, WorkerInfo, WorkerState
-from ..store.contract import JobStore
+from ..store.contract import JobStore, StoreUnavailable
 from .executor import Executor
 from .scheduler import Scheduler
 
@@ -60,6 +60,9 @@ class Worker:
             try:
                 self.store.renew(self.id, self.settings.lease_s)
                 self.store.heartbeat(self._info())
+            except StoreUnavailable as exc:
+                if self.scheduler is not None:
+                    self.scheduler.store_state(exc)
             except Exception:
                 log.exception("heartbeat failed; retrying")
             if os.environ.get("GLM_IMAGE_SUPERVISED") and os.getppid() != parent:
