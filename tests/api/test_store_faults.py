@@ -40,6 +40,7 @@ def pg_app(
             model_cache,
             database_url=url,
             max_batch_size=2,
+            submit_rate_per_client=1000,  # the outage test submits all along
             cancel_poll_s=0.01,
             progress_interval_s=0.01,
         )
