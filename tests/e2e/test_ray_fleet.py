@@ -97,8 +97,11 @@ def test_a_killed_worker_replica_is_restarted_and_every_job_completes(ray_fleet)
     def status(request_id: str) -> str:
         return client.get(f"{QUEUE}/requests/{request_id}/status").json()["status"]
 
+    def holder() -> list[dict]:  # a worker lists its batch once the batch's inputs are prepared
+        return [w for w in client.get("/ready").json()["workers"] if victim in w["jobs"]]
+
     wait_for(lambda: status(victim) == "IN_PROGRESS", 120, "the long job to start")
-    (worker,) = [w for w in client.get("/ready").json()["workers"] if victim in w["jobs"]]
+    (worker,) = wait_for(holder, 60, "the worker running the long job to list it")
     os.kill(worker["pid"], signal.SIGKILL)
 
     wait_for(lambda: all(status(i) == "COMPLETED" for i in ids), 300, "all 10 jobs")
