@@ -26,7 +26,7 @@ import httpx
 from ..config import DeliverySettings
 from ..core.job import Job
 from ..media.fetch import BlockedUrl, UrlGuard
-from ..store.contract import Delivery, JobStore
+from ..store.contract import Delivery, JobStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,8 @@ class DeliverySender:
             return await asyncio.to_thread(
                 self.store.claim_deliveries, self.owner, time.time(), self.lease_s, min(room, 20)
             )
+        except StoreUnavailable:  # waited out: the worker and the API say so
+            return []
         except Exception:
             log.exception("could not claim deliveries")
             return []

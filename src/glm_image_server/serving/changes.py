@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 
-from ..store.contract import JobStore
+from ..store.contract import JobStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,8 @@ class ChangeFeed:
         while not self._stopping.wait(self.poll_s):
             try:
                 changes = self.store.changes_after(self._position)
+            except StoreUnavailable:  # waited out: the API's answers and the worker say so
+                continue
             except Exception:
                 log.exception("reading the change log failed; retrying")
                 continue

@@ -9,7 +9,7 @@ import threading
 import time
 
 from ..media.storage import Storage
-from ..store.contract import JobStore
+from ..store.contract import JobStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 PARTIAL_AGE_S = 600.0  # no save takes this long: an older partial file is an orphan
@@ -45,5 +45,7 @@ class RetentionSweeper:
             try:
                 if count := self.sweep():
                     log.info("retention: deleted %d finished jobs and their files", count)
+            except StoreUnavailable as exc:  # a line, not a traceback: not a bug
+                log.warning("retention sweep skipped: %s", exc)
             except Exception:
                 log.exception("retention sweep failed")
