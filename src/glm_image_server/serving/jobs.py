@@ -137,8 +137,10 @@ class JobService:
 
     def drain(self, within_s: float) -> None:
         """The server is stopping (SIGTERM): refuse new jobs, and let waiting sync requests go on for their
-        jobs for `within_s` more; then they are answered 503 (the jobs stay, for the next start)."""
-        self.drain_by = time.time() + within_s
+        jobs for `within_s` more; then they are answered 503 (the jobs stay, for the next start). A second
+        signal does not move the deadline."""
+        if self.drain_by is None:
+            self.drain_by = time.time() + within_s
 
     def _draining(self, wait_s: float) -> float:
         """How long a watcher may wait now; raises Refused once the drain is over."""
