@@ -22,6 +22,7 @@ import pytest
 from helpers.runware import task
 from helpers.serving import ServerProcess, dripping
 from helpers.waiting import wait_for
+from websockets.sync.client import connect
 
 KEY = "hardening-key-1"
 QUEUE = "/queue/fal-ai/glm-image"
@@ -126,6 +127,10 @@ def test_slow_headers_are_cut_off_and_connections_per_address_are_capped(server)
         answer = slow.recv(4096)
         assert answer.startswith(b"HTTP/1.1 408")
         assert 1.5 < time.monotonic() - started < 6
+    for _ in range(45):  # more WebSockets, one after another, than one address may hold at once
+        with connect(f"ws://127.0.0.1:{server.port}/v1", open_timeout=10) as socket_:
+            socket_.send('[{"taskType": "ping", "ping": true}]')
+            assert "taskType" in socket_.recv(timeout=10)  # answered (here: authenticate first)
     idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(40)]
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=10) as extra:
@@ -172,6 +177,8 @@ def test_oversized_heads_and_urls_are_refused_in_the_dialects_format_before_they
     assert status == 414 and "request line is over" in body["error"]["message"]
     status, _headers, body = send_head(server.port, b"NOT HTTP AT ALL\r\n\r\n")
     assert status == 400 and "not a valid HTTP/1.1 request" in body["detail"]
+    blank_first = b"\r\n\r\n" + fal  # blank lines before a request line are skipped, not a way around
+    assert send_head(server.port, blank_first)[0] == 431
 
     before = rss_mb(server.process.pid)
     huge = b"GET /health HTTP/1.1\r\nx-huge: " + b"a" * (8 * 2**20)
