@@ -100,8 +100,18 @@ def test_generate_builds_the_request_once_as_the_apis_do(tmp_path) -> None:
         ({}, True),  # SQLite and local files
         ({"database_url": "postgresql://db/jobs"}, True),  # local files
         ({"storage_url": "s3://bucket/prefix"}, True),  # a SQLite store
-        ({"database_url": "postgresql://db/jobs", "storage_url": "s3://bucket/prefix"}, False),
-        ({"database_url": "postgresql://db/jobs", "storage_url": "s3://b/p", "tls": "self-signed"}, True),
+        ({"database_url": "postgresql://db/jobs", "storage_url": "s3://bucket/prefix", "workers": 0}, False),
+        ({"database_url": "postgresql://db/jobs", "storage_url": "s3://bucket/prefix", "workers": 1}, True),
+        ({"database_url": "sqlite:////srv/jobs.sqlite3", "storage_url": "s3://b/p", "workers": 0}, True),
+        (
+            {
+                "database_url": "postgresql://db/jobs",
+                "storage_url": "s3://b/p",
+                "workers": 0,
+                "tls": "self-signed",
+            },
+            True,
+        ),
     ],
 )
 def test_the_data_directory_is_locked_only_where_it_holds_something(settings: dict, locked: bool) -> None:

@@ -150,10 +150,12 @@ def serve(args: argparse.Namespace) -> int:
 
 def owns_data_dir(settings: Settings) -> bool:
     """Whether this server's data directory holds what another server must not touch: a SQLite job store,
-    local result files, or a self-signed certificate it makes. A fleet API (PostgreSQL and S3) holds none,
-    so several may run on one host with the default directory."""
-    shared = settings.database_url is not None and settings.storage_url is not None
-    return not shared or settings.tls == "self-signed"
+    local result files, a self-signed certificate it makes, or workers of its own (their ids, w0..., are
+    the same on every server). A fleet API (PostgreSQL and S3, `--workers 0`) holds none, so several may
+    run on one host with the default directory."""
+    database, storage = settings.database_url or "", settings.storage_url or ""
+    shared = database.startswith("postgres") and storage.startswith("s3://")
+    return not shared or settings.tls == "self-signed" or settings.workers != 0
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -27,6 +27,8 @@ def readiness(services: Services) -> tuple[bool, list[dict]]:
 def problems(services: Services, has_workers: bool) -> list[str]:
     """What keeps the server from taking work, in words."""
     found = [] if has_workers else ["no worker has its model loaded"]
+    if services.jobs.drain_by is not None:
+        found.append("the server is shutting down")
     if disk := services.admission.disk.problem():
         found.append(disk)
     return found

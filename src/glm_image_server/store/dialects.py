@@ -27,9 +27,9 @@ Notice = tuple[Channel, str]  # (channel, job id)
 CHANNELS: dict[Channel, str] = {"changes": "glm_image_changes", "queued": "glm_image_queued"}
 Lock = Literal["schema", "admission"]
 LOCKS: dict[Lock, int] = {"schema": 0x61_6D_67_6C, "admission": 0x61_64_6D_74}  # pg_advisory_xact_lock keys
-POOL_WAIT_S = 2  # PostgreSQL: the longest wait for a connection (from the pool, or a new one), then a 503
-# Pre-pinged: a connection the server dropped is replaced, not handed out.
-POOL = {"pool_pre_ping": True, "pool_timeout": POOL_WAIT_S, "connect_args": {"connect_timeout": POOL_WAIT_S}}
+# PostgreSQL: connections pre-pinged (one the server dropped is replaced, not handed out); a new one may
+# take 2 s, a free one from a busy pool 10 s, then the store is unavailable (a 503).
+POOL = {"pool_pre_ping": True, "pool_timeout": 10, "connect_args": {"connect_timeout": 2}}
 LIVE_WAKE_S = 0.05  # a live write (progress, logs, previews) wakes other processes this late at most
 
 

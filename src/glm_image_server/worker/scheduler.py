@@ -69,7 +69,7 @@ class _CancelFlags:
     def _ask(self, job_id: str) -> bool:
         try:
             cancelled = self.store.cancel_requested(job_id)
-        except Exception as exc:
+        except StoreUnavailable as exc:
             if not self._failing:
                 log.warning("could not read job %s's cancel flag (%s); it runs on", job_id, exc)
             self._failing = True
@@ -305,7 +305,7 @@ class Scheduler:
         while True:
             try:
                 return write()
-            except Exception as exc:
+            except StoreUnavailable as exc:  # a bug is not retried: it fails the batch, whose jobs go back
                 if self._stopping.is_set():
                     raise
                 if delay == 0.05:

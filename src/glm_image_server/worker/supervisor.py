@@ -111,7 +111,11 @@ class Supervisor:
     def _spawn(self, child: _Child) -> None:
         env = dict(child.env, GLM_IMAGE_WORKER_RESTARTS=str(child.restarts))
         command = [sys.executable, "-m", "glm_image_server.cli", "worker"]
-        child.process = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
+        # A session of its own: a Ctrl-C (or a SIGTERM to the process group) reaches `serve`, which drains
+        # its waiting requests while the workers finish their jobs, and stops them after.
+        child.process = subprocess.Popen(
+            command, env=env, preexec_fn=_die_with_parent, start_new_session=True
+        )
         child.started = time.monotonic()
         log.info("started worker %s (pid %d) on %s", child.worker_id, child.process.pid, child.device)
 

@@ -25,6 +25,7 @@ from ...core.job import Job, JobError, JobStatus, Priority
 from ...core.request import InvalidRequest
 from ...delivery.sender import Outgoing, Renderer
 from ...media.uploads import UploadTooLarge
+from ...serving.admission import Refused
 from ...serving.jobs import Snapshot, failure
 from ...serving.services import Services
 from ..common import DialectServing, route_class, unless_disconnected
@@ -173,7 +174,10 @@ class FalServing(DialectServing):
                     elif time.monotonic() - quiet_since >= keepalive_s:
                         yield ": keep-alive\n\n"
                         quiet_since = time.monotonic()
-                    snapshot = await anext(snapshots, None)
+                    try:
+                        snapshot = await anext(snapshots, None)
+                    except Refused:  # the store is gone, or the server stops: the client asks again
+                        return
 
         return StreamingResponse(
             events(), media_type="text/event-stream", headers={"cache-control": "no-cache"}

@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 from ...core.job import Job, JobStatus
 from ...core.request import InvalidRequest
 from ...media.uploads import keep_upload_bytes
+from ...serving.admission import Refused
 from ...serving.jobs import failure
 from ..common import DialectServing, unless_disconnected
 from . import translate
@@ -51,16 +52,21 @@ class OpenAIServing(DialectServing):
         """Up to `wanted` partial images (the job's live previews, spread over its DiT steps), then one
         `completed` event per image; a failure is an `error` event."""
         sent, seen, current = 0, None, None
-        async for snapshot in self.jobs.watch(self.caller, job.id, progress=wanted > 0):
-            current, preview = snapshot.job, snapshot.live.preview if snapshot.live is not None else None
-            if preview is None or (preview.image, preview.step) == seen:
-                continue
-            seen = (preview.image, preview.step)
-            if translate.partial_due(sent, wanted, *seen, preview.steps, job.request.num_images):
-                data = await self.jobs.call(translate.reencode, preview.data, job.output.format)
-                b64 = base64.b64encode(data).decode()
-                yield translate.stream_event(prefix, "partial_image", job, b64, partial_image_index=sent)
-                sent += 1
+        try:
+            async for snapshot in self.jobs.watch(self.caller, job.id, progress=wanted > 0):
+                current, preview = snapshot.job, snapshot.live.preview if snapshot.live is not None else None
+                if preview is None or (preview.image, preview.step) == seen:
+                    continue
+                seen = (preview.image, preview.step)
+                if translate.partial_due(sent, wanted, *seen, preview.steps, job.request.num_images):
+                    data = await self.jobs.call(translate.reencode, preview.data, job.output.format)
+                    b64 = base64.b64encode(data).decode()
+                    yield translate.stream_event(prefix, "partial_image", job, b64, partial_image_index=sent)
+                    sent += 1
+        except Refused as exc:  # the store is gone, or the server stops: said as the stream's last event
+            unavailable = OpenAIError(exc.message, None, "service_unavailable", 503, "server_error")
+            yield translate.stream_error(unavailable)
+            return
         if current is None:
             yield translate.stream_error(expired())
         elif current.status != JobStatus.SUCCEEDED:
