@@ -4,6 +4,7 @@ images, connection sessions."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 
@@ -14,7 +15,8 @@ from glm_image_server.core.job import Claim, JobStatus
 from glm_image_server.core.results import FinishedImage, JobResult, StoredImage
 from glm_image_server.media.storage import LocalStorage
 from glm_image_server.serving.retention import RetentionSweeper
-from glm_image_server.store.contract import Caps, JobStore, OverCap, Requeued, SessionJob
+from glm_image_server.store.contract import Caps, JobStore, OverCap, Requeued, SessionJob, StoreUnavailable
+from glm_image_server.store.faults import unavailable_as_such
 
 LEASE_S = 60.0
 
@@ -297,3 +299,18 @@ def test_queue_caps_hold_under_concurrent_creates_from_two_processes(backend) ->
     assert (refused.value.cap, stores[0].unfinished_count("owner-9")) == ("per_owner", 5)
     existing = make_job(owner="owner-9")
     assert stores[0].create(existing) and stores[0].create(existing, caps) is False  # a known id: not refused
+
+
+def test_a_locked_sqlite_file_is_unavailable_and_a_missing_table_a_bug(tmp_path) -> None:
+    """SQLite reports both as OperationalError: the store tells them apart by their error codes."""
+    path = tmp_path / "jobs.sqlite3"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, held
+    waiter = sqlite3.connect(path, isolation_level=None, timeout=0.05)
+    with pytest.raises(StoreUnavailable, match="database is locked"), unavailable_as_such():
+        waiter.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="no such table"), unavailable_as_such():
+        waiter.execute("SELECT * FROM missing")
+    holder.close()
+    waiter.close()
