@@ -3,9 +3,9 @@ weights, a small web server for inputs and webhooks, the job store backends (SQL
 store contract runs on, and the services some tests need (PostgreSQL, S3, chromium).
 
 Markers (registered in pyproject.toml) are applied here, so a new test gets its own without thinking:
-`unit`, `api`, `e2e` or `container` from its directory; `postgres`, `browser` and `ray` from the fixtures it uses,
-directly or through other fixtures (NEEDS), from the `backend` fixture's PostgreSQL run, and for a test
-that calls `throwaway_database` itself."""
+`unit`, `api`, `e2e` or `container` from its directory; `postgres`, `browser` and `ray` from the fixtures
+it uses, directly or through other fixtures (NEEDS), from the `backend` fixture's PostgreSQL run, and for a
+test that calls `throwaway_database` itself."""
 
 from __future__ import annotations
 

@@ -71,10 +71,22 @@ def ensure_tools() -> None:
         pytest.skip(f"needs {', '.join(missing)} (installed with apt-get as root)")
     log(f"installing {' '.join(missing)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-qq", "podman", "runc", "debootstrap"]
-    if subprocess.run(install, env=env, capture_output=True, timeout=300).returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=300, check=True)
-        subprocess.run(install, env=env, capture_output=True, timeout=300, check=True)
+    # Waits for the dpkg lock (scripts/test may be installing its own packages meanwhile).
+    install = [
+        "apt-get",
+        "-o",
+        "DPkg::Lock::Timeout=300",
+        "install",
+        "-y",
+        "-qq",
+        "podman",
+        "runc",
+        "debootstrap",
+    ]
+    if subprocess.run(install, env=env, capture_output=True, timeout=600).returncode != 0:
+        update = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "update", "-qq"]
+        subprocess.run(update, env=env, capture_output=True, timeout=600, check=True)
+        subprocess.run(install, env=env, capture_output=True, timeout=600, check=True)
 
 
 @pytest.fixture(scope="session")
@@ -229,7 +241,9 @@ class Server:
 
     def stop(self) -> int:
         """SIGTERM (podman stop), then the container removed; its exit code."""
+        started = time.monotonic()
         self.podman("stop", "-t", "60", self.name, timeout=120, check=False)
+        log(f"{self.name} stopped in {time.monotonic() - started:.0f} s")
         code = self.podman("inspect", "--format", "{{.State.ExitCode}}", self.name, check=False).stdout
         self.podman("rm", "-f", self.name, check=False)
         return int(code.strip() or -1)
@@ -303,6 +317,7 @@ def test_image_serves_fal_and_openai_and_keeps_jobs_across_a_restart(
 
     # The fal Python client: queue submit, events, result, with the text check (OCR in the image).
     first = fal(ca, server.port, "submit")
+    log("fal-client: done")
     assert "Completed" in first["updates"]
     result = first["result"]
     assert result["seed"] == 3 and len(result["images"]) == 1
@@ -314,25 +329,29 @@ def test_image_serves_fal_and_openai_and_keeps_jobs_across_a_restart(
     assert fal_bytes[:3] == b"\xff\xd8\xff"  # JPEG
 
     # The OpenAI SDK.
-    http = httpx.Client(verify=trust(ca), timeout=120)
-    openai = OpenAI(base_url=f"{server.base_url}/v1", api_key=KEY, max_retries=0, http_client=http)
-    generated = openai.images.generate(
-        prompt="poster", size="96x64", response_format="url", extra_body={"num_inference_steps": 10}
-    )
-    openai_url = generated.data[0].url
-    openai_bytes = http.get(openai_url).content
-    assert openai_bytes[:8] == b"\x89PNG\r\n\x1a\n"
-    # No key, no service.
-    unauthenticated = httpx.post(
-        f"{server.base_url}/v1/images/generations", json={"prompt": "x"}, verify=trust(ca)
-    )
-    assert unauthenticated.status_code == 401
+    # Closed before the stop: an open keep-alive connection holds up uvicorn's graceful shutdown (~23 s).
+    with httpx.Client(verify=trust(ca), timeout=120) as http:
+        openai = OpenAI(base_url=f"{server.base_url}/v1", api_key=KEY, max_retries=0, http_client=http)
+        generated = openai.images.generate(
+            prompt="poster", size="96x64", response_format="url", extra_body={"num_inference_steps": 10}
+        )
+        openai_url = generated.data[0].url
+        openai_bytes = http.get(openai_url).content
+        assert openai_bytes[:8] == b"\x89PNG\r\n\x1a\n"
+        # No key, no service.
+        unauthenticated = httpx.post(
+            f"{server.base_url}/v1/images/generations", json={"prompt": "x"}, verify=trust(ca)
+        )
+        assert unauthenticated.status_code == 401
 
+    log("OpenAI SDK: done")
     # A new container on the same volume: the job, its result and both files are still there.
     assert server.stop() == 0, "the server did not exit cleanly on SIGTERM"
     again = Server(podman, image, volume, free_port()).start()
     servers.append(again)
-    ca = again.ca()  # the same CA, kept in the volume
+    first_ca = ca.read_text()
+    ca = again.ca()
+    assert ca.read_text() == first_ca  # the certificate and its CA are kept in the volume
     again.wait_ready(ca)
     before = fal(ca, again.port, "result", first["request_id"])
     assert before["status"] == "Completed"
@@ -340,7 +359,8 @@ def test_image_serves_fal_and_openai_and_keeps_jobs_across_a_restart(
     old_port = f"127.0.0.1:{server.port}"
     new_port = f"127.0.0.1:{again.port}"
     assert httpx.get(fal_url.replace(old_port, new_port), verify=trust(ca), timeout=30).content == fal_bytes
-    assert http.get(openai_url.replace(old_port, new_port)).content == openai_bytes
+    with httpx.Client(verify=trust(ca), timeout=120) as http:
+        assert http.get(openai_url.replace(old_port, new_port)).content == openai_bytes
     assert again.stop() == 0
 
 
