@@ -245,7 +245,7 @@ class Server:
         self.podman("stop", "-t", "60", self.name, timeout=120, check=False)
         log(f"{self.name} stopped in {time.monotonic() - started:.0f} s")
         code = self.podman("inspect", "--format", "{{.State.ExitCode}}", self.name, check=False).stdout
-        self.podman("rm", "-f", self.name, check=False)
+        self.podman("rm", "-f", "-v", self.name, check=False)  # -v: its anonymous cache volume
         return int(code.strip() or -1)
 
 
@@ -262,7 +262,7 @@ def servers(podman: Podman, image: str, volume: str) -> Iterator[list[Server]]:
     started: list[Server] = []
     yield started
     for server in started:
-        podman("rm", "-f", server.name, check=False)
+        podman("rm", "-f", "-v", server.name, check=False)
 
 
 def trust(ca: Path) -> ssl.SSLContext:
