@@ -398,6 +398,59 @@ def test_compose_file_declares_the_server_and_the_fleet() -> None:
         assert env["AWS_ENDPOINT_URL"].startswith("http://minio:9000")
 
 
+def test_compose_server_starts_with_podman_compose(podman: Podman, image: str, tmp_path: Path) -> None:
+    """compose.yaml's `server` as `podman-compose up` starts it (a bridge network, the published port, its
+    named volumes and env file). podman-compose 1.0.3 (Debian bookworm's) ignores the GPU reservation;
+    the fleet profile is not started: its PostgreSQL and MinIO images would come from a registry."""
+    import yaml
+
+    if shutil.which("podman-compose") is None:
+        apt = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "-qq", "podman-compose"]
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        if os.geteuid() != 0 or subprocess.run(apt, env=env, capture_output=True, timeout=600).returncode:
+            pytest.skip("podman-compose is not installed and did not install")
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    port = free_port()
+    compose["services"]["server"]["ports"] = [f"127.0.0.1:{port}:8000"]
+    (tmp_path / "compose.yaml").write_text(yaml.safe_dump(compose))
+    (tmp_path / "glm-image.env").write_text(f"GLM_IMAGE_API_KEYS={KEY}\nGLM_IMAGE_TORCH_THREADS=1\n")
+    tag = compose["services"]["server"]["image"]
+    podman("tag", image, tag)  # what the `build` would make: podman-compose then runs it as it is
+    project = f"glmct{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "CONTAINERS_CONF": str(podman.conf.with_name("compose.conf"))}
+    podman.conf.with_name("compose.conf").write_text(podman.conf.read_text() + 'runtime = "runc"\n')
+
+    def compose_cmd(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        command = ["podman-compose", "-p", project, "-f", str(tmp_path / "compose.yaml"), *args]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+    try:
+        up = compose_cmd("up", "-d", "server")
+        assert up.returncode == 0, up.stderr[-3000:]
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, compose_cmd("logs", "server").stdout[-4000:]
+            time.sleep(1)
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/images/generations",
+            headers={"authorization": f"Bearer {KEY}"},
+            json={"prompt": "x", "size": "64x64", "num_inference_steps": 5},
+            timeout=120,
+        )
+        assert answer.status_code == 200 and answer.json()["data"][0]["b64_json"], answer.text
+    finally:
+        compose_cmd("down", "-v", timeout=300)
+        for volume in compose["volumes"]:
+            podman("volume", "rm", "-f", f"{project}_{volume}", check=False)
+        podman("network", "rm", "-f", f"{project}_default", check=False)
+        podman("untag", image, tag, check=False)
+
+
 def _as_list(value: object) -> list:
     if value is None:
         return []
