@@ -3,13 +3,14 @@ bookworm base made with debootstrap: no registry is needed), the container start
 (`serve --host 0.0.0.0` by default, data in a named volume), then driven over its port with the fal
 Python client (HTTPS: the server's own `--tls self-signed` certificate, trusted through the CA it writes
 into the volume) and the OpenAI SDK. It is restarted on the same volume (a new container): jobs and
-results from before still answer. compose.yaml is checked as a document (no registry here for its
-PostgreSQL and MinIO images, no GPU for its reservation).
+results from before still answer. compose.yaml is checked as a document, and its `server` started with
+podman-compose (its fleet profile is not: no registry here for its PostgreSQL and MinIO images, and no
+GPU for its reservation).
 
-Needs root with apt-get (it installs podman, runc and debootstrap when missing), the Debian archive and
-PyPI (or the local pip mirrors this machine's pip is configured with, passed into the build). The base
-image is kept between runs (GLM_IMAGE_TEST_BASE names another); the image is rebuilt on every run
-(podman's layer cache makes an unchanged rebuild quick) and removed again only with
+Needs root with apt-get (it installs podman, runc, debootstrap and podman-compose when missing), the
+Debian archive and PyPI (or the local pip mirrors this machine's pip is configured with, passed into the
+build). The base image is kept between runs (GLM_IMAGE_TEST_BASE names another); the image is rebuilt on
+every run (podman's layer cache makes an unchanged rebuild quick) and removed again only with
 GLM_IMAGE_TEST_RMI=1."""
 
 from __future__ import annotations
