@@ -3,9 +3,9 @@ weights, a small web server for inputs and webhooks, the job store backends (SQL
 store contract runs on, and the services some tests need (PostgreSQL, S3, chromium).
 
 Markers (registered in pyproject.toml) are applied here, so a new test gets its own without thinking:
-`unit`, `api` or `e2e` from its directory; `postgres`, `browser` and `ray` from the fixtures it uses,
-directly or through other fixtures (NEEDS), from the `backend` fixture's PostgreSQL run, and for a test
-that calls `throwaway_database` itself."""
+`unit`, `api`, `e2e` or `container` from its directory; `postgres`, `browser` and `ray` from the fixtures
+it uses, directly or through other fixtures (NEEDS), from the `backend` fixture's PostgreSQL run, and for a
+test that calls `throwaway_database` itself."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ if TORCH_THREADS != "0":
     os.environ.setdefault("GLM_IMAGE_TORCH_THREADS", TORCH_THREADS)  # serve's workers (else: cores / workers)
 
 TESTS = Path(__file__).resolve().parent
-LAYERS = ("unit", "api", "e2e")  # tests/<layer>/: the marker of the directory
+LAYERS = ("unit", "api", "e2e", "container")  # tests/<layer>/: the marker of the directory
 NEEDS = {  # a fixture in a test's closure -> the marker of what it needs
     "postgres_url": "postgres",
     "postgres_database": "postgres",
