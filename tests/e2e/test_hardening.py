@@ -269,20 +269,31 @@ def test_a_full_disk_fails_the_job_and_the_server_recovers_by_itself(small_disk,
 
 
 def test_sigterm_drains_sync_requests_then_answers_503_in_their_format(model_cache, tmp_path):
-    """SIGTERM while two sync requests wait: the one whose job finishes within the drain gets its images;
-    the other, still running when the drain ends, a 503 with Retry-After in its dialect's format, never a
-    plain-text 500; the server then exits."""
+    """SIGTERM while two sync requests and a stream wait: the one whose job finishes within the drain gets
+    its images; the other, still running when the drain ends, a 503 with Retry-After in its dialect's
+    format, never a plain-text 500; the stream ends with an error event; the server then exits."""
     server = ServerProcess(tmp_path / "data", model_cache, env={"GLM_IMAGE_SHUTDOWN_DRAIN_S": "4"}).start()
     quick = {"prompt": "a sign", **SMALL}
     slow = {"prompt": "a sign", "size": "1024x1024", "n": 2}
-    with httpx.Client(base_url=server.base_url, timeout=60) as client, ThreadPoolExecutor(2) as pool:
+    streamed = {"prompt": "a sign", "size": "64x64", "stream": True}
+
+    def stream(client: httpx.Client) -> str:
+        with client.stream("POST", "/v1/images/generations", json=streamed) as answer:
+            return answer.read().decode()
+
+    with httpx.Client(base_url=server.base_url, timeout=60) as client, ThreadPoolExecutor(3) as pool:
         answers = [pool.submit(client.post, "/fal-ai/glm-image", json=quick)]
         wait_for(lambda: client.get("/ops").json()["jobs"], 30, "the quick job to be queued")
         answers.append(pool.submit(client.post, "/v1/images/generations", json=slow))
         wait_for(lambda: len(client.get("/ops").json()["jobs"]) == 2, 30, "the slow job to be queued")
+        answers.append(pool.submit(stream, client))
+        wait_for(lambda: len(client.get("/ops").json()["jobs"]) == 3, 30, "the streamed job to be queued")
         server.process.send_signal(signal.SIGTERM)
-        finished, refused = (answer.result(timeout=30) for answer in answers)
+        finished, refused, events = (answer.result(timeout=30) for answer in answers)
     assert finished.status_code == 200 and len(finished.json()["images"]) == 1
     assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1, refused.text
     assert "shutting down" in refused.json()["error"]["message"]
+    last = events.strip().split("\n\n")[-1]  # a stream open at the end of the drain ends with an error event
+    assert last.startswith("event: error") and "service_unavailable" in last and "shutting down" in last
     assert server.process.wait(30) in (0, -signal.SIGTERM)  # uvicorn ends with the signal it got
+    assert "Exception in ASGI application" not in server.log()
