@@ -41,7 +41,6 @@ T = TypeVar("T")
 DEADLINE_SLACK_S = 0.01  # wake just past a start deadline, so the read sees it passed
 FAILED = JobError(kind="internal", message="failed")
 STORE_RETRY_S = 2.0
-SHUTTING_DOWN = "the server is shutting down; try again shortly"
 
 
 @dataclass(frozen=True)
@@ -110,6 +109,11 @@ def unavailable(exc: StoreUnavailable) -> Refused:
     return Refused("the job store is unavailable right now; try again shortly", STORE_RETRY_S, "unavailable")
 
 
+def shutting_down() -> Refused:
+    """New jobs, and waits past the drain, while the server stops."""
+    return Refused("the server is shutting down; try again shortly", 5.0, "unavailable")
+
+
 def failure(job: Job) -> JobError:
     """Why a finished job did not succeed."""
     return job.error or FAILED
@@ -147,7 +151,7 @@ class JobService:
         if self.drain_by is None:
             return wait_s
         if (left := self.drain_by - time.time()) <= 0:
-            raise Refused(SHUTTING_DOWN, 5.0, "unavailable")
+            raise shutting_down()
         return min(wait_s, left)
 
     @staticmethod
@@ -209,14 +213,14 @@ class JobService:
 
     def _admit(self, job: Job, client: str) -> bool:
         if self.drain_by is not None:
-            raise Refused(SHUTTING_DOWN, 5.0, "unavailable")
+            raise shutting_down()
         self.admission.check(job.owner, client)
         try:
             return self.store.create(job, self.admission.caps)
         except OverCap as exc:
             raise self.admission.refusal(exc) from exc
-        except StoreUnavailable as exc:
-            raise unavailable(exc) from exc
+        except StoreUnavailable:
+            raise  # `call`, which runs this, answers it as the store being unavailable
         except Exception as exc:  # any other failure to write: the job is not acknowledged
             log.error("could not record job %s: %s", job.id, exc)
             raise Refused(
