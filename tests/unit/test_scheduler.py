@@ -322,7 +322,7 @@ class CountingStore:
 
 def test_cancel_flags_ask_the_store_at_most_every_poll_interval():
     store = CountingStore()
-    flags = _CancelFlags(store, poll_s=0.2)
+    flags = _CancelFlags(store, poll_s=0.2, on_fault=lambda exc: pytest.fail(f"store fault: {exc}"))
     assert not any(flags("a") for _ in range(100))
     assert store.reads == 1
     assert not flags("b")  # each job has its own interval

@@ -49,11 +49,10 @@ class _CancelFlags:
     """Sticky once true; asks the store at most every `poll_s` per job. A store that fails to answer
     means "not cancelled" until it answers again: a store fault is never the running batch's failure."""
 
-    def __init__(self, store: JobStore, poll_s: float) -> None:
-        self.store, self.poll_s = store, poll_s
+    def __init__(self, store: JobStore, poll_s: float, on_fault: Callable[[StoreUnavailable], None]) -> None:
+        self.store, self.poll_s, self.on_fault = store, poll_s, on_fault
         self._cancelled: set[str] = set()
         self._next: dict[str, float] = {}
-        self._failing = False
 
     def __call__(self, job_id: str) -> bool:
         if job_id in self._cancelled:
@@ -68,14 +67,10 @@ class _CancelFlags:
 
     def _ask(self, job_id: str) -> bool:
         try:
-            cancelled = self.store.cancel_requested(job_id)
+            return self.store.cancel_requested(job_id)
         except StoreUnavailable as exc:
-            if not self._failing:
-                log.warning("could not read job %s's cancel flag (%s); it runs on", job_id, exc)
-            self._failing = True
+            self.on_fault(exc)  # said once, by the scheduler
             return False
-        self._failing = False
-        return cancelled
 
 
 class _ProgressThrottle:
@@ -243,7 +238,7 @@ class Scheduler:
             self.executor.run(
                 prepared,
                 lambda event: self._record(event, batch),
-                _CancelFlags(self.store, self.settings.cancel_poll_s),
+                _CancelFlags(self.store, self.settings.cancel_poll_s, self.store_state),
                 self._stopping.is_set,
             )
         except Interrupted:
