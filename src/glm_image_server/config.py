@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         default="auto", description="auto: bfloat16 on a GPU, float32 on the CPU"
     )
     cpu_offload: bool = Field(default=False, description="move each component to the GPU only while it runs")
+    quantize: Literal["none", "int8", "fp8"] = Field(
+        default="none", description="weight-only quantization of the AR language model and the DiT (torchao)"
+    )
+    offload: Literal["none", "model", "group"] = Field(
+        default="none", description="model: whole components to the GPU in turn; group: layers streamed"
+    )
     ar_fast_path: bool | None = Field(
         default=None,
         description="AR decoding with a static KV cache and a CUDA-graph step (same tokens); "
@@ -139,6 +145,9 @@ class Settings(BaseSettings):
         "its device), 1 without one; 0 serves the API alone (workers join with `glm-image worker`)",
     )
     worker_id: str | None = Field(default=None, description="this worker's name (default: host-pid)")
+    role: Literal["all", "prior", "decode"] = Field(
+        default="all", description="a worker's stages: all, prior (the AR model) or decode (DiT and VAE)"
+    )
     torch_threads: int | None = Field(
         default=None, ge=1, description="torch CPU threads per worker (default: the CPU cores / workers)"
     )
@@ -326,6 +335,9 @@ class EngineSettings(Slice):
     device: str
     dtype: str
     cpu_offload: bool
+    quantize: str
+    offload: str
+    role: str
     ar_fast_path: bool | None
     batched_cfg: bool
     vae_tiling: bool
@@ -339,6 +351,7 @@ class WorkerSettings(Slice):
     """A worker's leases, polls, batching and threads, and its supervisor's (worker/)."""
 
     worker_id: str | None
+    role: str
     workers: int | None
     device: str
     torch_threads: int | None

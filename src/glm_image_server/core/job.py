@@ -15,6 +15,8 @@ from .results import FinishedImage, Frozen, JobResult, PreviewImage
 
 LogLevel = Literal["INFO", "WARN", "ERROR", "DEBUG"]
 Priority = Literal["normal", "low"]  # low: claimed only when no normal job waits
+JobStage = Literal["prior", "decode"]  # the AR stage, then glyph encoding + DiT + VAE + post
+Role = Literal["all", "prior", "decode"]  # the stages a worker runs
 
 
 class JobStatus(StrEnum):
@@ -62,6 +64,7 @@ class Job(Frozen):
     options: dict[str, JsonValue] = Field(default_factory=dict)  # the dialect's typed options, dumped
     owner: str | None = None  # a stable hash of the API key that created it (None: the server has no keys)
     priority: Priority = "normal"  # FIFO within a priority; low jobs wait while normal ones queue
+    stage: JobStage = "prior"  # decode: its prior tokens are stored (the handoff); a decode worker goes on
     start_by: float | None = None  # a queued job not claimed by then fails (kind "timeout")
     result: JobResult | None = None
     error: JobError | None = None
@@ -72,6 +75,7 @@ class Claim(Frozen):
 
     worker_id: str
     attempt: int
+    stage: JobStage = "prior"
 
 
 WorkerState = Literal["starting", "loading", "ready", "busy", "stopped", "dead"]
@@ -84,6 +88,7 @@ class WorkerInfo(Frozen):
     pid: int
     device: str
     state: WorkerState
+    role: Role = "all"
     jobs: tuple[str, ...] = ()
     heartbeat_at: float
     started_at: float
