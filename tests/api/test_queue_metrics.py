@@ -37,8 +37,8 @@ def test_queue_depth_per_batch_key_and_oldest_age(backend, tmp_path, model_cache
         time.sleep(0.3)
         text = client.get("/metrics").text
         jobs, images = gauges(text, "glm_image_queued_jobs"), gauges(text, "glm_image_queued_images")
-        assert jobs == {"64x64/10/1.5/0": 2, "128x64/10/1.5/0": 1}
-        assert images == {"64x64/10/1.5/0": 4, "128x64/10/1.5/0": 1}
+        assert jobs == {"64x64/0": 2, "128x64/0": 1}
+        assert images == {"64x64/0": 4, "128x64/0": 1}
         assert 0.3 <= gauges(text, "glm_image_oldest_queued_seconds")[""] < 30
     finally:
         running.close()

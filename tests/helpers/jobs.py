@@ -34,7 +34,7 @@ def make_job(
 
     `output` is the job's OutputSpec; without it, `webhook` and `ttl_s` make one. `fields` sets any other
     `Job` field (`result`, `error`, `created_at`, `file_prefix`, `owner`, `priority`, `start_by`, ...).
-    Requests with different `width`, `height`, `steps` or `guidance` have different batch keys."""
+    Requests with different `width`, `height` or number of `references` have different batch keys."""
     request = GenerationRequest(
         prompt=prompt,
         width=width,

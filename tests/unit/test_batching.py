@@ -47,15 +47,28 @@ def test_ar_tokens_and_images_do_not_depend_on_the_batch(pipe, engine) -> None:
     assert np.array_equal(np.asarray(together[0].images[0]), np.asarray(first.images[0]))
 
 
-def test_skipping_one_request_leaves_the_others_alone(engine) -> None:
+def test_steps_and_guidance_share_one_ar_batch_and_keep_their_bytes(engine, monkeypatch) -> None:
+    """The AR stage depends on size and references only: requests that differ in steps and guidance run
+    one batched AR call, and each one's image is the same as alone."""
+    from glm_image_server.engine import engine as engine_module
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(len(args[1]))  # rows in the AR call
+        return generate_prior_tokens(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "generate_prior_tokens", counted)
     batch = [
-        GenerationRequest(prompt=p, width=96, height=64, num_inference_steps=4, seed=i)
-        for i, p in enumerate("abc")
+        GenerationRequest(prompt=p, width=96, height=64, num_inference_steps=steps, guidance_scale=g, seed=i)
+        for i, (p, steps, g) in enumerate((("a", 2, 1.5), ("b", 4, 3.0), ("c", 3, 5.0)))
     ]
-    results = engine.generate(batch, should_skip=lambda i: i == 1)
-    assert results[1] is None and results[0] is not None and results[2] is not None
-    (alone,) = engine.generate([batch[2]])
-    assert np.array_equal(np.asarray(results[2].images[0]), np.asarray(alone.images[0]))
+    together = engine.generate(batch)
+    assert calls == [3]  # one AR call for the three rows
+    for request, result in zip(batch, together, strict=True):
+        (alone,) = engine.generate([request])
+        assert np.array_equal(np.asarray(result.images[0]), np.asarray(alone.images[0]))
+    assert calls == [3, 1, 1, 1]
 
 
 def test_claim_batch_groups_by_key_in_order(tmp_path) -> None:

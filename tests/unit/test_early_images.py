@@ -8,7 +8,15 @@ import pytest
 from helpers.jobs import make_job
 
 from glm_image_server.config import FetchSettings, PricingSettings, Settings
-from glm_image_server.core.events import JobEvent, JobFailed, JobImage, JobProgress, JobSucceeded
+from glm_image_server.core import transitions
+from glm_image_server.core.events import (
+    JobEvent,
+    JobFailed,
+    JobHandedOff,
+    JobImage,
+    JobProgress,
+    JobSucceeded,
+)
 from glm_image_server.core.job import Job, JobStatus
 from glm_image_server.core.request import OutputSpec
 from glm_image_server.media.fetch import ImageFetcher
@@ -42,13 +50,15 @@ def run(engine, tmp_path, job: Job, storage: LocalStorage, cancel_after: int | N
     def emit(event: JobEvent) -> None:
         events.append((event, storage.path(first) is not None))
 
-    prepared = executor.prepare(job, emit).result()
-
     def cancelled(_job_id: str) -> bool:
         reported = sum(isinstance(event, JobImage) for event, _ in events)
         return cancel_after is not None and reported >= cancel_after
 
-    executor.run([prepared], emit, cancelled, lambda: False)
+    # The prior stage hands off its tokens; the decode stage goes on from them, as a worker does.
+    executor.run([executor.prepare(job, emit).result()], emit, cancelled, lambda: False)
+    (handoff,) = [event.handoff for event, _ in events if isinstance(event, JobHandedOff)]
+    decoding = transitions.handed_off(job)
+    executor.run([executor.prepare(decoding, emit, handoff).result()], emit, cancelled, lambda: False)
     return events
 
 

@@ -60,8 +60,8 @@ def test_create_rejects_a_duplicate_id(store):
 
 
 def test_claims_are_first_in_first_out(store):
-    # Different steps: different batch keys, so each claim takes exactly one job.
-    jobs = submit(store, *(make_job(f"job {i}", steps=10 + i) for i in range(4)))
+    # Different sizes: different batch keys, so each claim takes exactly one job.
+    jobs = submit(store, *(make_job(f"job {i}", width=64 + 32 * i) for i in range(4)))
     assert [store.queue_position(job.id) for job in jobs] == [0, 1, 2, 3]
     claimed = [store.claim_batch("w1", 8, 30) for _ in range(4)]
     assert [[job.id for job in batch] for batch in claimed] == [[job.id] for job in jobs]
@@ -174,7 +174,7 @@ def test_a_job_fails_after_max_attempts_claims(store):
 
 
 def test_release_requeues_only_that_workers_jobs_and_logs_why(store):
-    a, b, c = submit(store, make_job("a", steps=10), make_job("b", steps=11), make_job("c", steps=12))
+    a, b, c = submit(store, make_job("a", width=64), make_job("b", width=96), make_job("c", width=128))
     store.claim_batch("w1", 8, 30)  # a
     store.claim_batch("w2", 8, 30)  # b
     store.claim_batch("w1", 8, 30)  # c

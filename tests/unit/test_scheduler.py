@@ -54,7 +54,7 @@ class FakeExecutor:
         self.batches: list[list[str]] = []
         self.started = threading.Event()
 
-    def prepare(self, job, emit) -> Future:
+    def prepare(self, job, emit, handoff=None) -> Future:
         ready = Future()
         ready.set_result(job)
         return ready
@@ -142,10 +142,10 @@ def test_the_last_step_is_always_logged():
 
 def test_batches_are_claimed_in_order_of_arrival(tmp_path, store):
     a, b, c, d = (
-        make_job("a", steps=10),
-        make_job("b", steps=20),
-        make_job("c", steps=10),
-        make_job("d", steps=20),
+        make_job("a", width=64),
+        make_job("b", width=96),
+        make_job("c", width=64, steps=20),  # steps are the decode stage's: c shares a's AR batch
+        make_job("d", width=96),
     )
     for job in (a, b, c, d):
         store.create(job)
@@ -424,7 +424,7 @@ def test_a_stopped_scheduler_claims_nothing_more(tmp_path, store):
 def test_an_executor_that_breaks_does_not_kill_the_worker_or_strand_its_jobs(tmp_path, store):
     """The executor contract says every job ends in one event; one that raises instead must neither stop
     the scheduler loop nor leave its jobs running (the heartbeat would renew their leases forever)."""
-    broken, later = make_job("broken", steps=10), make_job("later", steps=20)
+    broken, later = make_job("broken", width=64), make_job("later", width=96)
     store.create(broken)
     calls = 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .handoff import Handoff
 from .job import JobError, LogLevel
 from .request import Stage
 from .results import FinishedImage, JobResult, PreviewImage
@@ -49,6 +50,14 @@ class JobImage:
 
 
 @dataclass(frozen=True)
+class JobHandedOff:
+    """The job's prior stage is done: its handoff goes to the store, for a decode worker."""
+
+    job_id: str
+    handoff: Handoff
+
+
+@dataclass(frozen=True)
 class JobSucceeded:
     job_id: str
     result: JobResult
@@ -62,5 +71,5 @@ class JobFailed:
     error: JobError
 
 
-JobEvent = JobLog | JobProgress | JobPreview | JobImage | JobSucceeded | JobFailed
+JobEvent = JobLog | JobProgress | JobPreview | JobImage | JobHandedOff | JobSucceeded | JobFailed
 EventSink = Callable[[JobEvent], None]

@@ -140,9 +140,9 @@ class GenerationRequest:
 
     @property
     def batch_key(self) -> str:
-        """Requests with equal keys can share one engine batch: same size, steps, guidance, references."""
-        steps, guidance, refs = self.num_inference_steps, self.guidance_scale, len(self.references)
-        return f"{self.width}x{self.height}/{steps}/{guidance!r}/{refs}"
+        """Requests with equal keys can share one AR batch: the same size and number of references (what
+        the AR stage's inputs depend on; steps and guidance are the decode stage's)."""
+        return f"{self.width}x{self.height}/{len(self.references)}"
 
     @property
     def seeds(self) -> list[int]:

@@ -11,7 +11,13 @@ from .results import FinishedImage, JobResult
 
 CANCELLED_BEFORE_START = JobError(kind="cancelled", message="cancelled before it started")
 CANCELLED_WHILE_STOPPED = JobError(kind="cancelled", message="cancelled while its worker stopped")
+CANCELLED_BEFORE_DECODE = JobError(kind="cancelled", message="cancelled while it waited for its decode stage")
 PRIORITY_RANK: dict[Priority, int] = {"normal": 0, "low": 1}  # the stores' `priority` column: lower first
+
+
+def cancelled_unclaimed(job: Job) -> JobError:
+    """Why a job no worker held was cancelled at once."""
+    return CANCELLED_BEFORE_DECODE if job.stage == "decode" else CANCELLED_BEFORE_START
 
 
 def start_missed(job: Job) -> JobError:
@@ -41,21 +47,31 @@ def batch(candidates: Iterable[Job], max_images: int) -> list[Job]:
 
 
 def running(job: Job, worker_id: str, now: float) -> Job:
-    """The job claimed by `worker_id`: its attempt number is the claim's."""
+    """The job claimed by `worker_id` for its stage: its attempt number is the claim's. A job starts with
+    its prior stage; its decode claim keeps that start."""
     update = {
         "status": JobStatus.RUNNING,
-        "started_at": now,
+        "started_at": now if job.stage == "prior" else job.started_at,
         "attempts": job.attempts + 1,
         "worker_id": worker_id,
     }
     return job.model_copy(update=update)
 
 
+def claim_of(job: Job) -> Claim:
+    """The claim a worker holds on the job it claimed (as the claim returned it)."""
+    return Claim(worker_id=job.worker_id or "", attempt=job.attempts, stage=job.stage)
+
+
 def held_by(job: Job, claim: Claim | None) -> bool:
     """Whether `claim` may finish the job (None: no claim to check, e.g. a cancel)."""
-    return claim is None or (
-        job.status == JobStatus.RUNNING and (job.worker_id, job.attempts) == (claim.worker_id, claim.attempt)
-    )
+    return claim is None or (job.status == JobStatus.RUNNING and claim_of(job) == claim)
+
+
+def handed_off(job: Job) -> Job:
+    """The prior stage is done (its tokens are stored): the job waits, running, for a decode worker; its
+    attempts count decode claims from here."""
+    return job.model_copy(update={"stage": "decode", "worker_id": None, "attempts": 0})
 
 
 def finished(
@@ -80,9 +96,14 @@ def interrupted(job: Job, max_attempts: int, reason: str) -> tuple[JobStatus, Jo
 
 
 def requeued(job: Job) -> Job:
-    """Back in the queue after an interruption; it did start, so its start deadline is met."""
+    """Back where its stage's workers claim it after an interruption: a prior stage to the queue (it did
+    start, so its start deadline is met), a decode stage to wait for a decode worker, with its tokens."""
+    if job.stage == "decode":
+        return job.model_copy(update={"worker_id": None})
     return job.model_copy(update={"status": JobStatus.QUEUED, "worker_id": None, "start_by": None})
 
 
-def requeued_line(reason: str) -> str:
+def requeued_line(job: Job, reason: str) -> str:
+    if job.stage == "decode":
+        return f"Interrupted ({reason}); its decode stage runs again from its stored prior tokens"
     return f"Interrupted ({reason}); queued to run again with its seed"

@@ -1,10 +1,13 @@
-"""Engine: a batch of GenerationRequests -> images, through AR -> DiT -> VAE.
+"""Engine: GenerationRequests -> images, in two stages a job may run in different processes or machines.
 
-Every image of every request is one row; rows of requests that share a batch key share one batched AR
-call, then go through the DiT and VAE one by one. Each row draws from generators seeded with its own
-seed (AR sampling on the model's device, initial latents on the CPU), so with one row the output equals
-a direct `GlmImagePipeline` call with that seed. The engine is not re-entrant (the diffusers pipeline
-keeps per-call state on itself): calls are serialised by a lock.
+`prior` (AR): the rows of requests that share a batch key (size and reference count: what the AR model's
+inputs depend on) share one batched AR call and come out as prior tokens, which the job store can carry.
+`decode` (glyph encoder, DiT, VAE): one request's rows from their prior tokens, one by one. `generate` is
+the two in one process (the CLI, the benchmarks). Each row draws from generators seeded with its own seed
+(AR sampling on the model's device, initial latents on the CPU), so a row's image is the same alone, in
+any batch and in any split of the stages; with one row it equals a direct `GlmImagePipeline` call with
+that seed. The engine is not re-entrant (the pipeline keeps per-call state on itself): calls hold a lock.
+An engine loaded for one role (engine/loader.py) has only that stage's models.
 """
 
 from __future__ import annotations
@@ -29,39 +32,36 @@ from .references import fit_reference, side_bounds
 
 ProgressCallback = Callable[[Progress], None]
 PreviewCallback = Callable[[Preview], None]
-ImageCallback = Callable[[int, int, Image.Image], None]  # (request index, image index, the image)
+ImageCallback = Callable[[int, Image.Image], None]  # (image index, the image)
 CancelCheck = Callable[[], bool]
-SkipCheck = Callable[[int], bool]
 
 
 @dataclass(frozen=True)
-class _Row:
-    request: int
-    image: int  # index among its request's images
-    prompt: str
-    seed: int
-    references: tuple[Image.Image, ...]
+class PriorResult:
+    """One request's prior tokens (a row per image) and the seconds of the AR batch that made them."""
+
+    tokens: PriorTokens
+    ar_s: float
 
 
 @dataclass(frozen=True)
 class _Calls:
-    """A `generate` call's callbacks, defaulted to no-ops (`preview`: None when not asked for)."""
+    """A `decode` call's callbacks, defaulted to no-ops (`preview`: None when not asked for)."""
 
     report: ProgressCallback
     cancel: CancelCheck
-    skip: SkipCheck
     image: ImageCallback
     preview: PreviewCallback | None
 
 
-class _Skipped(Exception):
-    """Unwinds the DiT loop of a request that was dropped from its batch."""
+def _never() -> bool:
+    return False
 
 
 class Engine:
     """Switches (docs/benchmarks.md says what each buys): `ar_fast_path` (ar_fast.py; the same tokens; None:
     on for CUDA only); `batched_cfg` (dit.py) and `vae_tiling` (tile seams) change pixels slightly, hence
-    off by default; `previews`: live previews per image when `generate` is given `on_preview` (previews.py,
+    off by default; `previews`: live previews per image when `decode` is given `on_preview` (previews.py,
     its projection cached in `preview_cache`), read from the latents without changing the images."""
 
     def __init__(
@@ -75,7 +75,8 @@ class Engine:
     ) -> None:
         self.pipe = pipe
         self.device: torch.device = pipe._execution_device
-        fast_ok = supports_fast_path(pipe.vision_language_encoder)
+        vle = getattr(pipe, "vision_language_encoder", None)
+        fast_ok = vle is not None and supports_fast_path(vle)
         if ar_fast_path and not fast_ok:
             raise ValueError("ar_fast_path needs the AR model on sdpa or eager attention")
         self.ar_fast_path = fast_ok and self.device.type == "cuda" if ar_fast_path is None else ar_fast_path
@@ -91,49 +92,99 @@ class Engine:
         references: Sequence[Sequence[Image.Image]] | None = None,
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
-        should_skip: SkipCheck | None = None,
         on_preview: PreviewCallback | None = None,
-        on_image: ImageCallback | None = None,
-    ) -> list[GenerationResult | None]:
-        """Run the requests; results come back in request order. `references[i]` are request i's decoded
-        reference images (as many as its `references` locators). Raises Cancelled when `should_cancel`
-        says stop. `on_preview` gets `self.previews` small previews per image during the DiT stage;
-        `on_image` gets each image as soon as it is decoded (images finish one by one: the DiT and VAE
-        run row by row).
-        `should_skip(i)` true drops request i's remaining DiT/VAE work (its result is None) while its
-        neighbours go on; its AR rows, batched with theirs, run to the end regardless."""
-        decoded_refs = list(references) if references is not None else [()] * len(requests)
-        for request, refs in zip(requests, decoded_refs, strict=True):
-            if len(refs) != len(request.references):
-                raise ValueError(f"{len(request.references)} references given, {len(refs)} decoded")
-        calls = _Calls(
-            on_progress or (lambda _: None),
-            should_cancel or (lambda: False),
-            should_skip or (lambda _: False),
-            on_image or (lambda _request, _image, _picture: None),
-            on_preview,
-        )
-        images: dict[int, list[Image.Image]] = {i: [] for i in range(len(requests))}
-        timings: dict[int, StageTimings] = {}
+    ) -> list[GenerationResult]:
+        """Both stages here: `prior` for all requests, then `decode` for each, in request order."""
+        refs = list(references) if references is not None else [()] * len(requests)
+        priors = self.prior(requests, refs, on_progress, should_cancel)
+        return [
+            self.decode(request, ref, prior, on_progress, should_cancel, on_preview)
+            for request, ref, prior in zip(requests, refs, priors, strict=True)
+        ]
+
+    def prior(
+        self,
+        requests: Sequence[GenerationRequest],
+        references: Sequence[Sequence[Image.Image]],
+        on_progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> list[PriorResult]:
+        """The AR stage: each request's prior tokens, in request order. `references[i]` are request i's
+        decoded reference images. Requests with one batch key share one batched AR call. Raises Cancelled
+        when `should_cancel` says stop."""
+        report = on_progress or (lambda _: None)
+        results: dict[int, PriorResult] = {}
         groups: dict[str, list[int]] = {}
-        for i, request in enumerate(requests):
+        for i, (request, refs) in enumerate(zip(requests, references, strict=True)):
+            _check_references(request, refs)
             groups.setdefault(request.batch_key, []).append(i)
         with self._lock, torch.inference_mode():
             for members in groups.values():
-                fitted = {i: self._fit(decoded_refs[i]) for i in members}
-                rows = [
-                    _Row(i, k, requests[i].prompt, seed, fitted[i])
-                    for i in members
-                    for k, seed in enumerate(requests[i].seeds)
-                ]
-                decoded, stage_timings = self._run_group(requests[members[0]], rows, calls)
-                for row, image in zip(rows, decoded, strict=True):
-                    images[row.request].append(image)
-                    timings[row.request] = stage_timings
-        return [
-            None if None in images[i] else GenerationResult(images[i], requests[i].seeds, timings[i])
-            for i in range(len(requests))
-        ]
+                spec = requests[members[0]]
+                rows = [(i, seed) for i in members for seed in requests[i].seeds]
+                fitted = {i: self._fit(references[i]) for i in members}
+                start = time.perf_counter()
+                tokens = generate_prior_tokens(
+                    self.pipe,
+                    [requests[i].prompt for i, _ in rows],
+                    spec.height,
+                    spec.width,
+                    [list(fitted[i]) for i, _ in rows] if spec.references else None,
+                    [torch.Generator(self.device).manual_seed(seed) for _, seed in rows],
+                    on_token=lambda done, total: report(Progress("ar", done, total)),
+                    should_cancel=should_cancel,
+                    fast=self.ar_fast_path,
+                )
+                self._sync()
+                ar_s = time.perf_counter() - start
+                for i in members:
+                    picked = [r for r, (row_request, _) in enumerate(rows) if row_request == i]
+                    results[i] = PriorResult(tokens.rows(picked), ar_s)
+        return [results[i] for i in range(len(requests))]
+
+    def decode(
+        self,
+        request: GenerationRequest,
+        references: Sequence[Image.Image],
+        prior: PriorResult,
+        on_progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        on_preview: PreviewCallback | None = None,
+        on_image: ImageCallback | None = None,
+    ) -> GenerationResult:
+        """The decode stage: one request's images from its prior tokens, row by row (batching DiT rows
+        changes float rounding, so a row's image would depend on its neighbours, and buys little: the AR
+        stage dominates). `on_image` gets each image as soon as it is decoded; `on_preview` gets
+        `self.previews` small previews per image. Raises Cancelled when `should_cancel` says stop."""
+        _check_references(request, references)
+        calls = _Calls(
+            on_progress or (lambda _: None),
+            should_cancel or _never,
+            on_image or (lambda _i, _p: None),
+            on_preview,
+        )
+        steps, seeds = request.num_inference_steps, request.seeds
+        chosen = preview_steps(steps, self.previews) if on_preview is not None else frozenset()
+        with self._lock, torch.inference_mode():
+            if chosen and self._projection is None:
+                self._projection = PreviewProjection.load_or_fit(self.pipe.vae, self.preview_cache)
+            fitted = self._fit(references)
+            images: list[Image.Image] = []
+            dit_s = vae_s = 0.0
+            for r, seed in enumerate(seeds):
+                if calls.cancel():
+                    raise Cancelled("cancelled before the DiT stage")
+                start = time.perf_counter()
+                step_end = self._step_end(r, steps, len(seeds), calls, chosen)
+                latents = self._denoise(request, seed, fitted, prior.tokens.row(r), step_end)
+                self._sync()
+                dit_s += time.perf_counter() - start
+                start = time.perf_counter()
+                images.append(self._decode(latents))
+                vae_s += time.perf_counter() - start
+                calls.report(Progress("vae", r + 1, len(seeds)))
+                calls.image(r, images[-1])
+        return GenerationResult(images, seeds, StageTimings(ar=prior.ar_s, dit=dit_s, vae=vae_s))
 
     def _fit(self, references: Sequence[Image.Image]) -> tuple[Image.Image, ...]:
         return tuple(fit_reference(ref, self.min_ref_side, self.max_ref_side) for ref in references)
@@ -142,103 +193,48 @@ class Engine:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _run_group(
-        self, spec: GenerationRequest, rows: list[_Row], calls: _Calls
-    ) -> tuple[list[Image.Image | None], StageTimings]:
-        """One batch of rows that share size, steps, guidance and reference count."""
-        report, steps = calls.report, spec.num_inference_steps
-        chosen = preview_steps(steps, self.previews) if calls.preview is not None else frozenset()
-        if chosen and self._projection is None:
-            self._projection = PreviewProjection.load_or_fit(self.pipe.vae, self.preview_cache)
-
-        # 1. AR: prior tokens for all rows in one batched generate(), one generator per row.
-        start = time.perf_counter()
-        prior = generate_prior_tokens(
-            self.pipe,
-            [row.prompt for row in rows],
-            spec.height,
-            spec.width,
-            [list(row.references) for row in rows] if spec.references else None,
-            [torch.Generator(self.device).manual_seed(row.seed) for row in rows],
-            on_token=lambda done, total: report(Progress("ar", done, total)),
-            should_cancel=calls.cancel,
-            fast=self.ar_fast_path,
-        )
-        self._sync()
-        ar_time = time.perf_counter() - start
-
-        # 2. DiT, then 3. VAE, one row at a time: batching them changes float rounding (a row's image would
-        # depend on its neighbours) and buys little, as the AR stage dominates.
-        total_steps = steps * len(rows)
-        dit_time = vae_time = 0.0
-        decoded: list[Image.Image | None] = []
-        for r, row in enumerate(rows):
-            if calls.cancel():
-                raise Cancelled("cancelled before the DiT stage")
-            image = latents = None
-            start = time.perf_counter()
-            if calls.skip(row.request):
-                report(Progress("dit", (r + 1) * steps, total_steps))
-            else:  # None when the row's request is dropped mid-denoise
-                step_end = self._step_end(row, r, steps, total_steps, calls, chosen)
-                latents = self._denoise(spec, row, prior.row(r), step_end)
-            if latents is not None:
-                self._sync()
-                dit_time += time.perf_counter() - start
-                start = time.perf_counter()
-                image = self._decode(latents)
-                vae_time += time.perf_counter() - start
-            decoded.append(image)
-            report(Progress("vae", r + 1, len(rows)))
-            if image is not None:
-                calls.image(row.request, row.image, image)
-        return decoded, StageTimings(ar=ar_time, dit=dit_time, vae=vae_time)
-
-    def _step_end(
-        self, row: _Row, r: int, steps: int, total_steps: int, calls: _Calls, chosen: frozenset[int]
-    ):
-        """What the DiT loop calls after row `r`'s steps: a preview at the `chosen` steps, progress, then
-        cancel and skip checks."""
+    def _step_end(self, r: int, steps: int, rows: int, calls: _Calls, chosen: frozenset[int]):
+        """What the DiT loop calls after each of row `r`'s steps: a preview at the `chosen` steps, progress,
+        then the cancel check."""
 
         def step_end(_pipe, step: int, _timestep, tensors: dict) -> dict:
             if step + 1 in chosen and calls.preview is not None and self._projection is not None:
                 latents = self._projection(tensors["latents"])
-                calls.preview(Preview(row.request, row.image, step + 1, steps, latents))
-            calls.report(Progress("dit", r * steps + step + 1, total_steps))
+                calls.preview(Preview(0, r, step + 1, steps, latents))
+            calls.report(Progress("dit", r * steps + step + 1, rows * steps))
             if calls.cancel():
                 raise Cancelled("cancelled during the DiT stage")
-            if calls.skip(row.request):
-                raise _Skipped
             return tensors
 
         return step_end
 
     def _denoise(
-        self, spec: GenerationRequest, row: _Row, prior: PriorTokens, step_end
-    ) -> torch.Tensor | None:
-        """The pipeline's DiT loop from given prior tokens; it stops before its own VAE decode. None when
-        the row's request was dropped part-way."""
-        generator = torch.Generator("cpu").manual_seed(row.seed)
-        try:
-            if self.batched_cfg:
-                shape = (spec.height, spec.width, spec.num_inference_steps, spec.guidance_scale)
-                return denoise(self.pipe, row.prompt, row.references, *shape, prior, generator, step_end)
-            return self.pipe(
-                prompt=row.prompt,
-                image=list(row.references) or None,
-                height=spec.height,
-                width=spec.width,
-                num_inference_steps=spec.num_inference_steps,
-                guidance_scale=spec.guidance_scale,
-                prior_token_ids=prior.token_ids,
-                prior_token_image_ids=prior.image_token_ids,
-                source_image_grid_thw=prior.image_grids,
-                generator=generator,
-                output_type="latent",
-                callback_on_step_end=step_end,
-            ).images
-        except _Skipped:
-            return None
+        self,
+        spec: GenerationRequest,
+        seed: int,
+        references: tuple[Image.Image, ...],
+        prior: PriorTokens,
+        step_end,
+    ) -> torch.Tensor:
+        """The pipeline's DiT loop from given prior tokens; it stops before its own VAE decode."""
+        generator = torch.Generator("cpu").manual_seed(seed)
+        if self.batched_cfg:
+            shape = (spec.height, spec.width, spec.num_inference_steps, spec.guidance_scale)
+            return denoise(self.pipe, spec.prompt, references, *shape, prior, generator, step_end)
+        return self.pipe(
+            prompt=spec.prompt,
+            image=list(references) or None,
+            height=spec.height,
+            width=spec.width,
+            num_inference_steps=spec.num_inference_steps,
+            guidance_scale=spec.guidance_scale,
+            prior_token_ids=prior.token_ids,
+            prior_token_image_ids=prior.image_token_ids,
+            source_image_grid_thw=prior.image_grids,
+            generator=generator,
+            output_type="latent",
+            callback_on_step_end=step_end,
+        ).images
 
     def _decode(self, latents: torch.Tensor) -> Image.Image:
         vae = self.pipe.vae
@@ -247,3 +243,8 @@ class Engine:
         with vae_tiling(vae, self.vae_tiling and needs_tiling(vae, latents)):
             pixels = vae.decode(latents * std + mean, return_dict=False)[0]
         return self.pipe.image_processor.postprocess(pixels, output_type="pil")[0]
+
+
+def _check_references(request: GenerationRequest, references: Sequence[Image.Image]) -> None:
+    if len(references) != len(request.references):
+        raise ValueError(f"{len(request.references)} references given, {len(references)} decoded")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -32,11 +33,34 @@ class PriorTokens:
 
     def row(self, r: int) -> PriorTokens:
         """Row r alone, in the shapes the pipeline takes for a batch of one."""
+        return self.rows([r])
+
+    def rows(self, picked: Sequence[int]) -> PriorTokens:
+        """The picked rows, in that order."""
         return PriorTokens(
-            self.token_ids[r : r + 1],
-            self.image_token_ids[r : r + 1] if self.image_token_ids is not None else None,
-            self.image_grids[r : r + 1] if self.image_grids is not None else None,
+            self.token_ids[list(picked)],
+            [self.image_token_ids[r] for r in picked] if self.image_token_ids is not None else None,
+            [self.image_grids[r] for r in picked] if self.image_grids is not None else None,
         )
+
+    def to_numpy(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(token ids, reference token ids, reference grids), a row per image: what a handoff stores."""
+        refs = grids = None
+        if self.image_token_ids is not None and self.image_grids is not None:
+            refs = torch.stack(self.image_token_ids).cpu().numpy()
+            grids = torch.stack(self.image_grids).cpu().numpy()
+        return self.token_ids.cpu().numpy(), refs, grids
+
+    @classmethod
+    def from_numpy(
+        cls, token_ids: np.ndarray, refs: np.ndarray | None, grids: np.ndarray | None, device: torch.device
+    ) -> PriorTokens:
+        def tensor(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(array.astype(np.int64)).to(device)
+
+        if refs is None or grids is None:
+            return cls(tensor(token_ids), None, None)
+        return cls(tensor(token_ids), [tensor(row) for row in refs], [tensor(row) for row in grids])
 
 
 def _upsample(token_ids: torch.Tensor, h: int, w: int) -> torch.Tensor:

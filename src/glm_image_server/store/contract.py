@@ -1,10 +1,14 @@
 """The job store contract. Every state change of a job goes through it, so any API process can answer
 for any job, any worker process can run any job, and a crash, a dead worker or a restart loses nothing.
 
-Workers claim jobs with a lease they renew; a job whose lease ran out goes back to the queue with its
-seed (or fails after `max_attempts` claims), and only the current claim may finish it — so a job is never
-lost and never completed twice. Queued jobs are claimed by priority (normal before low), oldest first
-within one; a queued job past its `start_by` deadline fails instead of starting. Every change goes to a
+A job runs in two stages, each claimed with a lease its worker renews: `prior` (the AR model) from the
+queue, then `decode` (DiT, VAE, post) once the prior worker has handed off its tokens (`hand_off`; the job
+stays running, waiting for a decode worker). A stage whose lease ran out goes back to where its workers
+claim it — the queue with its seed, or the decode wait with its tokens — or fails after `max_attempts`
+claims of that stage; only the current claim may hand off or finish — so a job is never lost, its AR
+stage never runs again once handed off, and no job completes twice. Both stages are claimed by priority
+(normal before low), oldest first within one; a queued job past its `start_by` deadline fails instead of
+starting. Every change goes to a
 change log that API processes tail, and to subscribers where the store can push. Runware's connection
 sessions sit apart, in `SessionStore` (implemented by the same store object)."""
 
@@ -14,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from ..core.job import Claim, Job, JobError, JobStatus, LiveState, LogEntry, LogLevel, WorkerInfo
+from ..core.job import Claim, Job, JobError, JobStage, JobStatus, LiveState, LogEntry, LogLevel, WorkerInfo
 from ..core.request import Stage
 from ..core.results import FinishedImage, JobResult, PreviewImage
 
@@ -114,11 +118,13 @@ class JobStore(Protocol):
 
     # --- workers' leased claims on jobs, and how jobs end
 
-    def claim_batch(self, worker_id: str, max_images: int, lease_s: float) -> list[Job]:
-        """Atomically move the first queued job (by priority, then age), and the queued jobs that can share
-        its engine batch (same batch key and priority, oldest first, up to `max_images` images in all), to
-        running under a lease held by `worker_id`. Expired leases are returned to the queue and jobs past
-        their start deadline fail first."""
+    def claim_batch(
+        self, worker_id: str, max_images: int, lease_s: float, stage: JobStage = "prior"
+    ) -> list[Job]:
+        """Prior: atomically move the first queued job (by priority, then age), and the queued jobs that can
+        share its AR batch (same batch key and priority, oldest first, up to `max_images` images in all), to
+        running under a lease held by `worker_id`. Decode: claim the first job waiting for its decode stage
+        alone. Expired leases are returned first, and jobs past their start deadline fail."""
 
     def expire_start_deadlines(self, now: float) -> int:
         """Fail the queued jobs whose `start_by` passed (error kind "timeout"); returns how many."""
@@ -143,8 +149,19 @@ class JobStore(Protocol):
         """Record the final state (and queue its deliveries) unless the job already finished, or `claim`
         is given and no longer holds the job."""
 
+    def hand_off(self, job_id: str, handoff: bytes, claim: Claim) -> bool:
+        """The prior stage under `claim` is done: store its handoff (core/handoff.py) with the job, which
+        waits for a decode worker. False (nothing written) when the claim no longer holds the job."""
+
+    def handoff(self, job_id: str) -> bytes | None:
+        """The stored handoff of a job in its decode stage."""
+
+    def decode_waiting(self) -> int:
+        """Jobs handed off and waiting for a decode worker (the decode pool's queue)."""
+
     def request_cancel(self, job_id: str) -> CancelOutcome:
-        """Queued: cancelled now. Running: flagged for the worker. Finished or unknown: said so."""
+        """Queued or waiting for a decode worker: cancelled now. Held by a worker: flagged for it. Finished
+        or unknown: said so."""
 
     def cancel_requested(self, job_id: str) -> bool: ...
 

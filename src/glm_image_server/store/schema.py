@@ -43,6 +43,8 @@ jobs = Table(
     Column("lease_until", Time),
     Column("priority", Integer, nullable=False, server_default="0"),  # core.transitions.PRIORITY_RANK
     Column("start_by", Time),
+    Column("stage", Text, nullable=False, server_default="prior"),  # core.job.JobStage
+    Column("handoff", LargeBinary),  # core.handoff.Handoff's bytes while the job waits for or runs its decode
     Column("body", Text, nullable=False),
     sqlite_autoincrement=True,
 )
@@ -131,5 +133,6 @@ def job_row(job: Job) -> dict[str, Any]:
         "worker_id": job.worker_id,
         "priority": PRIORITY_RANK[job.priority],
         "start_by": job.start_by,
+        "stage": job.stage,
         "body": job.model_dump_json(),
     }

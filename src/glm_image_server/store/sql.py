@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, Executable, and_, bindparam, delete, func, insert, or_, select, update
 
 from ..core import transitions as move
-from ..core.job import Claim, Job, JobError, JobStatus, LiveState, LogEntry, LogLevel, WorkerInfo
+from ..core.job import Claim, Job, JobError, JobStage, JobStatus, LiveState, LogEntry, LogLevel, WorkerInfo
 from ..core.request import Stage
 from ..core.results import FinishedImage, JobResult, PreviewImage
 from .contract import CancelOutcome, Caps, Changes, Channel, Delivery, OverCap, Requeued, SessionJob
@@ -47,6 +47,12 @@ HEAD = select(J.batch_key, J.priority).where(QUEUED).order_by(J.priority, J.seq)
 HEAD = HEAD.with_for_update(skip_locked=True)
 SAME_BATCH = BODY.where(QUEUED, J.batch_key == bindparam("key"), J.priority == bindparam("priority"))
 SAME_BATCH = SAME_BATCH.order_by(J.seq).limit(bindparam("limit")).with_for_update(skip_locked=True)
+WAITING_DECODE = and_(RUNNING, J.stage == "decode", J.worker_id.is_(None))  # handed off, not claimed
+DECODE_HEAD = (
+    BODY.where(WAITING_DECODE).order_by(J.priority, J.seq).limit(1).with_for_update(skip_locked=True)
+)
+DECODE_WAITING = select(func.count()).where(WAITING_DECODE)
+HANDOFF = select(J.handoff).where(J.id == JOB)
 LATE = BODY.where(QUEUED, J.start_by < NOW).with_for_update(skip_locked=True)
 LEASE_ENDED = BODY.where(RUNNING, J.lease_until < NOW).with_for_update(skip_locked=True)
 HELD_BY = BODY.where(RUNNING, J.worker_id == bindparam("worker")).with_for_update(skip_locked=True)
@@ -136,9 +142,9 @@ class SqlJobStore:
     def _jobs(self, statement: Executable, **params: Any) -> list[Job]:
         return [Job.model_validate_json(body) for (body,) in self._read(statement, **params)]
 
-    def _save(self, tx: _Tx, job: Job, lease_until: float | None = None) -> None:
-        row = job_row(job)
-        tx.run(SAVE, {"job": row.pop("id"), **row, "lease_until": lease_until})  # `id` named `job` in WHERE
+    def _save(self, tx: _Tx, job: Job, lease_until: float | None = None, **also: Any) -> None:
+        row = job_row(job)  # `id` is named `job` in WHERE; `also`: other columns (the handoff)
+        tx.run(SAVE, {"job": row.pop("id"), **row, "lease_until": lease_until, **also})
         tx.changed(job.id)
 
     def close(self) -> None:
@@ -177,17 +183,22 @@ class SqlJobStore:
     def recent(self, limit: int) -> list[Job]:
         return self._jobs(RECENT, limit=limit)
 
-    def claim_batch(self, worker_id: str, max_images: int, lease_s: float) -> list[Job]:
-        # Not durable: a claim a machine's crash loses leaves its jobs queued, where a lost worker's jobs go
-        # anyway (they run again with their seeds); the job's next durable write syncs it.
+    def claim_batch(
+        self, worker_id: str, max_images: int, lease_s: float, stage: JobStage = "prior"
+    ) -> list[Job]:
+        # Not durable: a claim a machine's crash loses leaves its jobs where they were, where a lost worker's
+        # jobs go anyway (they run again with their seeds or tokens); the job's next durable write syncs it.
         with self._write(durable=False) as tx:
             now = time.time()
             self._requeue(tx, LEASE_ENDED, {"now": now}, STOPPED_ANSWERING)
             self._expire_starts(tx, now)
-            if (head := tx.run(HEAD).first()) is None:
+            if stage == "decode":
+                candidates = [Job.model_validate_json(body) for body in tx.run(DECODE_HEAD).scalars()]
+            elif (head := tx.run(HEAD).first()) is None:
                 return []
-            same = {"key": head.batch_key, "priority": head.priority, "limit": max(max_images, 1)}
-            candidates = [Job.model_validate_json(body) for body in tx.run(SAME_BATCH, same).scalars()]
+            else:
+                same = {"key": head.batch_key, "priority": head.priority, "limit": max(max_images, 1)}
+                candidates = [Job.model_validate_json(body) for body in tx.run(SAME_BATCH, same).scalars()]
             claimed = [move.running(job, worker_id, now) for job in move.batch(candidates, max_images)]
             for job in claimed:
                 self._save(tx, job, lease_until=now + lease_s)
@@ -226,7 +237,7 @@ class SqlJobStore:
                 continue
             self._save(tx, move.requeued(job))
             tx.run(DROP_LIVE, {"job": job.id})
-            self._log(tx, job.id, "WARN", move.requeued_line(reason))
+            self._log(tx, job.id, "WARN", move.requeued_line(job, reason))
             tx.changed(job.id, "queued")
             requeued += 1
         return Requeued(requeued, failed)
@@ -235,7 +246,7 @@ class SqlJobStore:
         self, tx: _Tx, job: Job, status: JobStatus, error: JobError | None, result: JobResult | None = None
     ) -> None:
         done = move.finished(job, status, result, error, time.time())
-        self._save(tx, done)
+        self._save(tx, done, handoff=None)
         tx.run(DROP_LIVE, {"job": job.id})
         if status == JobStatus.CANCELLED:  # every cancelled job's log ends saying so, however it ended
             self._log(tx, job.id, "WARN", move.cancelled_line(error))
@@ -258,6 +269,23 @@ class SqlJobStore:
             self._finish(tx, job, status, error, result)
             return True
 
+    def hand_off(self, job_id: str, handoff: bytes, claim: Claim) -> bool:
+        with self._write() as tx:
+            body = tx.run(GET_LOCKED, {"job": job_id}).scalar()
+            job = Job.model_validate_json(body) if body is not None else None
+            if job is None or job.status.finished or not move.held_by(job, claim):
+                return False
+            self._save(tx, move.handed_off(job), handoff=handoff)
+            tx.changed(job.id, "queued")
+            return True
+
+    def handoff(self, job_id: str) -> bytes | None:
+        found = self._read(HANDOFF, job=job_id)
+        return bytes(found[0][0]) if found and found[0][0] is not None else None
+
+    def decode_waiting(self) -> int:
+        return self._read(DECODE_WAITING)[0][0]
+
     def request_cancel(self, job_id: str) -> CancelOutcome:
         with self._write() as tx:
             if (body := tx.run(GET_LOCKED, {"job": job_id}).scalar()) is None:
@@ -265,8 +293,8 @@ class SqlJobStore:
             job = Job.model_validate_json(body).model_copy(update={"cancel_requested": True})
             if job.status.finished:
                 return "finished"
-            if job.status == JobStatus.QUEUED:
-                self._finish(tx, job, JobStatus.CANCELLED, move.CANCELLED_BEFORE_START)
+            if job.status == JobStatus.QUEUED or job.worker_id is None:  # unclaimed, before either stage
+                self._finish(tx, job, JobStatus.CANCELLED, move.cancelled_unclaimed(job))
                 return "cancelled"
             tx.run(FLAG_CANCEL, {"job": job.id, "new_body": job.model_dump_json()})
             tx.changed(job.id)

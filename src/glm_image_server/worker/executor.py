@@ -1,7 +1,8 @@
 """The executor seam: the scheduler has each claimed job prepared (its inputs fetched, its prompt
 expanded) — in the background, so a slow input never holds the engine or another job — then hands it
 the batch's prepared jobs to run; it reports typed events. `LocalExecutor` runs them here, in this worker
-process: one engine call for the batch, then the post stage per job. A job that fails its own inputs
+process, by the jobs' stage: a prior batch is one AR call whose tokens each job hands off (JobHandedOff);
+a decode job runs the DiT and VAE from its handoff, then the post stage. A job that fails its own inputs
 fails alone. Images that need no look at their siblings are stored as the engine decodes each one and
 reported at once (JobImage), so clients can have them before the rest of their job.
 """
@@ -24,12 +25,14 @@ from ..core.events import (
     Cancelled,
     EventSink,
     JobFailed,
+    JobHandedOff,
     JobImage,
     JobLog,
     JobPreview,
     JobProgress,
     JobSucceeded,
 )
+from ..core.handoff import Handoff
 from ..core.job import Job, JobError
 from ..core.request import GenerationRequest, InvalidRequest
 from ..core.results import GenerationResult, Preview, PreviewImage, Progress
@@ -40,10 +43,11 @@ from .prompting import PromptExpander
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from ..engine.engine import Engine
+    from ..engine.engine import Engine, PriorResult
 
 CancelCheck = Callable[[str], bool]
 PREPARE_THREADS = 16  # jobs whose inputs are fetched at once (each waits, it does not compute)
+KEPT_REFERENCES = 64  # handed-off jobs whose decoded references this process keeps for their decode stage
 
 
 class Interrupted(Exception):
@@ -51,16 +55,16 @@ class Interrupted(Exception):
 
 
 class Executor(Protocol):
-    def prepare(self, job: Job, emit: EventSink) -> Future[Any]:
-        """Start getting a job's inputs ready; the future gives what `run` takes, or None when the job
-        failed (its JobFailed event was emitted)."""
+    def prepare(self, job: Job, emit: EventSink, handoff: Handoff | None = None) -> Future[Any]:
+        """Start getting a job's inputs ready (a decode stage's: with its `handoff`); the future gives what
+        `run` takes, or None when the job failed (its JobFailed event was emitted)."""
 
     def run(
         self, prepared: Sequence[Any], emit: EventSink, cancelled: CancelCheck, stopping: Callable[[], bool]
     ) -> None:
-        """Run a batch of prepared compatible jobs; every job ends in exactly one JobSucceeded or
-        JobFailed event, unless the worker is stopping (raises Interrupted: the jobs stay claimed, to run
-        again)."""
+        """Run a batch of prepared compatible jobs of one stage; every job ends in exactly one
+        JobHandedOff (prior), JobSucceeded or JobFailed event, unless the worker is stopping (raises
+        Interrupted: the jobs stay claimed, to run again)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class _Prepared:
     request: GenerationRequest  # the prompt after expansion
     references: tuple[Image.Image, ...]
     timings: dict[str, float]
+    handoff: Handoff | None = None  # the decode stage's start
     early: dict[int, EarlyImage] = field(default_factory=dict)  # images stored as they were decoded
 
 
@@ -98,14 +103,16 @@ class LocalExecutor:
     ) -> None:
         self.engine, self.references, self.post, self.expander = engine, references, post, expander
         self._preparing = ThreadPoolExecutor(max_workers=PREPARE_THREADS, thread_name_prefix="prepare")
+        self._kept: dict[str, tuple[Image.Image, ...]] = {}  # a role-all worker's references, by job
 
-    def prepare(self, job: Job, emit: EventSink) -> Future[_Prepared | None]:
+    def prepare(self, job: Job, emit: EventSink, handoff: Handoff | None = None) -> Future[_Prepared | None]:
         """Jobs with nothing to fetch or expand are ready at once; the others get a thread each (the
         fetches themselves wait on the fetch loop, each under its own deadline)."""
-        if job.request.references or job.output.expand_prompt:
-            return self._preparing.submit(self._guarded, job, emit, self._prepare, job, emit)
+        slow = job.request.references and job.id not in self._kept
+        if slow or (job.output.expand_prompt and handoff is None):
+            return self._preparing.submit(self._guarded, job, emit, self._prepare, job, emit, handoff)
         ready: Future[_Prepared | None] = Future()
-        ready.set_result(self._guarded(job, emit, self._prepare, job, emit))
+        ready.set_result(self._guarded(job, emit, self._prepare, job, emit, handoff))
         return ready
 
     def run(
@@ -115,44 +122,108 @@ class LocalExecutor:
         cancelled: CancelCheck,
         stopping: Callable[[], bool],
     ) -> None:
-        if not prepared:
-            return
         for p in prepared:
-            emit(JobLog(p.job.id, self._describe(p.request, p.job.output.keep_best, len(prepared))))
+            if p.handoff is None:
+                emit(JobLog(p.job.id, self._describe(p.request, p.job.output.keep_best, len(prepared))))
+        if prepared and prepared[0].handoff is None:
+            self._run_prior(prepared, emit, cancelled, stopping)
+        for p in prepared:
+            if p.handoff is not None:
+                self._run_decode(p, p.handoff, emit, cancelled, stopping)
+
+    def _run_prior(
+        self,
+        prepared: Sequence[_Prepared],
+        emit: EventSink,
+        cancelled: CancelCheck,
+        stopping: Callable[[], bool],
+    ) -> None:
+        """One AR call for the batch; each job not cancelled meanwhile hands its tokens off."""
 
         def on_progress(progress: Progress) -> None:
             for p in prepared:
                 emit(JobProgress(p.job.id, progress.stage, progress.done, progress.total))
 
-        def on_preview(preview: Preview) -> None:
-            emit(JobPreview(prepared[preview.request].job.id, encode_preview(preview)))
-
-        def on_image(request: int, index: int, image: Image.Image) -> None:
-            self._finish_early(prepared[request], index, image, emit)
-
         metrics.ENGINE_CALLS.inc()
         try:
-            results = self.engine.generate(
+            priors = self.engine.prior(
                 [p.request for p in prepared],
                 [p.references for p in prepared],
-                on_progress=on_progress,
+                on_progress,
                 should_cancel=lambda: stopping() or all(cancelled(p.job.id) for p in prepared),
-                should_skip=lambda i: cancelled(prepared[i].job.id),
-                on_preview=on_preview,
-                on_image=on_image,
             )
         except Cancelled:
             if stopping():
                 raise Interrupted from None
-            results = [None] * len(prepared)
+            priors = [None] * len(prepared)
         except Exception as exc:
             for p in prepared:
-                self._discard_early(p)
-                emit(JobLog(p.job.id, _internal(exc).message, "ERROR"))
-                emit(JobFailed(p.job.id, _internal(exc)))
+                self._fail(p.job, _internal(exc), emit)
             return
-        for p, generated in zip(prepared, results, strict=True):
-            self._finish(p, generated, emit, cancelled)
+        for p, prior in zip(prepared, priors, strict=True):
+            if prior is None or cancelled(p.job.id):
+                emit(JobFailed(p.job.id, JobError(kind="cancelled", message="stopped during its AR stage")))
+            else:
+                emit(JobHandedOff(p.job.id, self._handoff(p, prior)))
+
+    def _handoff(self, p: _Prepared, prior: PriorResult) -> Handoff:
+        if p.references:
+            self._kept[p.job.id] = p.references
+            while len(self._kept) > KEPT_REFERENCES:
+                del self._kept[next(iter(self._kept))]
+        timings = {**p.timings, "ar": prior.ar_s}
+        return Handoff(p.request.prompt, *prior.tokens.to_numpy(), timings=timings, handed_at=time.time())
+
+    def _run_decode(
+        self,
+        p: _Prepared,
+        handoff: Handoff,
+        emit: EventSink,
+        cancelled: CancelCheck,
+        stopping: Callable[[], bool],
+    ) -> None:
+        """The DiT and VAE from the job's stored prior tokens, then its post stage."""
+        from ..engine.engine import PriorResult
+        from ..engine.prior import PriorTokens
+
+        job = p.job
+        emit(JobLog(job.id, self._describe_decode(p.request)))
+        tokens = PriorTokens.from_numpy(
+            handoff.token_ids, handoff.image_token_ids, handoff.image_grids, self.engine.device
+        )
+        metrics.ENGINE_CALLS.inc()
+        try:
+            generated = self.engine.decode(
+                p.request,
+                p.references,
+                PriorResult(tokens, handoff.timings.get("ar", 0.0)),
+                lambda progress: emit(JobProgress(job.id, progress.stage, progress.done, progress.total)),
+                should_cancel=lambda: stopping() or cancelled(job.id),
+                on_preview=lambda preview: emit(JobPreview(job.id, encode_preview(preview))),
+                on_image=lambda index, image: self._finish_early(p, index, image, emit),
+            )
+        except Cancelled:
+            if stopping():
+                raise Interrupted from None
+            generated = None
+        except Exception as exc:
+            self._discard_early(p)
+            self._fail(job, _internal(exc), emit)
+            return
+        self._kept.pop(job.id, None)
+        self._finish(p, generated, emit, cancelled)
+
+    @staticmethod
+    def _fail(job: Job, error: JobError, emit: EventSink) -> None:
+        emit(JobLog(job.id, error.message, "ERROR"))
+        emit(JobFailed(job.id, error))
+
+    @staticmethod
+    def _describe_decode(r: GenerationRequest) -> str:
+        return (
+            f"Decoding {r.num_images} image(s) from their prior tokens: {r.num_inference_steps} steps, "
+            f"guidance {r.guidance_scale:g}"
+        )
 
     @staticmethod
     def _describe(r: GenerationRequest, keep_best: int, batch: int) -> str:
@@ -230,18 +301,25 @@ class LocalExecutor:
             emit(JobFailed(job.id, _internal(exc)))
         return None
 
-    def _prepare(self, job: Job, emit: EventSink) -> _Prepared:
-        """Fetch references and expand the prompt: the job's request, ready for the engine."""
+    def _prepare(self, job: Job, emit: EventSink, handoff: Handoff | None) -> _Prepared:
+        """Fetch references and expand the prompt (a decode stage has its prompt in its handoff, and its
+        references kept from the prior stage where this process ran it): the job, ready for the engine."""
+        if handoff is not None:
+            waited = max(0.0, time.time() - handoff.handed_at)
+            attempt = f" (attempt {job.attempts})" if job.attempts > 1 else ""
+            emit(
+                JobLog(
+                    job.id, f"Decode stage started after {waited:.2f} s waiting for a decode worker{attempt}"
+                )
+            )
+            references = self._kept.get(job.id) or self._fetch(job, emit)[0]
+            timings = {**handoff.timings, "decode_queue": waited}
+            return _Prepared(job, replace(job.request, prompt=handoff.prompt), references, timings, handoff)
         request = job.request
         queued_s = max(0.0, (job.started_at or time.time()) - job.created_at)
         attempt = f" (attempt {job.attempts})" if job.attempts > 1 else ""
         emit(JobLog(job.id, f"Started after {queued_s:.2f} s in the queue{attempt}"))
-        start = time.perf_counter()
-        references: tuple[Image.Image, ...] = ()
-        if request.references:
-            emit(JobLog(job.id, f"Fetching {len(request.references)} reference image(s)"))
-            references = self.references.load(request.references)
-        fetch_s = time.perf_counter() - start
+        references, fetch_s = self._fetch(job, emit)
         start = time.perf_counter()
         if job.output.expand_prompt:
             if self.expander is None:
@@ -254,3 +332,11 @@ class LocalExecutor:
                 request = replace(request, prompt=prompt)
         timings = {"queue": queued_s, "fetch": fetch_s, "expansion": time.perf_counter() - start}
         return _Prepared(job, request, references, timings)
+
+    def _fetch(self, job: Job, emit: EventSink) -> tuple[tuple[Image.Image, ...], float]:
+        """The job's reference images, decoded, and the seconds it took."""
+        if not job.request.references:
+            return (), 0.0
+        start = time.perf_counter()
+        emit(JobLog(job.id, f"Fetching {len(job.request.references)} reference image(s)"))
+        return self.references.load(job.request.references), time.perf_counter() - start

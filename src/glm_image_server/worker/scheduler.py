@@ -1,12 +1,14 @@
-"""A worker's scheduler: claims batches of compatible queued jobs from the store, hands each batch to the
-executor, and records the executor's events in the store under the batch's claims.
+"""A worker's scheduler: claims work of its role's stages from the store, hands it to the executor, and
+records the executor's events in the store under the claims.
 
-Batches: the oldest queued job heads the next batch, and the queued jobs with its batch key (size,
-steps, guidance, reference count) join it, oldest first, up to `max_batch_size` images. A job that
-arrives to an idle worker waits `batch_window_s` after its submission for company; a job that waited
-behind a running batch is claimed at once. So jobs run in order of arrival within a key, and none waits
-more than one window past its turn. Cancels (a flag in the store, read every `cancel_poll_s`) reach a
-running job at its next token or step.
+Stages: a `decode` (or `all`) worker claims jobs waiting for their decode stage one at a time, and an
+`all` worker does so before it starts new prior batches (finishing what started comes first). Prior
+batches: the oldest queued job heads the next batch, and the queued jobs with its batch key (size and
+reference count: what the AR stage depends on, not steps or guidance) join it, oldest first, up to
+`max_batch_size` images. A job that arrives to an idle worker waits `batch_window_s` after its submission
+for company; a job that waited behind a running batch is claimed at once. So jobs run in order of arrival
+within a key, and none waits more than one window past its turn. Cancels (a flag in the store, read
+every `cancel_poll_s`) reach a running job at its next token or step.
 
 A claimed batch is first prepared by the executor (inputs fetched, prompts expanded) in the background;
 while one batch waits on a slow URL, the scheduler claims and runs others. A batch runs once all its
@@ -24,8 +26,19 @@ from dataclasses import dataclass, field
 
 from .. import metrics
 from ..config import WorkerSettings
-from ..core.events import JobEvent, JobFailed, JobImage, JobLog, JobPreview, JobProgress, JobSucceeded
-from ..core.job import Claim, Job, JobStatus
+from ..core import transitions as move
+from ..core.events import (
+    JobEvent,
+    JobFailed,
+    JobHandedOff,
+    JobImage,
+    JobLog,
+    JobPreview,
+    JobProgress,
+    JobSucceeded,
+)
+from ..core.handoff import Handoff
+from ..core.job import Job, JobStatus
 from ..media.storage import DiskSpace
 from ..store.contract import JobStore, StoreUnavailable
 from .executor import Executor, Interrupted
@@ -141,19 +154,24 @@ class Scheduler:
             return []
         if not self._can_take_work():
             return []
-        head = self.store.oldest_queued()
-        if head is None and time.time() >= self._next_expiry:
-            # A claim requeues expired leases, but with nothing queued no claim runs: a dead worker's
-            # jobs would wait for the next submission. So an idle worker takes them back itself.
-            self._next_expiry = time.time() + self.settings.lease_s / 2
-            if self.store.expire_leases(time.time()).requeued:
-                head = self.store.oldest_queued()
-        if head is None:
+        self._take_back_expired()
+        lease_s, role = self.settings.lease_s, self.settings.role
+        waiting = role != "prior" and self.store.decode_waiting()
+        if waiting and (jobs := self.store.claim_batch(self.worker_id, 1, lease_s, "decode")):
+            return jobs
+        if role == "decode" or (head := self.store.oldest_queued()) is None:
             return []
         gather = head.created_at + self.settings.batch_window_s - time.time()
         if gather > 0:
             self._stopping.wait(gather)
-        return self.store.claim_batch(self.worker_id, self.settings.max_batch_size, self.settings.lease_s)
+        return self.store.claim_batch(self.worker_id, self.settings.max_batch_size, lease_s)
+
+    def _take_back_expired(self) -> None:
+        """A claim takes back expired leases, but with nothing to claim no claim runs: a dead worker's jobs
+        would wait for the next submission. So every half lease a worker takes them back itself."""
+        if time.time() >= self._next_expiry:
+            self._next_expiry = time.time() + self.settings.lease_s / 2
+            self.store.expire_leases(time.time())
 
     def store_state(self, fault: StoreUnavailable | None) -> None:
         """Says once that the store is unavailable (no traceback: it is not a bug), and once that it is
@@ -217,7 +235,12 @@ class Scheduler:
     def _start(self, jobs: list[Job]) -> _Batch:
         batch = _Batch(jobs, _ProgressThrottle(self.settings.progress_interval_s))
         for job in jobs:
-            future = self.executor.prepare(job, lambda event: self._record(event, batch))
+            handoff = None
+            if job.stage == "decode":
+                if (stored := self.store.handoff(job.id)) is None:
+                    raise RuntimeError(f"job {job.id} is in its decode stage without a handoff")
+                handoff = Handoff.from_bytes(stored)
+            future = self.executor.prepare(job, lambda event: self._record(event, batch), handoff)
             future.add_done_callback(lambda _f: self._wake.set())
             batch.prepared.append(future)
         return batch
@@ -256,7 +279,9 @@ class Scheduler:
             log.error("could not record the worker's state: %s", exc)
 
     def _record(self, event: JobEvent, batch: _Batch) -> None:
-        if isinstance(event, JobSucceeded):
+        if isinstance(event, JobHandedOff):
+            self._hand_off(batch.job(event.job_id), event.handoff)
+        elif isinstance(event, JobSucceeded):
             self._finish(batch.job(event.job_id), JobStatus.SUCCEEDED, result=event.result)
         elif isinstance(event, JobFailed):
             status = JobStatus.CANCELLED if event.error.kind == "cancelled" else JobStatus.FAILED
@@ -284,9 +309,20 @@ class Scheduler:
         elif isinstance(event, JobImage):  # the result will carry the image anyway
             self.store.add_image(event.job_id, event.image)
 
+    def _hand_off(self, job: Job, handoff: Handoff) -> None:
+        """Under the job's prior claim; then this worker looks for work at once (an `all` worker decodes
+        it next)."""
+        data, claim = handoff.to_bytes(), move.claim_of(job)
+        if self._until_recorded(job.id, lambda: self.store.hand_off(job.id, data, claim)):
+            self.wake()
+        else:
+            log.warning(
+                "job %s was no longer held by %s; its prior tokens were dropped", job.id, self.worker_id
+            )
+
     def _finish(self, job: Job, status: JobStatus, **outcome) -> None:
         """Under the job's claim, as it was claimed: a job taken over meanwhile is not finished here."""
-        claim = Claim(worker_id=self.worker_id, attempt=job.attempts)
+        claim = move.claim_of(job)
         if self._until_recorded(job.id, lambda: self.store.finish(job.id, status, claim=claim, **outcome)):
             metrics.JOBS_FINISHED.labels(job.api, status.value).inc()
         else:

@@ -1,6 +1,7 @@
 """Schema migrations of the job store: Alembic, for SQLite and PostgreSQL alike. `migrate` runs when a store
-opens: a database at `HEAD` costs one SELECT; else Alembic upgrades it under the dialect's schema lock. A
-revision that alters the tables first freezes 0001 (a copy of the tables it creates, in it), and moves HEAD.
+opens: a database at `HEAD` costs one SELECT; else Alembic upgrades it under the dialect's schema lock. 0001
+creates the tables as schema.py has them now, so a later revision adds only what a database lacks, and
+moves HEAD.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ..dialects import Dialect
 
-HEAD = "0001"  # the newest revision (a test checks it is Alembic's head)
+HEAD = "0002"  # the newest revision (a test checks it is Alembic's head)
 SCRIPTS = Path(__file__).parent  # Alembic's script_location: env.py, versions/
 VERSION = text("SELECT version_num FROM alembic_version")
 

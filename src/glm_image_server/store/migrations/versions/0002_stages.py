@@ -1,0 +1,23 @@
+"""jobs run in two stages: a stage column and the prior stage's handoff
+
+Revision 0002: each job is claimed once for its prior (AR) stage and once for its decode stage; the jobs
+table gets `stage` (a job written before this revision is at "prior", or running its only claim) and
+`handoff` (the prior tokens a decode worker continues from). A database that 0001 made with today's
+schema.py has both already."""
+
+from __future__ import annotations
+
+from alembic import op
+from sqlalchemy import Column, inspect
+from sqlalchemy.types import LargeBinary, Text
+
+revision = "0002"
+down_revision = "0001"
+
+
+def upgrade() -> None:
+    present = {column["name"] for column in inspect(op.get_bind()).get_columns("jobs")}
+    added = [Column("stage", Text, nullable=False, server_default="prior"), Column("handoff", LargeBinary)]
+    for column in added:
+        if column.name not in present:
+            op.add_column("jobs", column)
