@@ -1,6 +1,7 @@
 """Databases written by release 0.1's stores (tests/data: SQLite user_version 4, PostgreSQL migration 3)
 upgrade in place when today's store opens them: every job, log, pending delivery, session record, worker
-and the queue order survive, and the upgraded store runs jobs."""
+and the queue order survive, and the upgraded store runs jobs; a database of the last release (revision
+0001) gains the stage columns."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from helpers.jobs import make_job
 from helpers.stores import load_postgres_dump, raw_rows, throwaway_database
 from sqlalchemy import inspect
 
+from glm_image_server.core import transitions
+from glm_image_server.core.handoff import Handoff
 from glm_image_server.core.job import Claim, Job, JobStatus
 from glm_image_server.core.results import JobResult
 from glm_image_server.store import schema
@@ -119,5 +124,33 @@ def test_a_release_0_1_database_runs_on(legacy):
         assert store.finish(edit, JobStatus.SUCCEEDED, result, claim=Claim(worker_id="w2", attempt=1))
         assert store.get(edit).status == JobStatus.SUCCEEDED and store.live(edit) is None
         assert migrate(store.dialect) == HEAD  # opened again: nothing to do
+    finally:
+        store.close()
+
+
+def test_a_database_of_the_last_release_gains_the_stage_columns(backend):
+    """A database at revision 0001 (the last release: no `stage`, no `handoff`) upgrades to HEAD in place:
+    its jobs read back the same (at their prior stage) and a running one goes on through both stages."""
+    store = backend.open(max_attempts=3)
+    queued, running = make_job("queued"), make_job("running", width=128)
+    for job in (queued, running):
+        assert store.create(job)
+    (claimed,) = store.claim_batch("w1", 8, 30)  # the older one, "queued"; the other stays queued
+    with store.engine.begin() as conn:  # back to what release 0001 wrote
+        for column in ("stage", "handoff"):
+            conn.exec_driver_sql(f"ALTER TABLE jobs DROP COLUMN {column}")
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
+    store.close()
+    store = backend.open(max_attempts=3)
+    try:
+        assert {"stage", "handoff"} <= {c["name"] for c in inspect(store.engine).get_columns("jobs")}
+        assert raw_rows(store, "SELECT version_num FROM alembic_version") == [{"version_num": HEAD}]
+        assert store.get(claimed.id) == claimed and claimed.stage == "prior"
+        (other,) = [job for job in (queued, running) if job.id != claimed.id]
+        assert store.get(other.id) == other
+        tokens = Handoff("p", np.zeros((1, 16), dtype=np.int64))
+        assert store.hand_off(claimed.id, tokens.to_bytes(), transitions.claim_of(claimed))
+        (decoding,) = store.claim_batch("w2", 8, 30, stage="decode")
+        assert decoding.id == claimed.id and store.handoff(claimed.id) == tokens.to_bytes()
     finally:
         store.close()
