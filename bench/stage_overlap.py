@@ -17,7 +17,6 @@ from _common import alternate
 
 from glm_image_server.config import EngineSettings, Settings
 from glm_image_server.core.request import GenerationRequest
-from glm_image_server.engine.engine import _Row
 from glm_image_server.engine.loader import load_engine, quiet_library_logs
 from glm_image_server.engine.prior import PriorTokens, generate_prior_tokens
 
@@ -33,19 +32,22 @@ def main() -> int:
     quiet_library_logs()
     engine = load_engine(EngineSettings.from_settings(Settings(model="tiny", device="cpu")))
     spec = GenerationRequest(prompt="x", width=args.side, height=args.side, num_inference_steps=args.steps)
-    batches = [
-        [_Row(i, 0, f"a sign that reads 'OPEN {b}{i}'", b * 10 + i, ()) for i in range(4)] for b in range(2)
+    Rows = list[tuple[str, int]]  # (prompt, seed) per image
+    batches: list[Rows] = [
+        [(f"a sign that reads 'OPEN {b}{i}'", b * 10 + i) for i in range(4)] for b in range(2)
     ]
 
-    def ar(rows: list[_Row]) -> PriorTokens:
-        generators = [torch.Generator("cpu").manual_seed(row.seed) for row in rows]
+    def ar(rows: Rows) -> PriorTokens:
+        generators = [torch.Generator("cpu").manual_seed(seed) for _, seed in rows]
         return generate_prior_tokens(
-            engine.pipe, [r.prompt for r in rows], spec.height, spec.width, None, generators
+            engine.pipe, [prompt for prompt, _ in rows], spec.height, spec.width, None, generators
         )
 
-    def dit_vae(rows: list[_Row], prior: PriorTokens) -> None:
-        for r, row in enumerate(rows):
-            latents = engine._denoise(spec, row, prior.row(r), lambda _pipe, _step, _t, tensors: tensors)
+    def dit_vae(rows: Rows, prior: PriorTokens) -> None:
+        # The engine's own steps, below its lock (which would serialise the two threads).
+        for r, (prompt, seed) in enumerate(rows):
+            row_spec = GenerationRequest(prompt, spec.width, spec.height, spec.num_inference_steps, seed=seed)
+            latents = engine._denoise(row_spec, seed, (), prior.row(r), lambda _p, _s, _t, tensors: tensors)
             engine._decode(latents)
 
     def sequential() -> None:

@@ -42,6 +42,7 @@ def _ops_job(services: Services, job: Job) -> dict:
         "key": services.jobs.key_label(job.owner),
         "app": job.app,
         "status": job.status.value,
+        "stage": job.stage,
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
