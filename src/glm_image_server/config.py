@@ -11,10 +11,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .keys import NAME
+from .worker.plan import checked_workers
 
 # NudeNet's labels for exposed anatomy (safety.py); kept here so settings import nothing heavy.
 DEFAULT_LABELS = (
@@ -138,11 +139,11 @@ class Settings(BaseSettings):
     )
 
     # Workers: the processes that run the model.
-    workers: int | None = Field(
+    workers: Annotated[str | None, BeforeValidator(checked_workers)] = Field(
         default=None,
-        ge=0,
-        description="worker processes `serve` starts: default one per visible CUDA device (each pinned to "
-        "its device), 1 without one; 0 serves the API alone (workers join with `glm-image worker`)",
+        description="worker processes `serve` starts: N (N whole-model workers; 0: the API alone, workers "
+        "join with `glm-image worker`) or roles with optional GPUs, e.g. prior@0,decode@1; default: planned "
+        "from the visible GPUs' memory (`glm-image plan`), 1 without a GPU",
     )
     worker_id: str | None = Field(default=None, description="this worker's name (default: host-pid)")
     role: Literal["all", "prior", "decode"] = Field(
@@ -352,7 +353,7 @@ class WorkerSettings(Slice):
 
     worker_id: str | None
     role: str
-    workers: int | None
+    workers: str | None
     device: str
     torch_threads: int | None
     worker_restart_max_s: float
