@@ -159,3 +159,15 @@ def test_model_offload_peak_is_the_largest_component_with_its_activations() -> N
     ar_part = sum(component_bytes(n) for n in ROLE_COMPONENTS["prior"]) / GIB
     ar = memory.ar_activation_bytes(1024, 1024, 8) / GIB
     assert found.peak_gib == pytest.approx(ar_part + ar + memory.CUDA_CONTEXT_GIB)
+
+
+def test_what_a_reference_adds(meta) -> None:
+    """A 1024² reference: 64x64 tokens, kept as keys and values in each DiT block and in the AR's cache."""
+    dit = meta["transformer"]
+    vision = meta["vision_language_encoder"].config.vision_config
+    tokens = (1024 // vision.patch_size) ** 2
+    assert tokens == (1024 // (memory.VAE_FACTOR * dit.config.patch_size)) ** 2 == 4096
+    in_dit, in_ar = memory.reference_bytes(1024, 1024)
+    assert in_dit == 2 * len(dit.transformer_blocks) * dit.config.num_attention_heads * 128 * tokens * 2
+    assert in_ar == 40 * 1024 * tokens
+    assert round(in_dit / GIB, 2) == 1.88

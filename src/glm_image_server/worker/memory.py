@@ -127,6 +127,15 @@ def vae_activation_bytes(width: int, height: int) -> int:
     return 3 * VAE_FULL_RES_CHANNELS * width * height * BF16
 
 
+def reference_bytes(width: int, height: int) -> tuple[int, int]:
+    """What one reference image of width x height adds for image-to-image (not in the plan's figures):
+    to the DiT stage, its keys and values in every block (one token per 16x16 pixels); to the AR stage,
+    per row, its prompt tokens' KV cache (one token per 16x16 pixels too)."""
+    tokens = (height // (VAE_FACTOR * DIT_PATCH)) * (width // (VAE_FACTOR * DIT_PATCH))
+    dit = 2 * COMPONENTS["dit"].blocks * DIT_HIDDEN * tokens * BF16
+    return dit, 2 * AR_LAYERS * AR_KV_HEADS * AR_HEAD_DIM * tokens * BF16
+
+
 def _weight_bytes(params: int, linear: int, quantized: bool) -> int:
     return linear * QUANTIZED_BYTES + (params - linear) * BF16 if quantized else params * BF16
 

@@ -4,6 +4,7 @@ it fits, the figures behind each kind of worker and their sources) and the lines
 from __future__ import annotations
 
 from .gpus import Gpu
+from .memory import GIB, reference_bytes
 from .plan import FIT_FRACTION, SIZES, Plan, PlanEntry
 
 PEAK_RULE = (
@@ -86,5 +87,10 @@ def render(plan: Plan) -> str:
     kinds = {(e.role, e.quantize, e.offload, e.gpu is not None): e for e in plan.entries}
     for entry in kinds.values():
         lines += _figures(entry, sources)
-    lines += ["", PEAK_RULE, *(f"[{key}] {source}" for source, key in sources.items())]
+    dit, ar = reference_bytes(1024, 1024)
+    reference = (
+        f"image-to-image (not above): a 1024² reference adds {dit / GIB:.2f} GiB to the DiT stage (its keys "
+        f"and values in every block) and {ar / GIB:.2f} GiB per AR row"
+    )
+    lines += ["", PEAK_RULE, reference, *(f"[{key}] {source}" for source, key in sources.items())]
     return "\n".join(lines) + "\n"
