@@ -44,10 +44,14 @@ class Settings(BaseSettings):
     )
     cpu_offload: bool = Field(default=False, description="move each component to the GPU only while it runs")
     quantize: Literal["none", "int8", "fp8"] = Field(
-        default="none", description="weight-only quantization of the AR language model and the DiT (torchao)"
+        default="none",
+        description="weight-only quantization of the AR language model and the DiT (torchao); unless "
+        "given, `serve` chooses it from the GPUs' memory (`glm-image plan`)",
     )
     offload: Literal["none", "model", "group"] = Field(
-        default="none", description="model: whole components to the GPU in turn; group: layers streamed"
+        default="none",
+        description="model: whole components to the GPU in turn; group: layers streamed; unless given, "
+        "`serve` chooses it from the GPUs' memory",
     )
     ar_fast_path: bool | None = Field(
         default=None,

@@ -5,6 +5,7 @@ planner's arithmetic per role and quantization checked against those counts."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,3 +172,12 @@ def test_what_a_reference_adds(meta) -> None:
     assert in_dit == 2 * len(dit.transformer_blocks) * dit.config.num_attention_heads * 128 * tokens * 2
     assert in_ar == 40 * 1024 * tokens
     assert round(in_dit / GIB, 2) == 1.88
+
+
+def test_the_readme_states_these_figures() -> None:
+    """README's GPU section: each role's parameters and GiB (bf16, int8) as computed here."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for role, names in ROLE_COMPONENTS.items():
+        params = sum(COMPONENTS[n].params for n in names) / 1e9
+        bf16, int8 = (sum(component_bytes(n, q) for n in names) / GIB for q in ("none", "int8"))
+        assert f"| **`{role}`** | {params:.2f} B | **{bf16:.2f}** | {int8:.2f} |" in readme, role
