@@ -230,9 +230,27 @@ def test_quantize_and_offload_given_are_kept(monkeypatch) -> None:
 def test_worker_lines_as_serve_logs_them() -> None:
     plan = make_plan(Settings(), given_gpus(["24GB", "24GB"]))
     assert worker_lines(plan) == [
-        "worker w0: role prior, GPU 0, quantize none, offload none, 20.6 GiB at 1024², 21.5 GiB at 2048²",
-        "worker w1: role decode, GPU 1, quantize none, offload none, 18.1 GiB at 1024², 27.1 GiB at 2048²",
+        "worker w0: role prior, GPU 0, quantize none, offload none, expected 20.6 GiB at 1024², "
+        "21.5 GiB at 2048²",
+        "worker w1: role decode, GPU 1, quantize none, offload none, expected 18.1 GiB at 1024², "
+        "27.1 GiB at 2048²",
     ]
+    # On the CPU, or a GPU of unknown size, no figures: they are a GPU's.
+    assert worker_lines(make_plan(Settings(), [])) == [
+        "worker w0: role all, CPU, quantize none, offload none"
+    ]
+
+
+def test_serve_plans_no_memory_for_the_tiny_model() -> None:
+    """The figures are the real model's: with the tiny one, `serve` keeps one `all` worker per GPU."""
+    gpus = given_gpus(["24GB", "24GB"])
+    assert layout(plans.plan_for(Settings(model="tiny"), gpus)) == [
+        ("all", 0, "none", "none"),
+        ("all", 1, "none", "none"),
+    ]
+    real = plans.plan_for(Settings(model="zai-org/GLM-Image"), gpus)
+    assert layout(real) == [("prior", 0, "none", "none"), ("decode", 1, "none", "none")]
+    assert layout(plans.plan_for(Settings(model="tiny"), gpus, real_model=True)) == layout(real)
 
 
 def test_the_table_states_each_figure_with_its_source() -> None:

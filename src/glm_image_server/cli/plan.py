@@ -38,10 +38,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_settings_flags(parser, PLAN_FLAGS)
 
 
-def build(settings: Settings, gpu_memory: list[str] | None) -> Plan:
-    """The plan for `settings`, on GPUs of the sizes given (else the visible ones); one line on error."""
+def build(settings: Settings, gpu_memory: list[str] | None, real_model: bool = True) -> Plan:
+    """The plan for `settings`, on GPUs of the sizes given (else the visible ones), for the real model's
+    memory (or, not `real_model`, as `serve` plans the model in `settings`); one line on error."""
     try:
-        return plan_for(settings, given_gpus(gpu_memory) if gpu_memory else None)
+        return plan_for(settings, given_gpus(gpu_memory) if gpu_memory else None, real_model)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

@@ -127,7 +127,7 @@ def serve(args: argparse.Namespace) -> int:
     check_tls(settings.ssl_certfile, settings.ssl_keyfile)
     check_device(settings.device)
     if not api_only(settings.workers):
-        build_plan(settings, None)  # a GPU the plan names that is not visible: one line, now
+        build_plan(settings, None, real_model=False)  # a GPU the plan names that is not visible: one line
     if not settings.api_keys and not _is_loopback(settings.host) and not settings.allow_unauthenticated:
         raise UsageError(
             f"refusing to serve {settings.host} with no API keys: anyone who can reach it "

@@ -196,8 +196,11 @@ def _reason(option: tuple[str, str], options: list[tuple[str, str]], settings: S
     return f"quantize {option[0]}, offload {option[1]}: the first choice with which every GPU fits{said}"
 
 
-def plan_for(settings: Settings, gpus: list[Gpu] | None = None) -> Plan:
-    """The plan `serve` uses: on the visible GPUs (read with nvidia-smi), none where the device is the CPU."""
-    if settings.device in ("cpu", "mps"):
-        gpus = []
-    return make_plan(settings, visible_gpus() if gpus is None else gpus)
+def plan_for(settings: Settings, gpus: list[Gpu] | None = None, real_model: bool = False) -> Plan:
+    """The plan `serve` uses: on the visible GPUs (read with nvidia-smi), none where the device is the CPU.
+    The figures are the real model's; for the tiny model (unless `real_model`: `glm-image plan`) memory
+    is not planned: one `all` worker per GPU, nothing quantized or offloaded unless asked for."""
+    gpus = [] if settings.device in ("cpu", "mps") else visible_gpus() if gpus is None else gpus
+    if settings.model == "tiny" and not real_model:
+        gpus = [Gpu(gpu.index, gpu.device, None) for gpu in gpus]
+    return make_plan(settings, gpus)

@@ -40,12 +40,15 @@ def gpu_line(plan: Plan, gpu: Gpu) -> str:
 
 
 def worker_lines(plan: Plan) -> list[str]:
-    """One line per worker, as `serve` logs them at start."""
-    return [
-        f"worker {e.worker_id}: role {e.role}, {_where(e)}, quantize {e.quantize}, offload {e.offload}, "
-        + ", ".join(f"{_gib(e.peak_gib(s))} GiB at {s}²" for s in SIZES)
-        for e in plan.entries
-    ]
+    """One line per worker, as `serve` logs them at start; with the real model's expected GiB where its
+    GPU's memory was planned for."""
+    lines = []
+    for e in plan.entries:
+        line = f"worker {e.worker_id}: role {e.role}, {_where(e)}, quantize {e.quantize}, offload {e.offload}"
+        if e.gpu is not None and e.gpu.total_gib is not None:
+            line += ", expected " + ", ".join(f"{_gib(e.peak_gib(s))} GiB at {s}²" for s in SIZES)
+        lines.append(line)
+    return lines
 
 
 def _figures(entry: PlanEntry, sources: dict[str, int]) -> list[str]:
