@@ -11,10 +11,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .keys import NAME
+from .worker.plan import checked_workers
 
 # NudeNet's labels for exposed anatomy (safety.py); kept here so settings import nothing heavy.
 DEFAULT_LABELS = (
@@ -43,10 +44,14 @@ class Settings(BaseSettings):
     )
     cpu_offload: bool = Field(default=False, description="move each component to the GPU only while it runs")
     quantize: Literal["none", "int8", "fp8"] = Field(
-        default="none", description="weight-only quantization of the AR language model and the DiT (torchao)"
+        default="none",
+        description="weight-only quantization of the AR language model and the DiT (torchao); unless "
+        "given, `serve` chooses it from the GPUs' memory (`glm-image plan`)",
     )
     offload: Literal["none", "model", "group"] = Field(
-        default="none", description="model: whole components to the GPU in turn; group: layers streamed"
+        default="none",
+        description="model: whole components to the GPU in turn; group: layers streamed; unless given, "
+        "`serve` chooses it from the GPUs' memory",
     )
     ar_fast_path: bool | None = Field(
         default=None,
@@ -138,11 +143,11 @@ class Settings(BaseSettings):
     )
 
     # Workers: the processes that run the model.
-    workers: int | None = Field(
+    workers: Annotated[str | None, BeforeValidator(checked_workers)] = Field(
         default=None,
-        ge=0,
-        description="worker processes `serve` starts: default one per visible CUDA device (each pinned to "
-        "its device), 1 without one; 0 serves the API alone (workers join with `glm-image worker`)",
+        description="worker processes `serve` starts: N (N whole-model workers; 0: the API alone, workers "
+        "join with `glm-image worker`) or roles with optional GPUs, e.g. prior@0,decode@1; default: planned "
+        "from the visible GPUs' memory (`glm-image plan`), 1 without a GPU",
     )
     worker_id: str | None = Field(default=None, description="this worker's name (default: host-pid)")
     role: Literal["all", "prior", "decode"] = Field(
@@ -352,7 +357,7 @@ class WorkerSettings(Slice):
 
     worker_id: str | None
     role: str
-    workers: int | None
+    workers: str | None
     device: str
     torch_threads: int | None
     worker_restart_max_s: float

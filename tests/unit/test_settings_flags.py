@@ -100,7 +100,7 @@ def test_serve_flags_override_the_environment(monkeypatch):
     settings = parse(
         ["serve", "--workers", "2", "--api-key", "a", "--api-key", "b", "--no-cpu-offload"], flags.SERVE_FLAGS
     )
-    assert settings.workers == 2
+    assert settings.workers == "2"  # a plan: the count as text
     assert settings.api_keys == ["a", "b"]
     assert settings.cpu_offload is False  # the flag beats the environment
     assert settings.port == 9123  # no --port: the environment's

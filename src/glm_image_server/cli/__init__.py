@@ -1,5 +1,6 @@
-"""The `glm-image` command: `generate` (cli/generate.py), `serve` and `worker` (cli/serve.py), their
-flags generated from Settings (cli/flags.py), and every mistake said as one line with an exit status."""
+"""The `glm-image` command: `generate` (cli/generate.py), `serve` and `worker` (cli/serve.py), `plan`
+(cli/plan.py), their flags generated from Settings (cli/flags.py), and every mistake said as one line with
+an exit status."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from pydantic import ValidationError
 
 from .. import __version__
 from ..core.request import InvalidRequest
-from . import generate, serve
+from . import generate, plan, serve
 from .flags import UsageError
 
-COMMANDS = {"generate": generate.generate, "serve": serve.serve, "worker": serve.worker}
+COMMANDS = {"generate": generate.generate, "serve": serve.serve, "worker": serve.worker, "plan": plan.plan}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     generate.add_parser(commands)
     serve.add_parsers(commands)
+    plan.add_parser(commands)
     return parser
 
 
@@ -33,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except ValidationError as exc:
         first = exc.errors()[0]
-        message, status = f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}", 2
+        said = first["msg"].removeprefix("Value error, ")
+        message, status = f"--{str(first['loc'][0]).replace('_', '-')}: {said}", 2
     except InvalidRequest as exc:
         message, status = generate.flag_error(exc), 2
     except UsageError as exc:

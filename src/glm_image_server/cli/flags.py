@@ -11,7 +11,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from ..config import Settings
 
-MODEL_FLAGS = ("model", "device", "dtype", "cpu_offload", "ar_fast_path", "cache_dir")
+MODEL_FLAGS = ("model", "device", "dtype", "cpu_offload", "quantize", "offload", "ar_fast_path", "cache_dir")
 SERVE_FLAGS = (
     "host",
     "port",
@@ -28,7 +28,7 @@ SERVE_FLAGS = (
     "workers",
     *MODEL_FLAGS,
 )
-WORKER_FLAGS = ("data_dir", "database_url", "storage_url", "worker_id", "torch_threads", *MODEL_FLAGS)
+WORKER_FLAGS = ("data_dir", "database_url", "storage_url", "worker_id", "role", "torch_threads", *MODEL_FLAGS)
 FLAG_NAMES = {"api_keys": "--api-key", "cors_origins": "--cors-origin"}  # repeatable: one per flag
 TINY_NOTICE = (
     "using the tiny random-weight demo model: it runs anywhere in seconds and its images are noise. "

@@ -17,6 +17,7 @@ from types import FrameType
 
 from ..config import Settings
 from ..datadir import DataDirBusy, DataDirLock
+from ..worker.plan import api_only
 from .flags import (
     SERVE_FLAGS,
     TINY_NOTICE,
@@ -26,14 +27,16 @@ from .flags import (
     check_device,
     settings_from,
 )
+from .plan import build as build_plan
 
 log = logging.getLogger("glm_image_server")
 
 SERVE_DESCRIPTION = (
     "Serve GLM-Image over the fal.ai API (sync runs at /fal-ai/glm-image[/image-to-image], "
     "the queue under /queue/...), the Runware API (POST /v1 and a WebSocket on /v1) and the OpenAI "
-    "Images API (/v1/images/generations, /v1/images/edits). The model runs in worker processes, one per "
-    "GPU by default; the API process never loads it. fal's Python client speaks only HTTPS: serve with "
+    "Images API (/v1/images/generations, /v1/images/edits). The model runs in worker processes, planned "
+    "from the visible GPUs' memory by default (`glm-image plan` prints the plan; --workers sets one); "
+    "the API process never loads it. fal's Python client speaks only HTTPS: serve with "
     "--tls self-signed (or --ssl-certfile/--ssl-keyfile) and set FAL_RUN_HOST=HOST:PORT, "
     "FAL_QUEUE_RUN_HOST=HOST:PORT/queue and SSL_CERT_FILE=<the ca.pem the server prints>; FAL_KEY may "
     "be any value when the server has no --api-key. fal's JavaScript client takes "
@@ -123,6 +126,8 @@ def serve(args: argparse.Namespace) -> int:
         raise UsageError("--tls self-signed makes its own certificate: drop --ssl-certfile/--ssl-keyfile")
     check_tls(settings.ssl_certfile, settings.ssl_keyfile)
     check_device(settings.device)
+    if not api_only(settings.workers):
+        build_plan(settings, None, real_model=False)  # a GPU the plan names that is not visible: one line
     if not settings.api_keys and not _is_loopback(settings.host) and not settings.allow_unauthenticated:
         raise UsageError(
             f"refusing to serve {settings.host} with no API keys: anyone who can reach it "
@@ -138,7 +143,7 @@ def serve(args: argparse.Namespace) -> int:
         settings = self_signed(settings)  # with the data directory locked: one server makes it
     if settings.model == "tiny":
         log.warning(TINY_NOTICE)
-    metrics_dir = _metrics_dir() if settings.workers != 0 else None
+    metrics_dir = _metrics_dir() if not api_only(settings.workers) else None
     try:
         _run_uvicorn(settings, listener)
     finally:
@@ -155,7 +160,7 @@ def owns_data_dir(settings: Settings) -> bool:
     run on one host with the default directory."""
     database, storage = settings.database_url or "", settings.storage_url or ""
     shared = database.startswith("postgres") and storage.startswith("s3://")
-    return not shared or settings.tls == "self-signed" or settings.workers != 0
+    return not shared or settings.tls == "self-signed" or not api_only(settings.workers)
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -17,7 +17,7 @@ def readiness(services: Services) -> tuple[bool, list[dict]]:
     now, settings = time.time(), services.settings
     workers = [w for w in services.store.workers() if now - w.heartbeat_at < max(60.0, 4 * settings.lease_s)]
     listed = [
-        w.model_dump(mode="json", include={"id", "pid", "device", "state", "jobs", "restarts"})
+        w.model_dump(mode="json", include={"id", "pid", "device", "role", "state", "jobs", "restarts"})
         for w in workers
     ]
     ready = any(w.state in LIVE_STATES and now - w.heartbeat_at < settings.lease_s for w in workers)

@@ -22,6 +22,7 @@ from ..signing import SigningKey
 from ..store import open_store
 from ..store.contract import JobStore, SessionStore
 from ..worker.main import start_worker, supervise
+from ..worker.plan import api_only
 from ..worker.supervisor import Supervisor
 from ..worker.worker import Worker
 from .admission import Admission, LimitsSettings
@@ -105,6 +106,6 @@ def start_services(
     if engine is not None:
         worker = start_worker(settings, store, engine)
         services.local_worker, services.jobs.wake = worker, worker.wake
-    elif settings.workers != 0:
+    elif not api_only(settings.workers):
         services.supervisor = supervise(settings, store)
     return services

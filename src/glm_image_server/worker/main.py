@@ -6,6 +6,7 @@ API in tests), as `glm-image worker`, a process of its own, or as one of `serve`
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -17,12 +18,16 @@ from ..post.stage import load_post
 from ..store import open_store
 from ..store.contract import JobStore
 from .executor import LocalExecutor
+from .plan import plan_for
+from .plan_table import worker_lines
 from .prompting import PromptExpander
 from .supervisor import Supervisor, settings_env
 from .worker import Worker
 
 if TYPE_CHECKING:
     from ..engine.engine import Engine
+
+log = logging.getLogger(__name__)
 
 
 def build_executor(settings: Settings, engine: Engine | None = None) -> LocalExecutor:
@@ -81,7 +86,13 @@ def run_worker(settings: Settings) -> None:
 
 
 def supervise(settings: Settings, store: JobStore) -> Supervisor:
-    """`serve`'s worker processes, started: each reads `settings` from its environment."""
-    supervisor = Supervisor(WorkerSettings.from_settings(settings), settings_env(settings), store)
+    """`serve`'s worker processes, one per entry of its plan (logged first), started: each reads
+    `settings` from its environment, with its entry's role, GPU, quantization and offload."""
+    plan = plan_for(settings)
+    for line in worker_lines(plan):
+        log.info("%s", line)
+    if not plan.fits_every_gpu:
+        log.warning("the worker plan is not expected to fit its GPUs (`glm-image plan` shows why)")
+    supervisor = Supervisor(WorkerSettings.from_settings(settings), settings_env(settings), store, plan)
     supervisor.start()
     return supervisor

@@ -1,7 +1,8 @@
-"""`serve`'s worker processes: starts N `glm-image worker` processes (one per visible CUDA device by
-default, each pinned to its device; one on a machine without CUDA), restarts any that dies, and hands
-its claimed jobs back to the queue at once (they run again with their seeds; the store's claims make
-sure none completes twice). The API process itself never imports torch.
+"""`serve`'s worker processes: starts one `glm-image worker` per entry of its plan (worker/plan.py: a
+role, a GPU it is pinned to with CUDA_VISIBLE_DEVICES, quantization and offload; one on the CPU without a
+GPU), restarts any that dies, and hands its claimed jobs back to the queue at once (they run again with
+their seeds; the store's claims make sure none completes twice). The API process itself never imports
+torch.
 """
 
 from __future__ import annotations
@@ -19,30 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..config import Settings, WorkerSettings
-from ..core.job import WorkerInfo
+from ..core.job import Role, WorkerInfo
 from ..store.contract import JobStore
+from .plan import Plan, PlanEntry
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25
 GRACE_S = 10.0  # from SIGTERM to SIGKILL when the workers stop
-
-
-def cuda_devices() -> list[str]:
-    """Visible CUDA device ids, found without importing torch: CUDA_VISIBLE_DEVICES, else nvidia-smi."""
-    if (visible := os.environ.get("CUDA_VISIBLE_DEVICES")) is not None:
-        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -65,9 +50,26 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
+def child_env(base: Mapping[str, str], entry: PlanEntry, device: str) -> dict[str, str]:
+    """A plan entry's worker environment: `base` (the settings and the supervisor's variables) with the
+    entry's id, role, quantization and offload, and its GPU alone visible (`device`: the setting)."""
+    env = dict(
+        base,
+        GLM_IMAGE_WORKER_ID=entry.worker_id,
+        GLM_IMAGE_ROLE=entry.role,
+        GLM_IMAGE_QUANTIZE=entry.quantize,
+        GLM_IMAGE_OFFLOAD=entry.offload,
+    )
+    if entry.gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = entry.gpu.device
+        env["GLM_IMAGE_DEVICE"] = "cuda" if device == "auto" else device
+    return env
+
+
 @dataclass
 class _Child:
     worker_id: str
+    role: Role
     device: str
     env: dict[str, str]
     process: subprocess.Popen | None = None
@@ -80,22 +82,20 @@ class _Child:
 class Supervisor:
     """`env`: the settings as the workers' environment (`settings_env`), which each process reads."""
 
-    def __init__(self, settings: WorkerSettings, env: Mapping[str, str], store: JobStore) -> None:
+    def __init__(self, settings: WorkerSettings, env: Mapping[str, str], store: JobStore, plan: Plan) -> None:
         self.settings, self.store = settings, store
-        devices = cuda_devices()
-        count = settings.workers if settings.workers is not None else max(1, len(devices))
+        count = len(plan.entries)
         threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // max(count, 1))
         base = {**os.environ, **env, "GLM_IMAGE_SUPERVISED": "1", "GLM_IMAGE_TORCH_THREADS": str(threads)}
-        self.children = []
-        for i in range(count):
-            env = dict(base, GLM_IMAGE_WORKER_ID=f"w{i}")
-            if devices:
-                env["CUDA_VISIBLE_DEVICES"] = devices[i % len(devices)]
-                device = f"cuda:{devices[i % len(devices)]}"
-                env["GLM_IMAGE_DEVICE"] = "cuda" if settings.device == "auto" else settings.device
-            else:
-                device = settings.device
-            self.children.append(_Child(f"w{i}", device, env))
+        self.children = [
+            _Child(
+                entry.worker_id,
+                entry.role,
+                f"cuda:{entry.gpu.device}" if entry.gpu else settings.device,
+                child_env(base, entry, settings.device),
+            )
+            for entry in plan.entries
+        ]
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
 
@@ -117,7 +117,13 @@ class Supervisor:
             command, env=env, preexec_fn=_die_with_parent, start_new_session=True
         )
         child.started = time.monotonic()
-        log.info("started worker %s (pid %d) on %s", child.worker_id, child.process.pid, child.device)
+        log.info(
+            "started worker %s (pid %d, role %s) on %s",
+            child.worker_id,
+            child.process.pid,
+            child.role,
+            child.device,
+        )
 
     def _loop(self) -> None:
         """Every worker is spawned, watched and stopped from this one thread: PR_SET_PDEATHSIG fires when
@@ -150,6 +156,7 @@ class Supervisor:
                 pid=child.process.pid,
                 device=child.device,
                 state="dead",
+                role=child.role,
                 heartbeat_at=now,
                 started_at=now,
                 restarts=child.restarts,

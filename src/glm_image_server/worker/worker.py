@@ -40,6 +40,7 @@ class Worker:
             pid=os.getpid(),
             device=self.device,
             state=self.state,
+            role=self.settings.role,
             jobs=self.jobs,
             heartbeat_at=time.time(),
             started_at=self.started_at,
