@@ -1,5 +1,5 @@
 """`/ready` (and the ops view) list each worker with its role: a plan's prior and decode workers, and the
-in-process worker, which runs both stages (`all`)."""
+in-process worker, which runs both stages (`all`). Ready means both stages have a loaded worker."""
 
 from __future__ import annotations
 
@@ -21,17 +21,20 @@ def info(worker_id: str, role: Role, state: WorkerState) -> WorkerInfo:
 def test_ready_lists_each_worker_with_its_role(tmp_path: Path, model_cache: Path) -> None:
     settings = app_settings(tmp_path, model_cache, workers=0)  # the workers are another box's
     for client in serve_app(settings, None):
-        assert client.get("/ready").json()["problems"] == ["no worker has its model loaded"]
+        missing = ["no worker has its model loaded for each stage (prior and decode)"]
+        assert client.get("/ready").json()["problems"] == missing
         store = client.app.state.services.store
         store.heartbeat(info("w0", "prior", "ready"))
         store.heartbeat(info("w1", "decode", "loading"))
         response = client.get("/ready")
-        assert response.status_code == 200, response.text
+        assert response.status_code == 503 and response.json()["problems"] == missing  # no decode stage yet
         workers = response.json()["workers"]
         assert [(w["id"], w["role"], w["state"]) for w in workers] == [
             ("w0", "prior", "ready"),
             ("w1", "decode", "loading"),
         ]
+        store.heartbeat(info("w1", "decode", "ready"))
+        assert client.get("/ready").status_code == 200
         assert set(workers[0]) == {"id", "pid", "device", "role", "state", "jobs", "restarts"}
         ops = client.get("/ops").json()
         assert [(w["id"], w["role"]) for w in ops["workers"]] == [("w0", "prior"), ("w1", "decode")]

@@ -13,20 +13,21 @@ LIVE_STATES = ("ready", "busy")
 
 
 def readiness(services: Services) -> tuple[bool, list[dict]]:
-    """Ready when at least one worker has its model loaded and answers its heartbeat. Blocking."""
+    """Ready when the workers that have their model loaded and answer their heartbeat run both stages
+    between them (an `all` worker, or a `prior` and a `decode` one). Blocking."""
     now, settings = time.time(), services.settings
     workers = [w for w in services.store.workers() if now - w.heartbeat_at < max(60.0, 4 * settings.lease_s)]
     listed = [
         w.model_dump(mode="json", include={"id", "pid", "device", "role", "state", "jobs", "restarts"})
         for w in workers
     ]
-    ready = any(w.state in LIVE_STATES and now - w.heartbeat_at < settings.lease_s for w in workers)
-    return ready, listed
+    live = {w.role for w in workers if w.state in LIVE_STATES and now - w.heartbeat_at < settings.lease_s}
+    return "all" in live or {"prior", "decode"} <= live, listed
 
 
 def problems(services: Services, has_workers: bool) -> list[str]:
     """What keeps the server from taking work, in words."""
-    found = [] if has_workers else ["no worker has its model loaded"]
+    found = [] if has_workers else ["no worker has its model loaded for each stage (prior and decode)"]
     if services.jobs.drain_by is not None:
         found.append("the server is shutting down")
     if disk := services.admission.disk.problem():
