@@ -681,64 +681,62 @@ def section_batches(ctx: Ctx) -> None:
         )
 
 
+def attempt(r: Report, key: str, case: str, variant: str, measure: Callable[[], dict[str, Any]]) -> bool:
+    """One item of a section: its row, or its error as the row (the section goes on); True when measured."""
+    try:
+        values = measure()
+    except Exception as exc:
+        print(traceback.format_exc()[-2000:], flush=True)
+        r.row(key, case, variant, error=f"{type(exc).__name__}: {exc}"[:300])
+        return False
+    finally:
+        free_memory()
+    r.row(key, case, variant, **values)
+    return True
+
+
 def section_dit_vae(ctx: Ctx) -> None:
-    r, pipe, side, steps = ctx.report, ctx.pipe, ctx.sizes.large, 5
-    prior = random_prior(pipe, side)
+    r, side, steps = ctx.report, ctx.sizes.large, 5
+    case = f"DiT {side}², {steps} steps"
     for variant in (TWO_PASS, BATCHED):
-        if not ctx.guard(
-            "5", f"DiT {side}², {steps} steps", variant, 6 * ctx.rates.get("dit_step_large", 1.0)
-        ):
-            continue
-        stamps, step_end = step_clock(ctx.device)
-        generator = torch.Generator().manual_seed(0)
-        with torch.inference_mode(), probe(ctx.device) as p:
-            if variant == BATCHED:
-                denoise(pipe, PROMPT, (), side, side, steps, 1.5, prior, generator, step_end)
-            else:
-                pipe(
-                    prompt=PROMPT,
-                    height=side,
-                    width=side,
-                    num_inference_steps=steps,
-                    guidance_scale=1.5,
-                    prior_token_ids=prior.token_ids,
-                    generator=generator,
-                    output_type="latent",
-                    callback_on_step_end=step_end,
-                )
-        r.row(
-            "5",
-            f"DiT {side}², {steps} steps",
-            variant,
-            s_per_step=per_step(stamps),
-            s=p["s"],
-            extra_gib=p["extra_gib"],
-        )
-    vae = pipe.vae
-    decode_ = lambda z: vae.decode(z, return_dict=False)[0]  # noqa: E731
+        if ctx.guard("5", case, variant, 6 * ctx.rates.get("dit_step_large", 1.0)):
+            attempt(r, "5", case, variant, lambda v=variant: dit_steps(ctx, side, steps, v == BATCHED))
+    vae = ctx.pipe.vae
     with torch.inference_mode():
-        decode_(vae_latents(pipe, side))  # warm-up
-    tile = vae.tile_sample_min_size if hasattr(vae, "tile_sample_min_size") else None
+        vae.decode(vae_latents(ctx.pipe, side), return_dict=False)  # warm-up
+    tile = getattr(vae, "tile_sample_min_size", None)
     for size in (side, ctx.sizes.huge):
         for tiled in (False, True):
             variant = "tiled" if tiled else "untiled"
-            if not ctx.guard("5", f"VAE decode {size}²", variant, 3 * (size / side) ** 2):
-                continue
-            latents = vae_latents(pipe, size)
-            with torch.inference_mode(), vae_tiling(vae, tiled), probe(ctx.device) as p:
-                decode_(latents)
-            active = tiled and tile is not None and size > tile
-            r.row(
-                "5",
-                f"VAE decode {size}²",
-                variant,
-                s=p["s"],
-                extra_gib=p["extra_gib"],
-                tiling_active=active if tiled else None,
-            )
-            del latents
-            free_memory()
+            if ctx.guard("5", f"VAE decode {size}²", variant, 3 * (size / side) ** 2):
+                attempt(r, "5", f"VAE decode {size}²", variant, lambda z=size, t=tiled: vae_decode(ctx, z, t))
     r.note("5", f"VAE tiles are {tile} px: tiling does nothing at or below that side")
+
+
+def dit_steps(ctx: Ctx, side: int, steps: int, batched: bool) -> dict[str, Any]:
+    """The pipeline's DiT loop (or dit.py's batched CFG one) from random prior tokens, timed per step."""
+    pipe, prior = ctx.pipe, random_prior(ctx.pipe, side)
+    stamps, step_end = step_clock(ctx.device)
+    generator = torch.Generator().manual_seed(0)
+    with torch.inference_mode(), probe(ctx.device) as p:
+        if batched:
+            denoise(pipe, PROMPT, (), side, side, steps, 1.5, prior, generator, step_end)
+        else:
+            pipe(
+                prompt=PROMPT, height=side, width=side, num_inference_steps=steps, guidance_scale=1.5,
+                prior_token_ids=prior.token_ids, generator=generator, output_type="latent",
+                callback_on_step_end=step_end,
+            )  # fmt: skip
+    return {"s_per_step": per_step(stamps), "s": p["s"], "extra_gib": p["extra_gib"]}
+
+
+def vae_decode(ctx: Ctx, side: int, tiled: bool) -> dict[str, Any]:
+    vae, latents = ctx.pipe.vae, vae_latents(ctx.pipe, side)
+    with torch.inference_mode(), vae_tiling(vae, tiled), probe(ctx.device) as p:
+        vae.decode(latents, return_dict=False)
+    tile = getattr(vae, "tile_sample_min_size", None)
+    active = (tile is not None and side > tile) if tiled else None
+    return {"s": p["s"], "extra_gib": p["extra_gib"], "tiling_active": active}
 
 
 def vae_latents(pipe, side: int) -> torch.Tensor:
@@ -761,23 +759,18 @@ def quant_configs(ctx: Ctx) -> dict[str, Callable[[], Any] | str]:
 
     fp8 = ctx.cuda and torch.cuda.get_device_capability(ctx.device) >= (8, 9)
     why = "fp8 needs CUDA with compute capability >= 8.9"
+    dynamic = lambda: Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())  # noqa: E731
     return {
         "int8 weight-only": lambda: Int8WeightOnlyConfig(version=2),
         "fp8 weight-only": Float8WeightOnlyConfig if fp8 else why,
-        "fp8 dynamic per-row": (lambda: Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))
-        if fp8
-        else why,
+        "fp8 dynamic per-row": dynamic if fp8 else why,
     }
 
 
-QUANT_ORDER = (
-    ("AR", "int8 weight-only"),
-    ("AR", "fp8 weight-only"),
-    ("DiT", "int8 weight-only"),
-    ("DiT", "fp8 dynamic per-row"),
-    ("AR", "fp8 dynamic per-row"),
-    ("DiT", "fp8 weight-only"),
-)
+QUANT_ORDER = (  # the AR's and the DiT's first two variants before the third of either
+    ("AR", "int8 weight-only"), ("AR", "fp8 weight-only"), ("DiT", "int8 weight-only"),
+    ("DiT", "fp8 dynamic per-row"), ("AR", "fp8 dynamic per-row"), ("DiT", "fp8 weight-only"),
+)  # fmt: skip
 
 
 def quantized_copy(
@@ -791,61 +784,71 @@ def quantized_copy(
     return q, p
 
 
+class Quant:
+    """Section 6's fixed inputs and bf16 references; each variant measured on a quantized copy."""
+
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx, pipe = ctx, ctx.pipe
+        self.owner = pipe.vision_language_encoder.model
+        self.lm, self.small = self.owner.language_model, ctx.sizes.small
+        self.tokens = min(ctx.tokens.get(self.small, 128), 128)
+        self.inputs = dit_inputs(pipe, ctx.sizes.large)
+        self.ref: dict[str, torch.Tensor] = {}
+
+    def ar(self, config: Any = None) -> dict[str, Any]:
+        """AR prefill logits' error and eager tokens/s with the language model `config`-quantized."""
+        pipe, p = self.ctx.pipe, {}
+        q = self.lm
+        if config is not None:
+            q, p = quantized_copy(self.lm, config, self.ctx.device)
+        self.owner.language_model = q
+        try:
+            logits = ar_logits(pipe, self.small)
+            self.ref.setdefault("AR", logits)
+            rate = eager_rate(pipe, self.small, self.tokens)
+            return {
+                "weight_gib": gib(q),
+                "tok_s": rate,
+                "rel_err": rel_err(logits, self.ref["AR"]),
+                "quantize_s": p.get("s"),
+            }
+        finally:
+            self.owner.language_model = self.lm
+
+    def dit(self, config: Any = None) -> dict[str, Any]:
+        """DiT velocity's error and s/step with the transformer `config`-quantized."""
+        q, p = self.ctx.pipe.transformer, {}
+        if config is not None:
+            q, p = quantized_copy(q, config, self.ctx.device)
+        out = velocity(q, self.inputs)
+        self.ref.setdefault("DiT", out)
+        step = dit_step(q, self.inputs, self.ctx.device)
+        if config is None:
+            self.ctx.rates["dit_bf16"] = step["s_per_step"]
+        return {
+            "weight_gib": gib(q),
+            "s_per_step": step["s_per_step"],
+            "rel_err": rel_err(out, self.ref["DiT"]),
+            "quantize_s": p.get("s"),
+        }
+
+
 def section_quant(ctx: Ctx) -> None:
-    r, pipe = ctx.report, ctx.pipe
-    configs = quant_configs(ctx)
-    owner = pipe.vision_language_encoder.model
-    lm, small = owner.language_model, ctx.sizes.small
-    n = min(ctx.tokens.get(small, 128), 128)
-    inputs = dit_inputs(pipe, ctx.sizes.large)
-    ref: dict[str, Any] = {}
-    ar_case, dit_case = f"AR language model (eager {small}², {n} tokens)", f"DiT ({ctx.sizes.large}²)"
-    base = str(pipe.transformer.dtype).removeprefix("torch.")  # bf16 on the GPU, fp32 in the CPU rehearsal
-    if ctx.guard("6", ar_case, base, 8):
-        ref["AR"] = ar_logits(pipe, small)
-        r.row("6", ar_case, base, weight_gib=gib(lm), tok_s=eager_rate(pipe, small, n), rel_err=0.0)
-    if ctx.guard("6", dit_case, base, 5):
-        ref["DiT"] = velocity(pipe.transformer, inputs)
-        step = dit_step(pipe.transformer, inputs, ctx.device)
-        ctx.rates["dit_bf16"] = step["s_per_step"]
-        r.row(
-            "6",
-            dit_case,
-            base,
-            weight_gib=gib(pipe.transformer),
-            s_per_step=step["s_per_step"],
-            rel_err=0.0,
-        )
+    r, configs, quant = ctx.report, quant_configs(ctx), Quant(ctx)
+    cases = {
+        "AR": (f"AR language model (eager {quant.small}², {quant.tokens} tokens)", quant.ar, 8),
+        "DiT": (f"DiT ({ctx.sizes.large}²)", quant.dit, 5),
+    }
+    base = str(ctx.pipe.transformer.dtype).removeprefix("torch.")  # bf16 on the GPU, fp32 on the CPU
+    for case, measure, estimate in cases.values():
+        if ctx.guard("6", case, base, estimate):
+            attempt(r, "6", case, base, measure)
     for part, name in QUANT_ORDER:
-        case, config = (ar_case if part == "AR" else dit_case), configs[name]
+        (case, measure, _), config = cases[part], configs[name]
         if isinstance(config, str):
             r.skip("6", case, name, config)
-            continue
-        if part not in ref or not ctx.guard("6", case, name, ESTIMATE["6_ar" if part == "AR" else "6_dit"]):
-            continue
-        try:
-            if part == "AR":
-                q, p = quantized_copy(lm, config(), ctx.device)
-                owner.language_model = q
-                try:
-                    err = rel_err(ar_logits(pipe, small), ref["AR"])
-                    row = {"weight_gib": gib(q), "tok_s": eager_rate(pipe, small, n), "rel_err": err}
-                finally:
-                    owner.language_model = lm
-            else:
-                q, p = quantized_copy(pipe.transformer, config(), ctx.device)
-                step = dit_step(q, inputs, ctx.device)
-                row = {
-                    "weight_gib": gib(q),
-                    "s_per_step": step["s_per_step"],
-                    "rel_err": rel_err(velocity(q, inputs), ref["DiT"]),
-                }
-            r.row("6", case, name, **row, quantize_s=p["s"])
-        except Exception as exc:
-            r.row("6", case, name, error=f"{type(exc).__name__}: {exc}"[:300])
-        finally:
-            q = None
-            free_memory()
+        elif part in quant.ref and ctx.guard("6", case, name, "6_ar" if part == "AR" else "6_dit"):
+            attempt(r, "6", case, name, lambda m=measure, c=config: m(c()))
     r.note(
         "6",
         "each variant quantizes a copy (copy.deepcopy + quantize_) and drops it; the AR copy replaces "
@@ -855,59 +858,52 @@ def section_quant(ctx: Ctx) -> None:
 
 
 def section_offload(ctx: Ctx) -> None:
-    r, pipe, side = ctx.report, ctx.pipe, ctx.sizes.large
-    inputs, case = dit_inputs(pipe, side), f"DiT {side}²"
+    r, side = ctx.report, ctx.sizes.large
+    inputs, case = dit_inputs(ctx.pipe, side), f"DiT {side}²"
     if "dit_bf16" not in ctx.rates:
-        step = dit_step(pipe.transformer, inputs, ctx.device)
+        step = dit_step(ctx.pipe.transformer, inputs, ctx.device)
         ctx.rates["dit_bf16"] = step["s_per_step"]
-        r.row("7", case, "no offload", s_per_step=step["s_per_step"], extra_gib=step["extra_gib"])
-    dit_gib = gib(pipe.transformer)
-    r.note(
-        "7", f"no offload: {ctx.rates['dit_bf16']:.3f} s/step with {dit_gib:.1f} GiB of DiT weights resident"
-    )
+        r.row("7", case, "no offload", **step)
+    dit_gib = gib(ctx.pipe.transformer)
+    r.note("7", f"no offload: {ctx.rates['dit_bf16']:.3f} s/step, {dit_gib:.1f} GiB of DiT weights resident")
     for level in ("block_level", "leaf_level"):
-        if not ctx.guard("7", case, f"group offload {level}", "7_group"):
-            continue
-        copy_ = copy.deepcopy(pipe.transformer)
-        stream = ctx.cuda
-        kwargs = {"num_blocks_per_group": 1} if level == "block_level" else {}
-        with probe(ctx.device) as setup:
-            copy_.enable_group_offload(
-                onload_device=ctx.device,
-                offload_device=torch.device("cpu"),
-                offload_type=level,
-                use_stream=stream,
-                **kwargs,
-            )
-        step = dit_step(copy_, inputs, ctx.device)
-        variant = f"group offload {level}" + ("" if stream else " (CPU rehearsal: no stream)")
-        r.row(
-            "7",
-            case,
-            variant,
-            s_per_step=step["s_per_step"],
-            x_no_offload=step["s_per_step"] / ctx.rates["dit_bf16"],
-            extra_gib=step["extra_gib"],
-            setup_s=setup["s"],
-        )
-        del copy_
-        free_memory()
+        variant = f"group offload {level}" + ("" if ctx.cuda else " (CPU rehearsal: no stream)")
+        if ctx.guard("7", case, variant, "7_group"):
+            attempt(r, "7", case, variant, lambda lv=level: group_offload(ctx, lv, inputs))
     r.note(
         "7",
         "extra_gib of a group-offloaded copy is all it holds on the GPU (its weights live in pinned CPU "
         "memory); the pipeline's own DiT stays resident beside it",
     )
+    case = f"t2i {side}² 5 steps"
     if not ctx.cuda:
-        r.skip("7", f"t2i {side}² 5 steps", "enable_model_cpu_offload", "needs a GPU")
-        return
-    if not ctx.guard("7", f"t2i {side}² 5 steps", "enable_model_cpu_offload", "7_model"):
-        return
-    pipe.enable_model_cpu_offload(device=ctx.device)  # last: it moves the whole pipeline
+        r.skip("7", case, "enable_model_cpu_offload", "needs a GPU")
+    elif ctx.guard("7", case, "enable_model_cpu_offload", "7_model"):
+        attempt(r, "7", case, "enable_model_cpu_offload + engine", lambda: model_offload(ctx, side))
+
+
+def group_offload(ctx: Ctx, level: str, inputs: tuple[dict, dict]) -> dict[str, Any]:
+    """A copy of the DiT with diffusers' group offloading (CUDA streams on a GPU): s/step against none."""
+    offloaded = copy.deepcopy(ctx.pipe.transformer)
+    kwargs = {"num_blocks_per_group": 1} if level == "block_level" else {}
+    with probe(ctx.device) as setup:
+        offloaded.enable_group_offload(
+            onload_device=ctx.device, offload_device=torch.device("cpu"), offload_type=level,
+            use_stream=ctx.cuda, **kwargs,
+        )  # fmt: skip
+    step = dit_step(offloaded, inputs, ctx.device)
+    ratio = step["s_per_step"] / ctx.rates["dit_bf16"]
+    return {**step, "x_no_offload": ratio, "setup_s": setup["s"]}
+
+
+def model_offload(ctx: Ctx, side: int) -> dict[str, Any]:
+    """enable_model_cpu_offload of the whole pipeline (last: it moves everything), a t2i under the Engine."""
+    ctx.pipe.enable_model_cpu_offload(device=ctx.device)
     free_memory()
-    bench = gpu.Bench(pipe, 5)
-    run = bench.engine("7", f"t2i {side}²", Engine(pipe), [bench.request(side, 1)], "engine")
-    run.runner = "enable_model_cpu_offload + engine"
-    run_row(r, "7", f"t2i {side}² 5 steps", run)
+    bench = gpu.Bench(ctx.pipe, 5)
+    run = bench.engine("7", f"t2i {side}²", Engine(ctx.pipe), [bench.request(side, 1)], "engine")
+    keys = ("total_s", "ar_s", "ar_tokens", "ar_tok_s", "dit_s_per_step", "vae_s", "peak_gib")
+    return {key: getattr(run, key) for key in keys}
 
 
 SECTIONS: dict[str, tuple[Callable[[Ctx], None], float]] = {
