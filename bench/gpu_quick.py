@@ -69,7 +69,7 @@ TITLES = {
 }
 FULL = SimpleNamespace(small=512, large=1024, huge=2048, steps=50, scale=1.0, reserve_s=60.0)
 TINY = SimpleNamespace(small=64, large=128, huge=256, steps=50, scale=0.05, reserve_s=0.0)
-# Seconds each item is expected to take on the H200 (README of the run: docs/benchmarks.md); x scale.
+# Seconds an item is expected to take on the H200 (the reasoning: docs/benchmarks.md), x scale on the CPU.
 ESTIMATE = {"1": 25, "3": 30, "4": 20, "5": 30, "6_ar": 20, "6_dit": 15, "7_group": 35, "7_model": 50}
 TWO_PASS, BATCHED = "two passes", "batched CFG"
 
@@ -96,8 +96,8 @@ class Report:
     def left(self) -> float:
         return self.budget_s - (time.monotonic() - self.started)
 
-    def fits(self, estimate_s: float) -> bool:
-        return self.left() >= estimate_s * self.scale
+    def fits(self, seconds: float) -> bool:
+        return self.left() >= seconds
 
     def section(self, key: str) -> dict[str, Any]:
         return self.data["sections"].setdefault(
@@ -116,23 +116,22 @@ class Report:
     def skip(self, key: str, case: str, variant: str, reason: str) -> None:
         self.row(key, case, variant, skipped=reason)
 
-    def guard(self, key: str, case: str, variant: str, estimate_s: float) -> bool:
+    def guard(self, key: str, case: str, variant: str, seconds: float) -> bool:
         """True when the item fits the time left; else it is recorded as skipped for the budget."""
-        if self.fits(estimate_s):
+        if self.fits(seconds):
             return True
-        left = self.left()
-        self.skip(key, case, variant, f"budget: {left:.0f} s left, needs ~{estimate_s * self.scale:.0f} s")
+        self.skip(key, case, variant, f"budget: {self.left():.0f} s left, needs ~{seconds:.0f} s")
         return False
 
     @contextlib.contextmanager
     def run(self, key: str, estimate_s: float) -> Iterator[bool]:
-        """One section: skipped when it does not fit, its exception recorded (and the run goes on)."""
+        """One section: skipped when it does not fit (`estimate_s`: H200 seconds, scaled), its exception
+        recorded (and the run goes on)."""
         section, start = self.section(key), time.monotonic()
+        estimate_s *= self.scale
         print(f"== {key}. {TITLES[key]} (elapsed {self.budget_s - self.left():.0f} s)", flush=True)
         if estimate_s and not self.fits(estimate_s):
-            section["status"] = (
-                f"skipped: budget ({self.left():.0f} s left, needs ~{estimate_s * self.scale:.0f})"
-            )
+            section["status"] = f"skipped: budget ({self.left():.0f} s left, needs ~{estimate_s:.0f})"
             self.write()
             yield False
             return
@@ -398,8 +397,13 @@ class Ctx:
         self.prior: PriorTokens | None = None  # the large size's AR output (section 1)
         self.cuda = False
 
+    def static(self, seconds: float) -> float:
+        """An H200 estimate in this run's seconds (the tiny CPU run is quicker)."""
+        return seconds * self.sizes.scale
+
     def guard(self, key: str, case: str, variant: str, estimate: str | float) -> bool:
-        seconds = ESTIMATE[estimate] if isinstance(estimate, str) else estimate
+        """`estimate`: an ESTIMATE key (scaled), or seconds (from rates measured in this run)."""
+        seconds = self.static(ESTIMATE[estimate]) if isinstance(estimate, str) else estimate
         return self.report.guard(key, case, variant, seconds)
 
 
@@ -619,7 +623,7 @@ def section_t2i(ctx: Ctx) -> None:
     case = f"t2i {side}² {sizes.steps} steps"
     ours = bench.engine("2", case, Engine(ctx.pipe), [bench.request(side, 1)], "engine")
     run_row(r, "2", case, ours)
-    if not ctx.guard("2", case, "stock", estimate - ours.total_s if estimate else 60.0):
+    if not ctx.guard("2", case, "stock", estimate - ours.total_s if estimate else ctx.static(60)):
         return
     with no_early_eos(ctx.pipe):
         stock = bench.stock("2", case, [bench.request(side, 1)], ours.ar_tokens)
@@ -667,7 +671,7 @@ def section_batches(ctx: Ctx) -> None:
     r, side = ctx.report, ctx.sizes.small
     for rows in (1, 4, 8, 16):
         per_row = 1 / ctx.rates.get("fast_small", 100.0) * ctx.tokens.get(side, 400)
-        if not ctx.guard("4", f"AR {side}² fast", f"batch {rows}", 2 + per_row * (1 + rows / 8)):
+        if not ctx.guard("4", f"AR {side}² fast", f"batch {rows}", ctx.static(2) + per_row * (1 + rows / 8)):
             break
         _, tokens, p = run_ar(ctx.pipe, side, rows, fast=True)
         r.row(
@@ -699,7 +703,7 @@ def section_dit_vae(ctx: Ctx) -> None:
     r, side, steps = ctx.report, ctx.sizes.large, 5
     case = f"DiT {side}², {steps} steps"
     for variant in (TWO_PASS, BATCHED):
-        if ctx.guard("5", case, variant, 6 * ctx.rates.get("dit_step_large", 1.0)):
+        if ctx.guard("5", case, variant, 6 * ctx.rates.get("dit_step_large", ctx.static(1.0))):
             attempt(r, "5", case, variant, lambda v=variant: dit_steps(ctx, side, steps, v == BATCHED))
     vae = ctx.pipe.vae
     with torch.inference_mode():
@@ -708,7 +712,7 @@ def section_dit_vae(ctx: Ctx) -> None:
     for size in (side, ctx.sizes.huge):
         for tiled in (False, True):
             variant = "tiled" if tiled else "untiled"
-            if ctx.guard("5", f"VAE decode {size}²", variant, 3 * (size / side) ** 2):
+            if ctx.guard("5", f"VAE decode {size}²", variant, ctx.static(3 * (size / side) ** 2)):
                 attempt(r, "5", f"VAE decode {size}²", variant, lambda z=size, t=tiled: vae_decode(ctx, z, t))
     r.note("5", f"VAE tiles are {tile} px: tiling does nothing at or below that side")
 
@@ -841,7 +845,7 @@ def section_quant(ctx: Ctx) -> None:
     }
     base = str(ctx.pipe.transformer.dtype).removeprefix("torch.")  # bf16 on the GPU, fp32 on the CPU
     for case, measure, estimate in cases.values():
-        if ctx.guard("6", case, base, estimate):
+        if ctx.guard("6", case, base, ctx.static(estimate)):
             attempt(r, "6", case, base, measure)
     for part, name in QUANT_ORDER:
         (case, measure, _), config = cases[part], configs[name]
