@@ -41,9 +41,11 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         default="auto", description="auto: bfloat16 on a GPU, float32 on the CPU"
     )
-    cpu_offload: bool = Field(default=False, description="move each component to the GPU only while it runs")
+    cpu_offload: bool = Field(default=False, description="the older name of offload=model (still works)")
     quantize: Literal["none", "int8", "fp8"] = Field(
-        default="none", description="weight-only quantization of the AR language model and the DiT (torchao)"
+        default="none",
+        description="the AR language model's and the DiT's weights in int8 (any device) or fp8 (CUDA "
+        "capability 8.9+), through torchao",
     )
     offload: Literal["none", "model", "group"] = Field(
         default="none", description="model: whole components to the GPU in turn; group: layers streamed"

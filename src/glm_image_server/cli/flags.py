@@ -11,7 +11,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from ..config import Settings
 
-MODEL_FLAGS = ("model", "device", "dtype", "cpu_offload", "ar_fast_path", "cache_dir")
+MODEL_FLAGS = ("model", "device", "dtype", "quantize", "offload", "cpu_offload", "ar_fast_path", "cache_dir")
 SERVE_FLAGS = (
     "host",
     "port",
