@@ -11,7 +11,6 @@ import torch
 from ..config import EngineSettings
 from .offload import check_offload, offload_mode, place, uses_cuda_graphs_safely
 from .quantize import check_quantize, quantize_pipeline
-from .tiny import ensure_tiny_model
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +21,7 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 PRIOR_COMPONENTS = ("vision_language_encoder", "processor")
 DECODE_COMPONENTS = ("text_encoder", "tokenizer", "transformer", "vae", "scheduler", "processor")
 ALL_COMPONENTS = tuple(dict.fromkeys(PRIOR_COMPONENTS + DECODE_COMPONENTS))
+QUIET_AT_IMPORT = ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer")
 ROLE_COMPONENTS = {"prior": PRIOR_COMPONENTS, "decode": DECODE_COMPONENTS, "all": ALL_COMPONENTS}
 
 
@@ -43,7 +43,11 @@ def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
 
 
 def quiet_library_logs() -> None:
-    """Silence diffusers/transformers load bars and per-call chatter where our own progress is shown."""
+    """Silence diffusers/transformers load bars and per-call chatter where our own progress is shown, and
+    what importing torchao says on a machine without its CUDA kernels (said before the import: diffusers
+    and transformers import torchao themselves where it is installed)."""
+    for name in QUIET_AT_IMPORT:
+        logging.getLogger(name).setLevel(logging.ERROR)
     import diffusers
     import transformers
 
@@ -63,6 +67,8 @@ def load_pipeline(settings: EngineSettings):
     """Load the role's components with `from_pretrained`, quantize them, and place them on their device
     (or set up offloading). Modes the device cannot run are refused before any weight is read."""
     from diffusers import GlmImagePipeline
+
+    from .tiny import ensure_tiny_model  # transformers, imported after quiet_library_logs where it runs
 
     placement = resolve_placement(settings.device, settings.dtype)
     offload = offload_mode(settings.offload, settings.cpu_offload)
@@ -109,9 +115,9 @@ def ar_fast_path(settings: EngineSettings) -> bool | None:
 
 def load_engine(settings: EngineSettings):
     """The one way the CLI, a worker and the benchmarks get a ready Engine for `settings`."""
-    from .engine import Engine
-
     quiet_library_logs()
+    from .engine import Engine  # diffusers: imported once its logs are quiet
+
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     pipe = load_pipeline(settings)

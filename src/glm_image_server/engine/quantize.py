@@ -98,14 +98,14 @@ def quantize_pipeline(pipe, mode: str, device: torch.device | None = None) -> li
     return list(modules)
 
 
-def _tensor_bytes(tensor: torch.Tensor) -> int:
+def tensor_bytes(tensor: torch.Tensor) -> int:
     """Bytes a tensor holds; a torchao tensor subclass is counted by its inner tensors (int8 data and
     scales), not by the dtype it stands for."""
     flatten = getattr(tensor, "__tensor_flatten__", None)
     if flatten is None:
         return tensor.numel() * tensor.element_size()
     names, _ = flatten()
-    return sum(_tensor_bytes(getattr(tensor, name)) for name in names if getattr(tensor, name) is not None)
+    return sum(tensor_bytes(getattr(tensor, name)) for name in names if getattr(tensor, name) is not None)
 
 
 def _tensors(module: torch.nn.Module) -> Iterator[torch.Tensor]:
@@ -116,4 +116,4 @@ def _tensors(module: torch.nn.Module) -> Iterator[torch.Tensor]:
 def weight_bytes(module: torch.nn.Module) -> int:
     """Bytes of a module's parameters and buffers as stored (quantized ones as their int8/fp8 data plus
     scales)."""
-    return sum(_tensor_bytes(t) for t in _tensors(module))
+    return sum(tensor_bytes(t) for t in _tensors(module))
