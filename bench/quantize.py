@@ -1,6 +1,7 @@
 """Quantization error: the quantized modules' outputs against the unquantized model's, on random weights.
 
-    .venv/bin/python bench/quantize.py [--models tiny,mid] [--dtype bfloat16] [--steps 4] [--size 256]
+    .venv/bin/python bench/quantize.py [--models tiny,mid] [--modes int8,fp8w] [--dtype bfloat16] [--steps 4]
+                                       [--size 256] [--device cpu|cuda]   # --modes int8,fp8 on a GPU (8.9+)
 
 Random weights cannot judge image quality, so this measures what quantization changes in the numbers the
 stages hand on, on the same inputs: the relative error ‖out - ref‖ / ‖ref‖ of the AR model's logits for one
@@ -13,9 +14,9 @@ step includes the drift of the steps before it), with the final latents' error. 
         (AR hidden 4096, FFN 13696, the full vocabulary; DiT 32 heads x 128; ByT5-small's glyph encoder) with
         2 layers each instead of 40 / 30 / 12, and a small VAE (not quantized, not run here).
 
-Modes: int8 (the server's `--quantize int8`), and `fp8w`, float8 weights alone through torchao's
-`Float8WeightOnlyConfig`: a CPU stand-in for the server's `--quantize fp8`, which also quantizes the
-activations (fp8 matmuls need CUDA capability 8.9) and so errs somewhat more.
+Modes: int8 and fp8 (the server's `--quantize int8|fp8`; fp8 on CUDA of capability 8.9+ only), and
+`fp8w`, float8 weights alone through torchao's `Float8WeightOnlyConfig`: a CPU stand-in for fp8, which also
+quantizes the activations and so errs somewhat more.
 """
 
 from __future__ import annotations
@@ -58,11 +59,11 @@ def mid_shapes() -> Shapes:
     return Shapes(ar=ar, glyph=T5Config(**glyph.to_dict()), dit=dit, vae=vae)
 
 
-def load(model: str, dtype: torch.dtype):
+def load(model: str, dtype: torch.dtype, device: str):
     if model == "tiny":
         name = {v: k for k, v in DTYPES.items()}[dtype]
-        return load_pipeline(EngineSettings.from_settings(Settings(model="tiny", device="cpu", dtype=name)))
-    return build_full_size_pipeline("cpu", dtype, shapes=mid_shapes())
+        return load_pipeline(EngineSettings.from_settings(Settings(model="tiny", device=device, dtype=name)))
+    return build_full_size_pipeline(device, dtype, shapes=mid_shapes())
 
 
 def quantized_copy(pipe, mode: str):
@@ -79,6 +80,7 @@ def quantized_copy(pipe, mode: str):
                 module, q.Float8WeightOnlyConfig(), filter_fn=lambda m, _: isinstance(m, torch.nn.Linear)
             )
     else:
+        quantize.check_quantize(mode, twin._execution_device)
         quantize.quantize_pipeline(twin, mode)
     return twin
 
@@ -115,8 +117,10 @@ class Row:
     final: float
 
 
-def measure(model: str, dtype: torch.dtype, modes: list[str], size: int, steps: int) -> list[Row]:
-    pipe = load(model, dtype)
+def measure(
+    model: str, dtype: torch.dtype, device: str, modes: list[str], size: int, steps: int
+) -> list[Row]:
+    pipe = load(model, dtype, device)
     start = time.perf_counter()
     logits = ar_logits(pipe, size)
     grid = (size // 16) ** 2
@@ -152,18 +156,19 @@ def main() -> int:
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     parser.add_argument("--size", type=int, default=256, help="image side: the AR grid and the DiT latents")
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     quiet_library_logs()
     torch.manual_seed(0)
     dtype = DTYPES[args.dtype]
     threads = torch.get_num_threads()
-    print(f"dtype={args.dtype} size={args.size} steps={args.steps} guidance=1.5 threads={threads}")
+    print(f"device={args.device} dtype={args.dtype} size={args.size} steps={args.steps} threads={threads}")
     print("relative error against the unquantized model (‖out - ref‖ / ‖ref‖); weights: bytes after/before")
     header = "| model | mode | weights | AR logits | AR top-1 same | DiT velocity per step | final latents |"
     print(header)
     print("|" + " --- |" * header.count(" | ") + " --- |")
     for model in args.models.split(","):
-        for row in measure(model, dtype, args.modes.split(","), args.size, args.steps):
+        for row in measure(model, dtype, args.device, args.modes.split(","), args.size, args.steps):
             steps = " ".join(f"{e:.4f}" for e in row.velocity)
             print(
                 f"| {row.model} | {row.mode} | {row.weights} | {row.logits:.4f} | {row.top1:.1%} | {steps} "
