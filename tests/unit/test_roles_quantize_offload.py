@@ -18,7 +18,7 @@ from glm_image_server.cli import main
 from glm_image_server.config import EngineSettings, Settings
 from glm_image_server.engine.dit import LATENT_TOLERANCE, denoise
 from glm_image_server.engine.loader import ROLE_COMPONENTS, ar_fast_path, load_pipeline
-from glm_image_server.engine.offload import offload_mode
+from glm_image_server.engine.offload import AR_ENTRY_POINTS, offload_mode, onload_on_call
 from glm_image_server.engine.prior import generate_prior_tokens
 from glm_image_server.engine.quantize import quantized_modules, tensor_bytes, weight_bytes
 
@@ -166,3 +166,23 @@ def test_generate_with_int8_makes_an_image(cache: Path, tmp_path: Path) -> None:
     assert main([*argv, "--device", "cpu", "--cache-dir", str(cache), "-o", str(out)]) == 0
     with Image.open(out) as image:
         assert image.size == (64, 64)
+
+
+def test_model_offload_moves_the_ar_model_for_its_image_methods_too(cache: Path) -> None:
+    """Image-to-image calls the AR model's `get_image_features`/`get_image_tokens` before its `forward`;
+    under model offload they must run the offload hook (which moves the model to the GPU) first."""
+    pipe = load_pipeline(settings(cache, role="prior"))
+    vle = pipe.vision_language_encoder
+    calls: list[str] = []
+
+    class Hook:
+        def pre_forward(self, module):
+            calls.append(type(module).__name__)
+
+    vle._hf_hook = Hook()
+    onload_on_call(vle, AR_ENTRY_POINTS)
+    generators = [torch.Generator().manual_seed(1)]
+    prior = generate_prior_tokens(pipe, ["x"], 64, 64, [[noise_image(1, (64, 64))]], generators)
+    assert prior.image_token_ids is not None
+    # features, then tokens (generate() may ask for features again: each call runs the hook first)
+    assert len(calls) >= 2 and set(calls) == {"GlmImageForConditionalGeneration"}

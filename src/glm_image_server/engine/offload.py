@@ -3,6 +3,7 @@
   none   every component on the device (the fastest; needs room for all of the role's weights).
   model  diffusers' `enable_model_cpu_offload`: each component moves to the GPU whole while it runs, then
          back (the older `cpu_offload: true` means this). The GPU holds the largest component at a time.
+         The AR model's image-feature methods, called before its `forward` for image-to-image, move it too.
   group  diffusers' group offloading with CUDA streams: weights stay in (pinned) CPU memory and move to the
          GPU a layer group at a time, the next group copied while the current one computes. The DiT is
          offloaded by blocks (one transformer block per group); the AR model leaf by leaf, because its vision
@@ -23,6 +24,7 @@ the CPU.
 from __future__ import annotations
 
 import logging
+import types
 
 import torch
 
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 
 OFFLOAD_MODES = ("none", "model", "group")
 ON_DEVICE_UNDER_GROUP = ("text_encoder", "vae")  # small: placed on the GPU rather than streamed
+# The AR model's methods the prior stage calls before its `forward` (image-to-image: the references'
+# features and tokens); model offload's hook moves the model to the GPU on `forward` only.
+AR_ENTRY_POINTS = ("get_image_features", "get_image_tokens")
 
 
 def offload_mode(offload: str, cpu_offload: bool) -> str:
@@ -57,12 +62,24 @@ def place(pipe, mode: str, device: torch.device) -> None:
     """Put the pipeline's components where `mode` says, for running on `device`."""
     if mode == "model" and device.type != "cpu":
         pipe.enable_model_cpu_offload(device=device)
+        if pipe.vision_language_encoder is not None:
+            onload_on_call(pipe.vision_language_encoder, AR_ENTRY_POINTS)
     elif mode == "group":
         _group_offload(pipe, device)
     else:
         if mode == "model":
             log.info("offload=model has no effect on the CPU: the weights stay where they are")
         pipe.to(device)
+
+
+def onload_on_call(module: torch.nn.Module, methods: tuple[str, ...]) -> None:
+    """Make these methods of `module` move it to the GPU first, as its `forward` does under model offload
+    (diffusers' `apply_forward_hook`, which does the same for the VAE's `encode` and `decode`)."""
+    from diffusers.utils.accelerate_utils import apply_forward_hook
+
+    for name in methods:
+        unbound = getattr(type(module), name)
+        setattr(module, name, types.MethodType(apply_forward_hook(unbound), module))
 
 
 def _group_offload(pipe, device: torch.device) -> None:
