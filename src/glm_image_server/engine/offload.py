@@ -11,10 +11,10 @@
          the token embedding), and only leaf-level hooks onload a module wherever it is called from. The
          glyph encoder and the VAE are small (0.2B and 0.4B parameters) and sit on the GPU.
 
-`group` keeps the least on the GPU but moves every weight over the bus for every forward: once per DiT step
-(twice with classifier-free guidance) and once per AR token, so it suits the DiT far better than the AR
-model (about 1300 forwards per image at 1024²). It needs CUDA (streams), and it rules out the AR fast path's
-CUDA graph, whose replays would read weights the hooks have since moved.
+`group` keeps the least on the GPU but moves every weight over the bus for every forward: once per DiT
+step (twice where the two guidance passes run apart) and once per AR token, so it suits the DiT far better
+than the AR model (about 1300 forwards per image at 1024²). It needs CUDA (streams), and it rules out the AR
+fast path's CUDA graph, whose replays would read weights the hooks have since moved.
 
 On the CPU there is nothing to offload to: `model` is ignored there (as `cpu_offload` always was) and `group`
 is refused, since diffusers' streams need an accelerator and without them it would only copy CPU tensors to
