@@ -42,11 +42,11 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         default="auto", description="auto: bfloat16 on a GPU, float32 on the CPU"
     )
-    cpu_offload: bool = Field(default=False, description="move each component to the GPU only while it runs")
+    cpu_offload: bool = Field(default=False, description="the older name of offload=model (still works)")
     quantize: Literal["none", "int8", "fp8"] = Field(
         default="none",
-        description="weight-only quantization of the AR language model and the DiT (torchao); unless "
-        "given, `serve` chooses it from the GPUs' memory (`glm-image plan`)",
+        description="the AR language model's and the DiT's weights in int8 (any device) or fp8 (CUDA 8.9+), "
+        "through torchao; unless given, `serve` chooses from the GPUs' memory (`glm-image plan`)",
     )
     offload: Literal["none", "model", "group"] = Field(
         default="none",

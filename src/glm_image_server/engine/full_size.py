@@ -21,13 +21,24 @@ from transformers import GlmImageConfig, T5Config
 from . import tiny
 
 REAL_MIN_PIXELS, REAL_MAX_PIXELS = 512 * 512, 2048 * 2048
+RELEASED_ROPE = {
+    "rope_type": "default",
+    "rope_theta": 10000.0,
+    "partial_rotary_factor": 0.5,
+    "mrope_section": [8, 12, 12],
+}
 
 
 @dataclass(frozen=True)
 class Shapes:
     """Component shapes; the defaults are the released model's, tests pass smaller ones."""
 
-    ar: GlmImageConfig = field(default_factory=GlmImageConfig)  # the defaults are the released shapes
+    # transformers' defaults are the released shapes, but rotate the whole head: the release rotates half
+    # (its mrope sections 8/12/12 sum to a quarter of the 128-wide head), and the defaults fail on the first
+    # forward.
+    ar: GlmImageConfig = field(
+        default_factory=lambda: GlmImageConfig(text_config={"rope_parameters": RELEASED_ROPE})
+    )
     glyph: T5Config = field(  # google/byt5-small's encoder
         default_factory=lambda: T5Config(
             vocab_size=384,

@@ -29,8 +29,9 @@ from transformers import (
     T5EncoderModel,
 )
 
-# Bump when the recipe changes so cached copies are rebuilt.
-RECIPE_VERSION = "1"
+# Bump when the recipe changes so cached copies are rebuilt (the directory's name carries it).
+# 2: non-trivial VAE latents_mean/latents_std, and the release's dynamically shifted scheduler.
+RECIPE_VERSION = "2"
 VOCAB_SIZE = 168064  # the real model's text vocabulary
 VISION_VOCAB = 16512  # <|dit_token_0..16511|>: codes, then image start (16384) and end (16385)
 SPECIAL_TOKENS = {
@@ -52,6 +53,20 @@ CHAT_TEMPLATE = (
 # Reference-image bounds of the tiny processor (sides 32..256 px) so that small test images are not
 # upscaled to the real model's 512 px minimum; the real processor uses 512..2048.
 TINY_MIN_PIXELS, TINY_MAX_PIXELS = 32 * 32, 256 * 256
+# The VAE's per-channel latent statistics: neither 0 nor 1 and different per channel, so that a skipped,
+# swapped (mean for std) or mis-shaped normalisation changes the pixels (0 and 1 would hide all three).
+TINY_LATENTS_MEAN = [0.3, -0.6, 0.15, 0.9]
+TINY_LATENTS_STD = [0.7, 1.6, 0.45, 1.2]
+# The release's scheduler: the shift mu depends on the image's size (research/field-figures.md); diffusers'
+# defaults (no dynamic shifting) would leave the engine's mu unused and untested.
+SCHEDULER_CONFIG = {
+    "use_dynamic_shifting": True,
+    "base_image_seq_len": 256,
+    "base_shift": 0.25,
+    "max_shift": 0.75,
+    "max_image_seq_len": 4096,
+    "time_shift_type": "linear",
+}
 
 
 def build_glm_tokenizer() -> PreTrainedTokenizerFast:
@@ -137,13 +152,13 @@ def build_modules(
 
 def random_pipeline(modules: dict[str, torch.nn.Module], min_pixels: int, max_pixels: int):
     """A GlmImagePipeline of `modules` with the character-level AR tokenizer, the ByT5 glyph tokenizer and
-    diffusers' default flow-match scheduler."""
+    the release's flow-match scheduler."""
     from diffusers import FlowMatchEulerDiscreteScheduler, GlmImagePipeline
 
     return GlmImagePipeline(
         tokenizer=ByT5Tokenizer(),
         processor=build_processor(build_glm_tokenizer(), min_pixels, max_pixels),
-        scheduler=FlowMatchEulerDiscreteScheduler(),
+        scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG),
         **modules,
     )
 
@@ -202,8 +217,8 @@ def build_tiny_pipeline(seed: int = 0):
         "up_block_types": ["UpDecoderBlock2D"] * 4,
         "norm_num_groups": 4,
         "sample_size": 128,
-        "latents_mean": [0.0] * 4,
-        "latents_std": [1.0] * 4,
+        "latents_mean": TINY_LATENTS_MEAN,
+        "latents_std": TINY_LATENTS_STD,
     }
     modules = build_modules(ar, glyph, dit, vae, seed=seed)
     return random_pipeline(modules, TINY_MIN_PIXELS, TINY_MAX_PIXELS)
