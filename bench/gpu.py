@@ -305,11 +305,15 @@ def run_offload(bench: Bench, args) -> list[str]:
 
 def load(args):
     if args.full_size:
-        from glm_image_server.engine.full_size import build_full_size_pipeline
+        from glm_image_server.engine.full_size import Shapes, build_full_size_pipeline
 
         if not torch.cuda.is_available():
             raise SystemExit("--full-size needs a GPU (16B parameters in bf16)")
-        return build_full_size_pipeline("cuda")
+        # The DiT's prior-token table takes all 16,512 AR vision tokens: random AR weights sample any of
+        # them, where the release emits only its 16,384 codes (out of range: a device-side assert).
+        shapes = Shapes()
+        dit = {**shapes.dit, "prior_vq_quantizer_codebook_size": shapes.ar.text_config.vision_vocab_size}
+        return build_full_size_pipeline("cuda", shapes=Shapes(dit=dit))
     settings = Settings(model="tiny" if args.tiny else args.model, device=args.device)
     return load_pipeline(EngineSettings.from_settings(settings))
 

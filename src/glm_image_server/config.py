@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     )
     ar_fast_path: bool | None = Field(
         default=None,
-        description="AR decoding with a static KV cache and a CUDA-graph step (same tokens); "
+        description="AR decoding with a static KV cache and a CUDA-graph step (the same tokens on the CPU); "
         "default: on for CUDA, off elsewhere",
     )
     batched_cfg: bool = Field(

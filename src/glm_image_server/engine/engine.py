@@ -59,10 +59,11 @@ def _never() -> bool:
 
 
 class Engine:
-    """Switches (docs/benchmarks.md says what each buys): `ar_fast_path` (ar_fast.py; the same tokens; None:
-    on for CUDA only); `batched_cfg` (dit.py) and `vae_tiling` (tile seams) change pixels slightly, hence
-    off by default; `previews`: live previews per image when `decode` is given `on_preview` (previews.py,
-    its projection cached in `preview_cache`), read from the latents without changing the images."""
+    """Switches (docs/benchmarks.md says what each buys): `ar_fast_path` (ar_fast.py; the same tokens on
+    the CPU; None: on for CUDA only); `batched_cfg` (dit.py) and `vae_tiling` (tile seams) change pixels
+    slightly, hence off by default; `previews`: live previews per image when `decode` is given
+    `on_preview` (previews.py, its projection cached in `preview_cache`), read from the latents without
+    changing the images."""
 
     def __init__(
         self,

@@ -6,7 +6,7 @@ Follows `GlmImagePipeline.generate_prior_tokens` (diffusers 0.42.1) step for ste
      returns; the pipeline's `torch.cat` of that list breaks image-to-image;
   3. progress per token and a cancel check, through the sampler.
 With `fast=True` the tokens come from ar_fast.py's static-cache decode loop instead of `generate()`: the
-same tokens, fewer host round trips.
+same tokens on the CPU, fewer host round trips.
 """
 
 from __future__ import annotations
@@ -147,8 +147,8 @@ def generate_prior_tokens(
     fast: bool = False,
 ) -> PriorTokens:
     """Sample prior tokens for each row; every row of an edit batch has the same number of references.
-    `fast`: the static-cache decode loop of ar_fast.py (same tokens; progress and cancel every few tokens)
-    instead of `generate()`."""
+    `fast`: the static-cache decode loop of ar_fast.py (the same tokens on the CPU; progress and cancel every
+    few tokens) instead of `generate()`."""
     rows = len(prompts)
     inputs = chat_inputs(pipe, prompts, height, width, references)
 

@@ -6,9 +6,11 @@ their dtype (together about 2.5B parameters, and the parts most sensitive to rou
 
   int8  weight-only int8, one scale per output row (`Int8WeightOnlyConfig`): about half the bytes of bf16;
         runs wherever torch runs (CPU included), activations stay in the model's dtype.
-  fp8   float8 (e4m3) weights and dynamically quantized activations, one scale per row
-        (`Float8DynamicActivationFloat8WeightConfig`): fp8 matmuls, so it needs CUDA compute capability 8.9
-        or higher (Ada, Hopper, Blackwell); refused elsewhere before any weight is loaded.
+  fp8   float8 (e4m3) weights, one scale per row, upcast for the model's matmuls (`Float8WeightOnlyConfig`):
+        also about half the bytes; CUDA compute capability 8.9 or higher (Ada, Hopper, Blackwell), refused
+        elsewhere before any weight is loaded. fp8 matmuls (`Float8DynamicActivationFloat8WeightConfig`,
+        per row) failed on the DiT on an H200 (cuBLAS "not supported"; torch 2.11, torchao 0.17), so they
+        are not used. On that H200 both fp8 forms were slower than int8 and erred more (docs/benchmarks.md).
 
 Quantization is opt-in: where memory allows bf16, bf16 is what the model was released in (docs/benchmarks.md
 has the measured error of each mode against it).
@@ -66,7 +68,7 @@ def torchao_config(mode: str) -> Any:
     if mode == "int8":
         return q.Int8WeightOnlyConfig()
     if mode == "fp8":
-        return q.Float8DynamicActivationFloat8WeightConfig(granularity=q.PerRow())
+        return q.Float8WeightOnlyConfig()
     raise ValueError(f"no torchao config for quantize={mode!r}")
 
 
