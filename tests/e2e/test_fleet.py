@@ -247,6 +247,7 @@ def test_a_split_fleet_makes_the_bytes_of_an_all_worker_running_each_stage_once_
     api_a, _, _ = fleet
     with httpx.Client(base_url=api.base_url, timeout=60) as split, httpx.Client(base_url=api_a.base_url) as a:
         split_results, all_results = results(split), results(a)
+        assert "\nglm_image_decode_waiting_jobs 0.0\n" in split.get("/metrics").text  # all decoded
     for path, (request_id, data, timings) in split_results.items():
         assert data == all_results[path][1], f"queue{path or ' (text-to-image)'}: the bytes differ"
         assert {"queue", "ar", "decode_queue", "dit", "vae"} <= set(timings)

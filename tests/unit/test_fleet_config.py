@@ -6,6 +6,7 @@ a decode replica reports the jobs handed off and waiting in the store."""
 from __future__ import annotations
 
 import importlib
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,6 +20,7 @@ from ray.serve.schema import ServeDeploySchema
 from glm_image_server.core import transitions
 from glm_image_server.core.handoff import Handoff
 from glm_image_server.fleet.app import DecodeWorker, PriorWorker, build, decode_policy, queue_policy
+from glm_image_server.metrics import queue_exposition
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "ray-serve.yaml"
 
@@ -113,6 +115,8 @@ def test_each_pool_reports_its_own_stage_queue(tmp_path: Path) -> None:
         decode, prior = replica(DecodeWorker, store), replica(PriorWorker, store)
         assert decode.record_autoscaling_stats() == {"decode_waiting": 1.0}
         assert prior.record_autoscaling_stats()["queued_images"] == 4.0  # the two jobs still queued
+        exposed = queue_exposition(store.queue_depth(), time.time(), store.decode_waiting()).decode()
+        assert "\nglm_image_decode_waiting_jobs 1.0\n" in exposed  # /metrics shows the decode pool's queue
         store.claim_batch("decode-1", 1, 30, stage="decode")
         assert decode.record_autoscaling_stats() == {"decode_waiting": 0.0}  # claimed: no longer waiting
     finally:
