@@ -75,6 +75,7 @@ class Arrangement:
             "GLM_IMAGE_SAFETY_CHECKER": "none",
             "GLM_IMAGE_TORCH_THREADS": "1",
             "GLM_IMAGE_WORKER_NICE": "0",
+            "GLM_IMAGE_SUBMIT_RATE_PER_CLIENT": "1000",  # the workload arrives at once
         }
         self.workers = [
             WorkerProcess(root / "data", cache, {**env, "GLM_IMAGE_ROLE": role}, f"{role}-{i}")
@@ -107,7 +108,10 @@ class Arrangement:
         client = self.client
         assert client is not None
         start = time.perf_counter()
-        ids = [client.post(f"{QUEUE}{path}", json=body).json()["request_id"] for path, body in jobs]
+        ids = [
+            client.post(f"{QUEUE}{path}", json=body).raise_for_status().json()["request_id"]
+            for path, body in jobs
+        ]
         pending, deadline = set(ids), time.monotonic() + 900
         while pending:
             if time.monotonic() > deadline:
