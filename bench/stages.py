@@ -165,12 +165,13 @@ def main() -> None:
     names = list(PLANS)
     print(f"{'':24}" + "".join(f"{name:>18}" for name in names))
     print(f"{'jobs/s (median)':24}" + "".join(f"{statistics.median(rates[n]):>18.3f}" for n in names))
-    print(f"{'  rounds':24}" + "".join(f"{', '.join(f'{x:.2f}' for x in rates[n]):>18}" for n in names))
     for key in TIMINGS:
         row = [median([t[key] for t in timings[n] if key in t]) for n in names]
         print(f"{key + ' s (median)':24}" + "".join(f"{v:>18}" for v in row))
     ratio = statistics.median(rates[names[1]]) / statistics.median(rates[names[0]])
     print(f"{names[1]} / {names[0]}: {ratio:.2f}x jobs/s")
+    for name in names:
+        print(f"{name} jobs/s by round: {', '.join(f'{x:.2f}' for x in rates[name])}")
     print(f"images differing between the two for the same seed: {mismatches} of {jobs * args.rounds}")
 
 
