@@ -34,8 +34,9 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
 
 
-def queue_exposition(depth: list[tuple[str, int, int, float]], now: float) -> bytes:
-    """The queue's gauges, from `JobStore.queue_depth()` rows: (key, jobs, images, oldest created_at)."""
+def queue_exposition(depth: list[tuple[str, int, int, float]], now: float, decode_waiting: int = 0) -> bytes:
+    """The queue's gauges, from `JobStore.queue_depth()` rows: (key, jobs, images, oldest created_at), and
+    the decode stage's (`JobStore.decode_waiting()`: jobs handed off, waiting for a decode worker)."""
     jobs = GaugeMetricFamily(
         "glm_image_queued_jobs", "Jobs waiting to run, per batch key", labels=["batch_key"]
     )
@@ -50,5 +51,9 @@ def queue_exposition(depth: list[tuple[str, int, int, float]], now: float) -> by
         images.add_metric([key], image_count)
     first = min((created for *_, created in depth), default=None)
     oldest.add_metric([], 0.0 if first is None else max(0.0, now - first))
+    decode = GaugeMetricFamily(
+        "glm_image_decode_waiting_jobs", "Jobs whose AR stage is done, waiting for a decode worker"
+    )
+    decode.add_metric([], decode_waiting)
     # generate_latest needs only something with `collect()`
-    return generate_latest(SimpleNamespace(collect=lambda: [jobs, images, oldest]))
+    return generate_latest(SimpleNamespace(collect=lambda: [jobs, images, oldest, decode]))

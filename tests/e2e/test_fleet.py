@@ -3,7 +3,13 @@ bucket (moto's server), as separate machines would; the two APIs share one data 
 `serve` processes with default settings on one host do. A job submitted through API A is polled, streamed
 (SSE, woken by NOTIFY) and cancelled through API B; its result URL is a presigned S3 URL; a webhook whose
 receiver fails twice is accepted exactly once across both APIs; a Runware WebSocket session begun on A
-resumes on B."""
+resumes on B.
+
+A split fleet beside it, on a database and a bucket of its own: an API process and two workers in separate
+processes with separate data directories, a `prior` worker (the AR stage) and a `decode` worker (DiT, VAE,
+post), as on separate machines. Its text-to-image and one-reference edit results are byte-identical to the
+all-in-one worker's above for the same seeds, each job's decode stage ran once, on the decode worker, and
+its AR stage once, on the prior worker."""
 
 from __future__ import annotations
 
@@ -16,12 +22,16 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
+import numpy as np
 import pytest
 from helpers.fleet import WorkerProcess, api_process, fal_body, fleet_env
+from helpers.images import data_uri
 from helpers.serving import WebServer
 from helpers.waiting import holds, wait_for
 from PIL import Image
 from websockets.sync.client import connect
+
+from glm_image_server.store.sql import SqlJobStore
 
 QUEUE = "/queue/fal-ai/glm-image"
 
@@ -170,3 +180,82 @@ def test_a_runware_session_started_on_a_resumes_on_b(fleet) -> None:
     assert [len(items) for items in pushed] == [1, 1]
     assert {items[0]["taskUUID"] for items in pushed} == {job["taskUUID"]}
     assert len({items[0]["imageUUID"] for items in pushed}) == 2
+
+
+@pytest.fixture(scope="module")
+def split_fleet(tmp_path_factory: pytest.TempPathFactory, model_cache: Path, s3_server, postgres_database):
+    """(the API, the split fleet's store): a prior and a decode worker (GLM_IMAGE_ROLE), each with a data
+    directory of its own, and an API process, on a database and a bucket no other worker claims from."""
+    root = tmp_path_factory.mktemp("split-fleet")
+    with postgres_database() as url:
+        env = fleet_env(url, s3_server.new_bucket(), s3_server.env, GLM_IMAGE_SAFETY_CHECKER="none")
+        workers = [
+            WorkerProcess(root / f"{role}-data", model_cache, {**env, "GLM_IMAGE_ROLE": role}, f"{role}-1")
+            for role in ("prior", "decode")
+        ]
+        api = api_process(root / "api-data", model_cache, env)
+        store = SqlJobStore(url, max_attempts=3, pool_size=2)
+        try:
+            for worker in workers:
+                worker.start()
+            yield api.start(), store
+        finally:
+            store.close()
+            api.stop()
+            for worker in workers:
+                worker.stop()
+
+
+def noise_png(seed: int, size: tuple[int, int]) -> str:
+    """A reference that shows a mistake in its handling (noise, not one flat colour)."""
+    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return data_uri(buffer.getvalue())
+
+
+SPLIT_REQUESTS = {  # path under the queue -> a request: text-to-image, and an edit with one reference
+    "": body(31, size=64, steps=12),
+    "/image-to-image": {**body(32, size=64, steps=10), "image_urls": [noise_png(3, (48, 64))]},
+}
+
+
+def results(client: httpx.Client) -> dict[str, tuple[str, bytes, dict]]:
+    """Each of SPLIT_REQUESTS submitted at once, then each one's (request id, image bytes, timings)."""
+    ids = {}
+    for path, request in SPLIT_REQUESTS.items():
+        submitted = client.post(f"{QUEUE}{path}", json=request)
+        assert submitted.status_code == 200, submitted.text
+        ids[path] = submitted.json()["request_id"]
+
+    def done(request_id: str) -> bool:
+        return client.get(f"{QUEUE}/requests/{request_id}/status").json()["status"] == "COMPLETED"
+
+    wait_for(lambda: all(done(i) for i in ids.values()), 120, "the jobs to complete")
+    found = {}
+    for path, request_id in ids.items():
+        result = client.get(f"{QUEUE}/requests/{request_id}").json()
+        (image,) = result["images"]
+        found[path] = (request_id, httpx.get(image["url"], timeout=30).content, result["timings"])
+    return found
+
+
+def test_a_split_fleet_makes_the_bytes_of_an_all_worker_running_each_stage_once_where_it_belongs(
+    fleet, split_fleet
+) -> None:
+    api, store = split_fleet
+    api_a, _, _ = fleet
+    with httpx.Client(base_url=api.base_url, timeout=60) as split, httpx.Client(base_url=api_a.base_url) as a:
+        split_results, all_results = results(split), results(a)
+        assert "\nglm_image_decode_waiting_jobs 0.0\n" in split.get("/metrics").text  # all decoded
+    for path, (request_id, data, timings) in split_results.items():
+        assert data == all_results[path][1], f"queue{path or ' (text-to-image)'}: the bytes differ"
+        assert {"queue", "ar", "decode_queue", "dit", "vae"} <= set(timings)
+        job = store.get(request_id)
+        # Finished under the first claim of its decode stage, which the decode worker held: the prior
+        # worker (the only other worker on this store) ran the one AR stage and no decode stage.
+        assert (job.stage, job.worker_id, job.attempts) == ("decode", "decode-1", 1)
+        lines = [entry.message for entry in store.logs(request_id)]
+        assert sum(line.startswith("Started after") for line in lines) == 1, lines  # one prior stage
+        assert sum(line.startswith("Decode stage started after") for line in lines) == 1, lines
+        assert not any(line.startswith("Interrupted") for line in lines), lines

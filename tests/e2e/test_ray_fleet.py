@@ -1,23 +1,28 @@
 """The fleet on a local Ray cluster (started on loopback with docs/deploy.md's commands, 4 logical CPUs):
 the application serves a fal queue request (submit, status stream, result: what fal's subscribe does) and a
 Runware WebSocket request; a worker replica SIGKILLed mid-job is restarted by Ray and the job completes
-byte-identical to a fresh run with its seed; 10 queued jobs all complete."""
+byte-identical to a fresh run with its seed; 10 queued jobs all complete. Last, the application is
+redeployed as a split fleet (a PriorWorker and a DecodeWorker replica instead of the Worker), which
+gives the bytes the Worker gave for a text-to-image request and a one-reference edit."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from helpers.fleet import fal_body, fleet_env
-from helpers.images import decode
+from helpers.images import data_uri, decode
 from helpers.keys import FAL_KEY
 from helpers.ray_cluster import RayFleet
 from helpers.runware import task
 from helpers.waiting import wait_for
+from PIL import Image
 from websockets.sync.client import connect
 
 QUEUE = "/queue/fal-ai/glm-image"
@@ -115,3 +120,55 @@ def test_a_killed_worker_replica_is_restarted_and_every_job_completes(ray_fleet)
     fresh = client.post("/fal-ai/glm-image", json=body(101, *VICTIM)).json()
     rerun = httpx.get(results[1]["images"][0]["url"], timeout=30).content
     assert rerun == httpx.get(fresh["images"][0]["url"], timeout=30).content  # byte-identical, its seed
+
+
+SPLIT = ("worker_replicas=0", "prior_replicas=1", "decode_replicas=1", "prior_gpus=0", "decode_gpus=0")
+
+
+def noise_png(seed: int) -> str:
+    pixels = np.random.default_rng(seed).integers(0, 255, (64, 48, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return data_uri(buffer.getvalue())
+
+
+def images_of(client: httpx.Client, requests: dict[str, dict]) -> dict[str, bytes]:
+    """Each request (by queue path) submitted at once; each one's image once all completed."""
+    ids = {path: client.post(f"{QUEUE}{path}", json=r).json()["request_id"] for path, r in requests.items()}
+
+    def completed() -> bool:
+        return all(
+            client.get(f"{QUEUE}/requests/{i}/status").json()["status"] == "COMPLETED" for i in ids.values()
+        )
+
+    wait_for(completed, 180, "the jobs to complete")
+    found = {}
+    for path, request_id in ids.items():
+        (image,) = client.get(f"{QUEUE}/requests/{request_id}").json()["images"]
+        found[path] = httpx.get(image["url"], timeout=30).content
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_the_split_deployments_make_the_bytes_of_the_worker(ray_fleet) -> None:
+    """Last in this module: it replaces the application's Worker with the split pools."""
+    fleet, client = ray_fleet
+    requests = {"": body(201, *QUICK), "/image-to-image": {**body(202, *QUICK), "image_urls": [noise_png(5)]}}
+    before = images_of(client, requests)
+    old = {w["pid"] for w in client.get("/ready").json()["workers"]}  # the Worker replica(s), dead or alive
+
+    fleet.deploy(*SPLIT, "api_replicas=1", "api_cpus=0.5")
+
+    def replaced() -> bool:
+        new = [w for w in client.get("/ready").json()["workers"] if w["pid"] not in old]
+        return len([w for w in new if w["state"] in ("ready", "busy")]) == 2 and not any(map(alive, old))
+
+    wait_for(replaced, 240, "a PriorWorker and a DecodeWorker replica, and no Worker process left")
+    assert images_of(client, requests) == before

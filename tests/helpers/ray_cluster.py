@@ -80,7 +80,7 @@ class RayFleet:
                 if time.monotonic() > deadline or self.head.poll() is not None:
                     raise
                 time.sleep(1)
-        self._run("serve", "run", "--non-blocking", "glm_image_server.fleet.app:build", *build_args)
+        self.deploy(*build_args)
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{self.base_url}/ready", timeout=5).status_code == 200:
@@ -89,6 +89,10 @@ class RayFleet:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"the fleet was not ready in {timeout} s:\n{self.log()}")
+
+    def deploy(self, *build_args: str) -> None:
+        """`serve run --non-blocking glm_image_server.fleet.app:build ...`: (re)deploys the application."""
+        self._run("serve", "run", "--non-blocking", "glm_image_server.fleet.app:build", *build_args)
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""

@@ -1,8 +1,12 @@
 """The fleet on Ray Serve: API replicas (the FastAPI app as ingress, on CPUs) and worker replicas (one
-model each, a GPU each where there are GPUs), placed and restarted by Ray. This is only composition:
-every replica builds its part from the same Settings (GLM_IMAGE_* in its environment), and they meet in
-the shared job store (PostgreSQL) and object store (S3) — requests never travel between replicas through
-Ray, so a replica Ray restarts loses nothing the store's leases do not hand back.
+model, or one stage of it, each; a GPU each where there are GPUs), placed and restarted by Ray. This is only
+composition: every replica builds its part from the same Settings (GLM_IMAGE_* in its environment), and
+they meet in the shared job store (PostgreSQL) and object store (S3) — requests never travel between
+replicas through Ray, so a replica Ray restarts loses nothing the store's leases do not hand back.
+
+Workers come in three deployments, one per role: `Worker` (both stages, the whole model: a GPU with room
+for it), `PriorWorker` (the AR stage) and `DecodeWorker` (DiT, VAE, post), the last two a pool each that
+scales on its own stage's queue — prior on the queued images, decode on the jobs handed off and waiting.
 
 `serve run glm_image_server.fleet.app:build [key=value ...]` or `serve run deploy/ray-serve.yaml`.
 """
@@ -12,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI
 from ray import serve
@@ -20,9 +24,15 @@ from ray.serve.config import AutoscalingContext
 
 from ..api.app import create_app
 from ..config import Settings
+from ..store.contract import JobStore
 from ..worker.main import start_worker
 
 log = logging.getLogger("glm_image_server.fleet")
+WORKER_OPTIONS: dict[str, Any] = {
+    "health_check_period_s": 5,
+    "health_check_timeout_s": 30,
+    "graceful_shutdown_timeout_s": 30,
+}
 
 
 def api_app() -> FastAPI:
@@ -35,22 +45,28 @@ def api_app() -> FastAPI:
 class Api:
     """HTTP and WebSocket ingress; any replica answers for any job."""
 
-    def __init__(self, workers: Any = None) -> None:
-        self.workers = workers  # bound only so that one application deploys both
+    def __init__(self, *workers: Any) -> None:
+        self.workers = workers  # bound only so that one application deploys them all
 
 
-@serve.deployment(
-    name="Worker",
-    ray_actor_options={"num_cpus": 1, "num_gpus": 1},
-    health_check_period_s=5,
-    health_check_timeout_s=30,
-    graceful_shutdown_timeout_s=30,
-)
-class Worker:
-    """One model and its scheduler loop on a thread: claims batches from the store until stopped."""
+def queue_stats(store: JobStore) -> dict[str, float]:
+    """The prior stage's queue: queued images and the oldest queued job's age (the same for every
+    replica: it is the store's)."""
+    depth = store.queue_depth()
+    oldest = min((created for *_, created in depth), default=None)
+    return {
+        "queued_images": float(sum(images for _, _, images, _ in depth)),
+        "oldest_queued_s": 0.0 if oldest is None else time.time() - oldest,
+    }
+
+
+class RoleWorker:
+    """A worker of `role` and its scheduler loop on a thread: claims its stages' work until stopped."""
+
+    role: ClassVar[str] = "all"
 
     def __init__(self) -> None:
-        self.settings = Settings()
+        self.settings = Settings(role=self.role)  # the rest from GLM_IMAGE_* in the replica's environment
         self.worker = start_worker(self.settings)
 
     def check_health(self) -> None:
@@ -59,43 +75,81 @@ class Worker:
             raise RuntimeError(f"worker {self.worker.id} stopped running jobs")
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        """The queue, for `queue_policy`: the same for every replica (it is the store's)."""
-        depth = self.worker.store.queue_depth()
-        oldest = min((created for *_, created in depth), default=None)
-        return {
-            "queued_images": float(sum(images for _, _, images, _ in depth)),
-            "oldest_queued_s": 0.0 if oldest is None else time.time() - oldest,
-        }
+        """What this role's policy scales on (`queue_policy`)."""
+        return queue_stats(self.worker.store)
 
     def __del__(self) -> None:
         worker = getattr(self, "worker", None)
         if worker is not None:
-            worker.stop(timeout=10)  # its running jobs finish or go back to the queue with its lease
+            worker.stop(timeout=10)  # its running jobs finish or go back to their stage with its lease
+
+
+@serve.deployment(name="Worker", ray_actor_options={"num_cpus": 1, "num_gpus": 1}, **WORKER_OPTIONS)
+class Worker(RoleWorker):
+    """Both stages in one replica (the whole model on its GPU); scales on the queued images."""
+
+
+@serve.deployment(name="PriorWorker", ray_actor_options={"num_cpus": 1, "num_gpus": 1}, **WORKER_OPTIONS)
+class PriorWorker(RoleWorker):
+    """The AR stage: claims prior batches and hands their tokens off; scales on the queued images."""
+
+    role = "prior"
+
+
+@serve.deployment(name="DecodeWorker", ray_actor_options={"num_cpus": 1, "num_gpus": 1}, **WORKER_OPTIONS)
+class DecodeWorker(RoleWorker):
+    """DiT, VAE and the post stage, one handed-off job at a time; scales on the jobs waiting for it."""
+
+    role = "decode"
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """The decode stage's queue (`decode_policy`): jobs handed off, waiting for a decode worker."""
+        return {"decode_waiting": float(self.worker.store.decode_waiting())}
+
+
+def _replicas(ctx: AutoscalingContext, metric: str, per_replica: float) -> int:
+    """Enough replicas for the reported backlog (`per_replica` each), never fewer than are busy while
+    work waits, within the deployment's min and max."""
+    waiting = max(ctx.aggregated_metrics.get(metric, {}).values(), default=0.0)  # all report one store
+    busy = ctx.current_num_replicas if waiting else 0
+    wanted = max(busy, math.ceil(waiting / per_replica))
+    return max(ctx.capacity_adjusted_min_replicas, min(ctx.capacity_adjusted_max_replicas, wanted))
 
 
 def queue_policy(ctx: AutoscalingContext, images_per_worker: float = 8.0) -> tuple[int, dict]:
-    """Ray Serve autoscaling policy for the worker deployment: enough replicas for the queued images
-    (`images_per_worker` each, e.g. the batch size), within the deployment's min and max."""
-    metrics = ctx.aggregated_metrics.get("queued_images", {})
-    queued = max(metrics.values(), default=0.0)  # every replica reports the same store
-    busy = ctx.current_num_replicas if queued else 0
-    wanted = max(busy, math.ceil(queued / images_per_worker))
-    low, high = ctx.capacity_adjusted_min_replicas, ctx.capacity_adjusted_max_replicas
-    return max(low, min(high, wanted)), {}
+    """Ray Serve autoscaling policy for `Worker` and `PriorWorker`: one replica per `images_per_worker`
+    queued images (e.g. the batch size)."""
+    return _replicas(ctx, "queued_images", images_per_worker), {}
+
+
+def decode_policy(ctx: AutoscalingContext, jobs_per_worker: float = 2.0) -> tuple[int, dict]:
+    """Ray Serve autoscaling policy for `DecodeWorker`: one replica per `jobs_per_worker` jobs handed off
+    and waiting for a decode worker (each decodes one job at a time)."""
+    return _replicas(ctx, "decode_waiting", jobs_per_worker), {}
+
+
+def _pool(deployment: Any, replicas: int, gpus: float) -> Any:
+    return deployment.options(num_replicas=replicas, ray_actor_options={"num_cpus": 1, "num_gpus": gpus})
 
 
 def build(args: dict[str, str]) -> serve.Application:
     """The application, for `serve run glm_image_server.fleet.app:build key=value ...`: api_replicas (2),
-    worker_replicas (1), worker_gpus (1; 0 runs workers on CPUs), api_cpus (1)."""
-    workers = Worker.options(
-        num_replicas=int(args.get("worker_replicas", 1)),
-        ray_actor_options={"num_cpus": 1, "num_gpus": float(args.get("worker_gpus", 1))},
-    )
+    api_cpus (1); worker_replicas (1), prior_replicas (0), decode_replicas (0): the replicas of each
+    role's deployment (one left at 0 is not deployed); worker_gpus, prior_gpus, decode_gpus (1 each; 0 runs
+    them on CPUs). A split fleet: `worker_replicas=0 prior_replicas=1 decode_replicas=2`."""
+    pools = []
+    for deployment, role in ((Worker, "worker"), (PriorWorker, "prior"), (DecodeWorker, "decode")):
+        replicas = int(args.get(f"{role}_replicas", 1 if role == "worker" else 0))
+        if replicas > 0:
+            pools.append(_pool(deployment, replicas, float(args.get(f"{role}_gpus", 1))).bind())
+    if not pools:
+        raise ValueError("no workers: set worker_replicas, or prior_replicas and decode_replicas")
     api = Api.options(
         num_replicas=int(args.get("api_replicas", 2)),
         ray_actor_options={"num_cpus": float(args.get("api_cpus", 1))},
     )
-    return api.bind(workers.bind())
+    return api.bind(*pools)
 
 
-app = build({})  # `serve run deploy/ray-serve.yaml` imports this; its deployments section overrides
+app = build({})  # one Api pool and one Worker pool (whole-model GPUs); its deployments section overrides
+split = build({"worker_replicas": "0", "prior_replicas": "1", "decode_replicas": "1"})  # prior + decode

@@ -72,4 +72,6 @@ def ops_view(services: Services, owner: str | None, limit: int = 30) -> dict:
 def prometheus(services: Services) -> tuple[bytes, str]:
     """The metrics page: the processes' counters and histograms, and the queue by batch key. Blocking."""
     body, content_type = metrics.exposition()
-    return body + metrics.queue_exposition(services.store.queue_depth(), time.time()), content_type
+    store = services.store
+    queue = metrics.queue_exposition(store.queue_depth(), time.time(), store.decode_waiting())
+    return body + queue, content_type
