@@ -21,8 +21,9 @@ import httpx
 import torch
 from _common import ServerProcess, alternate
 
-from glm_image_server.config import EngineSettings, Settings
+from glm_image_server.config import Settings
 from glm_image_server.engine.loader import load_pipeline, quiet_library_logs
+from glm_image_server.slices import EngineSettings
 
 PROMPTS = [f"a shop sign that reads 'OPEN {i}' above a door, photo" for i in range(8)]
 

@@ -16,10 +16,11 @@ import sys
 import torch
 from _common import alternate, timed
 
-from glm_image_server.config import EngineSettings, Settings
+from glm_image_server.config import Settings
 from glm_image_server.core.request import GenerationRequest
 from glm_image_server.engine.engine import Engine
 from glm_image_server.engine.loader import load_pipeline, quiet_library_logs
+from glm_image_server.slices import EngineSettings
 
 PROMPTS = [f"a shop sign that reads 'OPEN {i}' above a door, photo" for i in range(8)]
 

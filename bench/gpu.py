@@ -33,10 +33,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from glm_image_server.config import EngineSettings, Settings
+from glm_image_server.config import Settings
 from glm_image_server.core.request import GenerationRequest
 from glm_image_server.engine.engine import Engine
 from glm_image_server.engine.loader import load_pipeline, quiet_library_logs
+from glm_image_server.slices import EngineSettings
 
 PROMPT = "a shop sign that reads 'OPEN' above a wooden door, warm evening light, photo"
 SECTIONS = ("sizes", "concurrency", "fast", "offload")

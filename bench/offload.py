@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from glm_image_server.config import EngineSettings, Settings
+from glm_image_server.config import Settings
 from glm_image_server.core.request import GenerationRequest
 from glm_image_server.engine.loader import load_engine
+from glm_image_server.slices import EngineSettings
 
 
 def requests(size: int, steps: int) -> list[tuple[GenerationRequest, list[Image.Image]]]:

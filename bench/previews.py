@@ -22,11 +22,12 @@ import numpy as np
 import torch
 from _common import timed
 
-from glm_image_server.config import EngineSettings, Settings
+from glm_image_server.config import Settings
 from glm_image_server.core.request import GenerationRequest
 from glm_image_server.core.results import Preview
 from glm_image_server.engine.engine import Engine
 from glm_image_server.engine.loader import load_pipeline, quiet_library_logs
+from glm_image_server.slices import EngineSettings
 from glm_image_server.store.sql import SqlJobStore
 from glm_image_server.worker.executor import encode_preview
 

@@ -30,12 +30,13 @@ from dataclasses import dataclass
 import torch
 from transformers import T5Config
 
-from glm_image_server.config import EngineSettings, Settings
+from glm_image_server.config import Settings
 from glm_image_server.engine import quantize
 from glm_image_server.engine.dit import denoise
 from glm_image_server.engine.full_size import Shapes, build_full_size_pipeline
 from glm_image_server.engine.loader import DTYPES, load_pipeline, quiet_library_logs
 from glm_image_server.engine.prior import PriorTokens, chat_inputs
+from glm_image_server.slices import EngineSettings
 
 PROMPT = "a shop sign that reads 'OPEN' above a wooden door, warm evening light, photo"
 

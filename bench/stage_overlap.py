@@ -15,10 +15,11 @@ import threading
 import torch
 from _common import alternate
 
-from glm_image_server.config import EngineSettings, Settings
+from glm_image_server.config import Settings
 from glm_image_server.core.request import GenerationRequest
 from glm_image_server.engine.loader import load_engine, quiet_library_logs
 from glm_image_server.engine.prior import PriorTokens, generate_prior_tokens
+from glm_image_server.slices import EngineSettings
 
 
 def main() -> int:

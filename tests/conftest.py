@@ -66,8 +66,8 @@ def tiny_settings(model_cache: Path):
 
 @pytest.fixture(scope="session")
 def pipe(tiny_settings):
-    from glm_image_server.config import EngineSettings
     from glm_image_server.engine.loader import load_pipeline
+    from glm_image_server.slices import EngineSettings
 
     return load_pipeline(EngineSettings.from_settings(tiny_settings))
 

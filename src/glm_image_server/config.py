@@ -1,30 +1,24 @@
-"""One settings object: environment variables GLM_IMAGE_*, overridden by CLI flags; and its slices.
+"""One settings object: environment variables GLM_IMAGE_*, overridden by CLI flags.
 
 Every tunable lives here, with its default and a description; the CLI's flags and docs/settings.md are
 generated from these fields (cli/flags.py), so a flag and its setting cannot drift apart. Components take
-a frozen `Slice` of the fields they read (below; the API process's in serving/), cut by the composition
-roots (the CLI, a worker's entry points, the services)."""
+a frozen `Slice` of the fields they read (slices.py; the API process's in serving/), cut by the
+composition roots (the CLI, a worker's entry points, the services)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .keys import NAME
+from .keys import no_empty_keys
 from .worker.plan import checked_workers
 
 # NudeNet's labels for exposed anatomy (safety.py); kept here so settings import nothing heavy.
-DEFAULT_LABELS = (
-    "FEMALE_GENITALIA_EXPOSED",
-    "MALE_GENITALIA_EXPOSED",
-    "FEMALE_BREAST_EXPOSED",
-    "BUTTOCKS_EXPOSED",
-    "ANUS_EXPOSED",
-)
+EXPOSED = ("FEMALE_GENITALIA", "MALE_GENITALIA", "FEMALE_BREAST", "BUTTOCKS", "ANUS")
+DEFAULT_LABELS = tuple(f"{part}_EXPOSED" for part in EXPOSED)
 
 
 class Settings(BaseSettings):
@@ -112,7 +106,7 @@ class Settings(BaseSettings):
         "comma-separated in the environment; '*' for any; default: none (same origin only)",
     )
     allow_unauthenticated: bool = Field(
-        default=False, description="serve a non-loopback address with no API keys configured"
+        default=False, description="serve a non-loopback address with no API keys"
     )
     ssl_certfile: Path | None = Field(default=None, description="serve HTTPS with this certificate (PEM)")
     ssl_keyfile: Path | None = Field(default=None, description="the certificate's private key (PEM)")
@@ -255,7 +249,7 @@ class Settings(BaseSettings):
     )
     ws_ping_interval_s: float = Field(default=20.0, gt=0, description="WebSocket ping interval")
     ws_ping_timeout_s: float = Field(
-        default=20.0, gt=0, description="a WebSocket whose ping is not answered this long is closed"
+        default=20.0, gt=0, description="a WebSocket ping unanswered this long closes it"
     )
 
     # URLs the server fetches (image inputs) or calls (webhooks).
@@ -271,7 +265,7 @@ class Settings(BaseSettings):
     )
     webhook_timeout_s: float = Field(default=15.0, gt=0, description="deadline of one webhook or upload call")
     webhook_max_attempts: int = Field(
-        default=10, ge=1, description="attempts per webhook or upload before giving up"
+        default=10, ge=1, description="attempts per webhook or upload, then none"
     )
     webhook_retry_base_s: float = Field(
         default=5.0, gt=0, description="first retry delay; doubles per attempt up to webhook_retry_max_s"
@@ -281,7 +275,7 @@ class Settings(BaseSettings):
         default=16, ge=1, description="webhook and upload calls in flight at once (one per destination)"
     )
     delivery_lease_s: float = Field(
-        default=120.0, gt=0, description="a webhook attempt is held by one API process this long"
+        default=120.0, gt=0, description="one API process holds a webhook attempt this long"
     )
     webhook_key_file: Path | None = Field(
         default=None,
@@ -300,13 +294,7 @@ class Settings(BaseSettings):
     @field_validator("api_keys")
     @classmethod
     def _no_empty_keys(cls, keys: list[str]) -> list[str]:
-        if any(not key.strip() for key in keys):
-            raise ValueError("an API key is empty (is the variable you passed unset?)")
-        for key in keys:
-            name, colon, secret = key.partition(":")
-            if colon and not secret.strip() and NAME.match(name):
-                raise ValueError(f"the API key named {name!r} is empty (is the variable you passed unset?)")
-        return keys
+        return no_empty_keys(keys)
 
     @property
     def files_dir(self) -> Path:
@@ -320,99 +308,3 @@ class Settings(BaseSettings):
     def tls_dir(self) -> Path:
         """Where `tls: self-signed` keeps its CA and server certificate."""
         return self.data_dir / "tls"
-
-
-class Slice:
-    """A component's part of the Settings, frozen: the fields it reads, named as in Settings (a list
-    becomes a tuple). Subclasses are frozen dataclasses."""
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Self:
-        values = {f.name: getattr(settings, f.name) for f in fields(cls)}
-        return cls(**{name: tuple(v) if isinstance(v, list) else v for name, v in values.items()})
-
-
-@dataclass(frozen=True)
-class EngineSettings(Slice):
-    """Loading and running the model (engine/loader.py)."""
-
-    model: str
-    device: str
-    dtype: str
-    cpu_offload: bool
-    quantize: str
-    offload: str
-    role: str
-    ar_fast_path: bool | None
-    batched_cfg: bool
-    vae_tiling: bool
-    cache_dir: Path
-    previews: int
-    torch_threads: int | None
-
-
-@dataclass(frozen=True)
-class WorkerSettings(Slice):
-    """A worker's leases, polls, batching and threads, and its supervisor's (worker/)."""
-
-    worker_id: str | None
-    role: str
-    workers: str | None
-    device: str
-    torch_threads: int | None
-    worker_restart_max_s: float
-    lease_s: float
-    heartbeat_s: float
-    idle_poll_s: float
-    cancel_poll_s: float
-    progress_interval_s: float
-    max_batch_size: int
-    batch_window_s: float
-    data_dir: Path
-    min_free_disk_mb: float
-
-
-@dataclass(frozen=True)
-class FetchSettings(Slice):
-    """Input URLs: which addresses, how big, how long (media/fetch.py)."""
-
-    allow_loopback_urls: bool
-    allow_private_urls: bool
-    fetch_timeout_s: float
-    fetch_max_bytes: int
-    fetch_max_redirects: int
-    input_max_pixels: int
-    tls: str | None
-    tls_dir: Path
-
-
-@dataclass(frozen=True)
-class PostSettings(Slice):
-    """The post stage's checkers (post/)."""
-
-    safety_checker: str
-    safety_threshold: float
-    safety_labels: tuple[str, ...]
-    text_checker: str
-    text_check_threads: int
-
-
-@dataclass(frozen=True)
-class PricingSettings(Slice):
-    """What a job costs (post/stage.py)."""
-
-    pricing: str
-    price_per_megapixel: float
-    price_per_gpu_second: float
-
-
-@dataclass(frozen=True)
-class DeliverySettings(Slice):
-    """Webhook and upload calls: deadline, retries, concurrency, leases (delivery/sender.py)."""
-
-    webhook_timeout_s: float
-    webhook_max_attempts: int
-    webhook_retry_base_s: float
-    webhook_retry_max_s: float
-    delivery_concurrency: int
-    delivery_lease_s: float

@@ -29,6 +29,17 @@ class ApiKey:
         return self.name or self.owner
 
 
+def no_empty_keys(keys: list[str]) -> list[str]:
+    """The configured keys, unless one is empty (an unset variable passed as a key, named or not)."""
+    if any(not key.strip() for key in keys):
+        raise ValueError("an API key is empty (is the variable you passed unset?)")
+    for key in keys:
+        name, colon, secret = key.partition(":")
+        if colon and not secret.strip() and NAME.match(name):
+            raise ValueError(f"the API key named {name!r} is empty (is the variable you passed unset?)")
+    return keys
+
+
 def owner_hash(secret: str) -> str:
     """A stable, non-reversible name for a key (what jobs record as their `owner`)."""
     return hashlib.sha256(secret.encode()).hexdigest()[:16]

@@ -77,7 +77,8 @@ def test_connection_drops_during_batches_fail_no_job(pg_app) -> None:
         return jobs if all(job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED) for job in jobs) else None
 
     jobs = wait_for(finished, 120, "every job to finish")
-    assert [(job.status, job.error) for job in jobs] == [(JobStatus.SUCCEEDED, None)] * len(ids)
+    outcomes = [(job.status, job.error) for job in jobs]
+    assert outcomes == [(JobStatus.SUCCEEDED, None)] * len(ids), [store.logs(job.id) for job in jobs]
     assert all(len(job.result.images) == 1 and job.attempts == 1 for job in jobs)
 
 

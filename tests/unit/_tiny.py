@@ -13,8 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def load_tiny(cache_dir: Path):
     """The tiny pipeline on the CPU, through the server's own loader."""
-    from glm_image_server.config import EngineSettings, Settings
+    from glm_image_server.config import Settings
     from glm_image_server.engine.loader import load_pipeline
+    from glm_image_server.slices import EngineSettings
 
     return load_pipeline(
         EngineSettings.from_settings(Settings(model="tiny", device="cpu", cache_dir=cache_dir))

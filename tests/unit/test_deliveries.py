@@ -15,10 +15,11 @@ from helpers.jobs import make_job
 from helpers.stores import raw_rows, sqlite_store
 from helpers.waiting import holds, wait_for
 
-from glm_image_server.config import DeliverySettings, Settings
+from glm_image_server.config import Settings
 from glm_image_server.core.job import Job, JobError, JobStatus
 from glm_image_server.delivery.sender import DeliverySender, Outgoing, RetryPolicy
 from glm_image_server.media.fetch import UrlGuard
+from glm_image_server.slices import DeliverySettings
 from glm_image_server.store.contract import JobStore
 
 

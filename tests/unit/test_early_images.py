@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from helpers.jobs import make_job
 
-from glm_image_server.config import FetchSettings, PricingSettings, Settings
+from glm_image_server.config import Settings
 from glm_image_server.core import transitions
 from glm_image_server.core.events import (
     JobEvent,
@@ -23,6 +23,7 @@ from glm_image_server.media.fetch import ImageFetcher
 from glm_image_server.media.references import ReferenceLoader
 from glm_image_server.media.storage import LocalStorage
 from glm_image_server.post.stage import PostContext
+from glm_image_server.slices import FetchSettings, PricingSettings
 from glm_image_server.worker.executor import LocalExecutor
 
 # Two images by default, decoded one after the other; run as Runware's jobs are (in the executor: running).

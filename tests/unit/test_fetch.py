@@ -9,9 +9,10 @@ import pytest
 from helpers.images import data_uri, png_bytes
 from helpers.serving import dripping
 
-from glm_image_server.config import FetchSettings, Settings
+from glm_image_server.config import Settings
 from glm_image_server.core.request import InvalidRequest
 from glm_image_server.media.fetch import BlockedUrl, ImageFetcher, UrlGuard
+from glm_image_server.slices import FetchSettings
 
 
 class fetcher:

@@ -118,8 +118,9 @@ def test_device_build_is_made_in_the_target_dtype_and_runs() -> None:
 
 def test_saved_copy_loads_as_a_model_directory(tmp_path: Path) -> None:
     """`save_full_size_pipeline` writes what `--model DIR` (loader.load_pipeline) reads back."""
-    from glm_image_server.config import EngineSettings, Settings
+    from glm_image_server.config import Settings
     from glm_image_server.engine.loader import load_pipeline
+    from glm_image_server.slices import EngineSettings
 
     directory = save_full_size_pipeline(tmp_path / "model", "cpu", dtype=torch.float32, shapes=small_shapes())
     settings = Settings(model=str(directory), device="cpu", cache_dir=tmp_path / "cache")

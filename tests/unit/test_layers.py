@@ -70,7 +70,7 @@ def test_post_knows_nothing_of_jobs_or_their_store() -> None:
 
 def test_the_engine_knows_nothing_of_jobs_storage_or_http() -> None:
     allowed = ("glm_image_server.engine", "glm_image_server.core.request", "glm_image_server.core.results")
-    allowed += ("glm_image_server.core.events", "glm_image_server.config")
+    allowed += ("glm_image_server.core.events", "glm_image_server.config", "glm_image_server.slices")
     for path in _modules("engine"):
         names = _imports(path)
         bad = {name for name in _project(names) if not name.startswith(allowed)}

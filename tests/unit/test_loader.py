@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from glm_image_server.config import EngineSettings, Settings
+from glm_image_server.config import Settings
 from glm_image_server.engine.loader import load_pipeline, resolve_placement
 from glm_image_server.engine.tiny import ensure_tiny_model
+from glm_image_server.slices import EngineSettings
 
 
 def test_cpu_defaults_to_float32_and_gpu_to_bfloat16() -> None:

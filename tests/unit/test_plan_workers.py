@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from glm_image_server.config import EngineSettings, Settings, WorkerSettings
+from glm_image_server.config import Settings
 from glm_image_server.core.job import WorkerInfo
+from glm_image_server.slices import EngineSettings, WorkerSettings
 from glm_image_server.worker.gpus import Gpu, given_gpus
 from glm_image_server.worker.plan import make_plan
 from glm_image_server.worker.supervisor import Supervisor, settings_env

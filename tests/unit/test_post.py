@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from glm_image_server.config import PricingSettings
 from glm_image_server.core.request import quoted_texts
 from glm_image_server.post.safety import NudeNetChecker, load_checker
 from glm_image_server.post.stage import cost
+from glm_image_server.slices import PricingSettings
 
 
 def test_nudenet_checker_directly() -> None:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from glm_image_server.config import FetchSettings, Settings
+from glm_image_server.config import Settings
 from glm_image_server.core.request import GenerationRequest, InvalidRequest, size_like
 from glm_image_server.engine.engine import Engine
 from glm_image_server.engine.references import MAX_ASPECT, crop_to_aspect, fitted_size
@@ -20,6 +20,7 @@ from glm_image_server.media.fetch import ImageFetcher
 from glm_image_server.media.inputs import decode_image
 from glm_image_server.media.references import ReferenceLoader
 from glm_image_server.media.storage import LocalStorage
+from glm_image_server.slices import FetchSettings
 
 REAL_BOUNDS = (512, 2048)  # the real processor's sides: min_pixels 512^2, max_pixels 2048^2
 TINY_BOUNDS = (32, 256)

@@ -15,12 +15,13 @@ from PIL import Image
 from transformers import GlmImageForConditionalGeneration, T5EncoderModel
 
 from glm_image_server.cli import main
-from glm_image_server.config import EngineSettings, Settings
+from glm_image_server.config import Settings
 from glm_image_server.engine.dit import LATENT_TOLERANCE, denoise
 from glm_image_server.engine.loader import ROLE_COMPONENTS, ar_fast_path, load_pipeline
 from glm_image_server.engine.offload import AR_ENTRY_POINTS, offload_mode, onload_on_call
 from glm_image_server.engine.prior import generate_prior_tokens
 from glm_image_server.engine.quantize import quantized_modules, tensor_bytes, weight_bytes
+from glm_image_server.slices import EngineSettings
 
 NEURAL = {
     "vision_language_encoder": GlmImageForConditionalGeneration,

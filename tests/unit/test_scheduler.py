@@ -14,10 +14,11 @@ from helpers.jobs import make_job
 from helpers.stores import sqlite_store
 from helpers.waiting import wait_for
 
-from glm_image_server.config import Settings, WorkerSettings
+from glm_image_server.config import Settings
 from glm_image_server.core.events import JobEvent, JobFailed, JobLog, JobProgress, JobSucceeded
 from glm_image_server.core.job import Claim, Job, JobError, JobStatus
 from glm_image_server.core.results import JobResult, StoredImage
+from glm_image_server.slices import WorkerSettings
 from glm_image_server.store.sql import SqlJobStore
 from glm_image_server.worker.executor import Interrupted
 from glm_image_server.worker.scheduler import Scheduler, _CancelFlags, progress_line

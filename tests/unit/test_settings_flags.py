@@ -11,18 +11,18 @@ import pytest
 
 from glm_image_server import cli
 from glm_image_server.cli import flags
-from glm_image_server.config import (
+from glm_image_server.config import Settings
+from glm_image_server.serving.admission import LimitsSettings
+from glm_image_server.serving.jobs import ServingSettings
+from glm_image_server.slices import (
     DeliverySettings,
     EngineSettings,
     FetchSettings,
     PostSettings,
     PricingSettings,
-    Settings,
     Slice,
     WorkerSettings,
 )
-from glm_image_server.serving.admission import LimitsSettings
-from glm_image_server.serving.jobs import ServingSettings
 from glm_image_server.worker.supervisor import settings_env
 
 SLICES = (

@@ -12,7 +12,7 @@ import pytest
 from helpers.doubles import ScoreByPixels
 from PIL import Image, ImageDraw, ImageFont
 
-from glm_image_server.config import PricingSettings, Settings
+from glm_image_server.config import Settings
 from glm_image_server.core.request import GenerationRequest, InvalidRequest, OutputSpec, with_candidates
 from glm_image_server.core.results import GenerationResult, SpanCheck, TextCheck
 from glm_image_server.media.storage import LocalStorage
@@ -24,6 +24,7 @@ from glm_image_server.post.text_check import (
     normalise,
     ranked,
 )
+from glm_image_server.slices import PricingSettings
 
 CJK_FONTS = (  # Debian's fonts-wqy-microhei, fonts-wqy-zenhei, fonts-noto-cjk
     "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",

@@ -16,9 +16,10 @@ import pytest
 from helpers.images import png_bytes
 
 from glm_image_server.cli import main
-from glm_image_server.config import FetchSettings, Settings
+from glm_image_server.config import Settings
 from glm_image_server.core.request import InvalidRequest
 from glm_image_server.media.fetch import ImageFetcher
+from glm_image_server.slices import FetchSettings
 from glm_image_server.tls import ensure_self_signed, server_names
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from ..config import EngineSettings, PostSettings, PricingSettings, Settings
+from ..config import Settings
 from ..core.request import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS_CLI,
@@ -31,6 +31,7 @@ from ..core.request import (
 from ..core.results import JobResult, Progress
 from ..media.encode import EXTENSIONS
 from ..media.storage import LocalStorage, Storage
+from ..slices import EngineSettings, PostSettings, PricingSettings
 from .flags import MODEL_FLAGS, TINY_NOTICE, add_settings_flags, check_device, settings_from
 
 log = logging.getLogger("glm_image_server")

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import httpx
 
-from ..config import DeliverySettings
 from ..core.job import Job
 from ..media.fetch import BlockedUrl, UrlGuard
+from ..slices import DeliverySettings
 from ..store.contract import Delivery, JobStore, StoreUnavailable
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..config import EngineSettings
+from ..slices import EngineSettings
 from .offload import check_offload, offload_mode, place, uses_cuda_graphs_safely
 from .quantize import check_quantize, quantize_pipeline
 

@@ -18,8 +18,8 @@ from urllib.parse import unquote_to_bytes, urljoin
 import httpx
 from PIL import Image
 
-from ..config import FetchSettings
 from ..core.request import InvalidRequest
+from ..slices import FetchSettings
 from ..tls import SelfSigned, trusting_context
 from .inputs import decode_image
 

@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass
 from PIL import Image
 
 from .. import metrics
-from ..config import PostSettings, PricingSettings
 from ..core.request import OutputSpec, quoted_texts
 from ..core.results import FinishedImage, GenerationResult, JobResult, StoredImage, TextCheck
 from ..media.encode import CONTENT_TYPES, EXTENSIONS, encode_image
 from ..media.storage import Storage
+from ..slices import PostSettings, PricingSettings
 from .safety import SafetyChecker, load_checker
 from .text_check import TextChecker, load_text_checker, ranked
 

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Slice
 from ..media.storage import DiskSpace
+from ..slices import Slice
 from ..store.contract import Caps, OverCap
 
 

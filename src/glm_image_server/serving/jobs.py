@@ -24,7 +24,6 @@ import anyio
 from pydantic import BaseModel
 
 from .. import metrics
-from ..config import Slice
 from ..core.job import Job, JobError, JobStatus, LiveState, LogEntry
 from ..core.request import GenerationRequest, OutputSpec
 from ..core.results import StoredImage
@@ -32,6 +31,7 @@ from ..keys import owner_label
 from ..media.fetch import BlockedUrl, UrlGuard
 from ..media.own_files import OwnFiles
 from ..media.storage import Storage
+from ..slices import Slice
 from ..store.contract import CancelOutcome, JobStore, OverCap, StoreUnavailable
 from .admission import Admission, Refused
 from .changes import ChangeFeed

@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..config import DeliverySettings, FetchSettings, Settings
+from ..config import Settings
 from ..delivery.sender import DeliverySender, Renderer
 from ..media.fetch import ImageFetcher, UrlGuard
 from ..media.own_files import OwnFiles
 from ..media.storage import Storage, open_storage
 from ..signing import SigningKey
+from ..slices import DeliverySettings, FetchSettings
 from ..store import open_store
 from ..store.contract import JobStore, SessionStore
 from ..worker.main import start_worker, supervise

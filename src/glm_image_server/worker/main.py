@@ -10,11 +10,12 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from ..config import EngineSettings, FetchSettings, PostSettings, PricingSettings, Settings, WorkerSettings
+from ..config import Settings
 from ..media.fetch import ImageFetcher
 from ..media.references import ReferenceLoader
 from ..media.storage import open_storage
 from ..post.stage import load_post
+from ..slices import EngineSettings, FetchSettings, PostSettings, PricingSettings, WorkerSettings
 from ..store import open_store
 from ..store.contract import JobStore
 from .executor import LocalExecutor

@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .. import metrics
-from ..config import WorkerSettings
 from ..core import transitions as move
 from ..core.events import (
     JobEvent,
@@ -40,11 +40,13 @@ from ..core.events import (
 from ..core.handoff import Handoff
 from ..core.job import Job, JobStatus
 from ..media.storage import DiskSpace
+from ..slices import WorkerSettings
 from ..store.contract import JobStore, StoreUnavailable
 from .executor import Executor, Interrupted
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 MAX_PREPARING = 4
 RECORD_BACKOFF_S = 2.0
 STAGE_UNITS = {"ar": "AR: {} tokens", "dit": "DiT: {} steps", "vae": "VAE: {} images decoded"}
@@ -236,8 +238,8 @@ class Scheduler:
         batch = _Batch(jobs, _ProgressThrottle(self.settings.progress_interval_s))
         for job in jobs:
             handoff = None
-            if job.stage == "decode":
-                if (stored := self.store.handoff(job.id)) is None:
+            if job.stage == "decode":  # read as a write is recorded: through a store fault, not around it
+                if (stored := self._until_recorded(job.id, lambda j=job: self.store.handoff(j.id))) is None:
                     raise RuntimeError(f"job {job.id} is in its decode stage without a handoff")
                 handoff = Handoff.from_bytes(stored)
             future = self.executor.prepare(job, lambda event: self._record(event, batch), handoff)
@@ -328,10 +330,11 @@ class Scheduler:
         else:
             log.warning("job %s was no longer held by %s; its result was dropped", job.id, self.worker_id)
 
-    def _until_recorded(self, job_id: str, write: Callable[[], bool]) -> bool:
-        """A job's outcome (its images are saved already) is written when the store takes it: a store
-        fault holds it and retries, backing off up to RECORD_BACKOFF_S, and never costs the job an
-        attempt. Only a stopping worker gives up (raising): the job's lease then sends it back."""
+    def _until_recorded(self, job_id: str, write: Callable[[], T]) -> T:
+        """A job's outcome (its images are saved already) or handoff is written, and a decode stage's
+        handoff read, when the store takes it: a store fault holds it and retries, backing off up to
+        RECORD_BACKOFF_S, and never costs the job an attempt. Only a stopping worker gives up (raising):
+        the job's lease then sends it back."""
         delay = 0.05
         while True:
             try:
@@ -341,7 +344,7 @@ class Scheduler:
                     raise
                 if delay == 0.05:
                     log.error(
-                        "could not record job %s's outcome (%s); retrying until the store is back",
+                        "could not reach the store for job %s (%s); retrying until it is back",
                         job_id,
                         exc,
                     )

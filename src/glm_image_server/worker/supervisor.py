@@ -19,8 +19,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..config import Settings, WorkerSettings
+from ..config import Settings
 from ..core.job import Role, WorkerInfo
+from ..slices import WorkerSettings
 from ..store.contract import JobStore
 from .plan import Plan, PlanEntry
 

@@ -11,8 +11,8 @@ import socket
 import threading
 import time
 
-from ..config import WorkerSettings
 from ..core.job import Job, WorkerInfo, WorkerState
+from ..slices import WorkerSettings
 from ..store.contract import JobStore, StoreUnavailable
 from .executor import Executor
 from .scheduler import Scheduler
