@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-ENGINE_CALLS = Counter("glm_image_engine_calls", "Engine.generate calls (one per batch of requests)")
+ENGINE_CALLS = Counter("glm_image_engine_calls", "AR batches run (one prior-stage engine call per batch)")
 IMAGES = Counter("glm_image_images_generated", "Images generated")
 # `key`: the submitting key's name (or hash) — one value per configured key, `-` without keys.
 JOBS_SUBMITTED = Counter("glm_image_jobs_submitted", "Jobs accepted", ["api", "key"])

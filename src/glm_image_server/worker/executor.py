@@ -191,7 +191,6 @@ class LocalExecutor:
         tokens = PriorTokens.from_numpy(
             handoff.token_ids, handoff.image_token_ids, handoff.image_grids, self.engine.device
         )
-        metrics.ENGINE_CALLS.inc()
         try:
             generated = self.engine.decode(
                 p.request,

@@ -154,14 +154,13 @@ class Scheduler:
     def _claim(self) -> list[Job]:
         if self._unreleased and not self._release(self._unreleased):
             return []
-        if not self._can_take_work():
-            return []
         self._take_back_expired()
         lease_s, role = self.settings.lease_s, self.settings.role
+        # A started job goes on whatever the disk: on a full one it fails saying so, instead of waiting.
         waiting = role != "prior" and self.store.decode_waiting()
         if waiting and (jobs := self.store.claim_batch(self.worker_id, 1, lease_s, "decode")):
             return jobs
-        if role == "decode" or (head := self.store.oldest_queued()) is None:
+        if role == "decode" or not self._can_take_work() or (head := self.store.oldest_queued()) is None:
             return []
         gather = head.created_at + self.settings.batch_window_s - time.time()
         if gather > 0:
@@ -186,7 +185,8 @@ class Scheduler:
                 log.info("the job store is back")
 
     def _can_take_work(self) -> bool:
-        """No new jobs while the disk is too full to keep their images; says so once, and when it ends."""
+        """No new jobs (prior batches) while the disk is too full to keep their images; says so once, and
+        when it ends."""
         problem = self.disk.problem()
         if problem != self._paused_for:
             if problem:
