@@ -15,6 +15,7 @@ from helpers.stores import sqlite_store
 from helpers.waiting import wait_for
 
 from glm_image_server.config import Settings
+from glm_image_server.core import transitions
 from glm_image_server.core.events import JobEvent, JobFailed, JobLog, JobProgress, JobSucceeded
 from glm_image_server.core.job import Claim, Job, JobError, JobStatus
 from glm_image_server.core.results import JobResult, StoredImage
@@ -446,3 +447,18 @@ def test_an_executor_that_breaks_does_not_kill_the_worker_or_strand_its_jobs(tmp
     retried = store.get(broken.id)
     assert (retried.status, retried.attempts) == (JobStatus.SUCCEEDED, 2)  # run again, with its seed
     assert any("the executor failed" in entry.message for entry in store.logs(broken.id))
+
+
+def test_a_decode_stage_whose_tokens_cannot_be_read_fails_instead_of_staying_claimed(tmp_path, store):
+    """A handoff that does not parse is a bug, never a fault: the job fails saying why; it is not left
+    claimed by a live worker whose heartbeat would renew it forever."""
+    job = make_job()
+    store.create(job)
+    (claimed,) = claim(store)
+    assert store.hand_off(job.id, b"not an npz", transitions.claim_of(claimed))
+    executor = FakeExecutor()
+    with Running(Scheduler(store, executor, settings_for(tmp_path, role="decode"), WORKER)):
+        wait_for(finished(store, job), 5, "the job to end")
+    failed = store.get(job.id)
+    assert failed.status == JobStatus.FAILED and "prior tokens could not be read" in failed.error.message
+    assert executor.batches == []

@@ -2,20 +2,22 @@
 waits, running, for a decode worker; a decode claim that ends (released, lease expired) sends the job
 back to the decode wait with its tokens, never to the AR queue; only the current claim of the current
 stage may hand off or finish; each stage counts its own attempts; a cancel while the job waits for its
-decode stage ends it at once; and the handoff's bytes round-trip exactly."""
+decode stage ends it at once, and one flagged during the AR stage ends at its handoff; the queued cap
+counts jobs waiting for their decode stage; and the handoff's bytes round-trip exactly."""
 
 from __future__ import annotations
 
 import time
 
 import numpy as np
+import pytest
 from helpers.jobs import make_job
 
 from glm_image_server.core import transitions
 from glm_image_server.core.handoff import Handoff
 from glm_image_server.core.job import Job, JobStatus
 from glm_image_server.core.results import JobResult
-from glm_image_server.store.contract import JobStore
+from glm_image_server.store.contract import Caps, JobStore, OverCap
 
 TOKENS = Handoff("a 'CAFE' sign, expanded", np.arange(32).reshape(2, 16), timings={"ar": 1.25}, handed_at=5.0)
 
@@ -127,3 +129,24 @@ def test_handoff_bytes_round_trip_an_edit_exactly():
     for name in ("token_ids", "image_token_ids", "image_grids"):
         assert np.array_equal(getattr(back, name), getattr(handoff, name))
     assert len(handoff.to_bytes()) < 3 * 4096 * 4  # compact: under the raw int32 bytes of the tokens
+
+
+def test_a_cancel_flagged_during_the_ar_stage_ends_the_job_at_its_handoff(backend):
+    store = backend.open(max_attempts=3)
+    job = make_job()
+    store.create(job)
+    (claimed,) = store.claim_batch("w1", 8, 30)
+    assert store.request_cancel(job.id) == "requested"
+    assert store.hand_off(job.id, TOKENS.to_bytes(), transitions.claim_of(claimed))
+    cancelled = store.get(job.id)
+    assert cancelled.status == JobStatus.CANCELLED and "AR stage" in cancelled.error.message
+    assert store.decode_waiting() == 0 and store.handoff(job.id) is None
+
+
+def test_the_queued_cap_counts_jobs_waiting_for_their_decode_stage(backend):
+    """Prior workers must not drain the capped queue into an uncapped decode wait."""
+    store = backend.open(max_attempts=3)
+    handed_off(store)
+    with pytest.raises(OverCap):
+        store.create(make_job(), Caps(queued=1, per_owner=100))
+    assert store.create(make_job(), Caps(queued=2, per_owner=100))

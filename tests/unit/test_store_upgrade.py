@@ -140,6 +140,8 @@ def test_a_database_of_the_last_release_gains_the_stage_columns(backend):
         for column in ("stage", "handoff"):
             conn.exec_driver_sql(f"ALTER TABLE jobs DROP COLUMN {column}")
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
+        old_key = "UPDATE jobs SET batch_key = '128x64/10/1.5/0' WHERE status = 'queued'"  # 0001's key
+        conn.exec_driver_sql(old_key)
     store.close()
     store = backend.open(max_attempts=3)
     try:
@@ -148,6 +150,7 @@ def test_a_database_of_the_last_release_gains_the_stage_columns(backend):
         assert store.get(claimed.id) == claimed and claimed.stage == "prior"
         (other,) = [job for job in (queued, running) if job.id != claimed.id]
         assert store.get(other.id) == other
+        assert [key for key, *_ in store.queue_depth()] == ["128x64/0"]  # the AR stage's key now
         tokens = Handoff("p", np.zeros((1, 16), dtype=np.int64))
         assert store.hand_off(claimed.id, tokens.to_bytes(), transitions.claim_of(claimed))
         (decoding,) = store.claim_batch("w2", 8, 30, stage="decode")

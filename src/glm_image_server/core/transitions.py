@@ -12,6 +12,7 @@ from .results import FinishedImage, JobResult
 CANCELLED_BEFORE_START = JobError(kind="cancelled", message="cancelled before it started")
 CANCELLED_WHILE_STOPPED = JobError(kind="cancelled", message="cancelled while its worker stopped")
 CANCELLED_BEFORE_DECODE = JobError(kind="cancelled", message="cancelled while it waited for its decode stage")
+CANCELLED_DURING_AR = JobError(kind="cancelled", message="cancelled during its AR stage")
 PRIORITY_RANK: dict[Priority, int] = {"normal": 0, "low": 1}  # the stores' `priority` column: lower first
 
 

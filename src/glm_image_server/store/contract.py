@@ -34,9 +34,10 @@ class StoreUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Caps:
-    """The most queued jobs in all, and unfinished (queued or running) jobs per owner, that `create`
-    lets stand: counted and inserted in one transaction that holds the store's admission lock, so the
-    caps hold under any concurrency, across every API process of the store."""
+    """The most jobs waiting for a worker in all (queued, or handed off and waiting for their decode
+    stage), and unfinished (queued or running) jobs per owner, that `create` lets stand: counted and
+    inserted in one transaction that holds the store's admission lock, so the caps hold under any
+    concurrency, across every API process of the store."""
 
     queued: int
     per_owner: int
@@ -151,7 +152,8 @@ class JobStore(Protocol):
 
     def hand_off(self, job_id: str, handoff: bytes, claim: Claim) -> bool:
         """The prior stage under `claim` is done: store its handoff (core/handoff.py) with the job, which
-        waits for a decode worker. False (nothing written) when the claim no longer holds the job."""
+        waits for a decode worker; a job flagged for cancelling meanwhile is cancelled instead. False
+        (nothing written) when the claim no longer holds the job."""
 
     def handoff(self, job_id: str) -> bytes | None:
         """The stored handoff of a job in its decode stage."""

@@ -52,6 +52,7 @@ DECODE_HEAD = (
     BODY.where(WAITING_DECODE).order_by(J.priority, J.seq).limit(1).with_for_update(skip_locked=True)
 )
 DECODE_WAITING = select(func.count()).where(WAITING_DECODE)
+BACKLOG = select(func.count()).where(or_(QUEUED, WAITING_DECODE))  # waiting for a worker of either stage
 HANDOFF = select(J.handoff).where(J.id == JOB)
 LATE = BODY.where(QUEUED, J.start_by < NOW).with_for_update(skip_locked=True)
 LEASE_ENDED = BODY.where(RUNNING, J.lease_until < NOW).with_for_update(skip_locked=True)
@@ -275,6 +276,9 @@ class SqlJobStore:
             job = Job.model_validate_json(body) if body is not None else None
             if job is None or job.status.finished or not move.held_by(job, claim):
                 return False
+            if job.cancel_requested:  # flagged during the AR stage: it ends here, not in the decode wait
+                self._finish(tx, job, JobStatus.CANCELLED, move.CANCELLED_DURING_AR)
+                return True
             self._save(tx, move.handed_off(job), handoff=handoff)
             tx.changed(job.id, "queued")
             return True
@@ -393,7 +397,7 @@ class SqlJobStore:
 
 
 def _check_caps(tx: _Tx, owner: str | None, caps: Caps) -> None:
-    if tx.run(QUEUED_COUNT).scalar_one() > caps.queued:
+    if tx.run(BACKLOG).scalar_one() > caps.queued:
         raise OverCap("queued", caps.queued)
     if owner is not None and tx.run(UNFINISHED, {"owner": owner}).scalar_one() > caps.per_owner:
         raise OverCap("per_owner", caps.per_owner)

@@ -100,10 +100,14 @@ class LocalExecutor:
         references: ReferenceLoader,
         post: PostContext,
         expander: PromptExpander | None = None,
+        keep_references: bool = True,
     ) -> None:
+        """`keep_references`: keep a handed-off job's decoded references for its decode stage (a worker
+        that runs both stages; a prior-only one would keep them for nothing)."""
         self.engine, self.references, self.post, self.expander = engine, references, post, expander
         self._preparing = ThreadPoolExecutor(max_workers=PREPARE_THREADS, thread_name_prefix="prepare")
-        self._kept: dict[str, tuple[Image.Image, ...]] = {}  # a role-all worker's references, by job
+        self.keep_references = keep_references
+        self._kept: dict[str, tuple[Image.Image, ...]] = {}  # references by job, for their decode stage
 
     def prepare(self, job: Job, emit: EventSink, handoff: Handoff | None = None) -> Future[_Prepared | None]:
         """Jobs with nothing to fetch or expand are ready at once; the others get a thread each (the
@@ -167,7 +171,7 @@ class LocalExecutor:
                 emit(JobHandedOff(p.job.id, self._handoff(p, prior)))
 
     def _handoff(self, p: _Prepared, prior: PriorResult) -> Handoff:
-        if p.references:
+        if p.references and self.keep_references:
             self._kept[p.job.id] = p.references
             while len(self._kept) > KEPT_REFERENCES:
                 del self._kept[next(iter(self._kept))]

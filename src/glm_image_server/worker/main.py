@@ -49,7 +49,7 @@ def build_executor(settings: Settings, engine: Engine | None = None) -> LocalExe
             settings.expansion_api_key,
             settings.expansion_timeout_s,
         )
-    return LocalExecutor(engine, references, post, expander)
+    return LocalExecutor(engine, references, post, expander, keep_references=settings.role == "all")
 
 
 def _loading(settings: Settings, store: JobStore) -> Worker:

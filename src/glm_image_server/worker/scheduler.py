@@ -38,7 +38,7 @@ from ..core.events import (
     JobSucceeded,
 )
 from ..core.handoff import Handoff
-from ..core.job import Job, JobStatus
+from ..core.job import Job, JobError, JobStatus
 from ..media.storage import DiskSpace
 from ..slices import WorkerSettings
 from ..store.contract import JobStore, StoreUnavailable
@@ -221,7 +221,8 @@ class Scheduler:
                     self._run(ready)
                     continue
                 if len(self._preparing) < MAX_PREPARING and (jobs := self._claim()):
-                    self._preparing.append(self._start(jobs))
+                    if (batch := self._start(jobs)).jobs:  # none: each failed before it could start
+                        self._preparing.append(batch)
                     continue
             except StoreUnavailable as exc:
                 self.store_state(exc)
@@ -235,17 +236,32 @@ class Scheduler:
             self._release("the worker was stopped")
 
     def _start(self, jobs: list[Job]) -> _Batch:
+        handoffs = {job.id: self._stored_handoff(job) for job in jobs if job.stage == "decode"}
+        jobs = [job for job in jobs if job.stage == "prior" or handoffs[job.id] is not None]
         batch = _Batch(jobs, _ProgressThrottle(self.settings.progress_interval_s))
         for job in jobs:
-            handoff = None
-            if job.stage == "decode":  # read as a write is recorded: through a store fault, not around it
-                if (stored := self._until_recorded(job.id, lambda j=job: self.store.handoff(j.id))) is None:
-                    raise RuntimeError(f"job {job.id} is in its decode stage without a handoff")
-                handoff = Handoff.from_bytes(stored)
-            future = self.executor.prepare(job, lambda event: self._record(event, batch), handoff)
+            future = self.executor.prepare(
+                job, lambda event: self._record(event, batch), handoffs.get(job.id)
+            )
             future.add_done_callback(lambda _f: self._wake.set())
             batch.prepared.append(future)
         return batch
+
+    def _stored_handoff(self, job: Job) -> Handoff | None:
+        """A decode stage's handoff, read through store faults as outcomes are written. One missing or
+        unreadable (a bug, never a fault) fails its job, which would otherwise stay claimed by a live
+        worker: None then."""
+        try:
+            if (stored := self._until_recorded(job.id, lambda: self.store.handoff(job.id))) is None:
+                raise ValueError("none is stored")
+            return Handoff.from_bytes(stored)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            log.exception("job %s: its prior tokens could not be read", job.id)
+            error = JobError(kind="internal", message=f"its prior tokens could not be read: {exc}")
+            self._finish(job, JobStatus.FAILED, error=error)
+            return None
 
     def run_batch(self, jobs: list[Job]) -> None:
         """Prepare and run one claimed batch, waiting for its inputs (the loop does not wait: `run`)."""
