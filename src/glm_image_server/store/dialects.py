@@ -4,7 +4,8 @@ sync at commit unless `durable=False`; PostgreSQL: a pinged pool, reads autocomm
 (`skip_locked` renders on PostgreSQL only); wake-ups (PostgreSQL: NOTIFY in the transaction, LISTEN to
 `subscribe`; SQLite: the wake bus of store/wakeups.py after the commit, or readers poll the change log);
 the locks that let processes starting together migrate once and submissions count against the queue caps
-one at a time (PostgreSQL: advisory; SQLite: the write lock).
+one at a time (PostgreSQL: advisory; SQLite: the write lock). `Tx` is what a write hands sql.py: its
+connection and the notices it sends when it commits.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, Executable, create_engine, event, make_url, text
 from sqlalchemy.dialects import sqlite
 
 from .contract import Channel
@@ -31,6 +33,20 @@ LOCKS: dict[Lock, int] = {"schema": 0x61_6D_67_6C, "admission": 0x61_64_6D_74}  
 # take 2 s, a free one from a busy pool 10 s, then the store is unavailable (a 503).
 POOL = {"pool_pre_ping": True, "pool_timeout": 10, "connect_args": {"connect_timeout": 2}}
 LIVE_WAKE_S = 0.05  # a live write (progress, logs, previews) wakes other processes this late at most
+
+
+@dataclass
+class Tx:
+    """A write transaction (sql.py's statements run in it) and the notices it makes (sent at commit)."""
+
+    conn: Connection
+    notices: dict[Notice, None]
+
+    def run(self, statement: Executable, params: Any = None) -> Any:
+        return self.conn.execute(statement, params)
+
+    def changed(self, job_id: str, channel: Channel = "changes") -> None:
+        self.notices[(channel, job_id)] = None
 
 
 class Dialect:

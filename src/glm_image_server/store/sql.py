@@ -10,17 +10,16 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Executable, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Executable, and_, bindparam, delete, func, insert, or_, select, update
 
 from ..core import transitions as move
 from ..core.job import Claim, Job, JobError, JobStage, JobStatus, LiveState, LogEntry, LogLevel, WorkerInfo
 from ..core.request import Stage
 from ..core.results import FinishedImage, JobResult, PreviewImage
 from .contract import CancelOutcome, Caps, Changes, Channel, Delivery, OverCap, Requeued, SessionJob
-from .dialects import Dialect, Notice, PostgresDialect
+from .dialects import Dialect, Notice, PostgresDialect, Tx
 from .faults import unavailable_as_such
 from .migrations import migrate
 from .schema import JOB_TABLES, changes, deliveries, job_live, job_logs, job_row, jobs, session_jobs, workers
@@ -86,20 +85,6 @@ PART_DONE = DELIVERY.values(parts_done=D.parts_done + 1)
 ATTEMPTED = DELIVERY.values(attempts=D.attempts + 1, lease_until=None)  # SET also: next_at, and more
 
 
-@dataclass
-class _Tx:
-    """A write transaction and the notices it makes (sent when it commits)."""
-
-    conn: Connection
-    notices: dict[Notice, None]
-
-    def run(self, statement: Executable, params: Any = None) -> Any:
-        return self.conn.execute(statement, params)
-
-    def changed(self, job_id: str, channel: Channel = "changes") -> None:
-        self.notices[(channel, job_id)] = None
-
-
 class SqlJobStore:
     """`JobStore` and `SessionStore` (contract.py) on `sqlite:///<path>` or `postgresql://...`."""
 
@@ -117,12 +102,12 @@ class SqlJobStore:
         self._heartbeat = _upsert(new, workers, "id", "body")
 
     @contextmanager
-    def _write(self, durable: bool = True, live: bool = False) -> Iterator[_Tx]:
+    def _write(self, durable: bool = True, live: bool = False) -> Iterator[Tx]:
         """A write transaction; `durable=False` skips the fsync (dialects.py); `live`: a running job's
         progress, log lines or previews, whose wake-ups may wait a little (dialects.py)."""
         notices: dict[Notice, None] = {}
         with unavailable_as_such(), self.dialect.write(durable, notices, live) as conn:
-            yield _Tx(conn, notices)
+            yield Tx(conn, notices)
             now = time.time()
             if changed := [{"job_id": job, "at": now} for channel, job in notices if channel == "changes"]:
                 conn.execute(ADD_CHANGES, changed)
@@ -143,7 +128,7 @@ class SqlJobStore:
     def _jobs(self, statement: Executable, **params: Any) -> list[Job]:
         return [Job.model_validate_json(body) for (body,) in self._read(statement, **params)]
 
-    def _save(self, tx: _Tx, job: Job, lease_until: float | None = None, **also: Any) -> None:
+    def _save(self, tx: Tx, job: Job, lease_until: float | None = None, **also: Any) -> None:
         row = job_row(job)  # `id` is named `job` in WHERE; `also`: other columns (the handoff)
         tx.run(SAVE, {"job": row.pop("id"), **row, "lease_until": lease_until, **also})
         tx.changed(job.id)
@@ -209,7 +194,7 @@ class SqlJobStore:
         with self._write() as tx:
             return self._expire_starts(tx, now)
 
-    def _expire_starts(self, tx: _Tx, now: float) -> int:
+    def _expire_starts(self, tx: Tx, now: float) -> int:
         late = [Job.model_validate_json(body) for body in tx.run(LATE, {"now": now}).scalars()]
         for job in late:
             error = move.start_missed(job)
@@ -229,7 +214,7 @@ class SqlJobStore:
         with self._write() as tx:
             return self._requeue(tx, LEASE_ENDED, {"now": now}, STOPPED_ANSWERING)
 
-    def _requeue(self, tx: _Tx, held: Executable, params: dict[str, Any], reason: str) -> Requeued:
+    def _requeue(self, tx: Tx, held: Executable, params: dict[str, Any], reason: str) -> Requeued:
         requeued = failed = 0
         for job in [Job.model_validate_json(body) for body in tx.run(held, params).scalars()]:
             if ending := move.interrupted(job, self.max_attempts, reason):
@@ -244,7 +229,7 @@ class SqlJobStore:
         return Requeued(requeued, failed)
 
     def _finish(
-        self, tx: _Tx, job: Job, status: JobStatus, error: JobError | None, result: JobResult | None = None
+        self, tx: Tx, job: Job, status: JobStatus, error: JobError | None, result: JobResult | None = None
     ) -> None:
         done = move.finished(job, status, result, error, time.time())
         self._save(tx, done, handoff=None)
@@ -284,8 +269,7 @@ class SqlJobStore:
             return True
 
     def handoff(self, job_id: str) -> bytes | None:
-        found = self._read(HANDOFF, job=job_id)
-        return bytes(found[0][0]) if found and found[0][0] is not None else None
+        return next((bytes(data) for (data,) in self._read(HANDOFF, job=job_id) if data is not None), None)
 
     def decode_waiting(self) -> int:
         return self._read(DECODE_WAITING)[0][0]
@@ -308,7 +292,7 @@ class SqlJobStore:
         found = self._read(CANCEL_FLAG, job=job_id)
         return bool(found and found[0][0])
 
-    def _log(self, tx: _Tx, job_id: str, level: LogLevel, message: str) -> None:
+    def _log(self, tx: Tx, job_id: str, level: LogLevel, message: str) -> None:
         tx.run(ADD_LOG, {"job_id": job_id, "timestamp": time.time(), "level": level, "message": message})
         tx.changed(job_id)
 
@@ -396,7 +380,7 @@ class SqlJobStore:
         self._run(ATTEMPTED, delivery=delivery_id, last_error=error, next_at=retry_at)
 
 
-def _check_caps(tx: _Tx, owner: str | None, caps: Caps) -> None:
+def _check_caps(tx: Tx, owner: str | None, caps: Caps) -> None:
     if tx.run(BACKLOG).scalar_one() > caps.queued:
         raise OverCap("queued", caps.queued)
     if owner is not None and tx.run(UNFINISHED, {"owner": owner}).scalar_one() > caps.per_owner:
