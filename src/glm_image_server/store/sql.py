@@ -248,18 +248,20 @@ class SqlJobStore:
         claim: Claim | None = None,
     ) -> bool:
         with self._write() as tx:
-            body = tx.run(GET_LOCKED, {"job": job_id}).scalar()
-            job = Job.model_validate_json(body) if body is not None else None
-            if job is None or job.status.finished or not move.held_by(job, claim):
+            if (job := self._held(tx, job_id, claim)) is None:
                 return False  # a claim that ended (the job went back to the queue) leaves it to the next
             self._finish(tx, job, status, error, result)
             return True
 
+    def _held(self, tx: Tx, job_id: str, claim: Claim | None) -> Job | None:
+        """The job, locked, while it is unfinished and `claim` holds it (any claim: None)."""
+        body = tx.run(GET_LOCKED, {"job": job_id}).scalar()
+        job = Job.model_validate_json(body) if body is not None else None
+        return job if job is not None and not job.status.finished and move.held_by(job, claim) else None
+
     def hand_off(self, job_id: str, handoff: bytes, claim: Claim) -> bool:
         with self._write() as tx:
-            body = tx.run(GET_LOCKED, {"job": job_id}).scalar()
-            job = Job.model_validate_json(body) if body is not None else None
-            if job is None or job.status.finished or not move.held_by(job, claim):
+            if (job := self._held(tx, job_id, claim)) is None:
                 return False
             if job.cancel_requested:  # flagged during the AR stage: it ends here, not in the decode wait
                 self._finish(tx, job, JobStatus.CANCELLED, move.CANCELLED_DURING_AR)
