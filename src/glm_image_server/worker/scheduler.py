@@ -154,13 +154,13 @@ class Scheduler:
     def _claim(self) -> list[Job]:
         if self._unreleased and not self._release(self._unreleased):
             return []
-        self._take_back_expired()
         lease_s, role = self.settings.lease_s, self.settings.role
         # A started job goes on whatever the disk: on a full one it fails saying so, instead of waiting.
         waiting = role != "prior" and self.store.decode_waiting()
         if waiting and (jobs := self.store.claim_batch(self.worker_id, 1, lease_s, "decode")):
             return jobs
         if role == "decode" or not self._can_take_work() or (head := self.store.oldest_queued()) is None:
+            self._take_back_expired()
             return []
         gather = head.created_at + self.settings.batch_window_s - time.time()
         if gather > 0:
@@ -169,7 +169,7 @@ class Scheduler:
 
     def _take_back_expired(self) -> None:
         """A claim takes back expired leases, but with nothing to claim no claim runs: a dead worker's jobs
-        would wait for the next submission. So every half lease a worker takes them back itself."""
+        would wait for the next submission. So an idle worker takes them back itself, every half lease."""
         if time.time() >= self._next_expiry:
             self._next_expiry = time.time() + self.settings.lease_s / 2
             self.store.expire_leases(time.time())
