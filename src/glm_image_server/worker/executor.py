@@ -307,9 +307,9 @@ class LocalExecutor:
     def _prepare(self, job: Job, emit: EventSink, handoff: Handoff | None) -> _Prepared:
         """Fetch references and expand the prompt (a decode stage has its prompt in its handoff, and its
         references kept from the prior stage where this process ran it): the job, ready for the engine."""
+        attempt = f" (attempt {job.attempts})" if job.attempts > 1 else ""
         if handoff is not None:
             waited = max(0.0, time.time() - handoff.handed_at)
-            attempt = f" (attempt {job.attempts})" if job.attempts > 1 else ""
             emit(
                 JobLog(
                     job.id, f"Decode stage started after {waited:.2f} s waiting for a decode worker{attempt}"
@@ -320,7 +320,6 @@ class LocalExecutor:
             return _Prepared(job, replace(job.request, prompt=handoff.prompt), references, timings, handoff)
         request = job.request
         queued_s = max(0.0, (job.started_at or time.time()) - job.created_at)
-        attempt = f" (attempt {job.attempts})" if job.attempts > 1 else ""
         emit(JobLog(job.id, f"Started after {queued_s:.2f} s in the queue{attempt}"))
         references, fetch_s = self._fetch(job, emit)
         start = time.perf_counter()
