@@ -8,6 +8,7 @@ gets the results it missed while away, from whichever API process it reaches."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable
@@ -248,6 +249,8 @@ class Tasks(DialectServing):
                     if index not in sent:
                         sent.add(index)
                         yield item
+                if job.status.finished:  # its last image was sent: marked at once, even as the client goes
+                    await asyncio.shield(self.delivered(job_id))
         except Exception as exc:
             raise task_error(exc, task) from None
 
