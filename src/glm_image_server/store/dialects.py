@@ -1,12 +1,8 @@
 """What truly differs between SQLite and PostgreSQL under the one store (sql.py), and nothing else:
-transactions (SQLite: a WAL file shared by a box's processes, writes lock up front with BEGIN IMMEDIATE and
-sync at commit unless `durable=False`; PostgreSQL: a pinged pool, reads autocommit); row locks
-(`skip_locked` renders on PostgreSQL only); wake-ups (PostgreSQL: NOTIFY in the transaction, LISTEN to
-`subscribe`; SQLite: the wake bus of store/wakeups.py after the commit, or readers poll the change log);
-the locks that let processes starting together migrate once and submissions count against the queue caps
-one at a time (PostgreSQL: advisory; SQLite: the write lock). `Tx` is what a write hands sql.py: its
-connection and the notices it sends when it commits.
-"""
+transactions (SQLite: one WAL file per box, writes BEGIN IMMEDIATE and fsync unless `durable=False`;
+PostgreSQL: a pinged pool, reads autocommit), `skip_locked` (PostgreSQL only), wake-ups (NOTIFY/LISTEN;
+SQLite: the wake bus of wakeups.py, or readers poll the change log) and the locks for migrating once and
+counting queue caps one submission at a time (advisory locks; SQLite's write lock)."""
 
 from __future__ import annotations
 
@@ -29,15 +25,14 @@ Notice = tuple[Channel, str]  # (channel, job id)
 CHANNELS: dict[Channel, str] = {"changes": "glm_image_changes", "queued": "glm_image_queued"}
 Lock = Literal["schema", "admission"]
 LOCKS: dict[Lock, int] = {"schema": 0x61_6D_67_6C, "admission": 0x61_64_6D_74}  # pg_advisory_xact_lock keys
-# PostgreSQL: connections pre-pinged (one the server dropped is replaced, not handed out); a new one may
-# take 2 s, a free one from a busy pool 10 s, then the store is unavailable (a 503).
+# PostgreSQL: a dropped connection is replaced, not handed out; a new one may take 2 s, a free one 10 s.
 POOL = {"pool_pre_ping": True, "pool_timeout": 10, "connect_args": {"connect_timeout": 2}}
 LIVE_WAKE_S = 0.05  # a live write (progress, logs, previews) wakes other processes this late at most
 
 
 @dataclass
 class Tx:
-    """A write transaction (sql.py's statements run in it) and the notices it makes (sent at commit)."""
+    """A write transaction and the notices it makes (sent at commit)."""
 
     conn: Connection
     notices: dict[Notice, None]
@@ -78,9 +73,7 @@ class Dialect:
     def write(
         self, durable: bool = True, notices: Iterable[Notice] = (), live: bool = False
     ) -> Iterator[Connection]:
-        """A transaction, committed when the block ends; then the `notices` the block made go out: at once,
-        or for a running job's `live` writes within LIVE_WAKE_S (its many small writes wake a status
-        stream a few times a second)."""
+        """Then the `notices` go out: at once, or within LIVE_WAKE_S for a running job's `live` writes."""
         with self.engine.connect() as conn:
             raw = conn.connection.driver_connection
             raw.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
@@ -91,8 +84,7 @@ class Dialect:
             self.bus.publish(channel, job_id, LIVE_WAKE_S if live else 0.0)
 
     def lock(self, conn: Connection, what: Lock) -> None:
-        """Inside a write transaction: one migrator, or one capped job creation, at a time (SQLite's
-        write transactions hold the database's write lock from BEGIN IMMEDIATE already)."""
+        """One migrator, or one capped creation, at a time (SQLite: BEGIN IMMEDIATE holds it already)."""
 
     def subscribe(self, channel: Channel, callback: Callable[[str], None]) -> bool:
         return self.bus.subscribe(channel, callback)  # False: readers tail the change log (`changes_after`)
@@ -155,8 +147,7 @@ class PostgresDialect(Dialect):
                 log.exception("a change subscriber failed")
 
     def _listen(self) -> None:
-        """Deliver notifications to subscribers; reconnect after a lost connection, then tell every
-        subscriber that anything may have changed (job id "")."""
+        """Deliver notifications; after a reconnect tell every subscriber anything may have changed ("")."""
         import psycopg
 
         by_name = {name: channel for channel, name in CHANNELS.items()}

@@ -1,8 +1,6 @@
-"""The job store: every statement of the contract (contract.py), written once in SQLAlchemy Core for SQLite
-and PostgreSQL; what differs is dialects.py, and how a job moves between states core/transitions.py. The
-statements are built once (SQLAlchemy caches their compiled forms); an operation checks out one connection.
-A write collects the jobs it changed for the change log (and NOTIFY or the wake bus) at its end.
-"""
+"""The job store: every statement of the contract (contract.py) written once, in SQLAlchemy Core, for SQLite
+and PostgreSQL (what differs: dialects.py; how jobs move: core/transitions.py). A write collects the jobs it
+changed for the change log (and NOTIFY or the wake bus) at its end."""
 
 from __future__ import annotations
 
@@ -47,9 +45,8 @@ HEAD = HEAD.with_for_update(skip_locked=True)
 SAME_BATCH = BODY.where(QUEUED, J.batch_key == bindparam("key"), J.priority == bindparam("priority"))
 SAME_BATCH = SAME_BATCH.order_by(J.seq).limit(bindparam("limit")).with_for_update(skip_locked=True)
 WAITING_DECODE = and_(RUNNING, J.stage == "decode", J.worker_id.is_(None))  # handed off, not claimed
-DECODE_HEAD = (
-    BODY.where(WAITING_DECODE).order_by(J.priority, J.seq).limit(1).with_for_update(skip_locked=True)
-)
+DECODE_HEAD = BODY.where(WAITING_DECODE).order_by(J.priority, J.seq).limit(1)
+DECODE_HEAD = DECODE_HEAD.with_for_update(skip_locked=True)
 DECODE_WAITING = select(func.count()).where(WAITING_DECODE)
 BACKLOG = select(func.count()).where(or_(QUEUED, WAITING_DECODE))  # waiting for a worker of either stage
 HANDOFF = select(J.handoff).where(J.id == JOB)
@@ -103,8 +100,7 @@ class SqlJobStore:
 
     @contextmanager
     def _write(self, durable: bool = True, live: bool = False) -> Iterator[Tx]:
-        """A write transaction; `durable=False` skips the fsync (dialects.py); `live`: a running job's
-        progress, log lines or previews, whose wake-ups may wait a little (dialects.py)."""
+        """`durable=False`: no fsync; `live`: a running job's progress, whose wake-ups may wait a little."""
         notices: dict[Notice, None] = {}
         with unavailable_as_such(), self.dialect.write(durable, notices, live) as conn:
             yield Tx(conn, notices)
@@ -172,8 +168,7 @@ class SqlJobStore:
     def claim_batch(
         self, worker_id: str, max_images: int, lease_s: float, stage: JobStage = "prior"
     ) -> list[Job]:
-        # Not durable: a claim a machine's crash loses leaves its jobs where they were, where a lost worker's
-        # jobs go anyway (they run again with their seeds or tokens); the job's next durable write syncs it.
+        # Not durable: a claim lost in a crash leaves its jobs where a lost worker's would go anyway.
         with self._write(durable=False) as tx:
             now = time.time()
             self._requeue(tx, LEASE_ENDED, {"now": now}, STOPPED_ANSWERING)
