@@ -1,6 +1,5 @@
-"""The one internal request/result model: every dialect translates to it, the job store keeps it, the
-engine runs it. Validation lives here and nowhere else, so a request that exists is one the engine can run.
-"""
+"""The one internal request model: every dialect translates to it, the job store keeps it, the engine runs
+it. Validation lives here and nowhere else, so a request that exists is one the engine can run."""
 
 from __future__ import annotations
 
@@ -70,9 +69,8 @@ def parse_size(text: str) -> tuple[int, int]:
     width, sep, height = text.lower().partition("x")
     if sep and width.isdigit() and height.isdigit() and len(width) < 6 and len(height) < 6:
         return int(width), int(height)
-    raise InvalidRequest(
-        "size", f"unknown size {text!r}", f"WIDTHxHEIGHT or one of {', '.join(SIZE_PRESETS)}"
-    )
+    allowed = f"WIDTHxHEIGHT or one of {', '.join(SIZE_PRESETS)}"
+    raise InvalidRequest("size", f"unknown size {text!r}", allowed)
 
 
 def random_seed() -> int:
@@ -92,9 +90,8 @@ def _number(value: float) -> str:
 def _check_range(name: str, value: float, low: float, high: float, kinds: object = int | float) -> None:
     if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
         low_s, high_s = _number(low), _number(high)
-        raise InvalidRequest(
-            name, f"must be between {low_s} and {high_s}, got {value!r}", f"{low_s}..{high_s}"
-        )
+        message = f"must be between {low_s} and {high_s}, got {value!r}"
+        raise InvalidRequest(name, message, f"{low_s}..{high_s}")
 
 
 @dataclass(frozen=True)
@@ -113,15 +110,14 @@ class GenerationRequest:
     references: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        chars = f"1..{MAX_PROMPT_CHARS} characters"
         if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise InvalidRequest("prompt", "must be a non-empty string", f"1..{MAX_PROMPT_CHARS} characters")
+            raise InvalidRequest("prompt", "must be a non-empty string", chars)
         if len(self.prompt) > MAX_PROMPT_CHARS:
-            raise InvalidRequest(
-                "prompt", f"is {len(self.prompt)} characters long", f"1..{MAX_PROMPT_CHARS} characters"
-            )
+            raise InvalidRequest("prompt", f"is {len(self.prompt)} characters long", chars)
+        allowed = f"multiples of {SIZE_MULTIPLE} from {MIN_SIDE} to {MAX_SIDE}"
         for name in ("width", "height"):
             value = getattr(self, name)
-            allowed = f"multiples of {SIZE_MULTIPLE} from {MIN_SIDE} to {MAX_SIDE}"
             if not isinstance(value, int) or not MIN_SIDE <= value <= MAX_SIDE or value % SIZE_MULTIPLE:
                 raise InvalidRequest(name, f"must be a multiple of {SIZE_MULTIPLE}, got {value}", allowed)
         _check_range("num_inference_steps", self.num_inference_steps, 1, MAX_STEPS)
@@ -129,19 +125,17 @@ class GenerationRequest:
         _check_range("num_images", self.num_images, 1, MAX_IMAGES)
         _check_range("seed", self.seed, 0, MAX_SEED)
         if len(self.references) > MAX_REFERENCES:
-            raise InvalidRequest(
-                "references", f"got {len(self.references)} images", f"0..{MAX_REFERENCES} images"
-            )
+            refs = f"got {len(self.references)} images"
+            raise InvalidRequest("references", refs, f"0..{MAX_REFERENCES} images")
         for i, ref in enumerate(self.references):
             if not isinstance(ref, str) or not ref.startswith(("http://", "https://", "data:", STORED)):
-                raise InvalidRequest(
-                    f"references[{i}]", "must be an http(s) URL, a data URI or an upload", "URLs or data URIs"
-                )
+                message = "must be an http(s) URL, a data URI or an upload"
+                raise InvalidRequest(f"references[{i}]", message, "URLs or data URIs")
 
     @property
     def batch_key(self) -> str:
-        """Requests with equal keys can share one AR batch: the same size and number of references (what
-        the AR stage's inputs depend on; steps and guidance are the decode stage's)."""
+        """Requests with equal keys can share one AR batch: the AR stage's inputs depend on the size and the
+        number of references (steps and guidance are the decode stage's)."""
         return f"{self.width}x{self.height}/{len(self.references)}"
 
     @property
@@ -188,10 +182,9 @@ def quoted_texts(prompt: str) -> list[str]:
 def with_candidates(
     request: GenerationRequest, output: OutputSpec, enabled: bool, candidates: int
 ) -> tuple[GenerationRequest, OutputSpec]:
-    """A dialect's text-check fields on the internal model. With more candidates than images asked for,
-    the request makes all the candidates (seeds seed .. seed+N-1) and the post stage keeps the
-    `num_images` best. A prompt with no quoted text makes no extra candidates (nothing to rank them by).
-    Raises InvalidRequest for a candidate count out of range."""
+    """A dialect's text-check fields on the internal model. With more candidates than images asked for, the
+    request makes them all (seeds seed .. seed+N-1) and the post stage keeps the `num_images` best; a prompt
+    quoting no text makes no extra candidates (nothing to rank them by). Raises InvalidRequest."""
     _check_range("text_check_candidates", candidates, 1, MAX_CANDIDATES, int)
     if not enabled and candidates == 1:
         return request, output
