@@ -21,8 +21,7 @@ MAX_REFERENCES = 4
 MAX_PROMPT_CHARS = 10_000
 MAX_SEED = 2**63 - 1
 MAX_CANDIDATES = 8  # best-of-N by text check: at most this many candidates per image asked for
-# Default DiT steps, one documented choice per surface: the model card's 50 for `glm-image generate`,
-# fal's endpoint default of 30 for the HTTP APIs (fal, Runware, OpenAI).
+# Default DiT steps: the model card's 50 for `glm-image generate`, fal's 30 for the HTTP APIs.
 DEFAULT_STEPS_CLI = 50
 DEFAULT_STEPS_API = 30
 DEFAULT_GUIDANCE = 1.5
@@ -83,22 +82,17 @@ def image_seed(seed: int, index: int) -> int:
     return (seed + index) % (MAX_SEED + 1)
 
 
-def _number(value: float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"  # :g would round 2**63 - 1
-
-
 def _check_range(name: str, value: float, low: float, high: float, kinds: object = int | float) -> None:
     if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
-        low_s, high_s = _number(low), _number(high)
+        low_s, high_s = (str(n) if isinstance(n, int) else f"{n:g}" for n in (low, high))  # :g rounds 2**63
         message = f"must be between {low_s} and {high_s}, got {value!r}"
         raise InvalidRequest(name, message, f"{low_s}..{high_s}")
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One generation, validated on construction: text-to-image, or an edit when `references` holds 1-4
-    images (http(s) URLs, data URIs or `stored:<key>` uploads until a worker fetches them; the engine gets
-    the decoded images beside the request). The seed is fixed on creation; image i uses seed + i."""
+    """One generation, validated on construction: text-to-image, or an edit of 1-4 `references` (URLs, data
+    URIs or `stored:<key>` uploads, fetched by a worker). Its seed is fixed on creation; image i: seed + i."""
 
     prompt: str
     width: int = 1024
@@ -134,8 +128,7 @@ class GenerationRequest:
 
     @property
     def batch_key(self) -> str:
-        """Requests with equal keys can share one AR batch: the AR stage's inputs depend on the size and the
-        number of references (steps and guidance are the decode stage's)."""
+        """Requests with equal keys (size, number of references: the AR stage's inputs) share an AR batch."""
         return f"{self.width}x{self.height}/{len(self.references)}"
 
     @property

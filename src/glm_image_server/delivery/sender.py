@@ -58,9 +58,8 @@ Renderer = Callable[[Job], list[Outgoing]]
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retry a failed call after base, 2*base, 4*base, ... capped at max_s, up to max_attempts in all, when
-    the failure may pass (a network error, a timeout, HTTP 408, 425, 429 or 5xx); any other answer and a
-    refused destination (the URL guard) are final."""
+    """Retry after base, 2*base, 4*base, ... (at most max_s), up to max_attempts in all, a failure that may
+    pass (no answer, HTTP 408, 425, 429 or 5xx); any other answer and a refused destination are final."""
 
     max_attempts: int = 10
     base_s: float = 5.0
@@ -80,9 +79,8 @@ class RetryPolicy:
 
 
 class DeliverySender:
-    """Runs on its own thread and event loop: every claimed delivery is a task, so a receiver that hangs
-    holds only its own; one call at a time per destination (host), so a job's calls keep their order and
-    no receiver gets a flood; each call under one wall-clock deadline (webhook_timeout_s)."""
+    """On its own thread and event loop, a task per delivery (a hanging receiver holds only its own), one
+    call at a time per host (in order, no flood), each call under one deadline (webhook_timeout_s)."""
 
     def __init__(
         self, store: JobStore, settings: DeliverySettings, renderers: Mapping[str, Renderer], guard: UrlGuard

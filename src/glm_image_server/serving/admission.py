@@ -17,8 +17,7 @@ from ..store.contract import Caps, OverCap
 
 @dataclass(frozen=True)
 class LimitsSettings(Slice):
-    """What one client may make the server take on: keys and bodies (api/gate.py), connections
-    (api/connections.py), submissions, the queue and free disk (`Admission`)."""
+    """What one client may make the server take on (api/gate.py, api/connections.py and `Admission`)."""
 
     api_keys: tuple[str, ...]
     max_body_bytes: int
@@ -82,8 +81,7 @@ class Admission:
         self.rate = TokenBuckets(settings.submit_rate_per_client, burst)
 
     def check(self, owner: str | None, client: str) -> None:
-        """Raises a Refused when no job may be written now (free disk, the client's rate); the queue caps
-        are the store's to check (`caps`)."""
+        """Raises a Refused when no job may be written now (free disk, the client's rate)."""
         if problem := self.disk.problem():
             raise LowDisk(f"the server is {problem}; try again later", 30.0)
         if wait := self.rate.take(owner or client):

@@ -33,9 +33,7 @@ class SnapshotCache:
 
     def get(self, key: tuple[str, bool, bool]) -> object | None:
         entry = self._entries.get(key)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
+        return entry[1] if entry is not None and entry[0] >= time.monotonic() else None
 
     def put(self, key: tuple[str, bool, bool], value: object, version: int) -> None:
         if self.version(key[0]) == version:

@@ -208,9 +208,8 @@ class JobService:
             raise  # `call` answers it
         except Exception as exc:  # any other failure to write: the job is not acknowledged
             log.error("could not record job %s: %s", job.id, exc)
-            raise Refused(
-                f"the job could not be recorded ({exc}); try again later", 5.0, "unavailable"
-            ) from exc
+            message = f"the job could not be recorded ({exc}); try again later"
+            raise Refused(message, 5.0, "unavailable") from exc
 
     def key_label(self, owner: str | None) -> str:
         """Whose work a job is, for logs and metrics: its key's name (or hash); `-` without keys."""
@@ -218,10 +217,9 @@ class JobService:
 
     async def refused_destination(self, url: str | None) -> str | None:
         """Why a webhook or upload URL will never be called (the same guard as at send time), or None."""
-        if url is None:
-            return None
         try:
-            await self.destinations.acheck(url)
+            if url is not None:
+                await self.destinations.acheck(url)
         except BlockedUrl as exc:
             return f"refused: {exc}"
         return None
@@ -242,8 +240,7 @@ class JobService:
         return await self.call(self.read, caller, job_id)
 
     def images(self, caller: Caller, job_id: str) -> dict[int, StoredImage]:
-        """The caller's job's images by index: its result's, or those a running job finished already.
-        Blocking: the store."""
+        """The caller's job's images by index: its result's, or those a running job finished. Blocking."""
         job = self.read(caller, job_id)
         if job is None or job.result is not None:
             return dict(enumerate(job.result.images)) if job is not None and job.result else {}

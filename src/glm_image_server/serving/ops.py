@@ -51,8 +51,7 @@ def _ops_job(services: Services, job: Job) -> dict:
 
 
 def ops_view(services: Services, owner: str | None, limit: int = 30) -> dict:
-    """The playground's ops tab: workers, queue depth, and the caller's key's jobs among the server's newest.
-    Blocking."""
+    """The playground's ops tab: workers, queue depth, the caller's key's recent jobs. Blocking."""
     ready, workers = readiness(services)
     recent = [job for job in services.store.recent(10 * limit) if job.owner == owner][:limit]
     return {
