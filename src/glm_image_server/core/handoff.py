@@ -1,9 +1,8 @@
-"""What the prior (AR) stage hands the decode stage through the job store, so that any decode worker on
-any machine continues a job without running the AR model again: the prompt as the AR model saw it
-(expanded), each image's prior tokens as compact integer arrays, the references' tokens and grids for an
-edit, and the seconds spent so far. Stored as one small `.npz` blob beside the job (a 1024² image's tokens
-take ~16 KB before compression); integers only, so the bytes a decode worker reads are the bytes the
-prior worker wrote, and the images match a run of both stages in one process."""
+"""What the prior (AR) stage hands the decode stage through the job store, so any decode worker on any
+machine continues a job without running the AR model again: the expanded prompt, the prior tokens (and an
+edit's reference tokens and grids) as int32 arrays, and the seconds so far. One small `.npz` blob per job;
+integers only, so the decode worker reads exactly what the prior worker wrote and the images match a
+one-process run."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""What a job is, as stored (its request, output spec, state, and result or error), and what a worker is,
-as the store knows it: plain JSON-serialisable data (pydantic), so any process that can read the store can
-run or answer for any job, and a restarted server picks up where the last one stopped."""
+"""What a job and a worker are, as stored: plain JSON data (pydantic), so any process that reads the store
+can run or answer for any job, and a restarted server picks up where the last one stopped."""
 
 from __future__ import annotations
 
@@ -98,8 +97,7 @@ class WorkerInfo(Frozen):
 
 @dataclass(frozen=True)
 class LiveState:
-    """What a running job is doing now: its batch's stage progress, its latest preview and the images it
-    finished so far. Kept apart from the job (not durable, dropped when the job finishes)."""
+    """What a running job is doing now; not durable, dropped when the job finishes."""
 
     stage: Stage | None = None
     done: int = 0

@@ -1,6 +1,5 @@
-"""The one internal request/result model: every dialect translates to it, the job store keeps it, the
-engine runs it. Validation lives here and nowhere else, so a request that exists is one the engine can run.
-"""
+"""The one internal request model: every dialect translates to it, the job store keeps it, the engine runs
+it. Validation lives here and nowhere else, so a request that exists is one the engine can run."""
 
 from __future__ import annotations
 
@@ -22,8 +21,7 @@ MAX_REFERENCES = 4
 MAX_PROMPT_CHARS = 10_000
 MAX_SEED = 2**63 - 1
 MAX_CANDIDATES = 8  # best-of-N by text check: at most this many candidates per image asked for
-# Default DiT steps, one documented choice per surface: the model card's 50 for `glm-image generate`,
-# fal's endpoint default of 30 for the HTTP APIs (fal, Runware, OpenAI).
+# Default DiT steps: the model card's 50 for `glm-image generate`, fal's 30 for the HTTP APIs.
 DEFAULT_STEPS_CLI = 50
 DEFAULT_STEPS_API = 30
 DEFAULT_GUIDANCE = 1.5
@@ -70,9 +68,8 @@ def parse_size(text: str) -> tuple[int, int]:
     width, sep, height = text.lower().partition("x")
     if sep and width.isdigit() and height.isdigit() and len(width) < 6 and len(height) < 6:
         return int(width), int(height)
-    raise InvalidRequest(
-        "size", f"unknown size {text!r}", f"WIDTHxHEIGHT or one of {', '.join(SIZE_PRESETS)}"
-    )
+    allowed = f"WIDTHxHEIGHT or one of {', '.join(SIZE_PRESETS)}"
+    raise InvalidRequest("size", f"unknown size {text!r}", allowed)
 
 
 def random_seed() -> int:
@@ -85,23 +82,17 @@ def image_seed(seed: int, index: int) -> int:
     return (seed + index) % (MAX_SEED + 1)
 
 
-def _number(value: float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"  # :g would round 2**63 - 1
-
-
 def _check_range(name: str, value: float, low: float, high: float, kinds: object = int | float) -> None:
     if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
-        low_s, high_s = _number(low), _number(high)
-        raise InvalidRequest(
-            name, f"must be between {low_s} and {high_s}, got {value!r}", f"{low_s}..{high_s}"
-        )
+        low_s, high_s = (str(n) if isinstance(n, int) else f"{n:g}" for n in (low, high))  # :g rounds 2**63
+        message = f"must be between {low_s} and {high_s}, got {value!r}"
+        raise InvalidRequest(name, message, f"{low_s}..{high_s}")
 
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One generation, validated on construction: text-to-image, or an edit when `references` holds 1-4
-    images (http(s) URLs, data URIs or `stored:<key>` uploads until a worker fetches them; the engine gets
-    the decoded images beside the request). The seed is fixed on creation; image i uses seed + i."""
+    """One generation, validated on construction: text-to-image, or an edit of 1-4 `references` (URLs, data
+    URIs or `stored:<key>` uploads, fetched by a worker). Its seed is fixed on creation; image i: seed + i."""
 
     prompt: str
     width: int = 1024
@@ -113,15 +104,14 @@ class GenerationRequest:
     references: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        chars = f"1..{MAX_PROMPT_CHARS} characters"
         if not isinstance(self.prompt, str) or not self.prompt.strip():
-            raise InvalidRequest("prompt", "must be a non-empty string", f"1..{MAX_PROMPT_CHARS} characters")
+            raise InvalidRequest("prompt", "must be a non-empty string", chars)
         if len(self.prompt) > MAX_PROMPT_CHARS:
-            raise InvalidRequest(
-                "prompt", f"is {len(self.prompt)} characters long", f"1..{MAX_PROMPT_CHARS} characters"
-            )
+            raise InvalidRequest("prompt", f"is {len(self.prompt)} characters long", chars)
+        allowed = f"multiples of {SIZE_MULTIPLE} from {MIN_SIDE} to {MAX_SIDE}"
         for name in ("width", "height"):
             value = getattr(self, name)
-            allowed = f"multiples of {SIZE_MULTIPLE} from {MIN_SIDE} to {MAX_SIDE}"
             if not isinstance(value, int) or not MIN_SIDE <= value <= MAX_SIDE or value % SIZE_MULTIPLE:
                 raise InvalidRequest(name, f"must be a multiple of {SIZE_MULTIPLE}, got {value}", allowed)
         _check_range("num_inference_steps", self.num_inference_steps, 1, MAX_STEPS)
@@ -129,19 +119,16 @@ class GenerationRequest:
         _check_range("num_images", self.num_images, 1, MAX_IMAGES)
         _check_range("seed", self.seed, 0, MAX_SEED)
         if len(self.references) > MAX_REFERENCES:
-            raise InvalidRequest(
-                "references", f"got {len(self.references)} images", f"0..{MAX_REFERENCES} images"
-            )
+            refs = f"got {len(self.references)} images"
+            raise InvalidRequest("references", refs, f"0..{MAX_REFERENCES} images")
         for i, ref in enumerate(self.references):
             if not isinstance(ref, str) or not ref.startswith(("http://", "https://", "data:", STORED)):
-                raise InvalidRequest(
-                    f"references[{i}]", "must be an http(s) URL, a data URI or an upload", "URLs or data URIs"
-                )
+                message = "must be an http(s) URL, a data URI or an upload"
+                raise InvalidRequest(f"references[{i}]", message, "URLs or data URIs")
 
     @property
     def batch_key(self) -> str:
-        """Requests with equal keys can share one AR batch: the same size and number of references (what
-        the AR stage's inputs depend on; steps and guidance are the decode stage's)."""
+        """Requests with equal keys (size, number of references: the AR stage's inputs) share an AR batch."""
         return f"{self.width}x{self.height}/{len(self.references)}"
 
     @property
@@ -188,10 +175,9 @@ def quoted_texts(prompt: str) -> list[str]:
 def with_candidates(
     request: GenerationRequest, output: OutputSpec, enabled: bool, candidates: int
 ) -> tuple[GenerationRequest, OutputSpec]:
-    """A dialect's text-check fields on the internal model. With more candidates than images asked for,
-    the request makes all the candidates (seeds seed .. seed+N-1) and the post stage keeps the
-    `num_images` best. A prompt with no quoted text makes no extra candidates (nothing to rank them by).
-    Raises InvalidRequest for a candidate count out of range."""
+    """A dialect's text-check fields on the internal model. With more candidates than images asked for, the
+    request makes them all (seeds seed .. seed+N-1) and the post stage keeps the `num_images` best; a prompt
+    quoting no text makes no extra candidates (nothing to rank them by). Raises InvalidRequest."""
     _check_range("text_check_candidates", candidates, 1, MAX_CANDIDATES, int)
     if not enabled and candidates == 1:
         return request, output

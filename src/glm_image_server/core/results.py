@@ -1,7 +1,5 @@
-"""What a generation produces, shared by the engine, the post stage, the job store and every dialect: the
-engine's side (`GenerationResult`, `StageTimings`, `Progress`, `Preview`) holds PIL images; the stored side
-(`JobResult`, `StoredImage`, `FinishedImage`, `PreviewImage`, `TextCheck`) is JSON, so any process that
-reads the store can render it."""
+"""What a generation produces, shared by every layer: the engine's side holds PIL images; the stored side
+(`JobResult` and what it holds) is JSON, so any process that reads the store can render it."""
 
 from __future__ import annotations
 
@@ -52,8 +50,7 @@ class Progress:
 
 @dataclass(frozen=True)
 class Preview:
-    """A cheap look at an image while it is denoised: request `request`'s image `image`, after DiT step
-    `step` of `steps`. Small (latent resolution); never the final pixels."""
+    """A small, cheap look at request `request`'s image `image` after DiT step `step` of `steps`."""
 
     request: int
     image: int
@@ -91,8 +88,7 @@ class JobResult(Frozen):
     has_nsfw_concepts: tuple[bool, ...]
     timings: dict[str, float]  # seconds: queue, fetch, expansion, ar, dit, vae, safety, text_check, encode...
     cost: float = 0.0  # USD, from the configured pricing (of every candidate made, kept or not)
-    # Per image, when the request asked for a text check and the prompt quoted text; else None.
-    text_checks: tuple[TextCheck, ...] | None = None
+    text_checks: tuple[TextCheck, ...] | None = None  # per image, when asked for and the prompt quotes text
 
     @property
     def seed(self) -> int:
@@ -114,8 +110,7 @@ class PreviewImage:
 
 
 class FinishedImage(Frozen):
-    """One image of a running job that is already checked, encoded and stored, before the job ends: what a
-    dialect can hand out early. The job's result, when it comes, has the same image at `index`."""
+    """An image a running job already stored, to hand out early; the job's result has it at `index`."""
 
     index: int
     image: StoredImage

@@ -48,8 +48,7 @@ def batch(candidates: Iterable[Job], max_images: int) -> list[Job]:
 
 
 def running(job: Job, worker_id: str, now: float) -> Job:
-    """The job claimed by `worker_id` for its stage: its attempt number is the claim's. A job starts with
-    its prior stage; its decode claim keeps that start."""
+    """Claimed by `worker_id` for its stage (the attempt is the claim's); a decode claim keeps its start."""
     update = {
         "status": JobStatus.RUNNING,
         "started_at": now if job.stage == "prior" else job.started_at,
@@ -70,8 +69,7 @@ def held_by(job: Job, claim: Claim | None) -> bool:
 
 
 def handed_off(job: Job) -> Job:
-    """The prior stage is done (its tokens are stored): the job waits, running, for a decode worker; its
-    attempts count decode claims from here."""
+    """The prior stage is done: the job waits, running, for a decode worker; attempts count decode claims."""
     return job.model_copy(update={"stage": "decode", "worker_id": None, "attempts": 0})
 
 
@@ -97,8 +95,7 @@ def interrupted(job: Job, max_attempts: int, reason: str) -> tuple[JobStatus, Jo
 
 
 def requeued(job: Job) -> Job:
-    """Back where its stage's workers claim it after an interruption: a prior stage to the queue (it did
-    start, so its start deadline is met), a decode stage to wait for a decode worker, with its tokens."""
+    """After an interruption: back to the queue (its start deadline met), or to wait for a decode worker."""
     if job.stage == "decode":
         return job.model_copy(update={"worker_id": None})
     return job.model_copy(update={"status": JobStatus.QUEUED, "worker_id": None, "start_by": None})

@@ -1,12 +1,8 @@
-"""The outbox sender: for each finished job that asked for it, the dialect's outgoing calls (webhook
-POSTs, upload PUTs), in order, each retried by an explicit policy until it succeeds or gives up.
-
-Deliveries are rows in the store, written in the same transaction as the job's final state, so none is
-lost or invented by a restart. A sender claims a row with a lease before sending, so several API
-processes on one store never send the same attempt twice. The calls are rendered at send time by the
-dialect that accepted the job (its final state never changes); the row remembers how many went through.
-Deliveries go out concurrently, one at a time per destination, each call under a wall-clock deadline.
-"""
+"""The outbox sender: a finished job's outgoing calls (webhook POSTs, upload PUTs), in order, each retried
+by an explicit policy until it succeeds or gives up. Deliveries are store rows written with the job's final
+state (a restart neither loses nor invents one) and claimed under a lease (several API processes never
+send the same attempt twice); the dialect that accepted the job renders the calls at send time, and the
+row counts how many went through."""
 
 from __future__ import annotations
 
@@ -62,9 +58,8 @@ Renderer = Callable[[Job], list[Outgoing]]
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retry a failed call after base, 2*base, 4*base, ... capped at max_s, until max_attempts attempts in
-    all — when the failure may pass: a network error, a timeout, HTTP 408, 425, 429 or 5xx. Any other
-    answer (a 4xx: the receiver refuses this call) and a refused destination (the URL guard) are final."""
+    """Retry after base, 2*base, 4*base, ... (at most max_s), up to max_attempts in all, a failure that may
+    pass (no answer, HTTP 408, 425, 429 or 5xx); any other answer and a refused destination are final."""
 
     max_attempts: int = 10
     base_s: float = 5.0
@@ -73,11 +68,6 @@ class RetryPolicy:
     @classmethod
     def from_settings(cls, settings: DeliverySettings) -> RetryPolicy:
         return cls(settings.webhook_max_attempts, settings.webhook_retry_base_s, settings.webhook_retry_max_s)
-
-    @staticmethod
-    def retryable(status: int | None) -> bool:
-        """None: no answer (network error or timeout)."""
-        return status is None or status in (408, 425, 429) or status >= 500
 
     def delay(self, attempts: int) -> float:
         """Delay after the attempts-th failure."""
@@ -89,9 +79,8 @@ class RetryPolicy:
 
 
 class DeliverySender:
-    """Runs on its own thread and event loop: every claimed delivery is a task, so a receiver that hangs
-    holds only its own; one call at a time per destination (host), so a job's calls keep their order and
-    no receiver gets a flood; each call under one wall-clock deadline (webhook_timeout_s)."""
+    """On its own thread and event loop, a task per delivery (a hanging receiver holds only its own), one
+    call at a time per host (in order, no flood), each call under one deadline (webhook_timeout_s)."""
 
     def __init__(
         self, store: JobStore, settings: DeliverySettings, renderers: Mapping[str, Renderer], guard: UrlGuard
@@ -168,16 +157,9 @@ class DeliverySender:
                     reason, final = failure
                     retry_at = None if final else self.policy.retry_at(attempts, time.time())
                     await asyncio.to_thread(self.store.delivery_failed, delivery.id, reason, retry_at)
-                    log.warning(
-                        "%s %s for %s failed (%s), attempt %d/%d%s",
-                        call.method,
-                        call.url,
-                        job.id,
-                        reason,
-                        attempts,
-                        self.policy.max_attempts,
-                        "" if retry_at else "; giving up",
-                    )
+                    end = "" if retry_at else "; giving up"
+                    tried = f"attempt {attempts}/{self.policy.max_attempts}{end}"
+                    log.warning("%s %s for %s failed (%s), %s", call.method, call.url, job.id, reason, tried)
                     return
                 await asyncio.to_thread(self.store.delivery_part_done, delivery.id)
                 log.info("%s %s for %s delivered", call.method, call.url, job.id)
@@ -200,7 +182,7 @@ class DeliverySender:
         if response.is_success:
             return None
         status = response.status_code
-        return f"HTTP {status}", not self.policy.retryable(status)
+        return f"HTTP {status}", not (status in (408, 425, 429) or status >= 500)
 
 
 def _destination(url: str) -> str:

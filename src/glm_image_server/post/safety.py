@@ -1,10 +1,7 @@
-"""NSFW checking of generated images, behind a small interface so the detector can be swapped.
-
-The default is NudeNet: its PyPI package ships its ONNX detector, which runs offline on the CPU in tens
-of milliseconds per image. An image is flagged when a detection of one of the configured labels scores
-at least the threshold. `safety_checker` in the settings may also name any class as `module:Class`
-whose instances take `(threshold, labels)` and have `check(images) -> list[bool]`.
-"""
+"""NSFW checking of generated images, behind a small interface so the detector can be swapped. The default
+is NudeNet, whose package ships an ONNX detector that runs offline on the CPU (tens of ms per image); an
+image is flagged when a detection of a configured label scores at least the threshold. `safety_checker`
+may also name a `module:Class` made with `(threshold, labels)` that has `check(images) -> list[bool]`."""
 
 from __future__ import annotations
 
@@ -55,9 +52,13 @@ def load_checker(name: str, threshold: float, labels: Sequence[str]) -> SafetyCh
         return None
     if name == "nudenet":
         return NudeNetChecker(threshold, labels)
+    return named_class("safety checker", name)(threshold, labels)
+
+
+def named_class(kind: str, name: str) -> type:
+    """The class a `module:Class` setting names; RuntimeError when it cannot be loaded."""
     module, _, attribute = name.partition(":")
     try:
-        cls = getattr(importlib.import_module(module), attribute)
+        return getattr(importlib.import_module(module), attribute)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise RuntimeError(f"safety checker {name!r} cannot be loaded: {exc}") from exc
-    return cls(threshold, labels)
+        raise RuntimeError(f"{kind} {name!r} cannot be loaded: {exc}") from exc

@@ -1,17 +1,14 @@
-"""After the engine: safety check -> text check (and best-of-N choice) -> encode -> storage -> the job's
-result, as plain functions.
-
-Runs in the worker, on the images of one job; nothing here knows which API asked for them. A job whose
-images need nothing that looks at them all (no safety check, no text check, no candidates to choose
-from) has each image stored as soon as the engine decodes it (`finish_early`), so clients can have it
-before its siblings; the job's result then takes those images as they are.
-"""
+"""After the engine, in the worker, on one job's images: safety check -> text check (and best-of-N) ->
+encode -> storage -> the job's result, knowing nothing of which API asked. When no step looks at all the
+images together, each is stored as soon as it is decoded (`finish_early`), so clients can have it before
+its siblings; the job's result then takes those images as they are."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from PIL import Image
 
@@ -76,8 +73,7 @@ def check_text(
     wanted: bool,
     log: Log,
 ) -> tuple[list[TextCheck] | None, float]:
-    """(each image's quoted spans, read back: None when not asked for, nothing is quoted or there is no
-    checker; seconds)."""
+    """(each image's quoted spans, read back, or None when not asked, not quoted or not checked; seconds)."""
     if wanted and not spans:
         log("Text check skipped: the prompt quotes no text", "INFO")
     elif wanted and checker is None:
@@ -113,16 +109,11 @@ def store_image(
     storage: Storage, image: Image.Image, seed: int, output: OutputSpec, file_prefix: str, position: int
 ) -> StoredImage:
     """Encode an image in the requested format and save it under `{file_prefix}-{position}.{ext}`."""
-    data = encode_image(image, output.format, output.quality)
+    data, kind = encode_image(image, output.format, output.quality), CONTENT_TYPES[output.format]
     key = f"{file_prefix}-{position}.{EXTENSIONS[output.format]}"
     storage.save(key, data)
     return StoredImage(
-        key=key,
-        content_type=CONTENT_TYPES[output.format],
-        width=image.width,
-        height=image.height,
-        file_size=len(data),
-        seed=seed,
+        key=key, content_type=kind, width=image.width, height=image.height, file_size=len(data), seed=seed
     )
 
 
@@ -133,9 +124,8 @@ def cost(pricing: PricingSettings, images: Sequence[Image.Image], inference_s: f
     return sum(image.width * image.height for image in images) / 1e6 * pricing.price_per_megapixel
 
 
-@dataclass(frozen=True)
-class EarlyImage:
-    """An image stored as soon as the engine decoded it, and how long encoding and saving it took."""
+class EarlyImage(NamedTuple):
+    """An image stored as soon as the engine decoded it, and the seconds encoding and saving it took."""
 
     finished: FinishedImage
     encode_s: float
@@ -149,9 +139,8 @@ def finishes_early(output: OutputSpec) -> bool:
 def finish_early(
     ctx: PostContext, image: Image.Image, seed: int, index: int, output: OutputSpec, file_prefix: str
 ) -> EarlyImage:
-    """Image `index` of a job whose images finish early (`finishes_early`), stored under the name the
-    job's result gives it. Its cost is known now under per-megapixel pricing (GPU seconds are counted
-    when the job ends)."""
+    """Image `index` of a job whose images finish early, stored under the name its result gives it; its cost
+    is known now under per-megapixel pricing (GPU seconds are counted when the job ends)."""
     start = time.perf_counter()
     stored = store_image(ctx.storage, image, seed, output, file_prefix, index)
     price = cost(ctx.pricing, [image], 0.0) if ctx.pricing.pricing != "gpu_second" else None
@@ -171,8 +160,7 @@ def finish_images(
     early: Mapping[int, EarlyImage] | None = None,
 ) -> JobResult:
     """One job's images, checked, chosen, encoded and stored: its result. The text check looks for the
-    quoted spans of `asked_prompt` (the prompt as the client sent it; expansion keeps them verbatim).
-    `early` holds the images (by index) that `finish_early` stored already; they are taken as they are."""
+    quoted spans of `asked_prompt` (as the client sent it); `early` holds images `finish_early` stored."""
     early = early or {}
     metrics.IMAGES.inc(len(generated.images))
     seeds = generated.seeds

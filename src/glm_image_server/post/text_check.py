@@ -1,20 +1,13 @@
-"""Reading back the text an image was asked to show, behind a small interface so the reader can be swapped.
-
-GLM-Image is chosen for rendering the text quoted in a prompt; this module says, per image, which of those
-quoted spans came out. The default reader is RapidOCR (`rapidocr-onnxruntime`): its wheel ships the PP-OCR
-detection, direction and recognition ONNX models (English and Chinese), so it runs offline on the CPU and
-never downloads anything. `text_checker` in the settings may also name any class as `module:Class` whose
-instances (made with no arguments) have `check(images, spans) -> list[TextCheck]`.
-
-Scoring: the quoted spans and the OCR text are normalised (Unicode NFKC, case-folded, whitespace and
-punctuation dropped); a span is found when it occurs in the text, and its similarity is that of the best
-matching stretch of the text (1.0 when found). An image's score is the mean similarity of its spans.
-"""
+"""Reading back the text quoted in a prompt (what GLM-Image is chosen for), per image, behind a small
+interface so the reader can be swapped. The default is RapidOCR, whose wheel ships the PP-OCR ONNX models,
+so it runs offline on the CPU; `text_checker` may also name a `module:Class` made with no arguments that
+has `check(images, spans) -> list[TextCheck]`. Spans and OCR text are normalised (NFKC, case-folded, no
+whitespace or punctuation); a span is found when it occurs in the text, its similarity is that of the best
+matching stretch, and an image's score is the mean similarity of its spans."""
 
 from __future__ import annotations
 
 import difflib
-import importlib
 import threading
 import unicodedata
 from collections.abc import Sequence
@@ -23,6 +16,7 @@ from typing import Protocol
 from PIL import Image
 
 from ..core.results import SpanCheck, TextCheck
+from .safety import named_class
 
 
 class TextChecker(Protocol):
@@ -64,12 +58,9 @@ def compare(spans: Sequence[str], detected: str) -> TextCheck:
 
 
 class RapidOcrChecker:
-    """PP-OCR through RapidOCR's ONNX runtime, loaded on first use (about a quarter second).
-
-    `threads` bounds onnxruntime's threads per model (0: its default, every core). One thread is the
-    default: on a busy 2-core machine it was faster than all cores (bench/text_check.py), and it leaves
-    the other cores to the API and other workers. The direction classifier is off: the text a prompt
-    quotes stands upright in the image."""
+    """PP-OCR through RapidOCR's ONNX runtime, loaded on first use. `threads` bounds onnxruntime's threads
+    per model (0: every core); one, the default, was faster on a busy 2-core machine (bench/text_check.py)
+    and leaves the other cores to the API. No direction classifier: quoted text stands upright."""
 
     def __init__(self, threads: int = 1) -> None:
         self.threads = threads
@@ -100,12 +91,7 @@ def load_text_checker(name: str, threads: int = 1) -> TextChecker | None:
         return None
     if name == "rapidocr":
         return RapidOcrChecker(threads)
-    module, _, attribute = name.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module), attribute)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise RuntimeError(f"text checker {name!r} cannot be loaded: {exc}") from exc
-    return cls()
+    return named_class("text checker", name)()
 
 
 def ranked(checks: Sequence[TextCheck | None]) -> list[int]:

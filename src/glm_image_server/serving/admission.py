@@ -1,9 +1,6 @@
 """Whether the server takes new work now: the queue limits, the per-client submission rate and free disk.
-
-Every submission, from any dialect, passes `Admission.check` before its job is written and `Admission.caps`
-as it is written (the store counts and inserts in one locked transaction, so no race passes them); a refusal
-is a typed `Refused` that each dialect renders in its own format (429 with Retry-After, 507 for a full
-disk). Nothing here knows HTTP.
+Every submission passes `Admission.check` before its job is written and `Admission.caps` as the store
+writes it (atomically); a refusal is a typed `Refused` each dialect renders in its own format (no HTTP here).
 """
 
 from __future__ import annotations
@@ -20,8 +17,7 @@ from ..store.contract import Caps, OverCap
 
 @dataclass(frozen=True)
 class LimitsSettings(Slice):
-    """What one client may make the server take on: keys and bodies (api/gate.py), connections
-    (api/connections.py), submissions, the queue and free disk (`Admission`)."""
+    """What one client may make the server take on (api/gate.py, api/connections.py and `Admission`)."""
 
     api_keys: tuple[str, ...]
     max_body_bytes: int
@@ -85,17 +81,13 @@ class Admission:
         self.rate = TokenBuckets(settings.submit_rate_per_client, burst)
 
     def check(self, owner: str | None, client: str) -> None:
-        """Raises a Refused when no job may be written now (free disk, the client's rate); the queue caps
-        are the store's to check (`caps`)."""
+        """Raises a Refused when no job may be written now (free disk, the client's rate)."""
         if problem := self.disk.problem():
             raise LowDisk(f"the server is {problem}; try again later", 30.0)
         if wait := self.rate.take(owner or client):
-            raise Refused(
-                f"too many submissions: at most {self.settings.submit_rate_per_client:g} per second "
-                "per client",
-                wait,
-                "rate_limited",
-            )
+            rate = self.settings.submit_rate_per_client
+            message = f"too many submissions: at most {rate:g} per second per client"
+            raise Refused(message, wait, "rate_limited")
 
     @property
     def caps(self) -> Caps:
@@ -106,12 +98,10 @@ class Admission:
     def refusal(over: OverCap) -> Refused:
         """The store refused a job over a cap: how a client hears it."""
         if over.cap == "queued":
-            return Refused(
-                f"the queue is full ({over.limit} jobs waiting); try again later", 5.0, "queue_full"
+            message = f"the queue is full ({over.limit} jobs waiting); try again later"
+        else:
+            message = (
+                f"this API key already has {over.limit} unfinished jobs, the most it may have; wait for "
             )
-        return Refused(
-            f"this API key already has {over.limit} unfinished jobs, the most it may have; wait for "
-            "some to finish",
-            5.0,
-            "queue_full",
-        )
+            message += "some to finish"
+        return Refused(message, 5.0, "queue_full")

@@ -1,11 +1,7 @@
 """Wakes async waiters (sync runs, status streams) when a job changes, in whatever process it changed.
-
-A store that pushes changes (PostgreSQL's NOTIFY, SQLite's wake-up bus across the processes of one machine)
-calls the feed for each one; where it cannot (a SQLite store whose bus could not be set up), a thread here
-tails the store's change log every `poll_s`. Either way the feed wakes the waiters of the changed jobs on
-the event loop, drops their cached snapshots, and tells other listeners (the delivery sender). Waiters also
-re-read the store on a timeout, so nothing depends on this alone.
-"""
+A store that pushes changes (PostgreSQL's NOTIFY, SQLite's wake-up bus) calls the feed for each; else a
+thread tails the store's change log every `poll_s`. The feed wakes the changed jobs' waiters, drops their
+cached snapshots and tells other listeners (the delivery sender). Waiters also re-read on a timeout."""
 
 from __future__ import annotations
 
@@ -23,9 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class SnapshotCache:
-    """Recent store reads per job, so that polling a status costs no database query or thread hop. An
-    entry is dropped when its job changes (`invalidate`, by the change feed), the TTL bounds its staleness
-    if a change notice is late, and a read that raced with a change is not cached (the version check)."""
+    """Recent store reads per job, so polling a status costs no query: an entry is dropped when its job
+    changes (`invalidate`), the TTL bounds a late notice, and a read that raced a change is not cached."""
 
     def __init__(self, ttl_s: float = 0.5) -> None:
         self.ttl_s = ttl_s
@@ -38,9 +33,7 @@ class SnapshotCache:
 
     def get(self, key: tuple[str, bool, bool]) -> object | None:
         entry = self._entries.get(key)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
+        return entry[1] if entry is not None and entry[0] >= time.monotonic() else None
 
     def put(self, key: tuple[str, bool, bool], value: object, version: int) -> None:
         if self.version(key[0]) == version:
@@ -49,8 +42,7 @@ class SnapshotCache:
             self._entries[key] = (time.monotonic() + self.ttl_s, value)
 
     async def load(self, key: tuple[str, bool, bool], read: Callable[[], Awaitable[object]]) -> object:
-        """The cached value, or one `read()` shared by every caller that missed meanwhile (single flight:
-        a change or an expiry must not send a hundred pollers to the database at once)."""
+        """The cached value, or one `read()` shared by every caller that missed meanwhile (single flight)."""
         value = self.get(key)
         if value is not None:
             return value

@@ -1,12 +1,8 @@
-"""The job service: what every dialect (and the playground) does with jobs, the same way and with no HTTP
-in it. Submit (admission, the durable write, metrics, the "accepted" line, a local worker woken); get and
-cancel only the caller's own jobs; `watch` a job as a stream of snapshots — the one loop behind sync
-waits, status streams and pushed results; render its images inline or as URLs.
-
-The start-deadline rule lives here for every reader: a queued job read past its `start_by` is failed
-first (the store's rule, which a worker's next claim applies too), and a watcher wakes at that deadline,
-so a waiting client sees it fail on time.
-"""
+"""The job service: what every dialect (and the playground) does with jobs, the same way, with no HTTP.
+Submit (admission, the durable write, metrics, the "accepted" line); get and cancel the caller's own jobs;
+`watch` a job as snapshots (the one loop behind sync waits, status streams and pushed results); render
+its images. A queued job read past its `start_by` is failed first (the store's rule, which a worker's next
+claim applies too), and a watcher wakes at that deadline, so a waiting client sees it fail on time."""
 
 from __future__ import annotations
 
@@ -81,8 +77,8 @@ class Caller:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A job as read at one moment. `job` None: gone (expired, never existed, or not the caller's).
-    With `progress`: its queue position while queued, its live state while running; `logs` when asked."""
+    """A job as read at one moment (None: gone or not the caller's); with `progress`, its queue position
+    while queued and live state while running; `logs` when asked."""
 
     job: Job | None
     position: int = 0
@@ -115,7 +111,6 @@ def shutting_down() -> Refused:
 
 
 def failure(job: Job) -> JobError:
-    """Why a finished job did not succeed."""
     return job.error or FAILED
 
 
@@ -140,9 +135,8 @@ class JobService:
     drain_by: float | None = None  # shutting down: no new jobs, and every wait answers by then
 
     def drain(self, within_s: float) -> None:
-        """The server is stopping (SIGTERM): refuse new jobs, and let waiting sync requests go on for their
-        jobs for `within_s` more; then they are answered 503 (the jobs stay, for the next start). A second
-        signal does not move the deadline."""
+        """The server is stopping (SIGTERM): refuse new jobs; waiting sync requests get `within_s` more, then
+        a 503 (the jobs stay, for the next start). A second signal does not move the deadline."""
         if self.drain_by is None:
             self.drain_by = time.time() + within_s
 
@@ -156,8 +150,7 @@ class JobService:
 
     @staticmethod
     async def call(fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking store or file work off the event loop. A store that is unavailable is a Refused
-        (503 with Retry-After in every dialect's format), never a server fault."""
+        """Blocking store or file work, off the event loop; an unavailable store is a Refused (a 503)."""
         try:
             return await anyio.to_thread.run_sync(fn, *args)
         except StoreUnavailable as exc:
@@ -198,16 +191,8 @@ class JobService:
             return False
         key, request = self.key_label(job.owner), job.request
         metrics.JOBS_SUBMITTED.labels(job.api, key).inc()
-        log.info(
-            "job %s accepted: %s %s, %d image(s) at %dx%d, key %s",
-            job.id,
-            job.api,
-            job.app,
-            request.num_images,
-            request.width,
-            request.height,
-            key,
-        )
+        images = f"{request.num_images} image(s) at {request.width}x{request.height}"
+        log.info("job %s accepted: %s %s, %s, key %s", job.id, job.api, job.app, images, key)
         self.wake()
         return True
 
@@ -220,12 +205,11 @@ class JobService:
         except OverCap as exc:
             raise self.admission.refusal(exc) from exc
         except StoreUnavailable:
-            raise  # `call`, which runs this, answers it as the store being unavailable
+            raise  # `call` answers it
         except Exception as exc:  # any other failure to write: the job is not acknowledged
             log.error("could not record job %s: %s", job.id, exc)
-            raise Refused(
-                f"the job could not be recorded ({exc}); try again later", 5.0, "unavailable"
-            ) from exc
+            message = f"the job could not be recorded ({exc}); try again later"
+            raise Refused(message, 5.0, "unavailable") from exc
 
     def key_label(self, owner: str | None) -> str:
         """Whose work a job is, for logs and metrics: its key's name (or hash); `-` without keys."""
@@ -233,18 +217,16 @@ class JobService:
 
     async def refused_destination(self, url: str | None) -> str | None:
         """Why a webhook or upload URL will never be called (the same guard as at send time), or None."""
-        if url is None:
-            return None
         try:
-            await self.destinations.acheck(url)
+            if url is not None:
+                await self.destinations.acheck(url)
         except BlockedUrl as exc:
             return f"refused: {exc}"
         return None
 
     async def local_references(self, references: tuple[str, ...], base_url: str) -> tuple[str, ...]:
-        """References to this server's own files (results, uploads) as `stored:` locators, read from
-        storage instead of fetched; the rest as given. Raises InvalidRequest (`references[i]`) for one of
-        ours that is gone or malformed."""
+        """References to our own files (results, uploads) as `stored:` locators, read from storage instead
+        of fetched; the rest as given. Raises InvalidRequest for one of ours that is gone or malformed."""
         if not references:
             return references
         return await self.call(self.own_files.locators, references, base_url)
@@ -258,8 +240,7 @@ class JobService:
         return await self.call(self.read, caller, job_id)
 
     def images(self, caller: Caller, job_id: str) -> dict[int, StoredImage]:
-        """The caller's job's images by index: its result's, or while it runs those finished already
-        (handed out one by one, so a client may use one at once). Blocking: the store."""
+        """The caller's job's images by index: its result's, or those a running job finished. Blocking."""
         job = self.read(caller, job_id)
         if job is None or job.result is not None:
             return dict(enumerate(job.result.images)) if job is not None and job.result else {}
@@ -267,7 +248,7 @@ class JobService:
         return {done.index: done.image for done in (live.images if live else ())}
 
     def _on_time(self, job: Job | None) -> Job | None:
-        """The start-deadline rule (above) for a job just read: failed first if queued past `start_by`."""
+        """A job just read, failed first if queued past `start_by`."""
         if not overdue(job, time.time()):
             return job
         self.store.expire_start_deadlines(time.time())
@@ -289,8 +270,7 @@ class JobService:
     async def snapshot(
         self, caller: Caller, job_id: str, logs: bool = False, progress: bool = False, fresh: bool = False
     ) -> Snapshot:
-        """The job now: `fresh` from the store, else from the snapshot cache while it has not changed
-        (status polling costs no query; one read serves every caller that missed meanwhile)."""
+        """The job now: `fresh` from the store, else from the snapshot cache while it has not changed."""
         key, read = (job_id, logs, progress), lambda: self.call(self._snapshot, job_id, logs, progress)
         found = await (read() if fresh else self.changes.snapshots.load(key, read))
         if found is not None and overdue(found.job, time.time()):  # cached before its deadline passed
@@ -306,9 +286,8 @@ class JobService:
         progress: bool = False,
         every_s: float | Callable[[], float] | None = None,
     ) -> AsyncIterator[Snapshot]:
-        """Snapshots of the job: now, then after each change of it, at its start deadline, and at least
-        every `every_s` (seconds, or a function giving them each time; default `wait_poll_s`) — until one
-        shows it finished or gone. No change is missed between a snapshot and the next wait."""
+        """Snapshots of the job: now, then after each change, at its start deadline and at least every
+        `every_s` (or what it returns; default `wait_poll_s`), until one shows it finished or gone."""
         while True:
             seen = self.changes.seen(job_id)
             snapshot = await self.snapshot(caller, job_id, logs, progress)
@@ -340,8 +319,7 @@ class JobService:
     def render(
         self, job: Job, inline: bool, images: Sequence[StoredImage] | None = None
     ) -> list[RenderedImage]:
-        """The job's result images (or `images`, some a running job finished already) as URLs, or inline:
-        then blocking (reads the files; `arender` from handlers)."""
+        """The job's result images (or `images`) as URLs, or inline (blocking: `arender` from handlers)."""
         images = job.result.images if images is None and job.result is not None else images or ()
         if inline:
             read = self.storage.read

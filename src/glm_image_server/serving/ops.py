@@ -10,11 +10,12 @@ from ..core.job import Job
 from .services import Services
 
 LIVE_STATES = ("ready", "busy")
+OPS_FIELDS = {"id", "api", "app", "status", "stage", "created_at", "started_at", "finished_at", "worker_id"}
 
 
 def readiness(services: Services) -> tuple[bool, list[dict]]:
-    """Ready when the workers that have their model loaded and answer their heartbeat run both stages
-    between them (an `all` worker, or a `prior` and a `decode` one). Blocking."""
+    """Ready when the workers with their model loaded and a live heartbeat run both stages between them (an
+    `all` worker, or a `prior` and a `decode` one). Blocking."""
     now, settings = time.time(), services.settings
     workers = [w for w in services.store.workers() if now - w.heartbeat_at < max(60.0, 4 * settings.lease_s)]
     listed = [
@@ -37,28 +38,20 @@ def problems(services: Services, has_workers: bool) -> list[str]:
 
 def _ops_job(services: Services, job: Job) -> dict:
     """A job as the ops view lists it."""
+    request = job.request
     return {
-        "id": job.id,
-        "api": job.api,
+        **job.model_dump(mode="json", include=OPS_FIELDS),
         "key": services.jobs.key_label(job.owner),
-        "app": job.app,
-        "status": job.status.value,
-        "stage": job.stage,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "worker_id": job.worker_id,
-        "size": f"{job.request.width}x{job.request.height}",
-        "images": job.request.num_images,
-        "steps": job.request.num_inference_steps,
+        "size": f"{request.width}x{request.height}",
+        "images": request.num_images,
+        "steps": request.num_inference_steps,
         "timings": job.result.timings if job.result else None,
         "error": job.error.message if job.error else None,
     }
 
 
 def ops_view(services: Services, owner: str | None, limit: int = 30) -> dict:
-    """Workers and their state, queue depth, and the recent jobs of the caller's key (`owner`; another
-    key's jobs are not shown here either) among the server's newest: the playground's ops tab. Blocking."""
+    """The playground's ops tab: workers, queue depth, the caller's key's recent jobs. Blocking."""
     ready, workers = readiness(services)
     recent = [job for job in services.store.recent(10 * limit) if job.owner == owner][:limit]
     return {

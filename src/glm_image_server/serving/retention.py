@@ -1,6 +1,5 @@
-"""Delete finished jobs, their logs and their files once their ttl or the retention period is over;
-uploaded images older than the retention period; and half-written files a crash or a full disk left.
-Each pass also fails queued jobs past their start deadline that nobody read or claimed meanwhile."""
+"""Delete finished jobs, their logs and files once their ttl or the retention period is over, older uploads,
+and half-written files a crash or a full disk left; and fail queued jobs past their start deadline."""
 
 from __future__ import annotations
 

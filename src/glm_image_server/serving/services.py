@@ -1,9 +1,5 @@
-"""The composition root of the API process: builds its services (store, storage, change feed, the job
-service, deliveries, retention, worker supervisor) from one Settings object, and stops them.
-
-Nothing here imports torch: the API process runs without it, and a worker loads the engine through
-`engine.loader.load_engine` only when it is built.
-"""
+"""The composition root of the API process: builds its services (store, storage, change feed, job service,
+deliveries, retention, workers) from one Settings object, and stops them. Nothing here imports torch."""
 
 from __future__ import annotations
 
@@ -89,15 +85,12 @@ def start_services(
     loop: asyncio.AbstractEventLoop,
     engine=None,
 ) -> Services:
-    """The API process's services, started. `renderers` gives each dialect's delivery renderer (by the
-    `api` its jobs record). Workers: `engine` given (tests) runs one on a thread here; else
-    `settings.workers` worker processes are started (0: none; they join with `glm-image worker`)."""
+    """The API process's services, started; `renderers` gives each dialect's delivery renderer (by `api`).
+    With `engine` (tests) a worker runs on a thread here; else `settings.workers` processes are started."""
     services = build_services(settings, loop)
-    store = services.store
-    delivery = DeliverySettings.from_settings(settings)
+    store, delivery = services.store, DeliverySettings.from_settings(settings)
     deliveries = DeliverySender(store, delivery, renderers(services), services.jobs.destinations)
-    services.deliveries = deliveries
-    services.changes.listeners = (deliveries.wake,)
+    services.deliveries, services.changes.listeners = deliveries, (deliveries.wake,)
     expired = store.expire_leases(time.time())
     if expired.requeued or expired.failed:
         log.info("jobs left by stopped workers: %d queued again, %d failed", expired.requeued, expired.failed)
