@@ -23,15 +23,13 @@ class OwnFiles:
 
     def __init__(self, storage: Storage, public_url: str | None, host: str, port: int) -> None:
         self.storage, self.public_url = storage, public_url
-        # The bound address, and the loopback names too when it listens on loopback or on every address.
-        names = [f"[{host}]" if ":" in host else host]
         try:
             address = ipaddress.ip_address(host)
             local = address.is_loopback or address.is_unspecified
         except ValueError:
             local = host == "localhost"
-        if local:
-            names += LOOPBACK_NAMES
+        # The bound address, and the loopback names too when it listens on loopback or on every address.
+        names = [f"[{host}]" if ":" in host else host, *(LOOPBACK_NAMES if local else ())]
         self.bound = [f"http://{name}:{port}" for name in dict.fromkeys(names)]
 
     def key_of(self, ref: str, base_url: str) -> str | None:
