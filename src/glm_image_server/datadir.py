@@ -1,8 +1,7 @@
-"""One data directory, one server: `serve` holds an exclusive lock on it for its whole life, taken before
-anything else touches the directory, so a second server on the same jobs exits with a message naming the
-first instead of running its jobs twice. (Workers share the directory with their server; they take no
-lock. A fleet API shares a PostgreSQL store and S3 instead, where leases keep claims apart: it takes no
-lock either, `needed=False`, so several run on one host.)"""
+"""One data directory, one server: `serve` holds an exclusive lock on it for life, taken before anything
+else touches it, so a second server on the same jobs exits naming the first instead of running them twice.
+Workers share their server's directory and take no lock; nor does a fleet API (`needed=False`), whose
+PostgreSQL store and S3 keep claims apart with leases."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""API keys as the operator configures them: each a secret, optionally named (`name:key`), so that logs and
-metrics say whose work a job was without ever showing the key. A job records only its key's owner: a
-stable hash of the secret that the name can change around (renaming a key keeps its jobs).
-"""
+"""API keys as configured: each a secret, optionally named (`name:key`), so logs and metrics say whose work
+a job was without showing the key. A job records only its key's owner, a stable hash of the secret (renaming
+a key keeps its jobs)."""
 
 from __future__ import annotations
 
@@ -47,8 +46,7 @@ def owner_hash(secret: str) -> str:
 
 def parse_key(entry: str) -> ApiKey:
     """`name:key` names a key (the name: letters, digits and `_.@-`, up to 64); anything else is a plain
-    key, so plain keys configured before names existed keep working. A key that itself contains `:` can
-    always be written unambiguously with a name in front (`name:ab:cd`)."""
+    key, as before names existed. A key containing `:` is unambiguous with a name in front (`n:ab:cd`)."""
     name, colon, secret = entry.partition(":")
     if colon and secret and NAME.match(name):
         return ApiKey(secret, name)

@@ -1,7 +1,6 @@
-"""Prometheus metrics, served at /metrics. Workers count in their own processes: `serve` gives them
-and itself one PROMETHEUS_MULTIPROC_DIR, and /metrics adds up every process's values. The queue's depth
-is read from the job store at scrape time, so every API replica reports the whole fleet's queue (the
-signal to scale workers on)."""
+"""Prometheus metrics at /metrics, summed over processes (`serve` and its workers share one
+PROMETHEUS_MULTIPROC_DIR). The queue is read from the job store at scrape time, so every API replica
+reports the whole fleet's queue (the signal to scale workers on)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
 """The server's webhook signing key: one Ed25519 key in a PEM file (the data directory's by default), made on
-first start with mode 0600, and its public half as a JSON Web Key Set for receivers to verify with.
-
-A fleet's API replicas all send webhooks, so they must all sign with the same key: point every replica's
-GLM_IMAGE_WEBHOOK_KEY_FILE at one file (a mounted secret). The file is created atomically (written aside,
-then linked into place), so replicas that start together on a shared directory agree on one key.
-"""
+first start with mode 0600, its public half published as a JSON Web Key Set for receivers to verify with.
+A fleet's API replicas must all sign with the same key (GLM_IMAGE_WEBHOOK_KEY_FILE: one mounted secret); it
+is created atomically, so replicas that start together on a shared directory agree on one key."""
 
 from __future__ import annotations
 
@@ -64,8 +61,8 @@ def thumbprint(public_bytes: bytes) -> str:
 
 
 def create_once(path: Path, secret: bytes) -> None:
-    """Write `secret` to `path` readable by its owner only, unless the file exists: written aside and
-    linked into place, so a process never reads it half-written and concurrent creators agree on one."""
+    """Write `secret` to `path`, owner-readable, unless it exists: written aside and linked into place, so
+    no process reads it half-written and concurrent creators agree on one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, aside = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")  # mode 0600
     try:

@@ -1,6 +1,5 @@
-"""The frozen slices of the Settings each component receives (config.py has the Settings): a component
-reads only the fields it is given, cut by the composition roots (the CLI, a worker's entry points, the
-services; the API process's own two are in serving/)."""
+"""The frozen slices of the Settings (config.py) each component receives, so it reads only the fields it is
+given; cut by the composition roots (the CLI, a worker's entry points, the services; two more in serving/)."""
 
 from __future__ import annotations
 
@@ -13,8 +12,7 @@ if TYPE_CHECKING:
 
 
 class Slice:
-    """A component's part of the Settings, frozen: the fields it reads, named as in Settings (a list
-    becomes a tuple). Subclasses are frozen dataclasses."""
+    """Subclasses: frozen dataclasses of the fields a component reads, as in Settings (lists as tuples)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:

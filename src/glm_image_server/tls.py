@@ -1,10 +1,7 @@
-"""`serve --tls self-signed`: HTTPS without a certificate of your own, because fal's Python client speaks
-only HTTPS. On first start a small local certificate authority and a server certificate it signs are made
-in the data directory's tls/ folder and kept there, so clients trust `tls/ca.pem` once and go on trusting
-it across restarts (and across a changed --host: only the server certificate is made again). A CA and a
-leaf rather than one self-signed certificate, because strict verifiers (Node, Python 3.13's default
-context) refuse a leaf that signs itself.
-"""
+"""`serve --tls self-signed`: HTTPS without a certificate of your own (fal's Python client speaks only
+HTTPS). A local CA and a server certificate it signs are made once in the data directory's tls/, so clients
+trust `tls/ca.pem` across restarts (a changed --host makes only the server certificate again). A CA and a
+leaf, because strict verifiers (Node, Python 3.13's default context) refuse a leaf that signs itself."""
 
 from __future__ import annotations
 
@@ -36,8 +33,8 @@ class SelfSigned:
 
 
 def server_names(host: str, public_url: str | None = None) -> list[str]:
-    """What the certificate names: the bound host (this machine's name too when it binds every
-    address), the public URL's host, and the loopback names."""
+    """What the certificate names: the bound host (this machine's name when it binds every address), the
+    public URL's host, and the loopback names."""
     names = [socket.gethostname() if host in ("0.0.0.0", "::", "") else host]
     if public_url and (public_host := urlsplit(public_url).hostname):
         names.append(public_host)
@@ -69,8 +66,7 @@ def ensure_self_signed(folder: Path, names: list[str]) -> SelfSigned:
 
 
 def trusting_context(ca: Path | None) -> ssl.SSLContext | bool:
-    """For outgoing HTTPS: the usual trust (SSL_CERT_FILE, else certifi's) plus our own CA when it
-    exists, so the server can fetch from itself behind its self-signed certificate."""
+    """Outgoing HTTPS trust: the usual (SSL_CERT_FILE, else certifi's) plus our own CA where it exists."""
     if ca is None or not ca.exists():
         return True
     import httpx
@@ -111,8 +107,7 @@ def _certificate(
     days: int,
     extensions: Sequence[x509.ExtensionType] = (),
 ) -> bytes:
-    """PEM of a CA certificate when `ca` is None (it signs itself), else of a leaf that `ca` signs;
-    `extensions` and the key identifiers non-critical."""
+    """PEM of a CA certificate when `ca` is None (it signs itself), else of a leaf that `ca` signs."""
     public, is_ca = key.public_key(), ca is None
     identifiers = [x509.SubjectKeyIdentifier.from_public_key(public)]
     if not is_ca:
@@ -153,8 +148,7 @@ def _covers(cert_path: Path, names: list[str]) -> bool:
         listed = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (ValueError, x509.ExtensionNotFound):
         return False
-    have = {str(n) for n in listed.get_values_for_type(x509.DNSName)}
-    have |= {str(ip) for ip in listed.get_values_for_type(x509.IPAddress)}
+    have = {str(name.value) for name in listed}  # DNS names and IP addresses
     wanted = {str(_general_name(n).value) for n in names}
     fresh = cert.not_valid_after_utc - _now() > datetime.timedelta(days=RENEW_DAYS)
     return wanted <= have and fresh

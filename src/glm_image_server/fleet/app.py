@@ -1,19 +1,13 @@
-"""The fleet on Ray Serve: API replicas (the FastAPI app as ingress, on CPUs) and worker replicas (one
-model, or one stage of it, each; a GPU each where there are GPUs), placed and restarted by Ray. This is only
-composition: every replica builds its part from the same Settings (GLM_IMAGE_* in its environment), and
-they meet in the shared job store (PostgreSQL) and object store (S3) — requests never travel between
-replicas through Ray, so a replica Ray restarts loses nothing the store's leases do not hand back.
-
-Workers come in three deployments, one per role: `Worker` (both stages, the whole model: a GPU with room
-for it), `PriorWorker` (the AR stage) and `DecodeWorker` (DiT, VAE, post), the last two a pool each that
-scales on its own stage's queue — prior on the queued images, decode on the jobs handed off and waiting.
-
-`serve run glm_image_server.fleet.app:build [key=value ...]` or `serve run deploy/ray-serve.yaml`.
-"""
+"""The fleet on Ray Serve: API replicas (the FastAPI app as ingress, on CPUs) and worker replicas (the
+model, or one stage of it, a GPU each), placed and restarted by Ray. Only composition: every replica builds
+its part from the same Settings (GLM_IMAGE_*) and they meet in the shared job store (PostgreSQL) and object
+store (S3), never through Ray, so a restarted replica loses nothing the store's leases do not hand back.
+Workers: `Worker` (the whole model), `PriorWorker` (AR) and `DecodeWorker` (DiT, VAE, post), each pool
+scaling on its own stage's queue. `serve run glm_image_server.fleet.app:build [key=value ...]` or
+`serve run deploy/ray-serve.yaml`."""
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from typing import Any, ClassVar
@@ -24,10 +18,8 @@ from ray.serve.config import AutoscalingContext
 
 from ..api.app import create_app
 from ..config import Settings
-from ..store.contract import JobStore
 from ..worker.main import start_worker
 
-log = logging.getLogger("glm_image_server.fleet")
 WORKER_OPTIONS: dict[str, Any] = {
     "health_check_period_s": 5,
     "health_check_timeout_s": 30,
@@ -49,17 +41,6 @@ class Api:
         self.workers = workers  # bound only so that one application deploys them all
 
 
-def queue_stats(store: JobStore) -> dict[str, float]:
-    """The prior stage's queue: queued images and the oldest queued job's age (the same for every
-    replica: it is the store's)."""
-    depth = store.queue_depth()
-    oldest = min((created for *_, created in depth), default=None)
-    return {
-        "queued_images": float(sum(images for _, _, images, _ in depth)),
-        "oldest_queued_s": 0.0 if oldest is None else time.time() - oldest,
-    }
-
-
 class RoleWorker:
     """A worker of `role` and its scheduler loop on a thread: claims its stages' work until stopped."""
 
@@ -75,8 +56,13 @@ class RoleWorker:
             raise RuntimeError(f"worker {self.worker.id} stopped running jobs")
 
     def record_autoscaling_stats(self) -> dict[str, float]:
-        """What this role's policy scales on (`queue_policy`)."""
-        return queue_stats(self.worker.store)
+        """The prior stage's queue (`queue_policy`), the same for every replica: it is the store's."""
+        depth = self.worker.store.queue_depth()
+        oldest = min((created for *_, created in depth), default=None)
+        return {
+            "queued_images": float(sum(images for _, _, images, _ in depth)),
+            "oldest_queued_s": 0.0 if oldest is None else time.time() - oldest,
+        }
 
     def __del__(self) -> None:
         worker = getattr(self, "worker", None)
@@ -108,8 +94,7 @@ class DecodeWorker(RoleWorker):
 
 
 def _replicas(ctx: AutoscalingContext, metric: str, per_replica: float) -> int:
-    """Enough replicas for the reported backlog (`per_replica` each), never fewer than are busy while
-    work waits, within the deployment's min and max."""
+    """Replicas for the reported backlog (`per_replica` each), no fewer than are busy while work waits."""
     waiting = max(ctx.aggregated_metrics.get(metric, {}).values(), default=0.0)  # all report one store
     busy = ctx.current_num_replicas if waiting else 0
     wanted = max(busy, math.ceil(waiting / per_replica))
@@ -117,37 +102,29 @@ def _replicas(ctx: AutoscalingContext, metric: str, per_replica: float) -> int:
 
 
 def queue_policy(ctx: AutoscalingContext, images_per_worker: float = 8.0) -> tuple[int, dict]:
-    """Ray Serve autoscaling policy for `Worker` and `PriorWorker`: one replica per `images_per_worker`
-    queued images (e.g. the batch size)."""
+    """Autoscaling of `Worker` and `PriorWorker`: a replica per `images_per_worker` queued images."""
     return _replicas(ctx, "queued_images", images_per_worker), {}
 
 
 def decode_policy(ctx: AutoscalingContext, jobs_per_worker: float = 2.0) -> tuple[int, dict]:
-    """Ray Serve autoscaling policy for `DecodeWorker`: one replica per `jobs_per_worker` jobs handed off
-    and waiting for a decode worker (each decodes one job at a time)."""
+    """Autoscaling of `DecodeWorker`: a replica per `jobs_per_worker` jobs handed off and waiting."""
     return _replicas(ctx, "decode_waiting", jobs_per_worker), {}
 
 
-def _pool(deployment: Any, replicas: int, gpus: float) -> Any:
-    return deployment.options(num_replicas=replicas, ray_actor_options={"num_cpus": 1, "num_gpus": gpus})
-
-
 def build(args: dict[str, str]) -> serve.Application:
-    """The application, for `serve run glm_image_server.fleet.app:build key=value ...`: api_replicas (2),
-    api_cpus (1); worker_replicas (1), prior_replicas (0), decode_replicas (0): the replicas of each
-    role's deployment (one left at 0 is not deployed); worker_gpus, prior_gpus, decode_gpus (1 each; 0 runs
-    them on CPUs). A split fleet: `worker_replicas=0 prior_replicas=1 decode_replicas=2`."""
+    """`serve run glm_image_server.fleet.app:build key=value ...`: api_replicas (2), api_cpus (1);
+    worker_replicas (1), prior_replicas (0), decode_replicas (0), a role at 0 not deployed; and the GPUs
+    of each role's replica: worker_gpus, prior_gpus, decode_gpus (1 each; 0: on CPUs). `split` below."""
     pools = []
     for deployment, role in ((Worker, "worker"), (PriorWorker, "prior"), (DecodeWorker, "decode")):
         replicas = int(args.get(f"{role}_replicas", 1 if role == "worker" else 0))
         if replicas > 0:
-            pools.append(_pool(deployment, replicas, float(args.get(f"{role}_gpus", 1))).bind())
+            options = {"num_cpus": 1, "num_gpus": float(args.get(f"{role}_gpus", 1))}
+            pools.append(deployment.options(num_replicas=replicas, ray_actor_options=options).bind())
     if not pools:
         raise ValueError("no workers: set worker_replicas, or prior_replicas and decode_replicas")
-    api = Api.options(
-        num_replicas=int(args.get("api_replicas", 2)),
-        ray_actor_options={"num_cpus": float(args.get("api_cpus", 1))},
-    )
+    api_options = {"num_cpus": float(args.get("api_cpus", 1))}
+    api = Api.options(num_replicas=int(args.get("api_replicas", 2)), ray_actor_options=api_options)
     return api.bind(*pools)
 
 

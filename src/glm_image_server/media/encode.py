@@ -1,9 +1,6 @@
-"""Encode generated images for clients.
-
-Settings chosen by bench/encoding.py (1024², figures in docs/benchmarks.md): WEBP with libwebp's
-fastest method (0) is about 3x faster than Pillow's default (4) and no bigger at quality 95; PNG with
-zlib level 1 is faster than the default 6 for ~10% more bytes; JPEG keeps Pillow's defaults (a few ms).
-"""
+"""Encode generated images for clients, with settings chosen by bench/encoding.py (1024², docs/benchmarks.md):
+WEBP with libwebp's fastest method (0) is ~3x faster than Pillow's default (4) and no bigger at quality 95;
+PNG at zlib level 1 is faster than the default 6 for ~10% more bytes; JPEG keeps Pillow's defaults."""
 
 from __future__ import annotations
 

@@ -1,10 +1,7 @@
-"""Fetch untrusted URLs (image inputs) with limits, and refuse ones that point inside our network.
-
-The guard resolves the host and refuses loopback, private, link-local and other non-global addresses
-unless the settings allow them; it checks every redirect hop again. It checks the addresses the name
-resolves to just before connecting, which leaves a DNS-rebinding window: run the server where its
-network reach is limited anyway if that matters to you.
-"""
+"""Fetch untrusted URLs (image inputs) with limits, and refuse ones that point inside our network: the
+guard resolves the host and refuses loopback, private, link-local and other non-global addresses unless
+the settings allow them, at every redirect hop. It checks the addresses just before connecting, which
+leaves a DNS-rebinding window: run the server where its network reach is limited if that matters to you."""
 
 from __future__ import annotations
 
@@ -82,10 +79,9 @@ def decode_data_uri(uri: str, field: str, max_bytes: int) -> bytes:
 
 
 class ImageFetcher:
-    """URL or data URI -> bytes or a decoded RGB image, within the configured byte, pixel and time limits.
-    The time limit is one wall-clock deadline for the whole fetch (name lookup, connect, headers, body,
-    redirects): a server that drips one byte at a time cannot hold it longer. Async, so a slow URL holds
-    no thread; the reference loader runs it on a loop of its own for the worker."""
+    """URL or data URI -> bytes or a decoded RGB image, within the byte, pixel and time limits. The time
+    limit is one deadline for the whole fetch (lookup, connect, headers, body, redirects), so a server that
+    drips one byte at a time cannot hold it longer; async, so a slow URL holds no thread."""
 
     def __init__(self, settings: FetchSettings) -> None:
         self.guard = UrlGuard(settings.allow_loopback_urls, settings.allow_private_urls)

@@ -15,14 +15,10 @@ INPUT_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers pho
 
 
 def decode_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
-    """Bytes -> upright RGB image, refused above `max_pixels` (settings.input_max_pixels).
-
-    EXIF orientation is applied, alpha is composited over white (transparent areas would otherwise turn
-    black), and grayscale, palette and CMYK images are converted. The pixel count is checked from the
-    header, before any pixel is decoded. Whatever Pillow raises on the way (OSError, but also ValueError,
+    """Bytes -> upright RGB image (EXIF orientation applied, alpha over white, not black), refused above
+    `max_pixels` from the header, before any pixel is decoded. Whatever Pillow raises (OSError, ValueError,
     SyntaxError, struct.error, EOFError… from corrupt chunks, EXIF or ICC data) is the client's error,
-    named by `field`: the bytes are untrusted, so no failure to read them is the server's.
-    """
+    named by `field`: the bytes are untrusted, so no failure to read them is the server's."""
     try:
         image = Image.open(io.BytesIO(data), formats=INPUT_FORMATS)
     except Image.DecompressionBombError as exc:
@@ -38,21 +34,17 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
             f"at most {max_pixels} pixels",
         )
     try:
-        return _upright_rgb(image)
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(background, rgba).convert("RGB")
+        return image.convert("RGB")
     except Exception as exc:
         raise InvalidRequest(
             field, f"could not be decoded: {type(exc).__name__}: {exc}", "a complete image file"
         ) from exc
-
-
-def _upright_rgb(image: Image.Image) -> Image.Image:
-    image.load()
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
 
 
 def read_image(path: str | Path, field: str, max_pixels: int) -> Image.Image:

@@ -1,13 +1,9 @@
-"""Input URLs that name this server's own files — an earlier result or upload given back as a reference —
-become `stored:<key>` locators, read straight from storage: no network fetch, so neither the URL guard
-(which rightly refuses our own loopback or private address) nor TLS verification stands in the way. The
-image still passes the same decode limits as any input (media/references.py).
-
-Own means: under the configured public URL, the base URL the request came in on, or the bound address
-(host and port; the scheme aside), at `/files/<key>`; a relative `/files/<key>` path; or one of the
-storage's own object URLs (S3: a presigned URL of our bucket and prefix, signature or not). A key must be
-a plain storage key: `/files/../x` names nothing.
-"""
+"""Input URLs naming this server's own files (a result or upload given back as a reference) become
+`stored:<key>` locators read straight from storage, so neither the URL guard (which rightly refuses our own
+loopback or private address) nor TLS verification stands in the way; the decode limits still apply.
+Own: `/files/<key>` under the public URL, the request's base URL or the bound host and port (any scheme); a
+relative `/files/<key>`; or the storage's own object URLs (S3: our bucket and prefix, signed or not). A key
+must be a plain storage key: `/files/../x` names nothing."""
 
 from __future__ import annotations
 
@@ -23,20 +19,17 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
 class OwnFiles:
-    """Recognises this server's own file URLs among a request's references (blocking: it asks the
-    storage whether the file exists; call it off the event loop)."""
+    """Recognises our own file URLs among a request's references (blocking: call it off the event loop)."""
 
     def __init__(self, storage: Storage, public_url: str | None, host: str, port: int) -> None:
         self.storage, self.public_url = storage, public_url
-        # The bound address, and the loopback names too when it listens on loopback or on every address.
-        names = [f"[{host}]" if ":" in host else host]
         try:
             address = ipaddress.ip_address(host)
             local = address.is_loopback or address.is_unspecified
         except ValueError:
             local = host == "localhost"
-        if local:
-            names += LOOPBACK_NAMES
+        # The bound address, and the loopback names too when it listens on loopback or on every address.
+        names = [f"[{host}]" if ":" in host else host, *(LOOPBACK_NAMES if local else ())]
         self.bound = [f"http://{name}:{port}" for name in dict.fromkeys(names)]
 
     def key_of(self, ref: str, base_url: str) -> str | None:
@@ -50,8 +43,8 @@ class OwnFiles:
         return None if prefix is None else unquote(path.removeprefix(prefix))
 
     def locator(self, ref: str, field: str, base_url: str) -> str:
-        """`stored:<key>` for one of our files, `ref` itself for anything else. Raises InvalidRequest for
-        a relative path that names no file, a malformed key, or a file that is gone (expired)."""
+        """`stored:<key>` for one of our files, `ref` itself for anything else; InvalidRequest for a relative
+        path that names no file, a malformed key, or a file that is gone (expired)."""
         key = self.key_of(ref, base_url)
         if key is None:
             if ref.startswith("/"):

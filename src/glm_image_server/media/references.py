@@ -1,7 +1,6 @@
 """A request's reference locators -> decoded images: URLs and data URIs through the guarded fetcher,
-`stored:<key>` (uploads, and our own results given back: media/own_files.py) straight from our storage.
-Runs in the worker: all of a request's references at once, each fetch under its own deadline, on an
-event loop of the loader's own thread (many fetches at once, none holding a thread while it waits)."""
+`stored:<key>` (uploads, our own results given back) straight from storage. Runs in the worker: all of a
+request's references at once, each under its own deadline, on an event loop of the loader's own thread."""
 
 from __future__ import annotations
 

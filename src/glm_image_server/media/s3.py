@@ -1,8 +1,6 @@
-"""Output files and uploads in an S3 bucket (or any S3-compatible store), for a fleet whose API replicas
-and workers share no disk: `GLM_IMAGE_STORAGE_URL=s3://bucket/prefix`. Credentials, region and endpoint
-come from the standard AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_DEFAULT_REGION, ...)
-through boto3; clients download through presigned GET URLs that expire with the job.
-"""
+"""Output files and uploads in an S3(-compatible) bucket, for a fleet whose API replicas and workers share
+no disk: `GLM_IMAGE_STORAGE_URL=s3://bucket/prefix`. Credentials, region and endpoint come from the standard
+AWS variables through boto3; clients download through presigned GET URLs that expire with the job."""
 
 from __future__ import annotations
 
@@ -66,11 +64,8 @@ class S3Storage:
             Bucket=self.bucket, Prefix=self.prefix + UPLOAD_PREFIX
         )
         for page in pages:
-            old = [
-                {"Key": item["Key"]}
-                for item in page.get("Contents", ())
-                if item["LastModified"].timestamp() < when
-            ]
+            contents = page.get("Contents", ())
+            old = [{"Key": item["Key"]} for item in contents if item["LastModified"].timestamp() < when]
             if old:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": old, "Quiet": True})
 
@@ -85,16 +80,16 @@ class S3Storage:
 
     @cached_property
     def _objects_at(self) -> tuple[str, int, str]:
-        """(host, port, path before a key) of this storage's object URLs, virtual-hosted or path-style as
-        the client addresses them: made like any presigned URL (locally, no request), then cut."""
+        """(host, port, path before a key) of our object URLs as the client addresses them (virtual-hosted
+        or path-style): a presigned URL made locally, then cut."""
         probe = origin(self.url(PROBE_KEY, "", 60))
         assert probe is not None, "boto3 made a presigned URL that is not http(s)"
         host, port, path = probe
         return host, port, unquote(path).removesuffix(PROBE_KEY)
 
     def key_of(self, url: str, base_urls: Sequence[str] = ()) -> str | None:
-        """The key of one of this bucket's (prefix's) object URLs — a presigned result URL — whatever its
-        query (signature, expiry): read with our own credentials, it needs neither."""
+        """The key of one of our bucket's (prefix's) object URLs, whatever its query (signature, expiry):
+        read with our own credentials, it needs neither."""
         target = origin(url)
         host, port, path = self._objects_at
         if target is None or target[:2] != (host, port):

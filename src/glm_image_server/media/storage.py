@@ -65,12 +65,10 @@ class Storage(Protocol):
         """Half-written objects a crash left (none where writes are atomic); returns how many went."""
 
     def url(self, key: str, base_url: str, expires_s: float) -> str:
-        """Where a client downloads the object: valid at least `expires_s` (capped at 7 days) or, locally,
-        as long as the file exists. `base_url`: the server's public URL for local files."""
+        """A download URL valid at least `expires_s` (capped at 7 days); locally under `base_url`."""
 
     def key_of(self, url: str, base_urls: Sequence[str]) -> str | None:
-        """The inverse of `url`: the key `url` downloads when it is one of this storage's URLs (locally,
-        under one of the server's own `base_urls`), unchecked; None for any other URL."""
+        """The inverse of `url` (locally under one of `base_urls`), unchecked; None for other URLs."""
 
 
 class LocalStorage:
@@ -124,14 +122,9 @@ class LocalStorage:
 
     def key_of(self, url: str, base_urls: Sequence[str]) -> str | None:
         target = origin(url)
-        if target is None:
-            return None
-        for base in base_urls:
-            own = origin(base)
-            if own is None or own[:2] != target[:2]:
-                continue
+        for own in filter(None, map(origin, base_urls)):
             files = own[2].rstrip("/") + "/files/"
-            if target[2].startswith(files):
+            if target and own[:2] == target[:2] and target[2].startswith(files):
                 return unquote(target[2].removeprefix(files))
         return None
 

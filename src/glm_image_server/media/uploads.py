@@ -18,8 +18,7 @@ from .storage import Storage, upload_key, upload_part_key
 def keep_upload_bytes(
     storage: Storage, data: bytes, field: str, max_pixels: int, image_uuid: uuid.UUID | None = None
 ) -> tuple[Image.Image, str]:
-    """Validate and store uploaded bytes (under `image_uuid`, default a new one); returns the image and
-    its `stored:` locator. Its UUID is the client's handle."""
+    """Validate and keep uploaded bytes under `image_uuid` (default a new one): (image, `stored:` locator)."""
     image = decode_image(data, field, max_pixels)
     key = upload_key(image_uuid or uuid.uuid4())
     storage.save(key, encode_image(image, "png"))
