@@ -1,8 +1,6 @@
-"""The dialect seam: each subpackage of api/ that speaks one vendor's API exports one `dialect` object
-saying all the shared modules need of it — the app composes them (app.py), the gate authenticates by
-them (gate.py), errors and the OpenAPI document take their formats from them — so no shared module names a
-dialect, and a new one is a new subpackage. Also here: a dialect's field-name table at work, building the
-core request from wire fields and naming core fields in errors."""
+"""The dialect seam: each subpackage of api/ speaking one vendor's API exports a `dialect` saying all the
+shared modules (app, gate, errors, OpenAPI) need of it, so none of them names a dialect and a new one is a
+new subpackage. Also here: a dialect's field-name table at work, in building core requests and in errors."""
 
 from __future__ import annotations
 
@@ -45,9 +43,8 @@ class Dialect:
     fields: Mapping[str, str] = field(default_factory=dict)  # core field -> its wire name, where they differ
     renderer: Callable[[Services], Renderer] | None = None  # a finished job's webhook POSTs / upload PUTs
     setup: Callable[[FastAPI, ServingSettings], None] | None = None  # app state, middlewares outside the gate
-    # Paths under `signed_prefixes` carry their own credential, standing for a key: `grant(scope)` is what
-    # the path's signature grants (with the key's `owner`), None when it is altered or expired;
-    # `signed_noun` names such a URL in the errors.
+    # Paths under `signed_prefixes` carry a credential standing for a key: `grant(scope)` is what it grants
+    # (with the key's `owner`), None when altered or expired; `signed_noun` names such a URL in errors.
     signed_prefixes: tuple[str, ...] = ()
     grant: Callable[[Scope], Any] | None = None
     signed_noun: str = "signed URL"
@@ -74,9 +71,8 @@ def dialect_of(dialects: Sequence[Dialect], path: str) -> Dialect | None:
 
 
 def build(model: type[T], wire: object, names: Mapping[str, str], **computed: Any) -> T:
-    """A core dataclass (the GenerationRequest) from a wire model: each field from the wire field `names`
-    gives it (the same name when not listed) where the wire has one, else from `computed` (what the
-    dialect derives: a size, resolved references). A None keeps the core's default (the seed)."""
+    """A core dataclass from a wire model: each field from its wire name in `names` (else the same name), or
+    from `computed` (what the dialect derives); a None keeps the core's default (the seed)."""
     wired = [f.name for f in dataclasses.fields(model) if f.name not in computed]  # type: ignore[arg-type]
     values = {name: getattr(wire, names.get(name, name), None) for name in wired} | computed
     return model(**{name: value for name, value in values.items() if value is not None})

@@ -1,7 +1,6 @@
-"""Errors that happen before or around a dialect's own handling — a refused submission, a body that is
-too big, a wrong key, a fault of the server — rendered in the envelope of the dialect whose path was
-asked (its `Dialect.error`), so no client ever gets a bare-text error; the server's own endpoints answer
-`{"detail": ...}`."""
+"""Errors before or around a dialect's own handling (a refusal, a body too big, a wrong key, a server fault)
+in the envelope of the dialect whose path was asked, so no client gets a bare-text error; the server's own
+endpoints answer `{"detail": ...}`."""
 
 from __future__ import annotations
 
