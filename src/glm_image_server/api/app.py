@@ -24,8 +24,7 @@ from ..serving.jobs import ServingSettings
 from ..serving.services import Services, start_services
 from . import openapi
 from .auth import key_ok, owner_of, presented_key
-from .dialect import Dialect, dialect_of, discover
-from .errors import error_response, refused_status
+from .dialect import Dialect, dialect_of, discover, error_response, refused_status
 from .gate import Gate
 
 log = logging.getLogger("glm_image_server")

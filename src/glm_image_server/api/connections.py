@@ -13,8 +13,7 @@ from http import HTTPStatus
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..serving.admission import LimitsSettings
-from .dialect import dialect_of, discover
-from .errors import error_response
+from .dialect import dialect_of, discover, error_response
 
 MAX_HEAD_BYTES, MAX_URL_BYTES = 64 * 1024, 16 * 1024
 LINGER_S = 2.0

@@ -1,11 +1,14 @@
 """The dialect seam: each subpackage of api/ speaking one vendor's API exports a `dialect` saying all the
-shared modules (app, gate, errors, OpenAPI) need of it, so none of them names a dialect and a new one is a
-new subpackage. Also here: a dialect's field-name table at work, in building core requests and in errors."""
+shared modules (app, gate, OpenAPI) need of it, so none of them names a dialect and a new one is a new
+subpackage. Also here: errors before or around a dialect's own handling (a refusal, a body too big, a
+wrong key, a server fault) in its envelope, so no client gets a bare-text error; and a dialect's
+field-name table at work, in building core requests and in errors."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import Scope
 
 from ..delivery.sender import Renderer
+from ..serving.admission import LowDisk, Refused
 from ..serving.jobs import ServingSettings
 from ..serving.services import Services
 
@@ -68,6 +72,26 @@ def discover() -> tuple[Dialect, ...]:
 def dialect_of(dialects: Sequence[Dialect], path: str) -> Dialect | None:
     """The dialect whose path was asked; None for the server's own endpoints."""
     return next((dialect for dialect in dialects if dialect.owns(path)), None)
+
+
+def retry_after(seconds: float | None) -> dict[str, str] | None:
+    """The Retry-After header for a wait of `seconds` (whole seconds, at least 1)."""
+    return {"retry-after": str(max(1, math.ceil(seconds)))} if seconds else None
+
+
+def error_response(
+    dialect: Dialect | None, status: int, message: str, retry_after_s: float | None = None
+) -> JSONResponse:
+    """`message` in the dialect's own error envelope (the server's own endpoints': `{"detail": ...}`)."""
+    response = (dialect.error if dialect is not None else detail_error)(status, message)
+    response.headers.update(retry_after(retry_after_s) or {})
+    return response
+
+
+def refused_status(exc: Refused) -> int:
+    if isinstance(exc, LowDisk):
+        return 507
+    return 429 if exc.kind in ("queue_full", "rate_limited") else 503
 
 
 def build(model: type[T], wire: object, names: Mapping[str, str], **computed: Any) -> T:

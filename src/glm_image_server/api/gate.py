@@ -1,6 +1,6 @@
 """The first thing every HTTP request meets: the API key (before a byte of the body is read; a signed URL
 stands for it), failed-key throttling per address, and the body, read within a size cap and a deadline so
-a slow or huge body never reaches a route. Errors in the dialect's format (errors.py)."""
+a slow or huge body never reaches a route. Errors in the dialect's format."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..serving.admission import LimitsSettings, TokenBuckets
 from .auth import key_ok, owner_of, presented_key
-from .dialect import Dialect, dialect_of
-from .errors import error_response
+from .dialect import Dialect, dialect_of, error_response
 
 log = logging.getLogger("glm_image_server")
 BODY_METHODS = ("POST", "PUT", "PATCH")
