@@ -66,8 +66,7 @@ def compose(app: FastAPI, settings: Settings, dialects: Sequence[Dialect]) -> No
 
 
 def create_app(settings: Settings, engine=None) -> FastAPI:
-    """`engine`: an already loaded Engine, run by a worker thread in this process (tests); by default
-    `settings.workers` worker processes run the model."""
+    """`engine`: a loaded Engine for a worker thread in this process (tests); else worker processes run."""
     dialects = discover()
 
     def renderers(services: Services) -> dict[str, Renderer]:

@@ -60,8 +60,7 @@ class Gate:
         state["owner"], state["authenticated"] = (owner_of(keys, key) if valid else None), valid
         if valid or dialect is None or (dialect.wrong_key is None and key is None):
             return valid, None
-        # A wrong or missing key: 429 after too many from one address; None for a dialect that may
-        # authenticate in the body.
+        # A wrong or missing key: 429 after too many from one address; None if it may come in the body.
         if wait := self.auth_failures.take(client):
             log.warning("too many failed API keys from %s", client)
             return False, error_response(dialect, 429, "too many requests with a wrong API key", wait)

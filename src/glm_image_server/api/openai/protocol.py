@@ -15,7 +15,6 @@ from ..common import SeededTextCheck
 API = "openai"  # the `api` its jobs record
 PREFIX = "/v1/images/"
 # OpenAI's words for each status we answer with.
-TYPES = {401: "invalid_request_error", 429: "requests", 500: "server_error", 503: "server_error"}
 CODES = {
     401: "invalid_api_key",
     408: "timeout",
@@ -49,7 +48,7 @@ class OpenAIError(Exception):
 
 def error_response(status: int, message: str) -> JSONResponse:
     """An error of the whole request in OpenAI's envelope."""
-    kind = TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    kind = "requests" if status == 429 else "invalid_request_error" if status < 500 else "server_error"
     return OpenAIError(message, None, CODES.get(status), status, kind).response()
 
 

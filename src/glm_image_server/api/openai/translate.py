@@ -97,8 +97,7 @@ def reencode(data: bytes, output_format: str) -> bytes:
 
 
 def stream_event(prefix: str, kind: str, job: Job, b64: str, **extra: Any) -> str:
-    """One server-sent event as OpenAI streams images: `event: <prefix>.<kind>` and the event as data
-    (`prefix`: image_generation or image_edit; `kind`: partial_image or completed)."""
+    """One server-sent event as OpenAI streams images (`prefix`: image_generation or image_edit)."""
     event = {
         "type": f"{prefix}.{kind}",
         "b64_json": b64,

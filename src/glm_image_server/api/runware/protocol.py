@@ -45,13 +45,11 @@ class TaskError(Exception):
         }
 
 
-# Runware's words for each status we answer with.
+# Runware's words for each status we answer with (others: invalidRequest).
 CODES = {
-    400: "invalidRequest",
     401: "invalidApiKey",
     408: "timeout",
     413: "payloadTooLarge",
-    422: "invalidRequest",
     429: "tooManyRequests",
     500: "internalError",
     503: "serviceUnavailable",

@@ -151,8 +151,7 @@ class Tasks(DialectServing):
         return {"taskType": "authentication", "connectionSessionUUID": session}
 
     async def _resumable(self, session: str) -> list[str] | None:
-        """The undelivered jobs of a session this key may resume; None when there is no such session for
-        this key (unknown, expired, another key's, or never used for an inference)."""
+        """The undelivered jobs of a session this key may resume; None when it may not, or there is none."""
         try:
             session = str(uuid.UUID(session))
         except ValueError:
@@ -193,8 +192,7 @@ class Tasks(DialectServing):
         return job
 
     def stored_image(self, image_uuid: uuid.UUID) -> str | None:
-        """The `stored:` locator of an imageUUID (an upload, or an image of this key's results), else None.
-        Blocking."""
+        """The `stored:` locator of an imageUUID (an upload or this key's result), else None. Blocking."""
         storage = self.services.storage
         if (upload := upload_locator(storage, image_uuid)) is not None:
             return upload
