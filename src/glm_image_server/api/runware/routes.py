@@ -23,15 +23,12 @@ from .protocol import TASK, TaskError
 from .serving import Tasks, tasks_in
 
 ERRORS = {TaskError: lambda request, exc: JSONResponse({"errors": [exc.item()]}, exc.status)}
+REST_BODY = openapi_body("application/json", {"type": "array", "items": TASK})
 router = APIRouter(tags=["runware"], route_class=route_class(ERRORS, strict_json=False))
 _SUBMITTING: set[asyncio.Future] = set()  # submissions under way, held until done (asyncio keeps weak refs)
 
 
-@router.post(
-    "/v1",
-    summary="Runware tasks (REST)",
-    openapi_extra=openapi_body("application/json", {"type": "array", "items": TASK}),
-)
+@router.post("/v1", summary="Runware tasks (REST)", openapi_extra=REST_BODY)
 @router.post("/v1/", include_in_schema=False)
 async def rest(request: Request) -> Response:
     runner = Tasks(request)
