@@ -1,7 +1,6 @@
-"""The ASGI app factory: composes the registered dialects (api/dialect.py: each subpackage's routers,
-app setup, delivery renderer and error envelope) with the server's own endpoints (/health, /ready, /ops,
-/metrics, /files, the JWKS), naming no dialect. The services it serves from are built by the composition
-root (serving/services.py)."""
+"""The ASGI app factory: the registered dialects (api/dialect.py) composed with the server's own endpoints
+(/health, /ready, /ops, /metrics, /files, the JWKS), naming no dialect; the services come from the
+composition root (serving/services.py)."""
 
 from __future__ import annotations
 
@@ -25,8 +24,7 @@ from ..serving.jobs import ServingSettings
 from ..serving.services import Services, start_services
 from . import openapi
 from .auth import key_ok, owner_of, presented_key
-from .dialect import Dialect, dialect_of, discover
-from .errors import error_response, refused_status
+from .dialect import Dialect, dialect_of, discover, error_response, refused_status
 from .gate import Gate
 
 log = logging.getLogger("glm_image_server")
@@ -36,8 +34,7 @@ def compose(app: FastAPI, settings: Settings, dialects: Sequence[Dialect]) -> No
     """The gate (keys, bodies) inside each dialect's own middlewares, CORS outermost (preflights are
     answered, and every answer carries CORS headers); every dialect's routers; errors in its envelope."""
     limits, serving = LimitsSettings.from_settings(settings), ServingSettings.from_settings(settings)
-    # wrong keys per client address (shared with dialects whose keys may come inside the body)
-    per_minute = limits.auth_failures_per_minute
+    per_minute = limits.auth_failures_per_minute  # wrong keys per address (shared with the dialects)
     app.state.auth_failures = auth_failures = TokenBuckets(per_minute / 60, per_minute)
     app.add_middleware(Gate, settings=limits, auth_failures=auth_failures, dialects=dialects)
     for dialect in dialects:
@@ -45,10 +42,8 @@ def compose(app: FastAPI, settings: Settings, dialects: Sequence[Dialect]) -> No
             dialect.setup(app, serving)
         for router in dialect.routers:
             app.include_router(router)
-    # Browser pages on the allowed origins may call every API (preflights answered; any request header
-    # allowed: clients send authorization, content-type and headers of their own) and read the headers the
-    # dialects name, and Retry-After. No origins configured: same-origin pages only, and a cross-origin
-    # preflight is refused (400).
+    # Pages on the allowed origins may call every API with any header, and read the dialects' headers and
+    # Retry-After; with no origins configured, same-origin pages only (a cross-origin preflight is a 400).
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -71,8 +66,7 @@ def compose(app: FastAPI, settings: Settings, dialects: Sequence[Dialect]) -> No
 
 
 def create_app(settings: Settings, engine=None) -> FastAPI:
-    """`engine`: an already loaded Engine, run by a worker thread in this process (tests); by default
-    `settings.workers` worker processes run the model."""
+    """`engine`: a loaded Engine for a worker thread in this process (tests); else worker processes run."""
     dialects = discover()
 
     def renderers(services: Services) -> dict[str, Renderer]:
@@ -117,9 +111,8 @@ def server_endpoints(app: FastAPI, settings: Settings) -> None:
             found = ops.problems(services, ok)
         except Refused as exc:  # the store is unavailable: said within its connection wait
             workers, found = [], [exc.message, *ops.problems(services, True)]
-        return JSONResponse(
-            {"ready": not found, "problems": found, "workers": workers}, 503 if found else 200
-        )
+        body = {"ready": not found, "problems": found, "workers": workers}
+        return JSONResponse(body, 503 if found else 200)
 
     @app.get("/ops", tags=["server"])
     async def ops_view(request: Request) -> dict:

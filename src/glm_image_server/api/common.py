@@ -1,8 +1,6 @@
-"""What every dialect's request handling shares: who the caller is (its dialect, key and address, for the
-job service), waiting on work only while the client is still there, and a route class that parses JSON
-bodies strictly and answers validation errors (and the dialect's other errors) in the dialect's own words:
-no app-wide handler speaks for one dialect; and the text-check report the snake_case dialects share.
-Nothing here knows any one dialect's formats."""
+"""What every dialect's request handling shares, knowing none of their formats: who the caller is, waiting
+on work only while the client is there, a route class answering errors in the dialect's own words (no
+app-wide handler speaks for one dialect), and the text-check report of the snake_case dialects."""
 
 from __future__ import annotations
 
@@ -28,8 +26,7 @@ class HungUp(Exception):
 
 
 async def unless_disconnected(connection: Request, work: Awaitable[T]) -> T:
-    """`work`'s result; raises HungUp once the client has hung up (the job goes on; only this wait stops,
-    so abandoned sync requests cost nothing)."""
+    """`work`'s result; raises HungUp once the client has hung up (only this wait stops; the job goes on)."""
     task, watch = asyncio.ensure_future(work), asyncio.ensure_future(_hung_up(connection))
     done, _pending = await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
@@ -45,9 +42,8 @@ async def _hung_up(connection: Request) -> None:
 
 
 class DialectServing:
-    """The base of a dialect's serving class: one request (or WebSocket), the URL it reached us at (in
-    http terms), and the job service with its caller: the dialect `api`, the key's owner hash as the gate
-    (api/gate.py) found it, and the client's address (the key for per-address limits)."""
+    """A dialect's serving class: one request (or WebSocket), its base URL in http terms, and the job
+    service with its caller (the dialect `api`, the key's owner as the gate found it, the client address)."""
 
     api: ClassVar[str]
 
@@ -82,8 +78,7 @@ def text_checks(job: Job) -> list[SeededTextCheck] | None:
 
 
 def openapi_body(media_type: str, schema: dict) -> dict:
-    """A route's request body for the OpenAPI document, when the route reads its body itself (to answer
-    every failure in its dialect's envelope)."""
+    """The OpenAPI request body of a route that reads its body itself (to answer failures in its envelope)."""
     return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}
 
 
@@ -91,8 +86,7 @@ def route_class(
     errors: Mapping[type[Exception], Callable[[Request, Any], Response]], strict_json: bool = True
 ) -> type[APIRoute]:
     """A dialect's route class: the exceptions in `errors` (its validation errors first) answered by their
-    handlers, in the dialect's words; with `strict_json`, a JSON body is parsed strictly first
-    (jsonbody.py), and one that is not strict JSON is a RequestValidationError."""
+    handlers; with `strict_json`, a JSON body that is not strict JSON is a RequestValidationError."""
     kinds = tuple(errors)
 
     class DialectRoute(APIRoute):

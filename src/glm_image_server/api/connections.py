@@ -1,10 +1,8 @@
-"""Slow and greedy clients at the connection level, where uvicorn leaves them alone: a connection must
-send a request's headers within `header_timeout_s` (else 408 and closed — the slowloris defence), one
-client address may hold at most `max_connections_per_client` connections (else 503 and closed), and a
-request's head is at most MAX_HEAD_BYTES with a request line of at most MAX_URL_BYTES (else 431 or 414,
-in the dialect's format where the path is known, and closed) — checked before the parser buffers it, so
-a connection pins at most that much until its headers are in. Bodies have their own size limit and
-deadline in the gate (api/gate.py); idle keep-alive connections uvicorn's own."""
+"""Slow and greedy clients at the connection level, where uvicorn leaves them alone: headers within
+`header_timeout_s` (else 408: the slowloris defence), at most `max_connections_per_client` per address
+(else 503), and a head of at most MAX_HEAD_BYTES with a request line of at most MAX_URL_BYTES (else 431 or
+414 in the dialect's format), counted before the parser buffers it; each refusal closes the connection.
+Bodies have their limits in the gate (api/gate.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +13,7 @@ from http import HTTPStatus
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..serving.admission import LimitsSettings
-from .dialect import dialect_of, discover
-from .errors import error_response
+from .dialect import dialect_of, discover, error_response
 
 MAX_HEAD_BYTES, MAX_URL_BYTES = 64 * 1024, 16 * 1024
 LINGER_S = 2.0

@@ -1,13 +1,14 @@
-"""The dialect seam: each subpackage of api/ that speaks one vendor's API exports one `dialect` object
-saying all the shared modules need of it — the app composes them (app.py), the gate authenticates by
-them (gate.py), errors and the OpenAPI document take their formats from them — so no shared module names a
-dialect, and a new one is a new subpackage. Also here: a dialect's field-name table at work, building the
-core request from wire fields and naming core fields in errors."""
+"""The dialect seam: each subpackage of api/ speaking one vendor's API exports a `dialect` saying all the
+shared modules (app, gate, OpenAPI) need of it, so none of them names a dialect and a new one is a new
+subpackage. Also here: errors before or around a dialect's own handling (a refusal, a body too big, a
+wrong key, a server fault) in its envelope, so no client gets a bare-text error; and a dialect's
+field-name table at work, in building core requests and in errors."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import Scope
 
 from ..delivery.sender import Renderer
+from ..serving.admission import LowDisk, Refused
 from ..serving.jobs import ServingSettings
 from ..serving.services import Services
 
@@ -45,9 +47,8 @@ class Dialect:
     fields: Mapping[str, str] = field(default_factory=dict)  # core field -> its wire name, where they differ
     renderer: Callable[[Services], Renderer] | None = None  # a finished job's webhook POSTs / upload PUTs
     setup: Callable[[FastAPI, ServingSettings], None] | None = None  # app state, middlewares outside the gate
-    # Paths under `signed_prefixes` carry their own credential, standing for a key: `grant(scope)` is what
-    # the path's signature grants (with the key's `owner`), None when it is altered or expired;
-    # `signed_noun` names such a URL in the errors.
+    # Paths under `signed_prefixes` carry a credential standing for a key: `grant(scope)` is what it grants
+    # (with the key's `owner`), None when altered or expired; `signed_noun` names such a URL in errors.
     signed_prefixes: tuple[str, ...] = ()
     grant: Callable[[Scope], Any] | None = None
     signed_noun: str = "signed URL"
@@ -73,10 +74,29 @@ def dialect_of(dialects: Sequence[Dialect], path: str) -> Dialect | None:
     return next((dialect for dialect in dialects if dialect.owns(path)), None)
 
 
+def retry_after(seconds: float | None) -> dict[str, str] | None:
+    """The Retry-After header for a wait of `seconds` (whole seconds, at least 1)."""
+    return {"retry-after": str(max(1, math.ceil(seconds)))} if seconds else None
+
+
+def error_response(
+    dialect: Dialect | None, status: int, message: str, retry_after_s: float | None = None
+) -> JSONResponse:
+    """`message` in the dialect's own error envelope (the server's own endpoints': `{"detail": ...}`)."""
+    response = (dialect.error if dialect is not None else detail_error)(status, message)
+    response.headers.update(retry_after(retry_after_s) or {})
+    return response
+
+
+def refused_status(exc: Refused) -> int:
+    if isinstance(exc, LowDisk):
+        return 507
+    return 429 if exc.kind in ("queue_full", "rate_limited") else 503
+
+
 def build(model: type[T], wire: object, names: Mapping[str, str], **computed: Any) -> T:
-    """A core dataclass (the GenerationRequest) from a wire model: each field from the wire field `names`
-    gives it (the same name when not listed) where the wire has one, else from `computed` (what the
-    dialect derives: a size, resolved references). A None keeps the core's default (the seed)."""
+    """A core dataclass from a wire model: each field from its wire name in `names` (else the same name), or
+    from `computed` (what the dialect derives); a None keeps the core's default (the seed)."""
     wired = [f.name for f in dataclasses.fields(model) if f.name not in computed]  # type: ignore[arg-type]
     values = {name: getattr(wire, names.get(name, name), None) for name in wired} | computed
     return model(**{name: value for name, value in values.items() if value is not None})

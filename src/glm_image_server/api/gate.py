@@ -1,7 +1,6 @@
-"""The first thing every HTTP request meets: the API key (checked before a byte of the body is read; for
-a dialect's signed URLs, such as upload URLs, the URL stands for it), failed-key throttling per client
-address, and the body — refused from its Content-Length when too big, else read within a size cap and a
-deadline, so a slow or huge body never reaches a route. Errors in the dialect's format (errors.py)."""
+"""The first thing every HTTP request meets: the API key (before a byte of the body is read; a signed URL
+stands for it), failed-key throttling per address, and the body, read within a size cap and a deadline so
+a slow or huge body never reaches a route. Errors in the dialect's format."""
 
 from __future__ import annotations
 
@@ -15,8 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..serving.admission import LimitsSettings, TokenBuckets
 from .auth import key_ok, owner_of, presented_key
-from .dialect import Dialect, dialect_of
-from .errors import error_response
+from .dialect import Dialect, dialect_of, error_response
 
 log = logging.getLogger("glm_image_server")
 BODY_METHODS = ("POST", "PUT", "PATCH")
@@ -62,8 +60,7 @@ class Gate:
         state["owner"], state["authenticated"] = (owner_of(keys, key) if valid else None), valid
         if valid or dialect is None or (dialect.wrong_key is None and key is None):
             return valid, None
-        # A wrong or missing key: after too many failures from one address, 429 for everyone there; no
-        # refusal (None) for a dialect that may authenticate in the body.
+        # A wrong or missing key: 429 after too many from one address; None if it may come in the body.
         if wait := self.auth_failures.take(client):
             log.warning("too many failed API keys from %s", client)
             return False, error_response(dialect, 429, "too many requests with a wrong API key", wait)
@@ -86,24 +83,22 @@ class Gate:
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > limit:
             raise too_big
-        chunks, size = [], 0
+        body = bytearray()
         try:
             async with asyncio.timeout(self.settings.body_timeout_s):
                 while True:
                     message = await receive()
                     if message["type"] != "http.request":
                         raise HTTPException(400, "the client went away while sending the body")
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > limit:
+                    body += message.get("body", b"")
+                    if len(body) > limit:
                         raise too_big
-                    chunks.append(chunk)
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
             message = f"the body took longer than {self.settings.body_timeout_s:g} s"
             raise HTTPException(408, message) from None
-        pending: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+        pending: list[Message] = [{"type": "http.request", "body": bytes(body), "more_body": False}]
 
         async def replay() -> Message:
             return pending.pop() if pending else await receive()

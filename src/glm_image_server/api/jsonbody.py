@@ -1,7 +1,6 @@
-"""Strict JSON for request bodies: orjson refuses NaN and infinities, lone surrogates, invalid UTF-8 and
-nesting deeper than 1024 — everything that otherwise got through the parser and broke a response or the
-store later. Big bodies are parsed off the event loop. `parse_body` puts the parser under FastAPI's own
-body handling (a dialect's route class calls it), so a bad body is the dialect's usual 422."""
+"""Strict JSON for request bodies: orjson refuses NaN, infinities, lone surrogates, invalid UTF-8 and nesting
+deeper than 1024, which otherwise broke a response or the store later; big bodies are parsed off the loop.
+`parse_body` runs under FastAPI's body handling, so a bad body is the dialect's usual 422."""
 
 from __future__ import annotations
 
@@ -24,14 +23,12 @@ async def parse(data: bytes) -> Any:
 
 
 async def parse_body(request: Request) -> None:
-    """Parse a JSON body strictly before FastAPI reads it (it then uses this parse); raises
-    RequestValidationError for a body that is not strict JSON."""
+    """Parse a JSON body strictly before FastAPI does (it uses this parse); raises RequestValidationError."""
     kind = (request.headers.get("content-type") or "application/json").split(";")[0].strip().lower()
     is_json = kind == "application/json" or kind.endswith("+json")
     if request.method not in ("POST", "PUT", "PATCH") or not is_json:
         return
-    body = await request.body()
-    if body:
+    if body := await request.body():
         try:
             request._json = await parse(body)
         except json.JSONDecodeError as exc:

@@ -1,7 +1,6 @@
-"""OpenAI's wire models: the Images API's parameters (generations as JSON, edits as multipart), and its
-error envelope. `stream` with `partial_images` 0-3 answers with OpenAI's server-sent events. Extensions
-beyond OpenAI's fields: seed, num_inference_steps, guidance_scale. Any `model` is accepted: this server
-runs one model."""
+"""OpenAI's wire models: the Images API's parameters (generations as JSON, edits as multipart; `stream`
+answers with server-sent events) and its error envelope. Extensions: seed, num_inference_steps,
+guidance_scale. Any `model` is accepted: this server runs one."""
 
 from __future__ import annotations
 
@@ -10,21 +9,12 @@ from typing import Literal
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...core.request import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_STEPS_API,
-    MAX_CANDIDATES,
-    MAX_GUIDANCE,
-    MAX_PROMPT_CHARS,
-    MAX_SEED,
-    MIN_GUIDANCE,
-)
+from ...core import request as core
 from ..common import SeededTextCheck
 
 API = "openai"  # the `api` its jobs record
 PREFIX = "/v1/images/"
 # OpenAI's words for each status we answer with.
-TYPES = {401: "invalid_request_error", 429: "requests", 500: "server_error", 503: "server_error"}
 CODES = {
     401: "invalid_api_key",
     408: "timeout",
@@ -58,7 +48,7 @@ class OpenAIError(Exception):
 
 def error_response(status: int, message: str) -> JSONResponse:
     """An error of the whole request in OpenAI's envelope."""
-    kind = TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    kind = "requests" if status == 429 else "invalid_request_error" if status < 500 else "server_error"
     return OpenAIError(message, None, CODES.get(status), status, kind).response()
 
 
@@ -69,7 +59,7 @@ def expired() -> OpenAIError:
 class ImageParams(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    prompt: str = Field(min_length=1, max_length=core.MAX_PROMPT_CHARS)
     model: str | None = None
     n: int = Field(default=1, ge=1, le=10)
     size: str = "auto"
@@ -79,13 +69,13 @@ class ImageParams(BaseModel):
     background: Literal["auto", "opaque", "transparent"] | None = None
     stream: bool = False
     partial_images: int | None = Field(default=None, ge=0, le=3)
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
-    num_inference_steps: int = Field(default=DEFAULT_STEPS_API, ge=1, le=100)
-    guidance_scale: float = Field(default=DEFAULT_GUIDANCE, ge=MIN_GUIDANCE, le=MAX_GUIDANCE)
+    seed: int | None = Field(default=None, ge=0, le=core.MAX_SEED)
+    num_inference_steps: int = Field(default=core.DEFAULT_STEPS_API, ge=1, le=100)
+    guidance_scale: float = Field(default=core.DEFAULT_GUIDANCE, ge=core.MIN_GUIDANCE, le=core.MAX_GUIDANCE)
     # Our additions (the SDK sends them through `extra_body`): read back the prompt's quoted text, and
     # make this many candidates (seeds seed..seed+N-1) to return the n best by it.
     text_check: bool = False
-    text_check_candidates: int = Field(default=1, ge=1, le=MAX_CANDIDATES)
+    text_check_candidates: int = Field(default=1, ge=1, le=core.MAX_CANDIDATES)
 
 
 def edit_schema() -> dict:

@@ -26,9 +26,8 @@ async def generations(request: Request) -> Response:
     try:
         body = await jsonbody.parse(await request.body())
     except ValueError as exc:
-        raise OpenAIError(
-            f"We could not parse the JSON body of your request: {exc}", None, "invalid_json"
-        ) from None
+        message = f"We could not parse the JSON body of your request: {exc}"
+        raise OpenAIError(message, None, "invalid_json") from None
     if not isinstance(body, dict):
         raise OpenAIError("The body must be a JSON object.", None, "invalid_json")
     return await OpenAIServing(request).generate("images/generations", translate.params(body), [])
@@ -41,9 +40,8 @@ async def edits(request: Request) -> Response:
     except Exception as exc:  # starlette raises its own parse errors
         raise OpenAIError(f"Could not read the multipart form: {exc}", None, "invalid_form") from None
     if form.get("mask") is not None:
-        raise OpenAIError(
-            "Masks are not supported: GLM-Image edits by instruction.", "mask", "unsupported_value"
-        )
+        message = "Masks are not supported: GLM-Image edits by instruction."
+        raise OpenAIError(message, "mask", "unsupported_value")
     uploads = [f for f in form.getlist("image") + form.getlist("image[]") if isinstance(f, UploadFile)]
     if not uploads:
         raise OpenAIError("Missing required parameter: 'image'.", "image", "missing_required_parameter")

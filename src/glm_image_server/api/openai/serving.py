@@ -28,9 +28,8 @@ class OpenAIServing(DialectServing):
 
     async def generate(self, app: str, parsed: ImageParams, references: list[tuple[Any, str]]) -> Response:
         """`references`: (decoded image, `stored:` locator) per uploaded image (keep_upload)."""
-        request, output, options = translate.to_internal(
-            parsed, references, self.services.settings.safety_default
-        )
+        safety = self.services.settings.safety_default
+        request, output, options = translate.to_internal(parsed, references, safety)
         job = self.jobs.new_job(self.caller, app, request, output, self.base_url, options)
         await self.jobs.submit(self.caller, job)
         if parsed.stream:

@@ -31,9 +31,8 @@ def params(fields: dict[str, Any]) -> ImageParams:
         first = exc.errors()[0]
         param = ".".join(str(part) for part in first["loc"]) or None
         if first["type"] == "missing":
-            raise OpenAIError(
-                f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
-            ) from None
+            message = f"Missing required parameter: '{param}'."
+            raise OpenAIError(message, param, "missing_required_parameter") from None
         raise OpenAIError(f"Invalid value for '{param}': {first['msg']}.", param) from None
     if parsed.partial_images and not parsed.stream:
         raise OpenAIError("'partial_images' needs 'stream': true.", "partial_images")
@@ -73,21 +72,13 @@ def job_error(error: JobError) -> OpenAIError:
 
 def response(job: Job, images: list[RenderedImage]) -> ImagesResponse:
     assert job.result is not None
-    checks = text_checks(job)
-    return ImagesResponse(
-        created=int(job.created_at),
-        data=[
-            ImageData(
-                revised_prompt=job.result.prompt,
-                url=image.url,
-                b64_json=image.base64,
-                text_check=checks[i] if checks else None,
-            )
-            for i, image in enumerate(images)
-        ],
-        size=f"{job.request.width}x{job.request.height}",
-        output_format=job.output.format,
-    )
+    prompt, checks = job.result.prompt, text_checks(job) or [None] * len(images)
+    data = [
+        ImageData(revised_prompt=prompt, url=image.url, b64_json=image.base64, text_check=check)
+        for image, check in zip(images, checks, strict=True)
+    ]
+    size = f"{job.request.width}x{job.request.height}"
+    return ImagesResponse(created=int(job.created_at), data=data, size=size, output_format=job.output.format)
 
 
 EMPTY_USAGE = {
@@ -106,8 +97,7 @@ def reencode(data: bytes, output_format: str) -> bytes:
 
 
 def stream_event(prefix: str, kind: str, job: Job, b64: str, **extra: Any) -> str:
-    """One server-sent event as OpenAI streams images: `event: <prefix>.<kind>` and the event as data
-    (`prefix`: image_generation or image_edit; `kind`: partial_image or completed)."""
+    """One server-sent event as OpenAI streams images (`prefix`: image_generation or image_edit)."""
     event = {
         "type": f"{prefix}.{kind}",
         "b64_json": b64,
@@ -128,6 +118,4 @@ def stream_error(error: OpenAIError) -> str:
 def partial_due(sent: int, wanted: int, image: int, step: int, steps: int, images: int) -> bool:
     """Whether a preview at this point of the job is the next partial image to send: partial k goes out
     at the first preview past (k + 1) / (wanted + 1) of the job's DiT steps, so they spread out."""
-    if sent >= wanted:
-        return False
-    return (image * steps + step) / (images * steps) >= (sent + 1) / (wanted + 1)
+    return sent < wanted and (image * steps + step) / (images * steps) >= (sent + 1) / (wanted + 1)

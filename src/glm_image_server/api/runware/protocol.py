@@ -1,6 +1,5 @@
 """Runware's wire models: the imageInference task, its options, and the error item every failure is
-reported as. Where Runware's generic defaults would hurt GLM-Image we use GLM-Image's: 30 steps (not 100)
-and CFGScale 1.5 (not 10); steps stop at 100."""
+reported as. Where Runware's defaults would hurt GLM-Image we use its own: 30 steps, CFGScale 1.5."""
 
 from __future__ import annotations
 
@@ -10,14 +9,7 @@ from typing import Literal
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ...core.request import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_STEPS_API,
-    MAX_CANDIDATES,
-    MAX_REFERENCES,
-    MAX_SEED,
-    SIZE_MULTIPLE,
-)
+from ...core import request as core
 
 API = "runware"  # the `api` its jobs record
 MODEL = "runware:glm-image@0"
@@ -53,13 +45,11 @@ class TaskError(Exception):
         }
 
 
-# Runware's words for each status we answer with.
+# Runware's words for each status we answer with (others: invalidRequest).
 CODES = {
-    400: "invalidRequest",
     401: "invalidApiKey",
     408: "timeout",
     413: "payloadTooLarge",
-    422: "invalidRequest",
     429: "tooManyRequests",
     500: "internalError",
     503: "serviceUnavailable",
@@ -69,9 +59,8 @@ CODES = {
 
 def error_response(status: int, message: str) -> JSONResponse:
     """An error of a whole message (not of one task) in Runware's envelope: `{"errors": [item]}`."""
-    return JSONResponse(
-        {"errors": [TaskError(CODES.get(status, "invalidRequest"), message, status=status).item()]}, status
-    )
+    error = TaskError(CODES.get(status, "invalidRequest"), message, status=status)
+    return JSONResponse({"errors": [error.item()]}, status)
 
 
 class Safety(BaseModel):
@@ -83,11 +72,11 @@ class TextCheck(BaseModel):
     """Our addition: read back the prompt's quoted text in every image; with `candidates` N, make N
     candidates (seeds seed..seed+N-1) and return the numberResults best."""
 
-    candidates: int = Field(default=1, ge=1, le=MAX_CANDIDATES)
+    candidates: int = Field(default=1, ge=1, le=core.MAX_CANDIDATES)
 
 
 class Inputs(BaseModel):
-    referenceImages: list[str] | None = Field(default=None, min_length=1, max_length=MAX_REFERENCES)
+    referenceImages: list[str] | None = Field(default=None, min_length=1, max_length=core.MAX_REFERENCES)
 
 
 class ImageInference(BaseModel):
@@ -99,12 +88,12 @@ class ImageInference(BaseModel):
     positivePrompt: str = Field(min_length=2, max_length=3000)
     width: int = Field(default=1024, ge=128, le=2048)
     height: int = Field(default=1024, ge=128, le=2048)
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
-    steps: int = Field(default=DEFAULT_STEPS_API, ge=1, le=100)
-    CFGScale: float = Field(default=DEFAULT_GUIDANCE, ge=1, le=30)
+    seed: int | None = Field(default=None, ge=0, le=core.MAX_SEED)
+    steps: int = Field(default=core.DEFAULT_STEPS_API, ge=1, le=100)
+    CFGScale: float = Field(default=core.DEFAULT_GUIDANCE, ge=1, le=30)
     numberResults: int = Field(default=1, ge=1, le=20)
     inputs: Inputs | None = None
-    referenceImages: list[str] | None = Field(default=None, max_length=MAX_REFERENCES)  # runware 0.5 SDK
+    referenceImages: list[str] | None = Field(default=None, max_length=core.MAX_REFERENCES)  # runware 0.5 SDK
     outputType: Literal["URL", "dataURI", "base64Data"] = "URL"
     outputFormat: Literal["JPG", "PNG", "WEBP"] = "JPG"
     outputQuality: int = Field(default=95, ge=20, le=99)
@@ -127,8 +116,8 @@ class ImageInference(BaseModel):
     @field_validator("width", "height")
     @classmethod
     def _grid(cls, value: int) -> int:
-        if value % SIZE_MULTIPLE:
-            raise ValueError(f"must be a multiple of {SIZE_MULTIPLE} between 128 and 2048, got {value}")
+        if value % core.SIZE_MULTIPLE:
+            raise ValueError(f"must be a multiple of {core.SIZE_MULTIPLE} between 128 and 2048, got {value}")
         return value
 
     @field_validator("webhookURL", "uploadEndpoint")

@@ -1,8 +1,7 @@
-"""Runware's routes on `/v1`: REST, a JSON array of tasks each answered in the one response (its items
-under `data`, its failure under `errors`); and the WebSocket, whose tasks are answered in order, except
-inferences, whose results are pushed one image at a time on tasks of their own (a slow inference never
-holds up a ping); after an authentication that resumed a connection session, the results that session
-missed are pushed too. serving.py runs the tasks."""
+"""Runware's routes on `/v1`: REST, a JSON array of tasks all answered in one response (items under
+`data`, failures under `errors`); and the WebSocket, answering tasks in order except inferences, whose
+results are pushed one image at a time as they come (so a slow one never holds up a ping), as are those
+a resumed connection session missed. serving.py runs the tasks."""
 
 from __future__ import annotations
 
@@ -18,21 +17,18 @@ from fastapi.responses import JSONResponse, Response
 from ...core.job import Job
 from ..auth import presented_key
 from ..common import openapi_body, route_class, unless_disconnected
-from ..errors import retry_after
+from ..dialect import retry_after
 from . import translate
 from .protocol import TASK, TaskError
 from .serving import Tasks, tasks_in
 
 ERRORS = {TaskError: lambda request, exc: JSONResponse({"errors": [exc.item()]}, exc.status)}
+REST_BODY = openapi_body("application/json", {"type": "array", "items": TASK})
 router = APIRouter(tags=["runware"], route_class=route_class(ERRORS, strict_json=False))
 _SUBMITTING: set[asyncio.Future] = set()  # submissions under way, held until done (asyncio keeps weak refs)
 
 
-@router.post(
-    "/v1",
-    summary="Runware tasks (REST)",
-    openapi_extra=openapi_body("application/json", {"type": "array", "items": TASK}),
-)
+@router.post("/v1", summary="Runware tasks (REST)", openapi_extra=REST_BODY)
 @router.post("/v1/", include_in_schema=False)
 async def rest(request: Request) -> Response:
     runner = Tasks(request)
@@ -113,8 +109,7 @@ class Connection:
                 await self.push(job.id, task)
 
     async def push(self, job_id: str, task: dict) -> None:
-        """The job's results, one message per image as each finishes (or its error); then its session
-        has had them."""
+        """The job's results, one message per image as each finishes (or its error), marked delivered."""
         async with self.errors_sent():
             async for item in self.tasks.stream(job_id, task):
                 await self.send({"data": [item]})

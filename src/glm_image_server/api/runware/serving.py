@@ -1,10 +1,8 @@
-"""Runware's task runner, shared by its REST calls and WebSockets (routes.py): authentication,
-ping, imageInference (model `runware:glm-image@0`), getResponse, imageUpload. An imageInference's
-taskUUID is its job id, so a repeated taskUUID answers with that task's results and never runs it twice.
-Images are handed out as each finishes: getResponse lists the finished ones (and a `processing` item per
-image to come), a WebSocket gets one message per image. A WebSocket's authentication opens a connection
-session (`Services.sessions`): a client that reconnects with its `connectionSessionUUID` and the same key
-gets the results it missed while away, from whichever API process it reaches."""
+"""Runware's task runner for REST and WebSockets (routes.py): authentication, ping, imageInference,
+getResponse, imageUpload. An imageInference's taskUUID is its job id, so a repeated one is answered with
+that task's results, never run twice. Images go out as each finishes. A WebSocket's authentication opens a
+connection session: a client reconnecting with its `connectionSessionUUID` and the same key gets the
+results it missed, from whichever API process it reaches."""
 
 from __future__ import annotations
 
@@ -31,7 +29,7 @@ from ...serving.services import Services
 from .. import jsonbody
 from ..auth import key_ok, owner_of
 from ..common import DialectServing
-from ..errors import refused_status
+from ..dialect import refused_status
 from . import translate
 from .protocol import API, CODES, MODEL, ImageInference, RunwareOptions, TaskError
 
@@ -40,14 +38,14 @@ T = TypeVar("T")
 
 
 def render(services: Services, job: Job) -> list[dict]:
-    """A succeeded job's items (blocking for inline outputs: reads the files)."""
+    """A succeeded job's items (blocking for inline outputs)."""
     options = RunwareOptions.model_validate(job.options)
     return translate.items(job, services.jobs.render(job, options.outputType != "URL"), options)
 
 
 def render_early(services: Services, job: Job, finished: tuple[FinishedImage, ...]) -> dict[int, dict]:
-    """Items, by image index, of the images a running job finished already, each as the job's result will
-    have it (blocking when inline); with includeCost, only those whose cost is known already."""
+    """Items by index of the images a running job finished, as its result will have them (blocking when
+    inline); with includeCost, only those whose cost is known."""
     options = RunwareOptions.model_validate(job.options)
     ready = [done for done in finished if done.cost is not None or not options.includeCost]
     images = services.jobs.render(job, options.outputType != "URL", [done.image for done in ready])
@@ -78,9 +76,8 @@ def deliveries(services: Services) -> Renderer:
 
 
 class Tasks(DialectServing):
-    """Runs tasks for one REST call or one WebSocket connection (`sessions`: it has a connection
-    session, and its sync inferences are recorded with it). The caller's key: an authentication's, or
-    the header's."""
+    """Runs tasks for one REST call or WebSocket (`sessions`: with a connection session recording its sync
+    inferences), as the key of an authentication task or of the header."""
 
     api = API
 
@@ -93,8 +90,7 @@ class Tasks(DialectServing):
         self.missed: list[str] = []  # a resumed session's jobs whose results the client has not had
 
     def accept_key(self, key: str | None) -> bool:
-        """Authenticate with `key` when it is right; the tasks after are that key's (and only its tasks
-        can be read)."""
+        """Authenticate with `key` when it is right: the tasks after are that key's."""
         keys = self.services.settings.api_keys
         if not key_ok(keys, key):
             return False
@@ -155,8 +151,7 @@ class Tasks(DialectServing):
         return {"taskType": "authentication", "connectionSessionUUID": session}
 
     async def _resumable(self, session: str) -> list[str] | None:
-        """The jobs of a session this key may resume whose results it has not had; None when there is no
-        such session for this key (unknown, expired, another key's, or never used for an inference)."""
+        """The undelivered jobs of a session this key may resume; None when it may not, or there is none."""
         try:
             session = str(uuid.UUID(session))
         except ValueError:
@@ -173,9 +168,8 @@ class Tasks(DialectServing):
         except ValidationError as exc:
             raise translate.from_validation(exc, task) from None
         if params.model != MODEL:
-            raise TaskError(
-                "unsupportedModel", f"this server runs {MODEL}, not {params.model!r}", "model", task
-            )
+            message = f"this server runs {MODEL}, not {params.model!r}"
+            raise TaskError("unsupportedModel", message, "model", task)
         own_url = partial(self.jobs.own_files.locator, base_url=self.base_url)  # (URL, field) -> locator
         request, output, options = await self.jobs.call(
             translate.to_internal, params, task, self.stored_image, own_url
@@ -198,8 +192,7 @@ class Tasks(DialectServing):
         return job
 
     def stored_image(self, image_uuid: uuid.UUID) -> str | None:
-        """The `stored:` locator of an imageUUID: an upload, or an image of one of this key's results;
-        None when it is neither (or expired). Blocking: reads the store and the storage."""
+        """The `stored:` locator of an imageUUID (an upload or this key's result), else None. Blocking."""
         storage = self.services.storage
         if (upload := upload_locator(storage, image_uuid)) is not None:
             return upload
@@ -212,9 +205,8 @@ class Tasks(DialectServing):
         snapshot = await self.jobs.snapshot(self.caller, str(task.get("taskUUID")), progress=True, fresh=True)
         job = snapshot.job
         if job is None:
-            raise TaskError(
-                "taskFailedOrNotFound", "no task with that taskUUID", "taskUUID", task, status=404
-            )
+            message = "no task with that taskUUID"
+            raise TaskError("taskFailedOrNotFound", message, "taskUUID", task, status=404)
         if not job.status.finished:
             done = list((await self._early(job, snapshot.live)).values())
             results = job.output.keep_best or job.request.num_images  # numberResults
@@ -231,8 +223,7 @@ class Tasks(DialectServing):
         return await self.jobs.call(render_early, self.services, job, live.images)
 
     async def stream(self, job_id: str, task: dict) -> AsyncIterator[dict]:
-        """The task's results one image at a time, each as soon as it is finished and once; raises only
-        TaskError (the task's own when it failed)."""
+        """The task's results, each image once as soon as it is finished; raises only TaskError."""
         sent: set[int] = set()
         try:
             async for snapshot in self.jobs.watch(self.caller, job_id, progress=True):
@@ -301,9 +292,8 @@ def task_error(exc: Exception, task: Any) -> TaskError:
         status = refused_status(exc)
         return TaskError(CODES[status], exc.message, None, task, status, exc.retry_after_s)
     log.exception("Runware task failed", exc_info=exc)
-    return TaskError(
-        "internalError", f"the server failed to run this task ({type(exc).__name__})", None, task, 500
-    )
+    message = f"the server failed to run this task ({type(exc).__name__})"
+    return TaskError("internalError", message, None, task, 500)
 
 
 async def tasks_in(message: bytes | str, limit: int) -> list:

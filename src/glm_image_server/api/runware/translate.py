@@ -1,6 +1,5 @@
 """Runware wire <-> the internal model: an imageInference task becomes a GenerationRequest and an
-OutputSpec; a job becomes result items, one per image (also for the images a running job finished
-already), or a TaskError."""
+OutputSpec; a job becomes result items, one per (finished) image, or a TaskError."""
 
 from __future__ import annotations
 
