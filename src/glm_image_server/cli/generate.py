@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import logging
 import tempfile
 from pathlib import Path
@@ -170,25 +171,22 @@ def build_request(
     return request, output, references
 
 
-class _ProgressBars:
+class _ProgressBars(dict[str, tqdm]):
     """A tqdm bar per stage, open from its first report until it completes (DiT and VAE interleave)."""
 
-    def __init__(self) -> None:
-        self._bars: dict[str, tqdm] = {}
-
     def __call__(self, progress: Progress) -> None:
-        bar = self._bars.get(progress.stage)
+        bar = self.get(progress.stage)
         if bar is None:
-            bar = self._bars[progress.stage] = tqdm(
+            bar = self[progress.stage] = tqdm(
                 total=progress.total, desc=STAGE_LABELS[progress.stage], unit="", leave=True
             )
         bar.update(progress.done - bar.n)
         if bar.n >= bar.total:
             bar.close()
-            del self._bars[progress.stage]
+            del self[progress.stage]
 
     def close(self) -> None:
-        for bar in self._bars.values():
+        for bar in self.values():
             bar.close()
 
 
@@ -227,11 +225,8 @@ def generate(args: argparse.Namespace) -> int:
         pricing = PricingSettings.from_settings(settings)
         post = load_post(PostSettings.from_settings(settings), pricing, LocalStorage(Path(scratch)))
         engine = load_engine(EngineSettings.from_settings(settings))
-        bars = _ProgressBars()
-        try:
+        with contextlib.closing(_ProgressBars()) as bars:
             (generated,) = engine.generate([request], [references], on_progress=bars)
-        finally:
-            bars.close()
         result = finish_images(post, generated, spec, "out", request.prompt, {}, _post_log)
         write_outputs(post.storage, result, output)
     return 0

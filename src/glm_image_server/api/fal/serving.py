@@ -48,13 +48,11 @@ def platform(headers: Mapping[str, str]) -> tuple[float | None, Priority]:
         raise BadHeader(f"{QUEUE_PRIORITY} must be normal or low, got {priority[:40]!r}")
     if timeout is None:
         return None, priority  # type: ignore[return-value]
-    try:
+    with contextlib.suppress(ValueError):
         seconds = float(timeout)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise BadHeader(f"{REQUEST_TIMEOUT} must be a number of seconds above 0, got {timeout[:40]!r}")
-    return seconds, priority  # type: ignore[return-value]
+        if math.isfinite(seconds) and seconds > 0:
+            return seconds, priority  # type: ignore[return-value]
+    raise BadHeader(f"{REQUEST_TIMEOUT} must be a number of seconds above 0, got {timeout[:40]!r}")
 
 
 def with_error_headers(status_code: int, body: dict) -> JSONResponse:

@@ -13,6 +13,7 @@ stop working at once), or with no keys configured, by a random secret kept in th
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -78,21 +79,16 @@ class UploadSigner:
 
     def verify(self, token: str) -> UploadGrant | None:
         """The grant of a token this server signed and that has not expired; None for anything else."""
-        parts = token.split(".")
-        if len(parts) != 5:
-            return None
-        hex_uuid, expires, kind, owner_text, mac = parts
-        owner = None if owner_text == NO_OWNER else owner_text
-        expected = self._mac(owner, ".".join(parts[:4]))
-        if expected is None or not hmac.compare_digest(expected, mac):
-            return None
-        if not expires.isdigit() or int(expires) < time.time() or kind not in ("m", "s"):
-            return None
-        try:
-            image_uuid = uuid.UUID(hex=hex_uuid)
-        except ValueError:
-            return None
-        return UploadGrant(image_uuid, owner, kind == "m", float(expires))
+        payload, _, mac = token.rpartition(".")
+        with contextlib.suppress(ValueError):  # not five parts, or not a UUID
+            hex_uuid, expires, kind, owner_text = payload.split(".")
+            owner = None if owner_text == NO_OWNER else owner_text
+            expected = self._mac(owner, payload)
+            if expected is None or not hmac.compare_digest(expected, mac) or kind not in ("m", "s"):
+                return None
+            if expires.isdigit() and int(expires) >= time.time():
+                return UploadGrant(uuid.UUID(hex=hex_uuid), owner, kind == "m", float(expires))
+        return None
 
 
 INITIATE_PATH = "/fal/storage/upload/initiate"
