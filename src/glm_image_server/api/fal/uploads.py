@@ -12,7 +12,6 @@ stop working at once), or with no keys configured, by a random secret kept in th
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import hmac
@@ -32,7 +31,7 @@ from ...media.storage import upload_key
 from ...media.uploads import assemble_parts, keep_part, keep_upload_bytes
 from ...serving.admission import LowDisk
 from ...serving.services import Services
-from ...signing import create_once
+from ...signing import b64url, create_once
 from .serving import FalBytesRoute, FalRoute
 
 UPLOADS_PATH = "/fal/storage/uploads/"
@@ -63,8 +62,7 @@ class UploadSigner:
         secret = self._secrets.get(owner)
         if secret is None:
             return None
-        digest = hmac.new(secret, b"fal-upload-url:" + payload.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        return b64url(hmac.new(secret, b"fal-upload-url:" + payload.encode(), hashlib.sha256).digest())
 
     def sign(
         self, owner: str | None, multipart: bool, ttl_s: float = UPLOAD_URL_TTL_S
