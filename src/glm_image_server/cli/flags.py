@@ -12,28 +12,24 @@ from typing import Any, Literal, Union, get_args, get_origin
 from ..config import Settings
 
 MODEL_FLAGS = ("model", "device", "dtype", "cpu_offload", "quantize", "offload", "ar_fast_path", "cache_dir")
-SERVE_FLAGS = (
-    "host",
-    "port",
-    "data_dir",
-    "database_url",
-    "storage_url",
-    "public_url",
-    "api_keys",
-    "cors_origins",
-    "allow_unauthenticated",
-    "ssl_certfile",
-    "ssl_keyfile",
-    "tls",
-    "workers",
-    *MODEL_FLAGS,
-)
-WORKER_FLAGS = ("data_dir", "database_url", "storage_url", "worker_id", "role", "torch_threads", *MODEL_FLAGS)
+STORE_FLAGS = ("data_dir", "database_url", "storage_url")
+ACCESS_FLAGS = ("public_url", "api_keys", "cors_origins", "allow_unauthenticated")
+TLS_FLAGS = ("ssl_certfile", "ssl_keyfile", "tls")
+SERVE_FLAGS = ("host", "port", *STORE_FLAGS, *ACCESS_FLAGS, *TLS_FLAGS, "workers", *MODEL_FLAGS)
+WORKER_FLAGS = (*STORE_FLAGS, "worker_id", "role", "torch_threads", *MODEL_FLAGS)
 FLAG_NAMES = {"api_keys": "--api-key", "cors_origins": "--cors-origin"}  # repeatable: one per flag
 TINY_NOTICE = (
     "using the tiny random-weight demo model: it runs anywhere in seconds and its images are noise. "
     "For real images pass --model zai-org/GLM-Image (or a local directory) on a GPU."
 )
+SETTINGS_HEADER = """# Settings
+
+Every setting is an environment variable `GLM_IMAGE_<NAME>`; the ones with a flag can also be
+given on the command line (`glm-image serve --help`). Generated from `config.py`; a test keeps
+this page equal to it.
+
+| variable | default | meaning |
+| --- | --- | --- |"""
 
 
 class UsageError(Exception):
@@ -55,8 +51,7 @@ def _flag_type(annotation: Any) -> dict[str, Any]:
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
-    """One flag per Settings field, generated from it (type, help, default): they cannot drift apart.
-    Flags not given leave the field to its environment variable or default."""
+    """A flag per Settings field in `names`; one not given leaves the field to its env variable or default."""
     for name in names:
         field = Settings.model_fields[name]
         default = field.get_default(call_default_factory=True)
@@ -93,16 +88,7 @@ def check_device(device: str) -> None:
 
 def settings_markdown() -> str:
     """docs/settings.md: every setting, its variable, default and meaning (a test keeps the file equal)."""
-    lines = [
-        "# Settings",
-        "",
-        "Every setting is an environment variable `GLM_IMAGE_<NAME>`; the ones with a flag can also be",
-        "given on the command line (`glm-image serve --help`). Generated from `config.py`; a test keeps",
-        "this page equal to it.",
-        "",
-        "| variable | default | meaning |",
-        "| --- | --- | --- |",
-    ]
+    lines = SETTINGS_HEADER.splitlines()
     for name, field in Settings.model_fields.items():
         default = field.get_default(call_default_factory=True)
         if isinstance(default, list):

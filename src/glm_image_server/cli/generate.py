@@ -1,12 +1,12 @@
 """`glm-image generate`: a prompt (and up to 4 reference images) to image files without a server, through
-the same engine and the same post stage as a server's worker: the safety check, the text check (and the
-best of N candidates) and the output format. The request is built once, here, and validated by core as
-every dialect's is; without --seed its seed is core's default."""
+the engine and post stage a server's worker uses (safety check, text check and best of N, output format).
+The request is built here once and validated by core as every dialect's is; without --seed, core picks."""
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import logging
 import tempfile
 from pathlib import Path
@@ -148,12 +148,9 @@ def build_request(
 
     references = tuple(read_image(path, "image", settings.input_max_pixels) for path in args.image)
     size = args.size or ("auto" if references else "square_hd")
-    if size == "auto":
-        if not references:
-            raise InvalidRequest("size", "'auto' needs a reference image", "WIDTHxHEIGHT or a preset")
-        width, height = size_like(references[0])
-    else:
-        width, height = parse_size(size)
+    if size == "auto" and not references:
+        raise InvalidRequest("size", "'auto' needs a reference image", "WIDTHxHEIGHT or a preset")
+    width, height = size_like(references[0]) if size == "auto" else parse_size(size)
     request = GenerationRequest(
         prompt=args.prompt,
         width=width,
@@ -174,25 +171,22 @@ def build_request(
     return request, output, references
 
 
-class _ProgressBars:
+class _ProgressBars(dict[str, tqdm]):
     """A tqdm bar per stage, open from its first report until it completes (DiT and VAE interleave)."""
 
-    def __init__(self) -> None:
-        self._bars: dict[str, tqdm] = {}
-
     def __call__(self, progress: Progress) -> None:
-        bar = self._bars.get(progress.stage)
+        bar = self.get(progress.stage)
         if bar is None:
-            bar = self._bars[progress.stage] = tqdm(
+            bar = self[progress.stage] = tqdm(
                 total=progress.total, desc=STAGE_LABELS[progress.stage], unit="", leave=True
             )
         bar.update(progress.done - bar.n)
         if bar.n >= bar.total:
             bar.close()
-            del self._bars[progress.stage]
+            del self[progress.stage]
 
     def close(self) -> None:
-        for bar in self._bars.values():
+        for bar in self.values():
             bar.close()
 
 
@@ -201,18 +195,17 @@ def _post_log(message: str, level: str) -> None:
 
 
 def write_outputs(storage: Storage, result: JobResult, output: Path) -> None:
-    """The result's files, from the post stage's storage to `output` (NAME-1, NAME-2, ... for several),
-    then one line per file: its size and seed, and what the post stage found in it."""
+    """The result's files to `output` (NAME-1, NAME-2, ... for several), each with a line: its size, seed
+    and what the post stage found in it."""
     from ..post.stage import describe
 
     paths = [output]
     if len(result.images) > 1:
         paths = [output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(len(result.images))]
-    for path, image in zip(paths, result.images, strict=True):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(storage.read(image.key))
     checks = result.text_checks or (None,) * len(paths)
     for path, image, nsfw, check in zip(paths, result.images, result.has_nsfw_concepts, checks, strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(storage.read(image.key))
         flagged = "  NSFW: replaced with black" if nsfw else ""
         text = f"  text {describe(check)}" if check else ""
         print(f"{path}  {image.width}x{image.height}  seed {image.seed}{flagged}{text}")
@@ -232,11 +225,8 @@ def generate(args: argparse.Namespace) -> int:
         pricing = PricingSettings.from_settings(settings)
         post = load_post(PostSettings.from_settings(settings), pricing, LocalStorage(Path(scratch)))
         engine = load_engine(EngineSettings.from_settings(settings))
-        bars = _ProgressBars()
-        try:
+        with contextlib.closing(_ProgressBars()) as bars:
             (generated,) = engine.generate([request], [references], on_progress=bars)
-        finally:
-            bars.close()
         result = finish_images(post, generated, spec, "out", request.prompt, {}, _post_log)
         write_outputs(post.storage, result, output)
     return 0

@@ -5,6 +5,7 @@ into one line before anything runs."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
 import os
@@ -66,18 +67,14 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    with contextlib.suppress(ValueError):
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    return False
 
 
 def _metrics_dir() -> Path:
-    """One Prometheus directory for this server and its workers (set before prometheus_client is
-    imported: it reads the variable then). Not in the data directory: its files are memory-mapped, and a
-    full data disk must not take the server down with them."""
+    """One Prometheus directory for this server and its workers, set before prometheus_client is imported.
+    Not in the data directory: its files are memory-mapped, and a full data disk must not take us down."""
     directory = Path(tempfile.mkdtemp(prefix="glm-image-metrics-"))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     return directory
@@ -96,19 +93,16 @@ def check_tls(certfile: Path | None, keyfile: Path | None) -> None:
     except FileNotFoundError as exc:
         raise UsageError(f"TLS: no such file: {exc.filename}") from None
     except (ssl.SSLError, OSError) as exc:
-        hint = (
-            "pass its private key with --ssl-keyfile"
-            if keyfile is None
-            else "check that --ssl-keyfile is the key of --ssl-certfile"
-        )
+        hint = "pass its private key with --ssl-keyfile"
+        if keyfile is not None:
+            hint = "check that --ssl-keyfile is the key of --ssl-certfile"
         raise UsageError(
             f"--ssl-certfile {certfile}: could not load a certificate and key ({exc}); {hint}"
         ) from None
 
 
 def self_signed(settings: Settings) -> Settings:
-    """`--tls self-signed`: the data directory's certificate (made on first start), served, and the
-    path clients trust printed."""
+    """`--tls self-signed`: the data directory's certificate (made on first start), and what to trust."""
     from ..tls import ensure_self_signed, server_names
 
     files = ensure_self_signed(settings.tls_dir, server_names(settings.host, settings.public_url))
@@ -154,10 +148,9 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def owns_data_dir(settings: Settings) -> bool:
-    """Whether this server's data directory holds what another server must not touch: a SQLite job store,
-    local result files, a self-signed certificate it makes, or workers of its own (their ids, w0..., are
-    the same on every server). A fleet API (PostgreSQL and S3, `--workers 0`) holds none, so several may
-    run on one host with the default directory."""
+    """Whether our data directory holds what another server must not touch: a SQLite job store, local
+    results, a self-signed certificate, or workers of its own (ids w0... are alike on every server). A
+    fleet API (PostgreSQL and S3, `--workers 0`) holds none: several may share the default directory."""
     database, storage = settings.database_url or "", settings.storage_url or ""
     shared = database.startswith("postgres") and storage.startswith("s3://")
     return not shared or settings.tls == "self-signed" or not api_only(settings.workers)
@@ -197,8 +190,8 @@ def _run_uvicorn(settings: Settings, listener: socket.socket) -> None:
     )
 
     class DrainingServer(uvicorn.Server):
-        """On SIGTERM (or Ctrl-C) the job service drains first: waiting sync requests get their results
-        or, after `shutdown_drain_s`, a 503 in their format, before uvicorn ends what is left."""
+        """On SIGTERM or Ctrl-C the job service drains first (waiting sync requests get their results or,
+        after `shutdown_drain_s`, a 503 in their format), then uvicorn ends what is left."""
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             if (services := getattr(app.state, "services", None)) is not None:

@@ -25,11 +25,10 @@ FAL_KEY = {
 
 
 def _setup(app: FastAPI, settings: ServingSettings) -> None:
-    """The upload signer, the playground's files, and fal's middleware outside the gate (its answers carry
-    the request id too, and it routes a proxied request before the gate sees its path)."""
+    """The upload signer, the playground's script and style, and fal's middleware."""
     app.state.upload_signer = UploadSigner(settings.api_keys, settings.data_dir)
-    app.mount("/web", StaticFiles(directory=routes.WEB_DIR), name="web")  # the page's script and style
-    app.add_middleware(FalMiddleware)
+    app.mount("/web", StaticFiles(directory=routes.WEB_DIR), name="web")
+    app.add_middleware(FalMiddleware)  # outside the gate: it routes a proxied request before the gate
 
 
 def _upload_grant(scope: Scope) -> UploadGrant | None:

@@ -1,10 +1,9 @@
 """fal-only HTTP behaviour, in one pure ASGI middleware outside the gate (other requests pass untouched):
 - fal's proxy convention, so fal's JavaScript client works unmodified: with `fal.config({ proxyUrl })` it
-  sends every request to the proxy URL with the URL it meant in `x-fal-target-url` (`https://fal.run/...`,
-  `https://queue.fal.run/.../status?logs=1`, `https://rest.fal.ai/storage/upload/initiate...`). This server
-  is proxy and backend at once: such a request to `/` or `/api/fal/proxy` is routed to our own path for
-  the target before anything else sees it (the gate still checks its key before its body); any other
-  target is refused with 400, in fal's format;
+  sends every request to the proxy URL, naming the URL it meant in `x-fal-target-url` (`https://fal.run/...`,
+  `https://queue.fal.run/...`, `https://rest.fal.ai/storage/upload/initiate...`). This server is proxy and
+  backend at once: such a request to `/` or `/api/fal/proxy` is routed to our path for the target before
+  anything else sees it (the gate still checks its key); any other target is refused with 400;
 - `queue.*` hosts routed to the queue paths, as fal's clients expect of `queue.<run host>`;
 - an `x-fal-request-id` header on every fal response (uploads included)."""
 
@@ -49,8 +48,7 @@ def local_path(target: str) -> tuple[str, str] | None:
 
 
 def proxied(scope: Scope) -> Scope | Response:
-    """A request to a proxy path as its target's (the playground page at `/` without a target), or the
-    400 refusing it."""
+    """A proxy path's request as its target's (`/` without a target: the playground), or a 400."""
     target = next((v.decode("latin-1") for k, v in scope["headers"] if k == TARGET_HEADER), None)
     if target is None:
         return scope if scope["path"] == "/" else detail_error(400, "missing the x-fal-target-url header")

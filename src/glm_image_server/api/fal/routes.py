@@ -1,11 +1,8 @@
 """fal's routes: sync runs at `POST /{app}`, the queue under `/queue/{app}` (or the same paths on a
-`queue.*` host), so fal clients work with FAL_RUN_HOST=<host> and FAL_QUEUE_RUN_HOST=<host>/queue.
-Status, result and cancel URLs carry the app without its sub-path, so both apps share one request store.
-Each route parses (fal's platform headers too: serving.py), then hands over to the serving class.
-Also the playground page at `/`: static files shipped in the package (api/web/, no CDN: it works offline),
-and the one endpoint it needs beyond the public fal queue API, `/playground/config`: the form's defaults
-and ranges taken from the fal input schema, so they are never duplicated in JavaScript. The page is a
-client of fal's API, so it comes with the fal dialect."""
+`queue.*` host), so fal clients work with FAL_RUN_HOST=<host> and FAL_QUEUE_RUN_HOST=<host>/queue. Status,
+result and cancel URLs carry the app without its sub-path, so both apps share one request store. Also the
+playground, a client of this API: its page at `/` (static files in api/web/, no CDN: it works offline) and
+`/playground/config`, the form's defaults and ranges from the fal input schema (never copied into JS)."""
 
 from __future__ import annotations
 
@@ -94,8 +91,7 @@ async def page() -> FileResponse:
 
 @playground_router.get("/playground/config", summary="The playground form's fields, defaults and ranges")
 async def playground_config(request: Request) -> dict:
-    # What the page's form needs: fal's input fields (JSON schema properties: default, minimum, maximum,
-    # enum), the size grid and presets, and what this server offers.
+    # fal's input fields (JSON schema: default, minimum, maximum, enum), the size grid, and our offers
     settings: ServingSettings = request.app.state.services.settings
     return {
         "fields": ImageToImageInput.model_json_schema()["properties"],

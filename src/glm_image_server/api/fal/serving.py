@@ -1,10 +1,9 @@
-"""fal's serving class: what its routes do with the job service — sync runs, queue submissions, status
-polled or streamed, results and cancels — in fal's wire formats (translate.py); its errors as fal answers
-them; and the signed webhook of a finished job. Also fal's platform headers, as its clients send and read
-them: on a request `x-fal-request-timeout` (the seconds it may wait before it starts: the client's
-`start_timeout`) and `x-fal-queue-priority` (`normal` or `low`); on an error response `X-Fal-Error-Type`
-(the body's `error_type`, for clients that do not parse bodies) and, when a request missed its start
-deadline, `X-Fal-Request-Timeout-Type: user` (which tells fal's clients not to retry it)."""
+"""fal's serving class: sync runs, queue submissions, status polled or streamed, results and cancels on the
+job service, in fal's wire formats (translate.py) and error answers; and the signed webhook of a finished
+job. Also fal's platform headers: on a request `x-fal-request-timeout` (seconds it may wait to start: the
+client's `start_timeout`) and `x-fal-queue-priority` (`normal` or `low`); on an error `X-Fal-Error-Type`
+(the body's `error_type`) and, for a missed start deadline, `X-Fal-Request-Timeout-Type: user` (which
+tells fal's clients not to retry)."""
 
 from __future__ import annotations
 
@@ -43,25 +42,21 @@ class BadHeader(ValueError):
 
 
 def platform(headers: Mapping[str, str]) -> tuple[float | None, Priority]:
-    """What a request's platform headers ask of its job: (start timeout in seconds, queue priority); raises
-    BadHeader saying what would have been valid."""
+    """(start timeout in seconds, queue priority) from a request's platform headers; raises BadHeader."""
     timeout, priority = headers.get(REQUEST_TIMEOUT), headers.get(QUEUE_PRIORITY, "normal").strip().lower()
     if priority not in get_args(Priority):
         raise BadHeader(f"{QUEUE_PRIORITY} must be normal or low, got {priority[:40]!r}")
     if timeout is None:
         return None, priority  # type: ignore[return-value]
-    try:
+    with contextlib.suppress(ValueError):
         seconds = float(timeout)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise BadHeader(f"{REQUEST_TIMEOUT} must be a number of seconds above 0, got {timeout[:40]!r}")
-    return seconds, priority  # type: ignore[return-value]
+        if math.isfinite(seconds) and seconds > 0:
+            return seconds, priority  # type: ignore[return-value]
+    raise BadHeader(f"{REQUEST_TIMEOUT} must be a number of seconds above 0, got {timeout[:40]!r}")
 
 
 def with_error_headers(status_code: int, body: dict) -> JSONResponse:
-    """An error body with the headers fal puts beside it: `X-Fal-Error-Type` mirrors `error_type`, and a
-    missed start deadline (`request_timeout`) says it was the user's timeout."""
+    """An error body with the headers fal puts beside it (module docstring)."""
     headers = {}
     if error_type := body.get("error_type"):
         headers[ERROR_TYPE] = error_type
@@ -80,7 +75,7 @@ CANCELLED = {
 
 
 def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """FastAPI's 422 for a body or query that fails the fal schema, in words (translate.py)."""
+    """FastAPI's 422 for what fails the fal schema, in words (translate.py)."""
     detail = translate.validation_detail(list(exc.errors()), request.headers.get("content-type"))
     return JSONResponse({"detail": jsonable_encoder(detail)}, 422)
 
@@ -127,8 +122,7 @@ class FalServing(DialectServing):
         return JSONResponse(submitted.model_dump())
 
     async def _submit(self, app: str, body: TextToImageInput, webhook: str | None) -> Job:
-        """Raises BadHeader for a platform header, InvalidRequest for the body (our own result URLs
-        among the references are read from storage)."""
+        """Raises BadHeader for a platform header, InvalidRequest for the body."""
         start_timeout_s, priority = platform(self.request.headers)
         references = await self.jobs.local_references(body.references, self.base_url)
         request, output, options = translate.to_internal(body, webhook, references)
@@ -212,7 +206,6 @@ class FalServing(DialectServing):
         return JSONResponse({"status": body}, status_code)
 
     def _urls(self, job_id: str) -> dict[str, str]:
-        """Status, result and cancel URLs carry the app without its sub-path: both apps share one queue."""
         base = self.base_url.rstrip("/")
         if public := self.services.settings.public_url:
             base = public.rstrip("/") + "/queue"
@@ -223,8 +216,7 @@ class FalServing(DialectServing):
 
 
 def deliveries(services: Services) -> Renderer:
-    """The webhook POST of a finished job, signed as fal signs its webhooks (translate.webhook_headers)
-    when it is sent; the user id is the job's key's owner hash."""
+    """A finished job's webhook POST, signed as fal signs them when sent (user id: the key's owner hash)."""
 
     def render(job: Job) -> list[Outgoing]:
         images = services.jobs.render(job, False) if job.status == JobStatus.SUCCEEDED else None

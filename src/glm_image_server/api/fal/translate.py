@@ -59,9 +59,8 @@ UNION_TAGS = ("literal[", "ImageSize")  # pydantic's per-member locations of a u
 
 
 def validation_detail(errors: list[dict], content_type: str | None) -> list[dict]:
-    """FastAPI's 422 `detail` for a fal body, reworded: a union field (image_size) whose members each
-    failed says once what it accepts; a body that is not a JSON object says so, and why when it came
-    without a JSON Content-Type."""
+    """FastAPI's 422 `detail` for a fal body, reworded: a union field (image_size) says once what it
+    accepts; a body that is not a JSON object says so (and why, without a JSON Content-Type)."""
     detail: list[dict] = []
     unions: set[tuple] = set()
     for error in errors:
@@ -98,10 +97,7 @@ def error_body(error: JobError) -> tuple[int, dict]:
     """A failed job's result as (HTTP status, body)."""
     if error.kind == "input":
         return 422, {"detail": detail(error)}
-    return ERROR_STATUS.get(error.kind, 500), {
-        "detail": error.message,
-        "error_type": ERROR_TYPES[error.kind],
-    }
+    return ERROR_STATUS.get(error.kind, 500), {"detail": error.message, "error_type": ERROR_TYPES[error.kind]}
 
 
 def output(job: Job, images: list[RenderedImage]) -> FalOutput:
@@ -127,12 +123,8 @@ def webhook_payload(job: Job, images: list[RenderedImage] | None) -> dict:
     """fal's webhook body: {request_id, gateway_request_id, status: OK|ERROR, payload, error}."""
     body = {"request_id": job.id, "gateway_request_id": job.id}
     if job.status == JobStatus.SUCCEEDED and images is not None:
-        return {
-            **body,
-            "status": "OK",
-            "payload": output(job, images).model_dump(exclude_none=True),
-            "error": None,
-        }
+        payload = output(job, images).model_dump(exclude_none=True)
+        return {**body, "status": "OK", "payload": payload, "error": None}
     error = failure(job)
     payload = detail(error) if error.kind == "input" else error.message
     return {**body, "status": "ERROR", "payload": {"detail": payload}, "error": error_text(error)}
@@ -183,9 +175,8 @@ def status_body(job: Job, urls: dict[str, str], position: int, logs: list[dict] 
 
 
 def with_live(body: dict, live: LiveState | None, previews: bool) -> dict:
-    """Our extension of a running request's status (fal clients ignore unknown fields): `progress`
-    {stage: ar|dit|vae, done, total} of its batch, and with `previews` the latest `preview` {url (a data
-    URI), width, height, image, step, steps}."""
+    """Our extension of a running request's status (fal clients ignore unknown fields): `progress` {stage:
+    ar|dit|vae, done, total} of its batch; with `previews` the latest `preview` (its url a data URI)."""
     if live is None or body["status"] != "IN_PROGRESS":
         return body
     body = dict(body)

@@ -1,20 +1,18 @@
 """fal's storage flow, answered here so `fal.storage.upload` (and the JS client's automatic upload of
-Blobs in an input) puts files on this server instead of fal's CDN: `POST /fal/storage/upload/initiate
-{content_type, file_name}` (fal's `rest.fal.ai/...`, reached through the proxy convention) answers
-`{upload_url, file_url}`; the client PUTs the bytes to `upload_url`; `file_url` works once the PUT
-succeeded. Big files go in parts: `initiate-multipart`, then `PUT {upload_url}/{n}` (answers
-`{partNumber, etag}`) and `POST {upload_url}/complete {parts}`. An upload is an input image like any
-other: at most `fetch_max_bytes` and `input_max_pixels`, decoded to check it, kept as PNG for
-`result_retention_s`; nothing is taken while the disk is short of `min_free_disk_mb`.
+Blobs in an input) puts files on this server, not fal's CDN: `POST /fal/storage/upload/initiate
+{content_type, file_name}` (fal's `rest.fal.ai/...` via the proxy convention) answers `{upload_url,
+file_url}`; the client PUTs the bytes to `upload_url`. Big files go in parts: `initiate-multipart`, then
+`PUT {upload_url}/{n}` (answers `{partNumber, etag}`) and `POST {upload_url}/complete {parts}`. An upload
+is an input image like any other (fetch_max_bytes, input_max_pixels, kept as PNG for result_retention_s,
+refused while the disk is short of min_free_disk_mb).
 
-fal's clients PUT to `upload_url` without their key, so the URL itself is the credential — it names the
-upload, whose key asked for it and until when it is good, signed with an HMAC whose secret is the asking
-API key itself (any API replica can check it; a removed key's URLs stop working at once), or with no keys
-configured a random secret kept in the data directory."""
+fal's clients PUT without their key, so the URL is the credential: it names the upload, its key and its
+expiry, signed with an HMAC keyed by the asking API key (any replica can check it; a removed key's URLs
+stop working at once), or with no keys configured, by a random secret kept in the data directory."""
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -33,7 +31,7 @@ from ...media.storage import upload_key
 from ...media.uploads import assemble_parts, keep_part, keep_upload_bytes
 from ...serving.admission import LowDisk
 from ...serving.services import Services
-from ...signing import create_once
+from ...signing import b64url, create_once
 from .serving import FalBytesRoute, FalRoute
 
 UPLOADS_PATH = "/fal/storage/uploads/"
@@ -44,8 +42,7 @@ NO_OWNER = "-"
 
 @dataclass(frozen=True)
 class UploadGrant:
-    """What an upload URL allows: writing the upload `image_uuid` (in parts when `multipart`) until
-    `expires_at`, on behalf of `owner` (the key's hash; None without keys)."""
+    """What an upload URL allows: writing upload `image_uuid` until `expires_at` (owner None: no keys)."""
 
     image_uuid: uuid.UUID
     owner: str | None
@@ -65,38 +62,31 @@ class UploadSigner:
         secret = self._secrets.get(owner)
         if secret is None:
             return None
-        digest = hmac.new(secret, b"fal-upload-url:" + payload.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        return b64url(hmac.new(secret, b"fal-upload-url:" + payload.encode(), hashlib.sha256).digest())
 
     def sign(
         self, owner: str | None, multipart: bool, ttl_s: float = UPLOAD_URL_TTL_S
     ) -> tuple[str, UploadGrant]:
         """A new upload's token (a URL path segment) and what it grants."""
         grant = UploadGrant(uuid.uuid4(), owner, multipart, float(int(time.time() + ttl_s)))
-        payload = ".".join(
-            (grant.image_uuid.hex, str(int(grant.expires_at)), "m" if multipart else "s", owner or NO_OWNER)
-        )
+        kind = "m" if multipart else "s"
+        payload = f"{grant.image_uuid.hex}.{int(grant.expires_at)}.{kind}.{owner or NO_OWNER}"
         mac = self._mac(owner, payload)
         assert mac is not None, "signing for a key that is not configured"
         return f"{payload}.{mac}", grant
 
     def verify(self, token: str) -> UploadGrant | None:
         """The grant of a token this server signed and that has not expired; None for anything else."""
-        parts = token.split(".")
-        if len(parts) != 5:
-            return None
-        hex_uuid, expires, kind, owner_text, mac = parts
-        owner = None if owner_text == NO_OWNER else owner_text
-        expected = self._mac(owner, ".".join(parts[:4]))
-        if expected is None or not hmac.compare_digest(expected, mac):
-            return None
-        if not expires.isdigit() or int(expires) < time.time() or kind not in ("m", "s"):
-            return None
-        try:
-            image_uuid = uuid.UUID(hex=hex_uuid)
-        except ValueError:
-            return None
-        return UploadGrant(image_uuid, owner, kind == "m", float(expires))
+        payload, _, mac = token.rpartition(".")
+        with contextlib.suppress(ValueError):  # not five parts, or not a UUID
+            hex_uuid, expires, kind, owner_text = payload.split(".")
+            owner = None if owner_text == NO_OWNER else owner_text
+            expected = self._mac(owner, payload)
+            if expected is None or not hmac.compare_digest(expected, mac) or kind not in ("m", "s"):
+                return None
+            if expires.isdigit() and int(expires) >= time.time():
+                return UploadGrant(uuid.UUID(hex=hex_uuid), owner, kind == "m", float(expires))
+        return None
 
 
 INITIATE_PATH = "/fal/storage/upload/initiate"
@@ -156,9 +146,8 @@ def _grant(request: Request, multipart: bool) -> UploadGrant:
     """The grant the gate found in the URL (api/gate.py), if it is for this kind of upload."""
     grant: UploadGrant | None = getattr(request.state, "grant", None)
     if grant is None or grant.multipart != multipart:
-        raise HTTPException(
-            404, f"this upload URL is not for {'a multipart' if multipart else 'a single-part'} upload"
-        )
+        kind = "a multipart" if multipart else "a single-part"
+        raise HTTPException(404, f"this upload URL is not for {kind} upload")
     return grant
 
 
