@@ -1,18 +1,15 @@
 """A worker's scheduler: claims work of its role's stages from the store, hands it to the executor, and
 records the executor's events in the store under the claims.
 
-Stages: a `decode` (or `all`) worker claims jobs waiting for their decode stage one at a time, and an
-`all` worker does so before it starts new prior batches (finishing what started comes first). Prior
-batches: the oldest queued job heads the next batch, and the queued jobs with its batch key (size and
-reference count: what the AR stage depends on, not steps or guidance) join it, oldest first, up to
-`max_batch_size` images. A job that arrives to an idle worker waits `batch_window_s` after its submission
-for company; a job that waited behind a running batch is claimed at once. So jobs run in order of arrival
-within a key, and none waits more than one window past its turn. Cancels (a flag in the store, read
-every `cancel_poll_s`) reach a running job at its next token or step.
-
-A claimed batch is first prepared by the executor (inputs fetched, prompts expanded) in the background;
-while one batch waits on a slow URL, the scheduler claims and runs others. A batch runs once all its
-jobs are prepared; at most MAX_PREPARING batches wait like that.
+A `decode` (or `all`) worker claims jobs waiting for their decode stage one at a time, an `all` worker
+before new prior batches (finishing what started comes first). A prior batch is the oldest queued job and
+the queued jobs with its batch key (size and reference count: what the AR stage depends on), oldest first,
+up to `max_batch_size` images. A job that arrives to an idle worker waits `batch_window_s` after its
+submission for company; one that waited behind a running batch is claimed at once: jobs run in order of
+arrival within a key, none more than one window past its turn. Cancels (a store flag, read every
+`cancel_poll_s`) reach a running job at its next token or step. A claimed batch is prepared by the
+executor (inputs fetched, prompts expanded) in the background, up to MAX_PREPARING batches, while others
+run; it runs once all its jobs are prepared.
 """
 
 from __future__ import annotations
@@ -23,6 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 from .. import metrics
@@ -70,22 +68,15 @@ class _CancelFlags:
         self._next: dict[str, float] = {}
 
     def __call__(self, job_id: str) -> bool:
-        if job_id in self._cancelled:
-            return True
         now = time.monotonic()
-        if now >= self._next.get(job_id, 0.0):
+        if job_id not in self._cancelled and now >= self._next.get(job_id, 0.0):
             self._next[job_id] = now + self.poll_s
-            if self._ask(job_id):
-                self._cancelled.add(job_id)
-                return True
-        return False
-
-    def _ask(self, job_id: str) -> bool:
-        try:
-            return self.store.cancel_requested(job_id)
-        except StoreUnavailable as exc:
-            self.on_fault(exc)  # said once, by the scheduler
-            return False
+            try:
+                if self.store.cancel_requested(job_id):
+                    self._cancelled.add(job_id)
+            except StoreUnavailable as exc:
+                self.on_fault(exc)  # said once, by the scheduler
+        return job_id in self._cancelled
 
 
 class _ProgressThrottle:
@@ -240,9 +231,7 @@ class Scheduler:
         jobs = [job for job in jobs if job.stage == "prior" or handoffs[job.id] is not None]
         batch = _Batch(jobs, _ProgressThrottle(self.settings.progress_interval_s))
         for job in jobs:
-            future = self.executor.prepare(
-                job, lambda event: self._record(event, batch), handoffs.get(job.id)
-            )
+            future = self.executor.prepare(job, partial(self._record, batch), handoffs.get(job.id))
             future.add_done_callback(lambda _f: self._wake.set())
             batch.prepared.append(future)
         return batch
@@ -276,12 +265,8 @@ class Scheduler:
             return
         self._tell(batch.jobs)
         try:
-            self.executor.run(
-                prepared,
-                lambda event: self._record(event, batch),
-                _CancelFlags(self.store, self.settings.cancel_poll_s, self.store_state),
-                self._stopping.is_set,
-            )
+            cancelled = _CancelFlags(self.store, self.settings.cancel_poll_s, self.store_state)
+            self.executor.run(prepared, partial(self._record, batch), cancelled, self._stopping.is_set)
         except Interrupted:
             self._release("the worker was stopped")
         except Exception:  # a broken executor must not strand its jobs (the heartbeat renews their leases)
@@ -296,7 +281,7 @@ class Scheduler:
         except Exception as exc:  # only the worker's state on /ready: never a reason to stop the jobs
             log.error("could not record the worker's state: %s", exc)
 
-    def _record(self, event: JobEvent, batch: _Batch) -> None:
+    def _record(self, batch: _Batch, event: JobEvent) -> None:
         if isinstance(event, JobHandedOff):
             self._hand_off(batch.job(event.job_id), event.handoff)
         elif isinstance(event, JobSucceeded):
