@@ -117,14 +117,8 @@ class Supervisor:
         child.process = subprocess.Popen(
             command, env=env, preexec_fn=_die_with_parent, start_new_session=True
         )
-        child.started = time.monotonic()
-        log.info(
-            "started worker %s (pid %d, role %s) on %s",
-            child.worker_id,
-            child.process.pid,
-            child.role,
-            child.device,
-        )
+        child.started, pid = time.monotonic(), child.process.pid
+        log.info("started worker %s (pid %d, role %s) on %s", child.worker_id, pid, child.role, child.device)
 
     def _loop(self) -> None:
         """Every worker is spawned, watched and stopped from this one thread: PR_SET_PDEATHSIG fires when
