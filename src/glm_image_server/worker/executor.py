@@ -1,10 +1,8 @@
 """The executor seam: the scheduler has each claimed job prepared (inputs fetched, prompt expanded) in the
-background, so a slow input never holds the engine or another job, then hands it the batch's prepared jobs
-to run; it reports typed events. `LocalExecutor` runs them in this worker process by the jobs' stage: a
-prior batch is one AR call whose tokens each job hands off (JobHandedOff); a decode job runs the DiT and
-VAE from its handoff, then the post stage. A job that fails its own inputs fails alone. Images that need
-no look at their siblings are stored as the engine decodes each one and reported at once (JobImage), so
-clients can have them before the rest of their job.
+background, so a slow input never holds the engine or another job, then has the batch run; typed events
+report back. `LocalExecutor` runs a prior batch as one AR call whose tokens each job hands off, and a
+decode job's DiT, VAE and post stage from its handoff. A job that fails its own inputs fails alone. Images
+that need no look at their siblings are stored and reported (JobImage) as the engine decodes each one.
 """
 
 from __future__ import annotations
@@ -87,15 +85,13 @@ def encode_preview(preview: Preview) -> PreviewImage:
     )
 
 
-def _internal(exc: BaseException) -> JobError:
+def _fail(job: Job, exc: Exception, emit: EventSink) -> None:
+    """End a job on an internal error."""
+    message = f"generation failed: {type(exc).__name__}: {exc}"
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return JobError(kind="internal", message="the server's disk is full: the images could not be saved")
-    return JobError(kind="internal", message=f"generation failed: {type(exc).__name__}: {exc}")
-
-
-def _fail(job: Job, error: JobError, emit: EventSink) -> None:
-    emit(JobLog(job.id, error.message, "ERROR"))
-    emit(JobFailed(job.id, error))
+        message = "the server's disk is full: the images could not be saved"
+    emit(JobLog(job.id, message, "ERROR"))
+    emit(JobFailed(job.id, JobError(kind="internal", message=message)))
 
 
 def _guarded(job: Job, emit: EventSink, step: Callable, *args, **kwargs):
@@ -106,7 +102,7 @@ def _guarded(job: Job, emit: EventSink, step: Callable, *args, **kwargs):
         emit(JobLog(job.id, f"Invalid input: {exc}", "ERROR"))
         emit(JobFailed(job.id, JobError(kind="input", message=exc.explanation, field=exc.field)))
     except Exception as exc:
-        _fail(job, _internal(exc), emit)
+        _fail(job, exc, emit)
     return None
 
 
@@ -119,11 +115,9 @@ class LocalExecutor:
         expander: PromptExpander | None = None,
         keep_references: bool = True,
     ) -> None:
-        """`keep_references`: keep a handed-off job's decoded references for its decode stage (a worker
-        that runs both stages; a prior-only one would keep them for nothing)."""
         self.engine, self.references, self.post, self.expander = engine, references, post, expander
         self._preparing = ThreadPoolExecutor(max_workers=PREPARE_THREADS, thread_name_prefix="prepare")
-        self.keep_references = keep_references
+        self.keep_references = keep_references  # for the decode stage: a prior-only worker keeps none
         self._kept: dict[str, tuple[Image.Image, ...]] = {}  # references by job, for their decode stage
 
     def prepare(self, job: Job, emit: EventSink, handoff: Handoff | None = None) -> Future[_Prepared | None]:
@@ -170,7 +164,7 @@ class LocalExecutor:
             priors = [None] * len(prepared)
         except Exception as exc:
             for p in prepared:
-                _fail(p.job, _internal(exc), emit)
+                _fail(p.job, exc, emit)
             return
         for p, prior in zip(prepared, priors, strict=True):
             if prior is None or cancelled(p.job.id):
@@ -214,7 +208,7 @@ class LocalExecutor:
             generated = None
         except Exception as exc:
             self._discard_early(p)
-            _fail(job, _internal(exc), emit)
+            _fail(job, exc, emit)
             return
         self._kept.pop(job.id, None)
         self._finish(p, generated, emit, cancelled)
