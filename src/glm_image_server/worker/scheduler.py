@@ -79,31 +79,15 @@ class _CancelFlags:
         return job_id in self._cancelled
 
 
-class _ProgressThrottle:
-    """Lets a job's progress through to the store at most every `interval_s`, but always a stage's
-    first and last event, so readers see each stage start and end."""
-
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self._last: dict[str, tuple[str, float]] = {}
-
-    def __call__(self, event: JobProgress) -> bool:
-        now = time.monotonic()
-        stage, at = self._last.get(event.job_id, ("", 0.0))
-        if stage == event.stage and event.done < event.total and now - at < self.interval_s:
-            return False
-        self._last[event.job_id] = (event.stage, now)
-        return True
-
-
 @dataclass
 class _Batch:
     """Claimed jobs on their way to the engine, as claimed (each one's claim is its worker and attempt),
-    and what the executor prepared of them."""
+    what the executor prepared of them, and when each one's progress was last stored."""
 
     jobs: list[Job]
-    throttle: _ProgressThrottle
+    progress_interval_s: float
     prepared: list[Future] = field(default_factory=list)
+    progress_at: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
@@ -111,6 +95,16 @@ class _Batch:
 
     def job(self, job_id: str) -> Job:
         return next(job for job in self.jobs if job.id == job_id)
+
+    def store_progress(self, event: JobProgress) -> bool:
+        """At most every `progress_interval_s` per job, but always a stage's first and last event, so
+        readers see each stage start and end."""
+        now = time.monotonic()
+        stage, at = self.progress_at.get(event.job_id, ("", 0.0))
+        if stage == event.stage and event.done < event.total and now - at < self.progress_interval_s:
+            return False
+        self.progress_at[event.job_id] = (event.stage, now)
+        return True
 
 
 class Scheduler:
@@ -229,7 +223,7 @@ class Scheduler:
     def _start(self, jobs: list[Job]) -> _Batch:
         handoffs = {job.id: self._stored_handoff(job) for job in jobs if job.stage == "decode"}
         jobs = [job for job in jobs if job.stage == "prior" or handoffs[job.id] is not None]
-        batch = _Batch(jobs, _ProgressThrottle(self.settings.progress_interval_s))
+        batch = _Batch(jobs, self.settings.progress_interval_s)
         for job in jobs:
             future = self.executor.prepare(job, partial(self._record, batch), handoffs.get(job.id))
             future.add_done_callback(lambda _f: self._wake.set())
@@ -291,7 +285,7 @@ class Scheduler:
             self._finish(batch.job(event.job_id), status, error=event.error)
         else:
             try:
-                self._record_live(event, batch.throttle)
+                self._record_live(batch, event)
             except Exception as exc:  # progress, previews, early images: worth losing, never a job
                 if not self._live_failing:
                     log.error("could not record a job's progress (%s); it goes on without", exc)
@@ -299,13 +293,13 @@ class Scheduler:
             else:
                 self._live_failing = False
 
-    def _record_live(self, event: JobEvent, throttle: Callable[[JobProgress], bool]) -> None:
+    def _record_live(self, batch: _Batch, event: JobEvent) -> None:
         if isinstance(event, JobLog):
             self.store.add_log(event.job_id, event.level, event.message)
         elif isinstance(event, JobProgress):
             if line := progress_line(event):
                 self.store.add_log(event.job_id, "INFO", line)
-            if throttle(event):
+            if batch.store_progress(event):
                 self.store.set_progress(event.job_id, event.stage, event.done, event.total)
         elif isinstance(event, JobPreview):
             self.store.set_preview(event.job_id, event.preview)
