@@ -33,8 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def build_executor(settings: Settings, engine: Engine | None = None) -> LocalExecutor:
-    """A worker's executor: the engine (loaded from `settings` unless given), reference loading, the
-    safety and text checkers, prompt expansion and storage."""
+    """A worker's executor: its engine (loaded unless given), references, post stage, expansion, storage."""
     if engine is None:
         from ..engine.loader import load_engine
 

@@ -127,8 +127,7 @@ def _weight_bytes(params: int, linear: int, quantized: bool) -> int:
 
 
 def component_bytes(name: str, quantize: str = "none", offload: str = "none") -> int:
-    """A component's weights on the GPU: all of them, or under offload=group its unstreamed parameters
-    plus GROUP_RESIDENT_BLOCKS of its blocks."""
+    """A component's weights on the GPU: all, or under offload=group the unstreamed ones + resident blocks."""
     c = COMPONENTS[name]
     quantized = c.quantized and quantize != "none"
     if offload == "group" and c.blocks:
@@ -148,8 +147,7 @@ class Figure(NamedTuple):
 
 
 class Estimate(NamedTuple):
-    """A worker's expected GPU memory at one output size: its peak (what counts against the card) and the
-    figures it is made of."""
+    """A worker's expected GPU memory at one output size: its peak and the figures it is made of."""
 
     role: Role
     quantize: str

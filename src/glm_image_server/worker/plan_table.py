@@ -35,8 +35,7 @@ def gpu_line(plan: Plan, gpu: Gpu) -> str:
 
 
 def worker_lines(plan: Plan) -> list[str]:
-    """One line per worker, as `serve` logs them at start; with the real model's expected GiB where its
-    GPU's memory was planned for."""
+    """One line per worker, as `serve` logs them; with the expected GiB where its GPU's memory was planned."""
     lines = []
     for e in plan.entries:
         line = f"worker {e.worker_id}: role {e.role}, {_where(e)}, quantize {e.quantize}, offload {e.offload}"

@@ -160,8 +160,7 @@ class Scheduler:
             self.store.expire_leases(time.time())
 
     def store_state(self, fault: StoreUnavailable | None) -> None:
-        """Says once that the store is unavailable (no traceback: it is not a bug), and once that it is
-        back; the loop retries meanwhile."""
+        """Says once that the store is unavailable (no traceback: not a bug), and once that it is back."""
         if (fault is not None) != self._store_down:
             self._store_down = fault is not None
             if fault is not None:
@@ -170,8 +169,7 @@ class Scheduler:
                 log.info("the job store is back")
 
     def _can_take_work(self) -> bool:
-        """No new jobs (prior batches) while the disk is too full to keep their images; says so once, and
-        when it ends."""
+        """No new prior batches while the disk is too full for their images; says so, and when it ends."""
         problem = self.disk.problem()
         if problem != self._paused_for:
             if problem:
@@ -307,8 +305,7 @@ class Scheduler:
             self.store.add_image(event.job_id, event.image)
 
     def _hand_off(self, job: Job, handoff: Handoff) -> None:
-        """Under the job's prior claim; then this worker looks for work at once (an `all` worker decodes
-        it next)."""
+        """Under the job's prior claim; then look for work at once (an `all` worker decodes it next)."""
         data, claim = handoff.to_bytes(), move.claim_of(job)
         if self._until_recorded(job.id, lambda: self.store.hand_off(job.id, data, claim)):
             self.wake()
