@@ -169,7 +169,7 @@ class Scheduler:
                 log.info("the job store is back")
 
     def _can_take_work(self) -> bool:
-        """No new prior batches while the disk is too full for their images; says so, and when it ends."""
+        """No new prior batches while the disk is too full for their images; said once, and when it ends."""
         problem = self.disk.problem()
         if problem != self._paused_for:
             if problem:
