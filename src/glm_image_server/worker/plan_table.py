@@ -68,11 +68,9 @@ def render(plan: Plan) -> str:
         (e.worker_id, e.role, _where(e), e.quantize, e.offload, *(_gib(e.peak_gib(s)) for s in SIZES))
         for e in plan.entries
     ]
-    widths = [max(len(row[i]) for row in (head, *rows)) for i in range(len(head))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in (head, *rows)
-    ]
+    table = [head, *rows]
+    widths = [max(map(len, column)) for column in zip(*table, strict=True)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
     if plan.gpus:
         lines += [gpu_line(plan, gpu) for gpu in plan.gpus]
         lines.append(f"fits: {'yes' if plan.fits_every_gpu else 'NO'} at {SIZES[0]}²; {plan.reason}")
