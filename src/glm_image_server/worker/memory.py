@@ -52,11 +52,8 @@ COMPONENTS = {
     "glyph_encoder": Component("glyph encoder (ByT5)", 217_657_472, 217_055_232, "text_encoder"),
     "vae": Component("VAE", 414_501_539, 8_388_608, "vae"),
 }
-ROLE_COMPONENTS: dict[str, tuple[str, ...]] = {
-    "prior": ("ar_language_model", "ar_vision", "ar_vq"),
-    "decode": ("dit", "glyph_encoder", "vae"),
-}
-ROLE_COMPONENTS["all"] = ROLE_COMPONENTS["prior"] + ROLE_COMPONENTS["decode"]
+PRIOR, DECODE = ("ar_language_model", "ar_vision", "ar_vq"), ("dit", "glyph_encoder", "vae")
+ROLE_COMPONENTS = {"prior": PRIOR, "decode": DECODE, "all": PRIOR + DECODE}
 
 # Shapes the activation formulas use (the released ones; the test reads them off the meta modules).
 AR_LAYERS, AR_KV_HEADS, AR_HEAD_DIM, AR_INTERMEDIATE = 40, 2, 128, 13696
