@@ -1,14 +1,13 @@
-"""Worker plans: the worker processes `serve` starts — each one's role, GPU, quantization and offload —
-from `--workers PLAN` or, by default, from the visible GPUs and their memory (worker/memory.py says what
-each role needs). `glm-image plan` prints the same plan `serve` would use.
+"""Worker plans: the worker processes `serve` starts (each one's role, GPU, quantization and offload), from
+`--workers PLAN` or from the visible GPUs and their memory (worker/memory.py); `glm-image plan` prints it.
 
-PLAN is `N` (N workers of role `all`, spread over the GPUs; 0: the API alone) or a comma list of roles,
-each with an optional GPU (its place among the visible GPUs): `prior@0,decode@1`, `prior,decode,decode`.
-By default a GPU with room for the whole model gets an `all` worker; smaller GPUs are paired into `prior` +
-`decode` (the larger one of a pair runs the AR model); a small GPU left over adds a `decode` worker beside
-the others, or is an `all` worker alone. Quantization and offload are one choice for the whole plan (a
-stage's bytes must not depend on which worker ran it): the first of bf16, int8, int8 with whole-model
-offload, int8 with streamed blocks, with which every GPU fits; `--quantize` and `--offload` fix theirs.
+PLAN is `N` (N `all` workers spread over the GPUs; 0: the API alone) or a comma list of roles, each with an
+optional GPU (its place among the visible ones): `prior@0,decode@1`, `prior,decode,decode`. By default a GPU
+with room for the whole model gets an `all` worker; smaller GPUs are paired into `prior` + `decode` (the
+larger runs the AR model); a small GPU left over adds a `decode` worker, or is an `all` worker alone.
+Quantization and offload are one choice for the whole plan (a stage's bytes must not depend on which worker
+ran it): the first of bf16, int8, int8 + whole-model offload, int8 + streamed blocks under which every GPU
+fits; `--quantize` and `--offload` fix theirs.
 """
 
 from __future__ import annotations
