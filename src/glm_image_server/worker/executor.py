@@ -1,10 +1,8 @@
-"""The executor seam: the scheduler has each claimed job prepared (its inputs fetched, its prompt
-expanded) — in the background, so a slow input never holds the engine or another job — then hands it
-the batch's prepared jobs to run; it reports typed events. `LocalExecutor` runs them here, in this worker
-process, by the jobs' stage: a prior batch is one AR call whose tokens each job hands off (JobHandedOff);
-a decode job runs the DiT and VAE from its handoff, then the post stage. A job that fails its own inputs
-fails alone. Images that need no look at their siblings are stored as the engine decodes each one and
-reported at once (JobImage), so clients can have them before the rest of their job.
+"""The executor seam: the scheduler has each claimed job prepared (inputs fetched, prompt expanded) in the
+background, so a slow input never holds the engine or another job, then has the batch run; typed events
+report back. `LocalExecutor` runs a prior batch as one AR call whose tokens each job hands off, and a
+decode job's DiT, VAE and post stage from its handoff. A job that fails its own inputs fails alone. Images
+that need no look at their siblings are stored and reported (JobImage) as the engine decodes each one.
 """
 
 from __future__ import annotations
@@ -46,6 +44,7 @@ if TYPE_CHECKING:
     from ..engine.engine import Engine, PriorResult
 
 CancelCheck = Callable[[str], bool]
+Stopping = Callable[[], bool]
 PREPARE_THREADS = 16  # jobs whose inputs are fetched at once (each waits, it does not compute)
 KEPT_REFERENCES = 64  # handed-off jobs whose decoded references this process keeps for their decode stage
 
@@ -60,7 +59,7 @@ class Executor(Protocol):
         `run` takes, or None when the job failed (its JobFailed event was emitted)."""
 
     def run(
-        self, prepared: Sequence[Any], emit: EventSink, cancelled: CancelCheck, stopping: Callable[[], bool]
+        self, prepared: Sequence[Any], emit: EventSink, cancelled: CancelCheck, stopping: Stopping
     ) -> None:
         """Run a batch of prepared compatible jobs of one stage; every job ends in exactly one
         JobHandedOff (prior), JobSucceeded or JobFailed event, unless the worker is stopping (raises
@@ -81,16 +80,30 @@ def encode_preview(preview: Preview) -> PreviewImage:
     """A preview as a small JPEG (a few KB at latent resolution)."""
     buffer = io.BytesIO()
     preview.picture.save(buffer, "JPEG", quality=80)
-    width, height = preview.picture.size
     return PreviewImage(
-        buffer.getvalue(), "image/jpeg", width, height, preview.image, preview.step, preview.steps
+        buffer.getvalue(), "image/jpeg", *preview.picture.size, preview.image, preview.step, preview.steps
     )
 
 
-def _internal(exc: BaseException) -> JobError:
+def _fail(job: Job, exc: Exception, emit: EventSink) -> None:
+    """End a job on an internal error."""
+    message = f"generation failed: {type(exc).__name__}: {exc}"
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-        return JobError(kind="internal", message="the server's disk is full: the images could not be saved")
-    return JobError(kind="internal", message=f"generation failed: {type(exc).__name__}: {exc}")
+        message = "the server's disk is full: the images could not be saved"
+    emit(JobLog(job.id, message, "ERROR"))
+    emit(JobFailed(job.id, JobError(kind="internal", message=message)))
+
+
+def _guarded(job: Job, emit: EventSink, step: Callable, *args, **kwargs):
+    """Run one job's step; a failure ends that job (input or internal error) and returns None."""
+    try:
+        return step(*args, **kwargs)
+    except InvalidRequest as exc:
+        emit(JobLog(job.id, f"Invalid input: {exc}", "ERROR"))
+        emit(JobFailed(job.id, JobError(kind="input", message=exc.explanation, field=exc.field)))
+    except Exception as exc:
+        _fail(job, exc, emit)
+    return None
 
 
 class LocalExecutor:
@@ -102,11 +115,9 @@ class LocalExecutor:
         expander: PromptExpander | None = None,
         keep_references: bool = True,
     ) -> None:
-        """`keep_references`: keep a handed-off job's decoded references for its decode stage (a worker
-        that runs both stages; a prior-only one would keep them for nothing)."""
         self.engine, self.references, self.post, self.expander = engine, references, post, expander
         self._preparing = ThreadPoolExecutor(max_workers=PREPARE_THREADS, thread_name_prefix="prepare")
-        self.keep_references = keep_references
+        self.keep_references = keep_references  # for the decode stage: a prior-only worker keeps none
         self._kept: dict[str, tuple[Image.Image, ...]] = {}  # references by job, for their decode stage
 
     def prepare(self, job: Job, emit: EventSink, handoff: Handoff | None = None) -> Future[_Prepared | None]:
@@ -114,33 +125,22 @@ class LocalExecutor:
         fetches themselves wait on the fetch loop, each under its own deadline)."""
         slow = job.request.references and job.id not in self._kept
         if slow or (job.output.expand_prompt and handoff is None):
-            return self._preparing.submit(self._guarded, job, emit, self._prepare, job, emit, handoff)
+            return self._preparing.submit(_guarded, job, emit, self._prepare, job, emit, handoff)
         ready: Future[_Prepared | None] = Future()
-        ready.set_result(self._guarded(job, emit, self._prepare, job, emit, handoff))
+        ready.set_result(_guarded(job, emit, self._prepare, job, emit, handoff))
         return ready
 
     def run(
-        self,
-        prepared: Sequence[_Prepared],
-        emit: EventSink,
-        cancelled: CancelCheck,
-        stopping: Callable[[], bool],
+        self, prepared: Sequence[_Prepared], emit: EventSink, cancelled: CancelCheck, stopping: Stopping
     ) -> None:
-        for p in prepared:
-            if p.handoff is None:
-                emit(JobLog(p.job.id, self._describe(p.request, p.job.output.keep_best, len(prepared))))
         if prepared and prepared[0].handoff is None:
             self._run_prior(prepared, emit, cancelled, stopping)
-        for p in prepared:
-            if p.handoff is not None:
-                self._run_decode(p, p.handoff, emit, cancelled, stopping)
+        else:
+            for p in prepared:
+                self._run_decode(p, emit, cancelled, stopping)
 
     def _run_prior(
-        self,
-        prepared: Sequence[_Prepared],
-        emit: EventSink,
-        cancelled: CancelCheck,
-        stopping: Callable[[], bool],
+        self, prepared: Sequence[_Prepared], emit: EventSink, cancelled: CancelCheck, stopping: Stopping
     ) -> None:
         """One AR call for the batch; each job not cancelled meanwhile hands its tokens off."""
 
@@ -148,6 +148,8 @@ class LocalExecutor:
             for p in prepared:
                 emit(JobProgress(p.job.id, progress.stage, progress.done, progress.total))
 
+        for p in prepared:
+            emit(JobLog(p.job.id, self._describe(p.request, p.job.output.keep_best, len(prepared))))
         metrics.ENGINE_CALLS.inc()
         try:
             priors = self.engine.prior(
@@ -162,7 +164,7 @@ class LocalExecutor:
             priors = [None] * len(prepared)
         except Exception as exc:
             for p in prepared:
-                self._fail(p.job, _internal(exc), emit)
+                _fail(p.job, exc, emit)
             return
         for p, prior in zip(prepared, priors, strict=True):
             if prior is None or cancelled(p.job.id):
@@ -178,26 +180,21 @@ class LocalExecutor:
         timings = {**p.timings, "ar": prior.ar_s}
         return Handoff(p.request.prompt, *prior.tokens.to_numpy(), timings=timings, handed_at=time.time())
 
-    def _run_decode(
-        self,
-        p: _Prepared,
-        handoff: Handoff,
-        emit: EventSink,
-        cancelled: CancelCheck,
-        stopping: Callable[[], bool],
-    ) -> None:
+    def _run_decode(self, p: _Prepared, emit: EventSink, cancelled: CancelCheck, stopping: Stopping) -> None:
         """The DiT and VAE from the job's stored prior tokens, then its post stage."""
         from ..engine.engine import PriorResult
         from ..engine.prior import PriorTokens
 
-        job = p.job
-        emit(JobLog(job.id, self._describe_decode(p.request)))
+        job, r, handoff = p.job, p.request, p.handoff
+        assert handoff is not None
+        what = f"{r.num_inference_steps} steps, guidance {r.guidance_scale:g}"
+        emit(JobLog(job.id, f"Decoding {r.num_images} image(s) from their prior tokens: {what}"))
         tokens = PriorTokens.from_numpy(
             handoff.token_ids, handoff.image_token_ids, handoff.image_grids, self.engine.device
         )
         try:
             generated = self.engine.decode(
-                p.request,
+                r,
                 p.references,
                 PriorResult(tokens, handoff.timings.get("ar", 0.0)),
                 lambda progress: emit(JobProgress(job.id, progress.stage, progress.done, progress.total)),
@@ -211,22 +208,10 @@ class LocalExecutor:
             generated = None
         except Exception as exc:
             self._discard_early(p)
-            self._fail(job, _internal(exc), emit)
+            _fail(job, exc, emit)
             return
         self._kept.pop(job.id, None)
         self._finish(p, generated, emit, cancelled)
-
-    @staticmethod
-    def _fail(job: Job, error: JobError, emit: EventSink) -> None:
-        emit(JobLog(job.id, error.message, "ERROR"))
-        emit(JobFailed(job.id, error))
-
-    @staticmethod
-    def _describe_decode(r: GenerationRequest) -> str:
-        return (
-            f"Decoding {r.num_images} image(s) from their prior tokens: {r.num_inference_steps} steps, "
-            f"guidance {r.guidance_scale:g}"
-        )
 
     @staticmethod
     def _describe(r: GenerationRequest, keep_best: int, batch: int) -> str:
@@ -242,13 +227,13 @@ class LocalExecutor:
     def _finish(
         self, p: _Prepared, generated: GenerationResult | None, emit: EventSink, cancelled: CancelCheck
     ) -> None:
-        if generated is None or cancelled(p.job.id):
+        job = p.job
+        if generated is None or cancelled(job.id):
             self._discard_early(p)
             error = JobError(kind="cancelled", message="stopped before its images were finished")
-            emit(JobFailed(p.job.id, error))  # the store logs the cancel line
+            emit(JobFailed(job.id, error))  # the store logs the cancel line
             return
-        job = p.job
-        result = self._guarded(
+        result = _guarded(
             job,
             emit,
             finish_images,
@@ -265,7 +250,7 @@ class LocalExecutor:
         if result is None:
             self._discard_early(p)
         else:
-            emit(JobSucceeded(p.job.id, result))
+            emit(JobSucceeded(job.id, result))
 
     def _discard_early(self, p: _Prepared) -> None:
         """A job that did not succeed keeps no files: retention deletes only a result's images."""
@@ -290,19 +275,6 @@ class LocalExecutor:
             return
         p.early[index] = done
         emit(JobImage(job.id, done.finished))
-
-    @staticmethod
-    def _guarded(job: Job, emit: EventSink, step: Callable, *args, **kwargs):
-        """Run one job's step; a failure ends that job (input or internal error) and returns None."""
-        try:
-            return step(*args, **kwargs)
-        except InvalidRequest as exc:
-            emit(JobLog(job.id, f"Invalid input: {exc}", "ERROR"))
-            emit(JobFailed(job.id, JobError(kind="input", message=exc.explanation, field=exc.field)))
-        except Exception as exc:
-            emit(JobLog(job.id, _internal(exc).message, "ERROR"))
-            emit(JobFailed(job.id, _internal(exc)))
-        return None
 
     def _prepare(self, job: Job, emit: EventSink, handoff: Handoff | None) -> _Prepared:
         """Fetch references and expand the prompt (a decode stage has its prompt in its handoff, and its

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 MIB_PER_GIB = 1024
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(gib|gb|g|mib|mb|m|tib|tb|t)?\s*$", re.IGNORECASE)
 _UNIT_GIB = {"g": 1.0, "m": 1 / 1024, "t": 1024.0}
+SMI = ["nvidia-smi", "--query-gpu=index,uuid,memory.total", "--format=csv,noheader,nounits"]
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,7 @@ SmiQuery = Callable[[], list[tuple[str, str, float]]]
 
 def nvidia_smi() -> list[tuple[str, str, float]]:
     try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index,uuid,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
+        out = subprocess.check_output(SMI, stderr=subprocess.DEVNULL, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return []
     rows = []

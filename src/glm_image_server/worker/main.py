@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from typing import TYPE_CHECKING
 
 from ..config import Settings
@@ -32,8 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def build_executor(settings: Settings, engine: Engine | None = None) -> LocalExecutor:
-    """A worker's executor: the engine (loaded from `settings` unless given), reference loading, the
-    safety and text checkers, prompt expansion and storage."""
+    """A worker's executor: its engine (loaded unless given), references, post stage, expansion, storage."""
     if engine is None:
         from ..engine.loader import load_engine
 
@@ -52,37 +52,29 @@ def build_executor(settings: Settings, engine: Engine | None = None) -> LocalExe
     return LocalExecutor(engine, references, post, expander, keep_references=settings.role == "all")
 
 
-def _loading(settings: Settings, store: JobStore) -> Worker:
-    """A worker on `store` whose heartbeat runs already, so /ready shows it loading its model."""
+def _loaded(settings: Settings, store: JobStore, engine: Engine | None) -> tuple[Worker, LocalExecutor]:
+    """A worker on `store` and its executor; its heartbeat runs first, so /ready shows it loading."""
     worker = Worker(WorkerSettings.from_settings(settings), store)
     worker.start_heartbeat()
-    return worker
+    executor = build_executor(settings, engine)
+    worker.device = str(executor.engine.device)
+    return worker, executor
 
 
 def start_worker(settings: Settings, store: JobStore | None = None, engine: Engine | None = None) -> Worker:
     """A worker on `store` (default: the one in `settings`), loading its model (unless `engine` is given)
     and then running jobs on a thread of this process; `run_worker` for a process of its own."""
-    worker = _loading(settings, store or open_store(settings))
-    executor = build_executor(settings, engine)
-    worker.device = str(executor.engine.device)
+    worker, executor = _loaded(settings, store or open_store(settings), engine)
     worker.start_thread(executor)
     return worker
 
 
 def run_worker(settings: Settings) -> None:
     """`glm-image worker`: one worker process on the store in `settings`, until SIGTERM/SIGINT."""
-    import signal
-
     os.nice(settings.worker_nice)  # the API process (and its event loop) goes first on a shared CPU
-    worker = _loading(settings, open_store(settings))
-    executor = build_executor(settings)
-    worker.device = str(executor.engine.device)
-
-    def stop(_signum, _frame) -> None:
-        worker.stop(timeout=0)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    worker, executor = _loaded(settings, open_store(settings), None)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: worker.stop(timeout=0))
     worker.serve(executor)
 
 

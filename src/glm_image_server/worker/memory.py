@@ -11,8 +11,8 @@ against the release's measured peaks (34-38 GB at 512²-1024², 45 GB at 2048²,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from math import sqrt
+from typing import NamedTuple
 
 from ..core.job import Role
 
@@ -23,8 +23,7 @@ CUDA_CONTEXT_GIB = 1.0  # per worker process: CUDA context, kernels, cuBLAS work
 GROUP_RESIDENT_BLOCKS = 2  # offload=group: the block running and the one prefetched on a side stream
 
 
-@dataclass(frozen=True)
-class Component:
+class Component(NamedTuple):
     """One part of the model as counted on the meta device. `linear` is the weights of its Linear layers
     (what weight-only quantization shrinks); `blocks` x `block` the repeated layers offload=group streams
     (0 for a part kept whole); `part`: the pipeline component it belongs to (what offload=model moves)."""
@@ -40,37 +39,21 @@ class Component:
 
 
 # Parameter counts of engine/full_size.py's shapes on the meta device (transformers 5.23, diffusers 0.42.1).
+AR = "vision_language_encoder"  # the pipeline component of the AR model
 COMPONENTS = {
     "ar_language_model": Component(  # GLM-4-9B's 40 layers, embeddings and the 16512-token image head
-        "AR language model",
-        8_914_788_352,
-        8_225_554_432,
-        "vision_language_encoder",
-        True,
-        40,
-        203_969_024,
-        203_948_032,
+        "AR language model", 8_914_788_352, 8_225_554_432, AR, True, 40, 203_969_024, 203_948_032
     ),
     "ar_vision": Component(
-        "AR vision tower",
-        1_159_607_808,
-        1_132_462_080,
-        "vision_language_encoder",
-        False,
-        40,
-        28_331_520,
-        28_311_552,
+        "AR vision tower", 1_159_607_808, 1_132_462_080, AR, False, 40, 28_331_520, 28_311_552
     ),
-    "ar_vq": Component("AR VQ tokenizer", 39_849_472, 0, "vision_language_encoder"),
+    "ar_vq": Component("AR VQ tokenizer", 39_849_472, 0, AR),
     "dit": Component("DiT", 6_926_882_880, 6_857_162_752, "transformer", True, 30, 226_578_432, 226_492_416),
     "glyph_encoder": Component("glyph encoder (ByT5)", 217_657_472, 217_055_232, "text_encoder"),
     "vae": Component("VAE", 414_501_539, 8_388_608, "vae"),
 }
-ROLE_COMPONENTS: dict[str, tuple[str, ...]] = {
-    "prior": ("ar_language_model", "ar_vision", "ar_vq"),
-    "decode": ("dit", "glyph_encoder", "vae"),
-}
-ROLE_COMPONENTS["all"] = ROLE_COMPONENTS["prior"] + ROLE_COMPONENTS["decode"]
+PRIOR, DECODE = ("ar_language_model", "ar_vision", "ar_vq"), ("dit", "glyph_encoder", "vae")
+ROLE_COMPONENTS = {"prior": PRIOR, "decode": DECODE, "all": PRIOR + DECODE}
 
 # Shapes the activation formulas use (the released ones; the test reads them off the meta modules).
 AR_LAYERS, AR_KV_HEADS, AR_HEAD_DIM, AR_INTERMEDIATE = 40, 2, 128, 13696
@@ -141,8 +124,7 @@ def _weight_bytes(params: int, linear: int, quantized: bool) -> int:
 
 
 def component_bytes(name: str, quantize: str = "none", offload: str = "none") -> int:
-    """A component's weights on the GPU: all of them, or under offload=group its unstreamed parameters
-    plus GROUP_RESIDENT_BLOCKS of its blocks."""
+    """A component's weights on the GPU: all, or under offload=group the unstreamed ones + resident blocks."""
     c = COMPONENTS[name]
     quantized = c.quantized and quantize != "none"
     if offload == "group" and c.blocks:
@@ -153,8 +135,7 @@ def component_bytes(name: str, quantize: str = "none", offload: str = "none") ->
     return _weight_bytes(c.params, c.linear, quantized)
 
 
-@dataclass(frozen=True)
-class Figure:
+class Figure(NamedTuple):
     """One line of an estimate: what, how many GiB, and where the number comes from."""
 
     label: str
@@ -162,10 +143,8 @@ class Figure:
     source: str
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """A worker's expected GPU memory at one output size: its peak (what counts against the card) and the
-    figures it is made of."""
+class Estimate(NamedTuple):
+    """A worker's expected GPU memory at one output size: its peak and the figures it is made of."""
 
     role: Role
     quantize: str

@@ -1,21 +1,20 @@
-"""Worker plans: the worker processes `serve` starts — each one's role, GPU, quantization and offload —
-from `--workers PLAN` or, by default, from the visible GPUs and their memory (worker/memory.py says what
-each role needs). `glm-image plan` prints the same plan `serve` would use.
+"""Worker plans: the worker processes `serve` starts (each one's role, GPU, quantization and offload), from
+`--workers PLAN` or from the visible GPUs and their memory (worker/memory.py); `glm-image plan` prints it.
 
-PLAN is `N` (N workers of role `all`, spread over the GPUs; 0: the API alone) or a comma list of roles,
-each with an optional GPU (its place among the visible GPUs): `prior@0,decode@1`, `prior,decode,decode`.
-By default a GPU with room for the whole model gets an `all` worker; smaller GPUs are paired into `prior` +
-`decode` (the larger one of a pair runs the AR model); a small GPU left over adds a `decode` worker beside
-the others, or is an `all` worker alone. Quantization and offload are one choice for the whole plan (a
-stage's bytes must not depend on which worker ran it): the first of bf16, int8, int8 with whole-model
-offload, int8 with streamed blocks, with which every GPU fits; `--quantize` and `--offload` fix theirs.
+PLAN is `N` (N `all` workers spread over the GPUs; 0: the API alone) or a comma list of roles, each with an
+optional GPU (its place among the visible ones): `prior@0,decode@1`, `prior,decode,decode`. By default a GPU
+with room for the whole model gets an `all` worker; smaller GPUs are paired into `prior` + `decode` (the
+larger runs the AR model); a small GPU left over adds a `decode` worker, or is an `all` worker alone.
+Quantization and offload are one choice for the whole plan (a stage's bytes must not depend on which worker
+ran it): the first of bf16, int8, int8 + whole-model offload, int8 + streamed blocks under which every GPU
+fits; `--quantize` and `--offload` fix theirs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, NamedTuple, get_args
 
 from ..core.job import Role
 from .gpus import Gpu, visible_gpus
@@ -30,8 +29,7 @@ FIT_FRACTION = 0.95  # of a GPU's memory a plan may expect to use: the rest is l
 LADDER = (("none", "none"), ("int8", "none"), ("int8", "model"), ("int8", "group"))
 
 
-@dataclass(frozen=True)
-class WorkerSpec:
+class WorkerSpec(NamedTuple):
     """One worker of a PLAN: its role and, if pinned, its GPU's place among the visible ones."""
 
     role: Role
@@ -77,8 +75,7 @@ def api_only(workers: str | None) -> bool:
     return workers is not None and parse_workers(workers) == 0
 
 
-@dataclass(frozen=True)
-class PlanEntry:
+class PlanEntry(NamedTuple):
     """One worker process: id (w0, w1, ...), role, GPU (None: the CPU), what it loads, its estimates."""
 
     worker_id: str
@@ -153,36 +150,25 @@ def _options(settings: Settings) -> list[tuple[str, str]]:
     return options
 
 
-def _entries(
-    layout: list[tuple[Role, Gpu | None]], option: tuple[str, str], rows: int
-) -> tuple[PlanEntry, ...]:
-    return tuple(
-        PlanEntry(
-            f"w{i}",
-            role,
-            gpu,
-            *option,
-            tuple(estimate(role, *option, size, rows, gpu is not None) for size in SIZES),
-        )
-        for i, (role, gpu) in enumerate(layout)
-    )
+def _entry(i: int, role: Role, gpu: Gpu | None, option: tuple[str, str], rows: int) -> PlanEntry:
+    estimates = tuple(estimate(role, *option, size, rows, gpu is not None) for size in SIZES)
+    return PlanEntry(f"w{i}", role, gpu, *option, estimates)
 
 
 def make_plan(settings: Settings, gpus: list[Gpu]) -> Plan:
     """The plan for `settings` on `gpus`: its `workers` layout (or the default one), with the first
     quantization and offload under which every GPU fits (the last one tried where none does)."""
     rows = settings.max_batch_size
-    workers = parse_workers(settings.workers) if settings.workers is not None else None
-    if workers is None:
+    if settings.workers is None:
         layout = default_layout(gpus, rows)
-    elif isinstance(workers, int):
-        layout = _round_robin([WorkerSpec("all")] * workers, gpus)
     else:
-        layout = _round_robin(workers, gpus)
+        workers = parse_workers(settings.workers)
+        layout = _round_robin([WorkerSpec("all")] * workers if isinstance(workers, int) else workers, gpus)
     options = _options(settings)
     plan = Plan((), tuple(gpus), "")
     for option in options if gpus else options[:1]:
-        plan = Plan(_entries(layout, option, rows), tuple(gpus), _reason(option, options, settings))
+        entries = tuple(_entry(i, role, gpu, option, rows) for i, (role, gpu) in enumerate(layout))
+        plan = Plan(entries, tuple(gpus), _reason(option, options, settings))
         if plan.fits_every_gpu:
             break
     return plan
@@ -191,9 +177,8 @@ def make_plan(settings: Settings, gpus: list[Gpu]) -> Plan:
 def _reason(option: tuple[str, str], options: list[tuple[str, str]], settings: Settings) -> str:
     given = [name for name in ("quantize", "offload") if name in settings.model_fields_set]
     said = f" ({' and '.join(f'--{n} given' for n in given)})" if given else ""
-    if option == options[0]:
-        return f"quantize {option[0]}, offload {option[1]}: the first choice{said}"
-    return f"quantize {option[0]}, offload {option[1]}: the first choice with which every GPU fits{said}"
+    why = "the first choice" if option == options[0] else "the first choice with which every GPU fits"
+    return f"quantize {option[0]}, offload {option[1]}: {why}{said}"
 
 
 def plan_for(settings: Settings, gpus: list[Gpu] | None = None, real_model: bool = False) -> Plan:

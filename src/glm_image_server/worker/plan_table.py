@@ -12,8 +12,6 @@ PEAK_RULE = (
     "component with its own activations); a GPU fits when its workers' peaks add up to at most "
     f"{FIT_FRACTION:.0%} of its memory"
 )
-
-
 CPU_NOTE = (
     "no GPU: the workers run on the CPU; the figures below are a GPU's, in bf16, for reference "
     "(on the CPU the default dtype is float32: twice the weights)"
@@ -29,19 +27,15 @@ def _where(entry: PlanEntry) -> str:
 
 
 def gpu_line(plan: Plan, gpu: Gpu) -> str:
-    at = [f"{_gib(plan.gpu_gib(gpu, s))} GiB at {s}²" for s in SIZES]
+    at = {s: f"{_gib(plan.gpu_gib(gpu, s))} GiB at {s}²" for s in SIZES}
     if gpu.total_gib is None:
-        return f"GPU {gpu.index} (device {gpu.device}): memory unknown; expected " + ", ".join(at)
-    verdicts = [
-        f"{text} ({'fits' if plan.fits(gpu, s) else 'does NOT fit'})"
-        for text, s in zip(at, SIZES, strict=True)
-    ]
+        return f"GPU {gpu.index} (device {gpu.device}): memory unknown; expected " + ", ".join(at.values())
+    verdicts = [f"{text} ({'fits' if plan.fits(gpu, s) else 'does NOT fit'})" for s, text in at.items()]
     return f"GPU {gpu.index}: {_gib(gpu.total_gib)} GiB, expected " + ", ".join(verdicts)
 
 
 def worker_lines(plan: Plan) -> list[str]:
-    """One line per worker, as `serve` logs them at start; with the real model's expected GiB where its
-    GPU's memory was planned for."""
+    """One line per worker, as `serve` logs them; with the expected GiB where its GPU's memory was planned."""
     lines = []
     for e in plan.entries:
         line = f"worker {e.worker_id}: role {e.role}, {_where(e)}, quantize {e.quantize}, offload {e.offload}"
@@ -53,10 +47,9 @@ def worker_lines(plan: Plan) -> list[str]:
 
 def _figures(entry: PlanEntry, sources: dict[str, int]) -> list[str]:
     """The figures behind one kind of worker: its weights, and its activations at each size."""
-    first, *others = entry.estimates
     lines = [f"{entry.role}, quantize {entry.quantize}, offload {entry.offload}:"]
     shown = set()
-    for estimate in (first, *others):
+    for estimate in entry.estimates:
         for figure in estimate.figures:
             if (figure.label, figure.gib) in shown:
                 continue
@@ -75,11 +68,9 @@ def render(plan: Plan) -> str:
         (e.worker_id, e.role, _where(e), e.quantize, e.offload, *(_gib(e.peak_gib(s)) for s in SIZES))
         for e in plan.entries
     ]
-    widths = [max(len(row[i]) for row in (head, *rows)) for i in range(len(head))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in (head, *rows)
-    ]
+    table = [head, *rows]
+    widths = [max(map(len, column)) for column in zip(*table, strict=True)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table]
     if plan.gpus:
         lines += [gpu_line(plan, gpu) for gpu in plan.gpus]
         lines.append(f"fits: {'yes' if plan.fits_every_gpu else 'NO'} at {SIZES[0]}²; {plan.reason}")

@@ -44,17 +44,10 @@ class PromptExpander:
 
     def expand(self, prompt: str) -> tuple[str, str]:
         """(the prompt to use, a log line saying what happened)."""
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
         try:
             response = self.client.post(
-                self.url,
-                json={
-                    "model": self.model,
-                    "messages": [
-                        {"role": "system", "content": SYSTEM_PROMPT},
-                        {"role": "user", "content": prompt},
-                    ],
-                    "temperature": 0.7,
-                },
+                self.url, json={"model": self.model, "messages": messages, "temperature": 0.7}
             )
             response.raise_for_status()
             rewrite = response.json()["choices"][0]["message"]["content"].strip()

@@ -1,18 +1,15 @@
 """A worker's scheduler: claims work of its role's stages from the store, hands it to the executor, and
 records the executor's events in the store under the claims.
 
-Stages: a `decode` (or `all`) worker claims jobs waiting for their decode stage one at a time, and an
-`all` worker does so before it starts new prior batches (finishing what started comes first). Prior
-batches: the oldest queued job heads the next batch, and the queued jobs with its batch key (size and
-reference count: what the AR stage depends on, not steps or guidance) join it, oldest first, up to
-`max_batch_size` images. A job that arrives to an idle worker waits `batch_window_s` after its submission
-for company; a job that waited behind a running batch is claimed at once. So jobs run in order of arrival
-within a key, and none waits more than one window past its turn. Cancels (a flag in the store, read
-every `cancel_poll_s`) reach a running job at its next token or step.
-
-A claimed batch is first prepared by the executor (inputs fetched, prompts expanded) in the background;
-while one batch waits on a slow URL, the scheduler claims and runs others. A batch runs once all its
-jobs are prepared; at most MAX_PREPARING batches wait like that.
+A `decode` (or `all`) worker claims jobs waiting for their decode stage one at a time, an `all` worker
+before new prior batches (finishing what started comes first). A prior batch is the oldest queued job and
+the queued jobs with its batch key (size and reference count: what the AR stage depends on), oldest first,
+up to `max_batch_size` images. A job that arrives to an idle worker waits `batch_window_s` after its
+submission for company; one that waited behind a running batch is claimed at once: jobs run in order of
+arrival within a key, none more than one window past its turn. Cancels (a store flag, read every
+`cancel_poll_s`) reach a running job at its next token or step. A claimed batch is prepared by the
+executor (inputs fetched, prompts expanded) in the background, up to MAX_PREPARING batches, while others
+run; it runs once all its jobs are prepared.
 """
 
 from __future__ import annotations
@@ -23,6 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 from .. import metrics
@@ -70,49 +68,26 @@ class _CancelFlags:
         self._next: dict[str, float] = {}
 
     def __call__(self, job_id: str) -> bool:
-        if job_id in self._cancelled:
-            return True
         now = time.monotonic()
-        if now >= self._next.get(job_id, 0.0):
+        if job_id not in self._cancelled and now >= self._next.get(job_id, 0.0):
             self._next[job_id] = now + self.poll_s
-            if self._ask(job_id):
-                self._cancelled.add(job_id)
-                return True
-        return False
-
-    def _ask(self, job_id: str) -> bool:
-        try:
-            return self.store.cancel_requested(job_id)
-        except StoreUnavailable as exc:
-            self.on_fault(exc)  # said once, by the scheduler
-            return False
-
-
-class _ProgressThrottle:
-    """Lets a job's progress through to the store at most every `interval_s`, but always a stage's
-    first and last event, so readers see each stage start and end."""
-
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self._last: dict[str, tuple[str, float]] = {}
-
-    def __call__(self, event: JobProgress) -> bool:
-        now = time.monotonic()
-        stage, at = self._last.get(event.job_id, ("", 0.0))
-        if stage == event.stage and event.done < event.total and now - at < self.interval_s:
-            return False
-        self._last[event.job_id] = (event.stage, now)
-        return True
+            try:
+                if self.store.cancel_requested(job_id):
+                    self._cancelled.add(job_id)
+            except StoreUnavailable as exc:
+                self.on_fault(exc)  # said once, by the scheduler
+        return job_id in self._cancelled
 
 
 @dataclass
 class _Batch:
     """Claimed jobs on their way to the engine, as claimed (each one's claim is its worker and attempt),
-    and what the executor prepared of them."""
+    what the executor prepared of them, and when each one's progress was last stored."""
 
     jobs: list[Job]
-    throttle: _ProgressThrottle
+    progress_interval_s: float
     prepared: list[Future] = field(default_factory=list)
+    progress_at: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
@@ -120,6 +95,16 @@ class _Batch:
 
     def job(self, job_id: str) -> Job:
         return next(job for job in self.jobs if job.id == job_id)
+
+    def store_progress(self, event: JobProgress) -> bool:
+        """At most every `progress_interval_s` per job, but always a stage's first and last event, so
+        readers see each stage start and end."""
+        now = time.monotonic()
+        stage, at = self.progress_at.get(event.job_id, ("", 0.0))
+        if stage == event.stage and event.done < event.total and now - at < self.progress_interval_s:
+            return False
+        self.progress_at[event.job_id] = (event.stage, now)
+        return True
 
 
 class Scheduler:
@@ -175,8 +160,7 @@ class Scheduler:
             self.store.expire_leases(time.time())
 
     def store_state(self, fault: StoreUnavailable | None) -> None:
-        """Says once that the store is unavailable (no traceback: it is not a bug), and once that it is
-        back; the loop retries meanwhile."""
+        """Says once that the store is unavailable (no traceback: not a bug), and once that it is back."""
         if (fault is not None) != self._store_down:
             self._store_down = fault is not None
             if fault is not None:
@@ -185,8 +169,7 @@ class Scheduler:
                 log.info("the job store is back")
 
     def _can_take_work(self) -> bool:
-        """No new jobs (prior batches) while the disk is too full to keep their images; says so once, and
-        when it ends."""
+        """No new prior batches while the disk is too full for their images; said once, and when it ends."""
         problem = self.disk.problem()
         if problem != self._paused_for:
             if problem:
@@ -238,11 +221,9 @@ class Scheduler:
     def _start(self, jobs: list[Job]) -> _Batch:
         handoffs = {job.id: self._stored_handoff(job) for job in jobs if job.stage == "decode"}
         jobs = [job for job in jobs if job.stage == "prior" or handoffs[job.id] is not None]
-        batch = _Batch(jobs, _ProgressThrottle(self.settings.progress_interval_s))
+        batch = _Batch(jobs, self.settings.progress_interval_s)
         for job in jobs:
-            future = self.executor.prepare(
-                job, lambda event: self._record(event, batch), handoffs.get(job.id)
-            )
+            future = self.executor.prepare(job, partial(self._record, batch), handoffs.get(job.id))
             future.add_done_callback(lambda _f: self._wake.set())
             batch.prepared.append(future)
         return batch
@@ -276,12 +257,8 @@ class Scheduler:
             return
         self._tell(batch.jobs)
         try:
-            self.executor.run(
-                prepared,
-                lambda event: self._record(event, batch),
-                _CancelFlags(self.store, self.settings.cancel_poll_s, self.store_state),
-                self._stopping.is_set,
-            )
+            cancelled = _CancelFlags(self.store, self.settings.cancel_poll_s, self.store_state)
+            self.executor.run(prepared, partial(self._record, batch), cancelled, self._stopping.is_set)
         except Interrupted:
             self._release("the worker was stopped")
         except Exception:  # a broken executor must not strand its jobs (the heartbeat renews their leases)
@@ -296,7 +273,7 @@ class Scheduler:
         except Exception as exc:  # only the worker's state on /ready: never a reason to stop the jobs
             log.error("could not record the worker's state: %s", exc)
 
-    def _record(self, event: JobEvent, batch: _Batch) -> None:
+    def _record(self, batch: _Batch, event: JobEvent) -> None:
         if isinstance(event, JobHandedOff):
             self._hand_off(batch.job(event.job_id), event.handoff)
         elif isinstance(event, JobSucceeded):
@@ -306,7 +283,7 @@ class Scheduler:
             self._finish(batch.job(event.job_id), status, error=event.error)
         else:
             try:
-                self._record_live(event, batch.throttle)
+                self._record_live(batch, event)
             except Exception as exc:  # progress, previews, early images: worth losing, never a job
                 if not self._live_failing:
                     log.error("could not record a job's progress (%s); it goes on without", exc)
@@ -314,13 +291,13 @@ class Scheduler:
             else:
                 self._live_failing = False
 
-    def _record_live(self, event: JobEvent, throttle: Callable[[JobProgress], bool]) -> None:
+    def _record_live(self, batch: _Batch, event: JobEvent) -> None:
         if isinstance(event, JobLog):
             self.store.add_log(event.job_id, event.level, event.message)
         elif isinstance(event, JobProgress):
             if line := progress_line(event):
                 self.store.add_log(event.job_id, "INFO", line)
-            if throttle(event):
+            if batch.store_progress(event):
                 self.store.set_progress(event.job_id, event.stage, event.done, event.total)
         elif isinstance(event, JobPreview):
             self.store.set_preview(event.job_id, event.preview)
@@ -328,8 +305,7 @@ class Scheduler:
             self.store.add_image(event.job_id, event.image)
 
     def _hand_off(self, job: Job, handoff: Handoff) -> None:
-        """Under the job's prior claim; then this worker looks for work at once (an `all` worker decodes
-        it next)."""
+        """Under the job's prior claim; then look for work at once (an `all` worker decodes it next)."""
         data, claim = handoff.to_bytes(), move.claim_of(job)
         if self._until_recorded(job.id, lambda: self.store.hand_off(job.id, data, claim)):
             self.wake()

@@ -51,22 +51,6 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def child_env(base: Mapping[str, str], entry: PlanEntry, device: str) -> dict[str, str]:
-    """A plan entry's worker environment: `base` (the settings and the supervisor's variables) with the
-    entry's id, role, quantization and offload, and its GPU alone visible (`device`: the setting)."""
-    env = dict(
-        base,
-        GLM_IMAGE_WORKER_ID=entry.worker_id,
-        GLM_IMAGE_ROLE=entry.role,
-        GLM_IMAGE_QUANTIZE=entry.quantize,
-        GLM_IMAGE_OFFLOAD=entry.offload,
-    )
-    if entry.gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = entry.gpu.device
-        env["GLM_IMAGE_DEVICE"] = "cuda" if device == "auto" else device
-    return env
-
-
 @dataclass
 class _Child:
     worker_id: str
@@ -80,23 +64,31 @@ class _Child:
     backoff_s: float = 1.0
 
 
+def _child(entry: PlanEntry, base: Mapping[str, str], device: str) -> _Child:
+    """A plan entry's worker; its environment is `base` (the settings and the supervisor's variables) with
+    the entry's id, role, quantization and offload, and its GPU alone visible (`device`: the setting)."""
+    env = dict(
+        base,
+        GLM_IMAGE_WORKER_ID=entry.worker_id,
+        GLM_IMAGE_ROLE=entry.role,
+        GLM_IMAGE_QUANTIZE=entry.quantize,
+        GLM_IMAGE_OFFLOAD=entry.offload,
+    )
+    if entry.gpu is None:
+        return _Child(entry.worker_id, entry.role, device, env)
+    env["CUDA_VISIBLE_DEVICES"] = entry.gpu.device
+    env["GLM_IMAGE_DEVICE"] = "cuda" if device == "auto" else device
+    return _Child(entry.worker_id, entry.role, f"cuda:{entry.gpu.device}", env)
+
+
 class Supervisor:
     """`env`: the settings as the workers' environment (`settings_env`), which each process reads."""
 
     def __init__(self, settings: WorkerSettings, env: Mapping[str, str], store: JobStore, plan: Plan) -> None:
         self.settings, self.store = settings, store
-        count = len(plan.entries)
-        threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // max(count, 1))
+        threads = settings.torch_threads or max(1, (os.cpu_count() or 1) // max(len(plan.entries), 1))
         base = {**os.environ, **env, "GLM_IMAGE_SUPERVISED": "1", "GLM_IMAGE_TORCH_THREADS": str(threads)}
-        self.children = [
-            _Child(
-                entry.worker_id,
-                entry.role,
-                f"cuda:{entry.gpu.device}" if entry.gpu else settings.device,
-                child_env(base, entry, settings.device),
-            )
-            for entry in plan.entries
-        ]
+        self.children = [_child(entry, base, settings.device) for entry in plan.entries]
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
 
@@ -117,14 +109,8 @@ class Supervisor:
         child.process = subprocess.Popen(
             command, env=env, preexec_fn=_die_with_parent, start_new_session=True
         )
-        child.started = time.monotonic()
-        log.info(
-            "started worker %s (pid %d, role %s) on %s",
-            child.worker_id,
-            child.process.pid,
-            child.role,
-            child.device,
-        )
+        child.started, pid = time.monotonic(), child.process.pid
+        log.info("started worker %s (pid %d, role %s) on %s", child.worker_id, pid, child.role, child.device)
 
     def _loop(self) -> None:
         """Every worker is spawned, watched and stopped from this one thread: PR_SET_PDEATHSIG fires when
