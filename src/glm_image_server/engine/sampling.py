@@ -43,11 +43,8 @@ def sampling_warpers(config: GenerationConfig) -> list[LogitsProcessor]:
 
 
 class RowSampler(LogitsProcessor):
-    """Samples each row with its own generator; reports progress and honours cancel once per token.
-
-    It also keeps EOS from ending a row before its token grid is full (upstream reports 1023 of 1024
-    tokens, which crashes the DiT stage); with the tiny model's 128-token head EOS is out of range anyway.
-    """
+    """Samples each row with its own generator; reports progress and honours cancel once per token. EOS
+    is masked until the token grid is full (upstream ends rows at 1023 of 1024 tokens, crashing the DiT)."""
 
     def __init__(
         self,
