@@ -1,10 +1,10 @@
 """AR token sampling with one random generator per batch row.
 
-transformers' `generate()` samples with torch's global RNG, which the diffusers pipeline reseeds per call:
-unsafe with concurrent requests, and it makes a row's tokens depend on its batch neighbours. Here sampling
-happens inside a logits processor, each row with its own `torch.Generator`; the processor then leaves only
-the chosen token finite, so `generate(do_sample=False)` (argmax) emits exactly that token. For one row the
-draws equal the pipeline's (same warpers, same `torch.multinomial` stream for the same seed).
+transformers' `generate()` samples with torch's global RNG, which the pipeline reseeds per call: unsafe with
+concurrent requests, and a row's tokens would depend on its batch neighbours. Here a logits processor samples
+each row with its own `torch.Generator` and leaves only the chosen token finite, so argmax
+(`generate(do_sample=False)`) emits it. For one row the draws equal the pipeline's (same warpers, same
+`torch.multinomial` stream).
 """
 
 from __future__ import annotations
