@@ -306,7 +306,7 @@ def run_offload(bench: Bench, args) -> list[str]:
 
 def load(args):
     if args.full_size:
-        from glm_image_server.engine.full_size import Shapes, build_full_size_pipeline
+        from full_size import Shapes, build_full_size_pipeline
 
         if not torch.cuda.is_available():
             raise SystemExit("--full-size needs a GPU (16B parameters in bf16)")

@@ -530,7 +530,7 @@ def alone(weights_gib: float, p: dict) -> float | None:
 
 def full_size_weights() -> dict[str, float]:
     """The released shapes' component sizes in bf16, built on the meta device (CPU rehearsal)."""
-    from glm_image_server.engine.full_size import build_meta_modules
+    from full_size import build_meta_modules
 
     modules = build_meta_modules()
     vle = modules["vision_language_encoder"]

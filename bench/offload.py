@@ -9,7 +9,7 @@ seconds per request, peak GPU memory (`torch.cuda.max_memory_allocated`, loading
 pixel difference from the same quantization without offload: offloading moves weights, it must not change
 them, so 0 is expected (streams and hooks that miss a module show up here as an error or a difference).
 Needs CUDA for `model`/`group` and `fp8`; on the CPU only `none` runs (`model` is a no-op there).
-Use `--model DIR` with a directory from `engine/full_size.py`'s `save_full_size_pipeline` for real shapes.
+Use `--model DIR` with a directory from `bench/full_size.py`'s `save_full_size_pipeline` for real shapes.
 """
 
 from __future__ import annotations

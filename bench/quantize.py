@@ -10,7 +10,7 @@ a guided denoise from the same noise and prior tokens (each model on its own tra
 step includes the drift of the steps before it), with the final latents' error. Models:
 
   tiny  the tiny test model (engine/tiny.py), loaded with the server's loader;
-  mid   a mid-size random model from engine/full_size.py's builder: every component at the released width
+  mid   a mid-size random model from bench/full_size.py's builder: every component at the released width
         (AR hidden 4096, FFN 13696, the full vocabulary; DiT 32 heads x 128; ByT5-small's glyph encoder) with
         2 layers each instead of 40 / 30 / 12, and a small VAE (not quantized, not run here).
 
@@ -28,12 +28,12 @@ import time
 from dataclasses import dataclass
 
 import torch
+from full_size import Shapes, build_full_size_pipeline
 from transformers import T5Config
 
 from glm_image_server.config import Settings
 from glm_image_server.engine import quantize
 from glm_image_server.engine.dit import denoise
-from glm_image_server.engine.full_size import Shapes, build_full_size_pipeline
 from glm_image_server.engine.loader import DTYPES, load_pipeline, quiet_library_logs
 from glm_image_server.engine.prior import PriorTokens, chat_inputs
 from glm_image_server.slices import EngineSettings

@@ -4,13 +4,16 @@ small-shape build on the CPU that runs end to end in bf16."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import GlmImageConfig, T5Config
 
-from glm_image_server.engine.full_size import (
+sys.path.append(str(Path(__file__).resolve().parents[2] / "bench"))  # as the bench scripts import it
+
+from full_size import (
     Shapes,
     build_full_size_pipeline,
     build_meta_modules,

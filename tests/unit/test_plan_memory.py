@@ -1,19 +1,23 @@
 """The memory figures worker/memory.py keeps as constants (the API process plans without torch) are the
-released shapes' own: recounted here from engine/full_size.py's modules on the meta device, and the
+released shapes' own: recounted here from bench/full_size.py's modules on the meta device, and the
 planner's arithmetic per role and quantization checked against those counts."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from transformers.models.glm_image.processing_glm_image import GlmImageProcessor
 
-from glm_image_server.engine.full_size import build_meta_modules, parameter_count
 from glm_image_server.worker import memory
 from glm_image_server.worker.memory import COMPONENTS, GIB, ROLE_COMPONENTS, component_bytes, estimate
+
+sys.path.append(str(Path(__file__).resolve().parents[2] / "bench"))  # as the bench scripts import it
+
+from full_size import build_meta_modules, parameter_count
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

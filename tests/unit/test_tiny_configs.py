@@ -3,6 +3,7 @@ normalisation, or an unused scheduler shift, must change the pixels of the engin
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from glm_image_server.engine.tiny import RECIPE_VERSION, ensure_tiny_model
@@ -24,7 +25,8 @@ def test_the_full_size_ar_rotary_fits_its_mrope_sections() -> None:
     import torch
     from transformers import GlmImageForConditionalGeneration
 
-    from glm_image_server.engine.full_size import Shapes
+    sys.path.append(str(Path(__file__).resolve().parents[2] / "bench"))  # as the bench scripts import it
+    from full_size import Shapes
 
     config = Shapes().ar
     config.text_config.num_hidden_layers, config.vision_config.depth = 1, 1

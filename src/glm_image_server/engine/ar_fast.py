@@ -1,26 +1,17 @@
 """AR fast path: a static KV cache, a decode step that CUDA can replay as a graph, and no host sync per token.
 
-The default AR loop (transformers' `generate()` with `RowSampler`) spends much of the AR stage on the host:
-per token it rebuilds masks and 3-D positions, grows a dynamic cache, launches every layer's kernels one
-by one, and `torch.multinomial` syncs on `.item()` per row (~1300 tokens at 1024², ~4400 at 2048²). Here:
+transformers' `generate()` (with `RowSampler`) spends much of the AR stage on the host: per token it rebuilds
+masks and 3-D positions, grows a dynamic cache, launches each layer's kernels one by one, and
+`torch.multinomial` syncs per row (~1300 tokens at 1024², ~4400 at 2048²). Here the prompt is prefilled as
+`generate()` does it and its cache copied into a `StaticCache`; each decode step reads its token, its 3-D
+rotary position (the model's own `_cached_decode_position_ids`) and its key mask from fixed device buffers,
+so on CUDA it is captured once per call as a graph; sampling is `torch.multinomial`'s one-sample draw written
+out without a sync; EOS is masked until the grid is full, so every row runs `max_new_tokens` steps.
 
-  * the prompt is prefilled exactly as `generate()` does it, then its cache is copied into a `StaticCache`
-    sized for the whole run;
-  * each decode step reads its token, its 3-D rotary position (the model's own per-row table,
-    `_cached_decode_position_ids`) and its key mask from fixed device buffers, so on CUDA the step is
-    captured once per call as a CUDA graph and replayed per token;
-  * sampling stays eager with one `torch.Generator` per row, but sync-free: `torch.multinomial`'s one-sample
-    draw is argmax(p / q) with q ~ Exp(1) from the row's generator, written out without its validity check;
-  * no stop condition: EOS is masked until the grid is full, so every row runs `max_new_tokens` steps.
-
-Progress and cancel are checked every `report_every` tokens (default 16). On CUDA the host waits at each
-check for the previous check's tokens, so progress is at most `report_every` tokens ahead of the device and
-a cancel leaves at most 2 x `report_every` queued tokens to run.
-
-On the CPU it yields exactly the tokens of `generate()` with `RowSampler` for the same seeds (tested on the
-tiny model); on CUDA in bf16 its kernels round differently, and on an H200 with random weights (near-flat
-logits) only 7% of 512 tokens matched `generate()`'s, the first already different (docs/benchmarks.md). It
-is deterministic per seed, so a request's bytes are the same in any batch or plan that uses it.
+Progress and cancel are checked every `REPORT_EVERY` tokens; on CUDA the host then waits for the previous
+check's tokens, so a cancel leaves at most 2 x `REPORT_EVERY` queued tokens. On the CPU the tokens equal
+`generate()`'s for the same seeds (tested); on CUDA in bf16 the kernels round differently (an H200 with random
+weights matched 7% of 512 tokens: docs/benchmarks.md). Either way it is deterministic per seed.
 """
 
 from __future__ import annotations
@@ -46,8 +37,7 @@ def supports_fast_path(vle) -> bool:
 
 class RowPicker:
     """One token per row from float32 logits: EOS masked until the last step, the warpers, softmax, then
-    `torch.multinomial`'s one-sample draw written out (argmax of p / Exp(1) noise, from the row's
-    generator)."""
+    `torch.multinomial`'s one-sample draw: argmax of p / Exp(1) noise from the row's generator."""
 
     def __init__(
         self,
@@ -72,11 +62,8 @@ class RowPicker:
         for warper in self.warpers:  # temperature / top-k / top-p: pure tensor ops, no host sync
             scores = warper(tokens, scores)
         probs = torch.nn.functional.softmax(scores, dim=-1)
-        noise = torch.cat(
-            [
-                torch.empty_like(probs[r : r + 1]).exponential_(1, generator=g)
-                for r, g in enumerate(self.generators)
-            ]
+        noise = torch.stack(
+            [torch.empty_like(probs[0]).exponential_(1, generator=g) for g in self.generators]
         )
         return (probs / noise).argmax(dim=-1)
 
@@ -177,7 +164,6 @@ def sample_tokens(
     picker: RowPicker,
     on_token: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
-    report_every: int = REPORT_EVERY,
     graphs: bool | None = None,
 ) -> torch.Tensor:
     """(rows, max_new_tokens) sampled tokens, as `generate()` with a `RowSampler` returns them after the
@@ -197,14 +183,14 @@ def sample_tokens(
     tokens = torch.zeros((rows, max_new_tokens), dtype=torch.long, device=device)
     pending: torch.cuda.Event | None = None  # the previous report's point in the CUDA stream
     for step in range(max_new_tokens):
-        if step % report_every == 0 and should_cancel is not None and should_cancel():
+        if step % REPORT_EVERY == 0 and should_cancel is not None and should_cancel():
             raise Cancelled("cancelled during the AR stage")
         chosen = picker(tokens, logits, step)
         tokens[:, step] = chosen
         if step + 1 < max_new_tokens:
             logits = decoder.step(chosen)
         done = step + 1
-        if done % report_every == 0 or done == max_new_tokens:
+        if done % REPORT_EVERY == 0 or done == max_new_tokens:
             if device.type == "cuda":  # keep the host at most two report intervals ahead of the device
                 if pending is not None:
                     pending.synchronize()

@@ -3,19 +3,14 @@
 `GlmImagePipeline.__call__` (diffusers 0.42.1) runs the DiT twice per step: conditional (prompt glyph
 embeddings, prior tokens kept, reference keys/values read from its `GlmImageKVCache`) and unconditional
 ("" glyph embeddings, prior tokens dropped, the reference cache skipped). `denoise` is that loop step for
-step (same latents, timesteps, shift and scheduler calls) with the two passes as one batch of two rows:
+step with the two passes as one batch of two rows: the shorter glyph sequence zero-padded and its padding
+masked out as keys (text tokens have no position embedding), the reference keys/values prepended to both
+rows and masked out for the unconditional one. The pipeline's text-mask path hands SDPA a 0/1 float mask,
+which is additive and masks nothing (diffusers #13587), so `_MaskedAttnProcessor` takes a boolean key mask.
 
-  * the shorter glyph sequence is zero-padded and its padding masked out as keys (text tokens carry no
-    position embedding, so where the padding sits does not matter);
-  * the reference keys/values are prepended to both rows (the cache's own `get`) and masked out for the
-    unconditional row, which is what "skip" means;
-  * the pipeline's text-mask path hands SDPA a 0/1 float mask, which is additive and masks nothing
-    (diffusers #13587), so `_MaskedAttnProcessor` takes a boolean key mask, installed only for this call.
-
-With a mask SDPA cannot use the flash kernel; whether one masked batch of two beats two flash calls is for
-the GPU benchmark to say. Not bitwise equal to the pipeline (kernels block their sums by shape): on the
-tiny CPU model the final latents differ by less than `LATENT_TOLERANCE` (measured ~1e-6; test_dit_path.py),
-the 8-bit images by a level or two. The engine therefore keeps the pipeline's two passes by default.
+A masked batch cannot use SDPA's flash kernel, and kernels block their sums by shape: on the tiny CPU model
+the latents differ from the pipeline's by under `LATENT_TOLERANCE` (~1e-6 measured), the 8-bit images by a
+level or two. So the engine keeps the pipeline's two passes by default.
 """
 
 from __future__ import annotations
@@ -67,9 +62,7 @@ class _MaskedAttnProcessor:
                 )
         if kv_cache is not None and kv_cache.mode == "read":
             key, value = kv_cache.get(key, value)
-        out = dispatch_attention_fn(
-            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
-        )
+        out = dispatch_attention_fn(query, key, value, attn_mask=attention_mask)
         out = attn.to_out[1](attn.to_out[0](out.flatten(2, 3).to(query.dtype)))
         encoder_out, image_out = out.split([text_length, out.shape[1] - text_length], dim=1)
         return image_out, encoder_out
@@ -164,9 +157,8 @@ def _timesteps(pipe, steps: int, height: int, width: int) -> torch.Tensor:
 def _guided_noise(
     pipe, prompt: str, references, height: int, width: int, guidance: float, prior
 ) -> Iterator[tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], torch.dtype]]:
-    """The pipeline's steps 5-7 (glyph embeddings, "" for the unconditional pass; the reference cache; the
-    size conditions), then for the duration the guided noise prediction and the text's dtype. With
-    guidance both texts are padded into one batch with its key mask, under the masked attention."""
+    """The pipeline's steps 5-7 (glyph embeddings, the reference cache, the size conditions), then for the
+    duration the guided noise prediction and the text's dtype; with guidance, as one masked batch of two."""
     transformer, device = pipe.transformer, pipe._execution_device
     cond, uncond = pipe.encode_prompt(prompt, guidance > 1, device=device, dtype=pipe.dtype)
     kv_caches = _write_reference_cache(pipe, references, prior, cond)
@@ -219,9 +211,8 @@ def denoise(
     generator: torch.Generator,
     step_end: StepEnd | None = None,
 ) -> torch.Tensor:
-    """One row's latents, the pipeline's DiT loop with the two guidance passes batched (output_type="latent"
-    of `pipe(...)` with the same arguments, up to rounding). Without guidance (scale <= 1) it is one pass,
-    as in the pipeline, and bitwise equal to it."""
+    """One row's latents: `pipe(..., output_type="latent")` with the two guidance passes batched, equal up to
+    rounding (without guidance, scale <= 1, one pass as in the pipeline, and bitwise equal)."""
     transformer = pipe.transformer
     with _guided_noise(pipe, prompt, references, height, width, guidance, prior) as (noise, dtype):
         latents = pipe.prepare_latents(
@@ -231,9 +222,8 @@ def denoise(
             prediction = noise(latents.to(transformer.dtype), t.expand(1) - 1)
             latents = pipe.scheduler.step(prediction, t, latents, return_dict=False)[0]
             if step_end is not None:
-                latents = step_end(pipe, i, pipe.scheduler.sigmas[i], {"latents": latents}).pop(
-                    "latents", latents
-                )
+                out = step_end(pipe, i, pipe.scheduler.sigmas[i], {"latents": latents})
+                latents = out.pop("latents", latents)
     return latents
 
 
@@ -245,11 +235,10 @@ def needs_tiling(vae, latents: torch.Tensor) -> bool:
 @contextlib.contextmanager
 def vae_tiling(vae, enabled: bool) -> Iterator[None]:
     """Tiled decoding for the duration when `enabled` (bounded activation memory at 2048²)."""
-    if not enabled:
-        yield
-        return
-    vae.enable_tiling()
+    if enabled:
+        vae.enable_tiling()
     try:
         yield
     finally:
-        vae.disable_tiling()
+        if enabled:
+            vae.disable_tiling()

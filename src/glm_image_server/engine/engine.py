@@ -1,13 +1,10 @@
 """Engine: GenerationRequests -> images, in two stages a job may run in different processes or machines.
 
-`prior` (AR): the rows of requests that share a batch key (size and reference count: what the AR model's
-inputs depend on) share one batched AR call and come out as prior tokens, which the job store can carry.
-`decode` (glyph encoder, DiT, VAE): one request's rows from their prior tokens, one by one. `generate` is
-the two in one process (the CLI, the benchmarks). Each row draws from generators seeded with its own seed
-(AR sampling on the model's device, initial latents on the CPU), so a row's image is the same alone, in
-any batch and in any split of the stages; with one row it equals a direct `GlmImagePipeline` call with
-that seed. The engine is not re-entrant (the pipeline keeps per-call state on itself): calls hold a lock.
-An engine loaded for one role (engine/loader.py) has only that stage's models.
+`prior` (AR): requests sharing a batch key (size and reference count) share one batched AR call, and come
+out as prior tokens the job store can carry. `decode` (glyph encoder, DiT, VAE): one request's rows, one by
+one. `generate` is both in one process. Each row draws from generators seeded with its own seed, so its
+image is the same alone, in any batch and in any split of the stages, and with one row it equals a direct
+`GlmImagePipeline` call. The pipeline keeps per-call state on itself, so calls hold a lock.
 """
 
 from __future__ import annotations
@@ -15,8 +12,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from PIL import Image
@@ -36,34 +33,17 @@ ImageCallback = Callable[[int, Image.Image], None]  # (image index, the image)
 CancelCheck = Callable[[], bool]
 
 
-@dataclass(frozen=True)
-class PriorResult:
+class PriorResult(NamedTuple):
     """One request's prior tokens (a row per image) and the seconds of the AR batch that made them."""
 
     tokens: PriorTokens
     ar_s: float
 
 
-@dataclass(frozen=True)
-class _Calls:
-    """A `decode` call's callbacks, defaulted to no-ops (`preview`: None when not asked for)."""
-
-    report: ProgressCallback
-    cancel: CancelCheck
-    image: ImageCallback
-    preview: PreviewCallback | None
-
-
-def _never() -> bool:
-    return False
-
-
 class Engine:
-    """Switches (docs/benchmarks.md says what each buys): `ar_fast_path` (ar_fast.py; the same tokens on
-    the CPU; None: on for CUDA only); `batched_cfg` (dit.py) and `vae_tiling` (tile seams) change pixels
-    slightly, hence off by default; `previews`: live previews per image when `decode` is given
-    `on_preview` (previews.py, its projection cached in `preview_cache`), read from the latents without
-    changing the images."""
+    """Switches (docs/benchmarks.md): `ar_fast_path` (ar_fast.py; None: on for CUDA only); `batched_cfg`
+    (dit.py) and `vae_tiling` change pixels slightly, hence off by default; `previews` per image when
+    `decode` is given `on_preview` (previews.py; the projection cached in `preview_cache`)."""
 
     def __init__(
         self,
@@ -110,9 +90,8 @@ class Engine:
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> list[PriorResult]:
-        """The AR stage: each request's prior tokens, in request order. `references[i]` are request i's
-        decoded reference images. Requests with one batch key share one batched AR call. Raises Cancelled
-        when `should_cancel` says stop."""
+        """The AR stage: each request's prior tokens, in request order (`references[i]`: request i's decoded
+        images). Raises Cancelled when `should_cancel` says stop."""
         report = on_progress or (lambda _: None)
         results: dict[int, PriorResult] = {}
         groups: dict[str, list[int]] = {}
@@ -153,17 +132,12 @@ class Engine:
         on_preview: PreviewCallback | None = None,
         on_image: ImageCallback | None = None,
     ) -> GenerationResult:
-        """The decode stage: one request's images from its prior tokens, row by row (batching DiT rows
-        changes float rounding, so a row's image would depend on its neighbours, and buys little: the AR
-        stage dominates). `on_image` gets each image as soon as it is decoded; `on_preview` gets
-        `self.previews` small previews per image. Raises Cancelled when `should_cancel` says stop."""
+        """The decode stage: one request's images, row by row (batched DiT rows would round differently, so
+        a row's image would depend on its neighbours; the AR stage dominates anyway). `on_image` gets each
+        image once decoded; `on_preview` `self.previews` previews per image. Raises Cancelled on cancel."""
         _check_references(request, references)
-        calls = _Calls(
-            on_progress or (lambda _: None),
-            should_cancel or _never,
-            on_image or (lambda _i, _p: None),
-            on_preview,
-        )
+        report = on_progress or (lambda _: None)
+        cancel = should_cancel or (lambda: False)
         steps, seeds = request.num_inference_steps, request.seeds
         chosen = preview_steps(steps, self.previews) if on_preview is not None else frozenset()
         with self._lock, torch.inference_mode():
@@ -173,18 +147,19 @@ class Engine:
             images: list[Image.Image] = []
             dit_s = vae_s = 0.0
             for r, seed in enumerate(seeds):
-                if calls.cancel():
+                if cancel():
                     raise Cancelled("cancelled before the DiT stage")
                 start = time.perf_counter()
-                step_end = self._step_end(r, steps, len(seeds), calls, chosen)
+                step_end = self._step_end(r, steps, len(seeds), chosen, report, cancel, on_preview)
                 latents = self._denoise(request, seed, fitted, prior.tokens.row(r), step_end)
                 self._sync()
                 dit_s += time.perf_counter() - start
                 start = time.perf_counter()
                 images.append(self._decode(latents))
                 vae_s += time.perf_counter() - start
-                calls.report(Progress("vae", r + 1, len(seeds)))
-                calls.image(r, images[-1])
+                report(Progress("vae", r + 1, len(seeds)))
+                if on_image is not None:
+                    on_image(r, images[-1])
         return GenerationResult(images, seeds, StageTimings(ar=prior.ar_s, dit=dit_s, vae=vae_s))
 
     def _fit(self, references: Sequence[Image.Image]) -> tuple[Image.Image, ...]:
@@ -194,29 +169,20 @@ class Engine:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _step_end(self, r: int, steps: int, rows: int, calls: _Calls, chosen: frozenset[int]):
-        """What the DiT loop calls after each of row `r`'s steps: a preview at the `chosen` steps, progress,
-        then the cancel check."""
+    def _step_end(self, r, steps, rows, chosen, report, cancel, on_preview):
+        """The DiT loop's callback after each of row `r`'s steps: preview (at `chosen`), progress, cancel."""
 
         def step_end(_pipe, step: int, _timestep, tensors: dict) -> dict:
-            if step + 1 in chosen and calls.preview is not None and self._projection is not None:
-                latents = self._projection(tensors["latents"])
-                calls.preview(Preview(0, r, step + 1, steps, latents))
-            calls.report(Progress("dit", r * steps + step + 1, rows * steps))
-            if calls.cancel():
+            if step + 1 in chosen and on_preview is not None and self._projection is not None:
+                on_preview(Preview(0, r, step + 1, steps, self._projection(tensors["latents"])))
+            report(Progress("dit", r * steps + step + 1, rows * steps))
+            if cancel():
                 raise Cancelled("cancelled during the DiT stage")
             return tensors
 
         return step_end
 
-    def _denoise(
-        self,
-        spec: GenerationRequest,
-        seed: int,
-        references: tuple[Image.Image, ...],
-        prior: PriorTokens,
-        step_end,
-    ) -> torch.Tensor:
+    def _denoise(self, spec: GenerationRequest, seed: int, references, prior: PriorTokens, step_end):
         """The pipeline's DiT loop from given prior tokens; it stops before its own VAE decode."""
         generator = torch.Generator("cpu").manual_seed(seed)
         if self.batched_cfg:

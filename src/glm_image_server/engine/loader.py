@@ -4,20 +4,18 @@ components the worker's role runs, quantized (quantize.py) and placed or offload
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
 from ..slices import EngineSettings
-from .offload import check_offload, offload_mode, place, uses_cuda_graphs_safely
+from .offload import check_offload, offload_mode, place
 from .quantize import check_quantize, quantize_pipeline
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
-# What each role runs. prior: the AR model (with its vision tower) and the processor; decode: the glyph
-# encoder and its tokenizer, the DiT, the VAE, the scheduler, and the processor's image processor (reference
-# sizing); all: everything.
+# What each role runs; decode needs the processor for its image processor (reference sizing).
 PRIOR_COMPONENTS = ("vision_language_encoder", "processor")
 DECODE_COMPONENTS = ("text_encoder", "tokenizer", "transformer", "vae", "scheduler", "processor")
 ALL_COMPONENTS = tuple(dict.fromkeys(PRIOR_COMPONENTS + DECODE_COMPONENTS))
@@ -25,8 +23,7 @@ QUIET_AT_IMPORT = ("torchao", "torch.utils._pytree", "diffusers.quantizers.torch
 ROLE_COMPONENTS = {"prior": PRIOR_COMPONENTS, "decode": DECODE_COMPONENTS, "all": ALL_COMPONENTS}
 
 
-@dataclass(frozen=True)
-class Placement:
+class Placement(NamedTuple):
     device: torch.device
     dtype: torch.dtype
 
@@ -43,9 +40,8 @@ def resolve_placement(device: str = "auto", dtype: str = "auto") -> Placement:
 
 
 def quiet_library_logs() -> None:
-    """Silence diffusers/transformers load bars and per-call chatter where our own progress is shown, and
-    what importing torchao says on a machine without its CUDA kernels (said before the import: diffusers
-    and transformers import torchao themselves where it is installed)."""
+    """Silence diffusers/transformers load bars and chatter, and torchao's import without its CUDA kernels
+    (before the import: diffusers and transformers import torchao themselves where it is installed)."""
     for name in QUIET_AT_IMPORT:
         logging.getLogger(name).setLevel(logging.ERROR)
     import diffusers
@@ -64,8 +60,8 @@ def role_overrides(role: str) -> dict[str, None]:
 
 
 def load_pipeline(settings: EngineSettings):
-    """Load the role's components with `from_pretrained`, quantize them, and place them on their device
-    (or set up offloading). Modes the device cannot run are refused before any weight is read."""
+    """The role's components from `from_pretrained`, quantized and placed (or offloaded); modes the device
+    cannot run are refused before any weight is read."""
     from diffusers import GlmImagePipeline
 
     from .tiny import ensure_tiny_model  # transformers, imported after quiet_library_logs where it runs
@@ -106,7 +102,7 @@ def load_pipeline(settings: EngineSettings):
 def ar_fast_path(settings: EngineSettings) -> bool | None:
     """The AR fast path's switch for the Engine: off under offload=group, whose hooks move the weights a
     captured CUDA graph would read (asking for both is refused)."""
-    if uses_cuda_graphs_safely(offload_mode(settings.offload, settings.cpu_offload)):
+    if offload_mode(settings.offload, settings.cpu_offload) != "group":
         return settings.ar_fast_path
     if settings.ar_fast_path:
         raise RuntimeError("ar_fast_path (a CUDA graph of the AR step) cannot run under offload=group")
@@ -121,11 +117,7 @@ def load_engine(settings: EngineSettings):
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     pipe = load_pipeline(settings)
+    cache = settings.cache_dir / "previews"
     return Engine(
-        pipe,
-        ar_fast_path(settings),
-        settings.batched_cfg,
-        settings.vae_tiling,
-        previews=settings.previews,
-        preview_cache=settings.cache_dir / "previews",
+        pipe, ar_fast_path(settings), settings.batched_cfg, settings.vae_tiling, settings.previews, cache
     )

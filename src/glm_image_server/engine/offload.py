@@ -1,24 +1,18 @@
 """Where the weights live while the model runs: all on the device, whole components in turn, or streamed.
 
   none   every component on the device (the fastest; needs room for all of the role's weights).
-  model  diffusers' `enable_model_cpu_offload`: each component moves to the GPU whole while it runs, then
-         back (the older `cpu_offload: true` means this). The GPU holds the largest component at a time.
-         The AR model's image-feature methods, called before its `forward` for image-to-image, move it too.
-  group  diffusers' group offloading with CUDA streams: weights stay in (pinned) CPU memory and move to the
-         GPU a layer group at a time, the next group copied while the current one computes. The DiT is
-         offloaded by blocks (one transformer block per group); the AR model leaf by leaf, because its vision
-         tower, VQ model and embeddings are called outside its `forward` (image features for image-to-image,
-         the token embedding), and only leaf-level hooks onload a module wherever it is called from. The
-         glyph encoder and the VAE are small (0.2B and 0.4B parameters) and sit on the GPU.
+  model  diffusers' `enable_model_cpu_offload` (the older `cpu_offload: true`): each component moves to the
+         GPU whole while it runs, then back, so the GPU holds the largest one at a time.
+  group  diffusers' group offloading with CUDA streams: weights stay in pinned CPU memory and move to the GPU
+         a group at a time, the next copied while the current one computes. The DiT goes by blocks; the AR
+         model leaf by leaf, since its vision tower, VQ model and embeddings are called outside its `forward`
+         and only leaf-level hooks onload a module wherever it is called from. The glyph encoder and the VAE
+         are small (0.2B and 0.4B parameters) and stay on the GPU.
 
-`group` keeps the least on the GPU but moves every weight over the bus for every forward: once per DiT
-step (twice where the two guidance passes run apart) and once per AR token, so it suits the DiT far better
-than the AR model (about 1300 forwards per image at 1024²). It needs CUDA (streams), and it rules out the AR
-fast path's CUDA graph, whose replays would read weights the hooks have since moved.
-
-On the CPU there is nothing to offload to: `model` is ignored there (as `cpu_offload` always was) and `group`
-is refused, since diffusers' streams need an accelerator and without them it would only copy CPU tensors to
-the CPU.
+`group` moves every weight over the bus per forward: once per DiT step, but also once per AR token (about
+1300 per image at 1024²), so it suits the DiT far better. It needs CUDA streams, and rules out the AR fast
+path's CUDA graph, whose replays would read weights the hooks have since moved. On the CPU there is nothing
+to offload to: `model` is ignored there (as `cpu_offload` always was) and `group` refused.
 """
 
 from __future__ import annotations
@@ -32,8 +26,7 @@ log = logging.getLogger(__name__)
 
 OFFLOAD_MODES = ("none", "model", "group")
 ON_DEVICE_UNDER_GROUP = ("text_encoder", "vae")  # small: placed on the GPU rather than streamed
-# The AR model's methods the prior stage calls before its `forward` (image-to-image: the references'
-# features and tokens); model offload's hook moves the model to the GPU on `forward` only.
+# Called before the AR model's `forward` for image-to-image; model offload's hook moves it on `forward` only.
 AR_ENTRY_POINTS = ("get_image_features", "get_image_tokens")
 
 
@@ -49,8 +42,7 @@ def offload_mode(offload: str, cpu_offload: bool) -> str:
 
 
 def check_offload(mode: str, device: torch.device) -> None:
-    """Refuse a mode this device cannot run (RuntimeError: said as one line by the CLI), before anything
-    is loaded."""
+    """Refuse a mode this device cannot run (RuntimeError: one line from the CLI), before anything loads."""
     if mode == "group" and device.type != "cuda":
         raise RuntimeError(
             f"offload=group streams weights to a CUDA GPU; on the {device.type} device there is nothing to "
@@ -95,8 +87,3 @@ def _group_offload(pipe, device: torch.device) -> None:
         component = getattr(pipe, name, None)
         if component is not None:
             component.to(device)
-
-
-def uses_cuda_graphs_safely(mode: str) -> bool:
-    """Whether the AR fast path may capture its decode step as a CUDA graph under this offload mode."""
-    return mode != "group"

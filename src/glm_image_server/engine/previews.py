@@ -1,12 +1,10 @@
 """Cheap live previews of the DiT's latents: a linear latent -> RGB projection, fitted once per model.
 
-A full VAE decode per preview would cost about as much as a DiT step on the real model; a per-pixel linear
-map from the latent channels to RGB costs one small matmul at latent resolution (1/8 of the image side) and
-looks like a blurred version of the image, which is what a progress preview needs. The map is fitted
-against the model's own VAE: smooth random colour fields are encoded by the VAE, normalised the way the
-DiT sees latents, and least squares maps those latents to the images pooled to latent resolution. The fit
-draws from its own generator, so it never touches the RNG a generation uses; the weights are cached (in
-memory per engine, and on disk when given a directory) so each model is fitted once.
+A VAE decode per preview would cost about a DiT step; a per-pixel linear map from latent channels to RGB is
+one small matmul at latent resolution and looks like a blurred image, which a progress preview needs. It is
+fitted by least squares against the model's own VAE on smooth random colour fields (latents normalised as
+the DiT sees them, images pooled to latent resolution), from its own generator so a generation's RNG is
+untouched, and cached in memory per engine and on disk when given a directory.
 """
 
 from __future__ import annotations
@@ -86,8 +84,7 @@ class PreviewProjection:
 
 
 def preview_steps(steps: int, count: int) -> frozenset[int]:
-    """The 1-based DiT steps after which a preview is taken: `count` of them, evenly spread, never the
-    last step (the final image follows it)."""
+    """The 1-based DiT steps after which a preview is taken: `count`, evenly spread, never the last one."""
     if count <= 0 or steps < 2:
         return frozenset()
     return frozenset(round(steps * k / (count + 1)) for k in range(1, count + 1)) - {0, steps}

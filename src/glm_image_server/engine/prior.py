@@ -5,8 +5,7 @@ Follows `GlmImagePipeline.generate_prior_tokens` (diffusers 0.42.1) step for ste
   2. reference-image features are handed to `get_image_tokens` as the per-image list transformers 5.23
      returns; the pipeline's `torch.cat` of that list breaks image-to-image;
   3. progress per token and a cancel check, through the sampler.
-With `fast=True` the tokens come from ar_fast.py's static-cache decode loop instead of `generate()`: the
-same tokens on the CPU, fewer host round trips.
+With `fast=True` ar_fast.py's decode loop replaces `generate()`: the same tokens on the CPU, fewer host syncs.
 """
 
 from __future__ import annotations
@@ -113,16 +112,9 @@ def generate_new_tokens(
     should_cancel: Callable[[], bool] | None,
 ) -> torch.Tensor:
     """transformers' `generate()` with the per-row sampler; the new tokens only."""
-    prompt_length = inputs["input_ids"].shape[-1]
-    sampler = RowSampler(
-        generators,
-        sampling_warpers(vle.generation_config),
-        prompt_length=prompt_length,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=vle.generation_config.eos_token_id,
-        on_token=on_token,
-        should_cancel=should_cancel,
-    )
+    prompt_length, config = inputs["input_ids"].shape[-1], vle.generation_config
+    warpers, eos = sampling_warpers(config), config.eos_token_id
+    sampler = RowSampler(generators, warpers, prompt_length, max_new_tokens, eos, on_token, should_cancel)
     outputs = vle.generate(
         **inputs,
         max_new_tokens=max_new_tokens,
@@ -147,8 +139,7 @@ def generate_prior_tokens(
     fast: bool = False,
 ) -> PriorTokens:
     """Sample prior tokens for each row; every row of an edit batch has the same number of references.
-    `fast`: the static-cache decode loop of ar_fast.py (the same tokens on the CPU; progress and cancel every
-    few tokens) instead of `generate()`."""
+    `fast`: ar_fast.py's decode loop (progress and cancel every few tokens) instead of `generate()`."""
     rows = len(prompts)
     inputs = chat_inputs(pipe, prompts, height, width, references)
 
@@ -165,10 +156,8 @@ def generate_prior_tokens(
     vle = pipe.vision_language_encoder
     if fast:
         config, vocab = vle.generation_config, vle.lm_head.out_features
-        warpers = sampling_warpers(config)
-        picker = RowPicker(
-            generators, warpers, config.eos_token_id, max_new_tokens, vocab, pipe._execution_device
-        )
+        warpers, device = sampling_warpers(config), pipe._execution_device
+        picker = RowPicker(generators, warpers, config.eos_token_id, max_new_tokens, vocab, device)
         new_tokens = sample_tokens(vle, inputs, max_new_tokens, picker, on_token, should_cancel)
     else:
         new_tokens = generate_new_tokens(vle, inputs, generators, max_new_tokens, on_token, should_cancel)

@@ -1,10 +1,10 @@
 """AR token sampling with one random generator per batch row.
 
-transformers' `generate()` samples with torch's global RNG, which the diffusers pipeline reseeds per call:
-unsafe with concurrent requests, and it makes a row's tokens depend on its batch neighbours. Here sampling
-happens inside a logits processor, each row with its own `torch.Generator`; the processor then leaves only
-the chosen token finite, so `generate(do_sample=False)` (argmax) emits exactly that token. For one row the
-draws equal the pipeline's (same warpers, same `torch.multinomial` stream for the same seed).
+transformers' `generate()` samples with torch's global RNG, which the pipeline reseeds per call: unsafe with
+concurrent requests, and a row's tokens would depend on its batch neighbours. Here a logits processor samples
+each row with its own `torch.Generator` and leaves only the chosen token finite, so argmax
+(`generate(do_sample=False)`) emits it. For one row the draws equal the pipeline's (same warpers, same
+`torch.multinomial` stream).
 """
 
 from __future__ import annotations
@@ -43,11 +43,8 @@ def sampling_warpers(config: GenerationConfig) -> list[LogitsProcessor]:
 
 
 class RowSampler(LogitsProcessor):
-    """Samples each row with its own generator; reports progress and honours cancel once per token.
-
-    It also keeps EOS from ending a row before its token grid is full (upstream reports 1023 of 1024
-    tokens, which crashes the DiT stage); with the tiny model's 128-token head EOS is out of range anyway.
-    """
+    """Samples each row with its own generator; reports progress and honours cancel once per token. EOS
+    is masked until the token grid is full (upstream ends rows at 1023 of 1024 tokens, crashing the DiT)."""
 
     def __init__(
         self,

@@ -1,10 +1,9 @@
 """A tiny random-weight GLM-Image, built offline from the real component classes and saved in HF format.
 
-Tests and the demo load it with `from_pretrained`, the code path real weights take. Component configs
-follow diffusers' GLM-Image pipeline test; the pieces that test pulls from the hub are built locally:
-a ByT5 tokenizer (needs no files) with a small T5, and a character-level GLM tokenizer that keeps the real
-special-token ids so `GlmImageConfig` defaults hold. Images it makes are noise; shapes and code paths are
-those of the real model.
+Tests and the demo load it with `from_pretrained`, the code path real weights take. Configs follow
+diffusers' GLM-Image pipeline test, with what that test pulls from the hub built locally: a ByT5 tokenizer
+(no files) with a small T5, and a character-level GLM tokenizer keeping the real special-token ids so that
+`GlmImageConfig` defaults hold. Its images are noise; its code paths are the real model's.
 """
 
 from __future__ import annotations
@@ -50,8 +49,7 @@ CHAT_TEMPLATE = (
     "{%- endif -%}{%- endfor -%}{%- endif -%}"
     "{%- endfor -%}"
 )
-# Reference-image bounds of the tiny processor (sides 32..256 px) so that small test images are not
-# upscaled to the real model's 512 px minimum; the real processor uses 512..2048.
+# Reference sides 32..256 px (the real processor: 512..2048), so small test images are not upscaled.
 TINY_MIN_PIXELS, TINY_MAX_PIXELS = 32 * 32, 256 * 256
 # The VAE's per-channel latent statistics: neither 0 nor 1 and different per channel, so that a skipped,
 # swapped (mean for std) or mis-shaped normalisation changes the pixels (0 and 1 would hide all three).
@@ -95,11 +93,8 @@ def build_glm_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def build_processor(tokenizer, min_pixels: int, max_pixels: int) -> GlmImageProcessor:
-    """The AR processor; min/max_pixels bound reference images (the real model: 512², 2048²).
-
-    patch_size matches the vision tower; temporal_patch_size and merge_size 1 as the vision patch embed
-    views pixels as (-1, 3, patch, patch). The PIL image processor avoids needing torchvision.
-    """
+    """The AR processor; min/max_pixels bound reference images (the real model: 512², 2048²). Temporal patch
+    and merge size 1: the vision patch embed views pixels as (-1, 3, patch, patch); PIL: no torchvision."""
     image_processor = GlmImageImageProcessorPil(
         patch_size=16,
         temporal_patch_size=1,
@@ -108,9 +103,7 @@ def build_processor(tokenizer, min_pixels: int, max_pixels: int) -> GlmImageProc
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )
-    return GlmImageProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
-    )
+    return GlmImageProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
 
 
 def build_modules(
@@ -122,8 +115,8 @@ def build_modules(
     dtype: torch.dtype = torch.float32,
     seed: int | None = None,
 ) -> dict[str, torch.nn.Module]:
-    """The four neural components, random-initialised on `device` in `dtype`; with `seed`, torch's RNG is
-    reseeded before each, so each component's weights depend on its own shapes only."""
+    """The four neural components, random-initialised on `device` in `dtype`; with `seed`, reseeded before
+    each, so each component's weights depend on its own shapes only."""
     from diffusers import AutoencoderKL, GlmImageTransformer2DModel
 
     parts = {
@@ -133,8 +126,8 @@ def build_modules(
         "vae": partial(AutoencoderKL, **vae),
     }
     modules: dict[str, torch.nn.Module] = {}
-    # Parameters are allocated on `device` in `dtype` (buffers a module creates with an explicit dtype, such
-    # as rotary frequencies, keep it).
+    # Parameters are made on `device` in `dtype` (buffers made with an explicit dtype, like rotary
+    # frequencies, keep it).
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -151,8 +144,7 @@ def build_modules(
 
 
 def random_pipeline(modules: dict[str, torch.nn.Module], min_pixels: int, max_pixels: int):
-    """A GlmImagePipeline of `modules` with the character-level AR tokenizer, the ByT5 glyph tokenizer and
-    the release's flow-match scheduler."""
+    """A GlmImagePipeline of `modules`, the character-level AR and ByT5 tokenizers, the release scheduler."""
     from diffusers import FlowMatchEulerDiscreteScheduler, GlmImagePipeline
 
     return GlmImagePipeline(

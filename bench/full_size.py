@@ -6,7 +6,8 @@ encoder = ByT5-small's encoder, VAE = CogView4's 16-channel AutoencoderKL (its w
 checked against the file). Weights are made directly on the target device in the target dtype, so no fp32
 copy of 16B parameters is ever materialised; on the meta device nothing is allocated (the tests count
 parameters there). The AR tokenizer, processor (with the real 512²..2048² reference bounds) and scheduler
-are the tiny model's, as the real ones cannot be obtained offline; images are noise.
+are the tiny model's, as the real ones cannot be obtained offline; images are noise. Not part of the
+server: the bench scripts import it as `full_size` (their folder is on sys.path), and so do the tests.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from transformers import GlmImageConfig, T5Config
 
-from . import tiny
+from glm_image_server.engine import tiny
 
 REAL_MIN_PIXELS, REAL_MAX_PIXELS = 512 * 512, 2048 * 2048
 RELEASED_ROPE = {
