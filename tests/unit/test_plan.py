@@ -258,7 +258,7 @@ def test_the_table_states_each_figure_with_its_source() -> None:
     assert "GPU 0: 24.0 GiB, expected 20.6 GiB at 1024² (fits), 21.5 GiB at 2048² (fits)" in text
     assert "GPU 1: 24.0 GiB, expected 18.1 GiB at 1024² (fits), 27.1 GiB at 2048² (does NOT fit)" in text
     assert "   16.61 GiB  AR language model weights [1]" in text
-    assert "[1] meta-device parameter counts (engine/full_size.py)" in text
+    assert "[1] meta-device parameter counts (bench/full_size.py)" in text
     assert "AR KV cache, 8 rows at 1024²" in text and "VAE decode at 2048²" in text
     assert render(make_plan(Settings(workers=0), [])).startswith("no workers: the API alone")
 

@@ -2,7 +2,7 @@
 plans its workers before any of them loads a model).
 
 Weights come from parameter counts of the released shapes, counted on the meta device by
-engine/full_size.py's builder and kept here as constants (tests/unit/test_plan.py recounts them); a
+bench/full_size.py's builder and kept here as constants (tests/unit/test_plan.py recounts them); a
 weight is 2 bytes in bf16, and int8 or fp8 weight-only quantization stores a Linear weight of the AR
 language model and the DiT in 1 byte (embeddings, norms and biases stay bf16; the per-channel scales,
 ~0.05 %, are left out). Activations are estimates from formulas stated beside each figure, checked only
@@ -38,7 +38,7 @@ class Component(NamedTuple):
     block_linear: int = 0
 
 
-# Parameter counts of engine/full_size.py's shapes on the meta device (transformers 5.23, diffusers 0.42.1).
+# Parameter counts of bench/full_size.py's shapes on the meta device (transformers 5.23, diffusers 0.42.1).
 AR = "vision_language_encoder"  # the pipeline component of the AR model
 COMPONENTS = {
     "ar_language_model": Component(  # GLM-4-9B's 40 layers, embeddings and the 16512-token image head
@@ -64,7 +64,7 @@ PROMPT_TOKENS = 512  # the AR prompt budget assumed (a long prompt; text-to-imag
 GLYPH_TOKENS = 256  # ByT5 tokens of the quoted text assumed
 
 WEIGHTS_SOURCE = (
-    "meta-device parameter counts (engine/full_size.py) x 2 bytes; int8/fp8: Linear weights 1 byte"
+    "meta-device parameter counts (bench/full_size.py) x 2 bytes; int8/fp8: Linear weights 1 byte"
 )
 KV_SOURCE = (
     f"AR KV cache: 2 x {AR_LAYERS} layers x {AR_KV_HEADS} KV heads x {AR_HEAD_DIM} x ({PROMPT_TOKENS} prompt "
