@@ -171,22 +171,25 @@ def build_request(
     return request, output, references
 
 
-class _ProgressBars(dict[str, tqdm]):
+class _ProgressBars:
     """A tqdm bar per stage, open from its first report until it completes (DiT and VAE interleave)."""
 
+    def __init__(self) -> None:
+        self._bars: dict[str, tqdm] = {}  # not a dict subclass: an empty one is falsy, and no callback
+
     def __call__(self, progress: Progress) -> None:
-        bar = self.get(progress.stage)
+        bar = self._bars.get(progress.stage)
         if bar is None:
-            bar = self[progress.stage] = tqdm(
+            bar = self._bars[progress.stage] = tqdm(
                 total=progress.total, desc=STAGE_LABELS[progress.stage], unit="", leave=True
             )
         bar.update(progress.done - bar.n)
         if bar.n >= bar.total:
             bar.close()
-            del self[progress.stage]
+            del self._bars[progress.stage]
 
     def close(self) -> None:
-        for bar in self.values():
+        for bar in self._bars.values():
             bar.close()
 
 
