@@ -150,3 +150,16 @@ def test_the_queued_cap_counts_jobs_waiting_for_their_decode_stage(backend):
     with pytest.raises(OverCap):
         store.create(make_job(), Caps(queued=1, per_owner=100))
     assert store.create(make_job(), Caps(queued=2, per_owner=100))
+
+
+def test_the_executor_refuses_a_batch_that_mixes_the_two_stages():
+    """The scheduler claims one stage at a time; a mixed batch is a bug, said plainly, not half run."""
+    from glm_image_server.worker.executor import LocalExecutor, _Prepared
+
+    handoff = Handoff("p", np.zeros((1, 4), np.int32), None, None, {}, 0.0)
+    prior, decode = make_job(), make_job()
+    batch = [_Prepared(prior, prior.request, (), {}), _Prepared(decode, decode.request, (), {}, handoff)]
+    ran: list[object] = []
+    with pytest.raises(ValueError, match="both stages"):
+        LocalExecutor(None, None, None).run(batch, ran.append, lambda _: False, lambda: False)
+    assert ran == []

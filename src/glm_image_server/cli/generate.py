@@ -198,17 +198,18 @@ def _post_log(message: str, level: str) -> None:
 
 
 def write_outputs(storage: Storage, result: JobResult, output: Path) -> None:
-    """The result's files to `output` (NAME-1, NAME-2, ... for several), each with a line: its size, seed
-    and what the post stage found in it."""
+    """The result's files to `output` (NAME-1, NAME-2, ... for several), then a line for each: its size,
+    seed and what the post stage found in it."""
     from ..post.stage import describe
 
     paths = [output]
     if len(result.images) > 1:
         paths = [output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(len(result.images))]
-    checks = result.text_checks or (None,) * len(paths)
-    for path, image, nsfw, check in zip(paths, result.images, result.has_nsfw_concepts, checks, strict=True):
+    for path, image in zip(paths, result.images, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(storage.read(image.key))
+    checks = result.text_checks or (None,) * len(paths)
+    for path, image, nsfw, check in zip(paths, result.images, result.has_nsfw_concepts, checks, strict=True):
         flagged = "  NSFW: replaced with black" if nsfw else ""
         text = f"  text {describe(check)}" if check else ""
         print(f"{path}  {image.width}x{image.height}  seed {image.seed}{flagged}{text}")

@@ -71,7 +71,9 @@ def quantize_pipeline(pipe, mode: str, device: torch.device | None = None) -> li
     if mode == "none":
         return []
     q = _torchao()
-    config = {"int8": q.Int8WeightOnlyConfig, "fp8": q.Float8WeightOnlyConfig}[mode]()
+    if (config_class := {"int8": q.Int8WeightOnlyConfig, "fp8": q.Float8WeightOnlyConfig}.get(mode)) is None:
+        raise ValueError(f"no torchao config for quantize={mode!r}")
+    config = config_class()
     modules = quantized_modules(pipe)
     for module in modules.values():
         q.quantize_(module, config, filter_fn=lambda m, _fqn: isinstance(m, torch.nn.Linear), device=device)

@@ -73,7 +73,8 @@ class Dialect:
     def write(
         self, durable: bool = True, notices: Iterable[Notice] = (), live: bool = False
     ) -> Iterator[Connection]:
-        """Then the `notices` go out: at once, or within LIVE_WAKE_S for a running job's `live` writes."""
+        """A transaction, committed when the block ends; then its `notices` go out: at once, or within
+        LIVE_WAKE_S for a running job's `live` writes."""
         with self.engine.connect() as conn:
             raw = conn.connection.driver_connection
             raw.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")

@@ -133,6 +133,8 @@ class LocalExecutor:
     def run(
         self, prepared: Sequence[_Prepared], emit: EventSink, cancelled: CancelCheck, stopping: Stopping
     ) -> None:
+        if len({p.handoff is None for p in prepared}) > 1:
+            raise ValueError("a batch holds jobs of both stages")  # the scheduler claims one stage at a time
         if prepared and prepared[0].handoff is None:
             self._run_prior(prepared, emit, cancelled, stopping)
         else:
