@@ -120,7 +120,7 @@ def test_expired_leases_go_back_to_the_queue(backend, tmp_path) -> None:
     assert claim_one(store, "silent").id == held.id
     assert claim_one(store, "alive").id == renewed.id
     assert store.expire_leases(time.time()) == Requeued(0, 0)  # both leases still run
-    assert store.renew("alive", LEASE_S * 3) == 1
+    assert store.renew("alive", LEASE_S * 3, [held.id, renewed.id]) == 1
     assert store.expire_leases(time.time() + LEASE_S * 2) == Requeued(requeued=1, failed=0)
     assert store.get(held.id).status == JobStatus.QUEUED
     assert store.get(renewed.id).status == JobStatus.RUNNING

@@ -252,7 +252,7 @@ def test_a_claimant_that_stops_renewing_loses_its_jobs_to_another(backend):
     deadline = time.monotonic() + 10
     taken: list[Job] = []
     while not taken and time.monotonic() < deadline:
-        assert alive.renew("alive", lease_s) == 1 + len(taken)
+        assert alive.renew("alive", lease_s, [job.id for job in jobs]) == 1 + len(taken)
         taken = alive.claim_batch("alive", 8, lease_s)
         time.sleep(0.1)
     assert [(job.id, job.request.seed, job.attempts) for job in taken] == [
@@ -263,8 +263,9 @@ def test_a_claimant_that_stops_renewing_loses_its_jobs_to_another(backend):
     assert not silent.finish(jobs[0].id, JobStatus.SUCCEEDED, claim=Claim(worker_id="silent", attempt=1))
     taken_over = Claim(worker_id="alive", attempt=2)
     assert alive.finish(jobs[0].id, JobStatus.SUCCEEDED, result_for(jobs[0]), claim=taken_over)
-    assert alive.renew("alive", lease_s) == 2  # jobs[1] and jobs[2] still held
-    assert silent.renew("silent", lease_s) == 0
+    ids = [job.id for job in jobs]
+    assert alive.renew("alive", lease_s, ids) == 2  # jobs[1] and jobs[2] still held
+    assert silent.renew("silent", lease_s, ids) == 0
     logs = [entry.message for entry in alive.logs(jobs[1].id)]
     assert any("stopped answering" in message for message in logs)
 
@@ -342,14 +343,26 @@ def test_sqlite_pushes_a_job_created_by_another_process_to_both_channels(tmp_pat
 def test_renew_extends_leases(store):
     a, b = submit(store, make_job("a"), make_job("b"))
     store.claim_batch("w1", 8, 5)
-    assert store.renew("w1", 600) == 2
-    assert store.renew("w2", 600) == 0
+    assert store.renew("w1", 600, [a.id, b.id]) == 2
+    assert store.renew("w2", 600, [a.id, b.id]) == 0
     outcome = store.expire_leases(time.time() + 60)  # past the first lease, within the renewed one
     assert (outcome.requeued, outcome.failed) == (0, 0)
     assert store.get(a.id).status == JobStatus.RUNNING
     assert store.get(b.id).status == JobStatus.RUNNING
     assert store.expire_leases(time.time() + 1200).requeued == 2
-    assert store.renew("w1", 600) == 0  # no longer holds them
+    assert store.renew("w1", 600, [a.id, b.id]) == 0  # no longer holds them
+
+
+def test_renew_extends_only_the_claims_the_worker_knows_of(store):
+    """A claim whose commit went through while its answer was lost (the store failed at that moment) is
+    not in the worker's list: its lease is not renewed, so the job goes back instead of staying held."""
+    known, lost = submit(store, make_job("known"), make_job("lost"))
+    store.claim_batch("w1", 8, 5)
+    assert store.renew("w1", 600, [known.id]) == 1
+    assert store.renew("w1", 600, []) == 0
+    assert store.expire_leases(time.time() + 60).requeued == 1
+    assert store.get(lost.id).status == JobStatus.QUEUED
+    assert store.get(known.id).status == JobStatus.RUNNING
 
 
 def test_cancel_a_queued_job_cancels_it_now(store):

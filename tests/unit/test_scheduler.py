@@ -20,6 +20,7 @@ from glm_image_server.core.events import JobEvent, JobFailed, JobLog, JobProgres
 from glm_image_server.core.job import Claim, Job, JobError, JobStatus
 from glm_image_server.core.results import JobResult, StoredImage
 from glm_image_server.slices import WorkerSettings
+from glm_image_server.store.contract import StoreUnavailable
 from glm_image_server.store.sql import SqlJobStore
 from glm_image_server.worker.executor import Interrupted
 from glm_image_server.worker.scheduler import Scheduler, _CancelFlags, progress_line
@@ -462,3 +463,40 @@ def test_a_decode_stage_whose_tokens_cannot_be_read_fails_instead_of_staying_cla
     failed = store.get(job.id)
     assert failed.status == JobStatus.FAILED and "prior tokens could not be read" in failed.error.message
     assert executor.batches == []
+
+
+class LostClaimAnswer:
+    """The store, but its first claim commits and then fails as if the connection dropped at the commit:
+    the jobs are claimed for the worker in the database while the worker never hears of them."""
+
+    def __init__(self, store: SqlJobStore) -> None:
+        self.store = store
+        self.lost: list[Job] = []
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+    def claim_batch(self, *args, **kwargs) -> list[Job]:
+        claimed = self.store.claim_batch(*args, **kwargs)
+        if claimed and not self.lost:
+            self.lost = claimed
+            raise StoreUnavailable("the job store is unavailable: the connection was lost at the commit")
+        return claimed
+
+
+def test_a_claim_whose_answer_was_lost_is_not_renewed_and_its_job_runs_again(tmp_path, store):
+    """The heartbeat renews only the claims the worker knows of: a claim lost on its way back runs out
+    of lease, its job goes back to the queue and runs (before, the heartbeat kept it held forever)."""
+    job = make_job("lost on the way back")
+    store.create(job)
+    lossy = LostClaimAnswer(store)
+    worker = Worker(settings_for(tmp_path, lease_s=1.0, heartbeat_s=0.1), lossy)
+    worker.start_heartbeat()
+    worker.start_thread(FakeExecutor())
+    try:
+        wait_for(lambda: lossy.lost, 5, "the claim whose answer is lost")
+        wait_for(finished(store, job), 15, "the job to run after its lost claim's lease ran out")
+    finally:
+        worker.stop()
+    done = store.get(job.id)
+    assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 2)

@@ -14,7 +14,7 @@ sessions sit apart, in `SessionStore` (implemented by the same store object)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -130,8 +130,10 @@ class JobStore(Protocol):
     def expire_start_deadlines(self, now: float) -> int:
         """Fail the queued jobs whose `start_by` passed (error kind "timeout"); returns how many."""
 
-    def renew(self, worker_id: str, lease_s: float) -> int:
-        """Extend the leases of the worker's running jobs; returns how many it holds."""
+    def renew(self, worker_id: str, lease_s: float, job_ids: Sequence[str]) -> int:
+        """Extend the leases of those of `job_ids` the worker holds; returns how many. Only the jobs it
+        knows it claimed: a claim whose commit went through but whose answer was lost (the store failed
+        meanwhile) is not renewed, so its lease runs out and the jobs go back instead of staying held."""
 
     def release(self, worker_id: str, reason: str) -> Requeued:
         """The worker is gone: its running jobs go back to the queue now (or fail, or are cancelled)."""

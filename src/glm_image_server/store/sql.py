@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -53,7 +53,8 @@ HANDOFF = select(J.handoff).where(J.id == JOB)
 LATE = BODY.where(QUEUED, J.start_by < NOW).with_for_update(skip_locked=True)
 LEASE_ENDED = BODY.where(RUNNING, J.lease_until < NOW).with_for_update(skip_locked=True)
 HELD_BY = BODY.where(RUNNING, J.worker_id == bindparam("worker")).with_for_update(skip_locked=True)
-RENEW = update(jobs).where(RUNNING, J.worker_id == bindparam("worker")).values(lease_until=bindparam("until"))
+RENEW = update(jobs).where(RUNNING, J.worker_id == bindparam("worker"), J.id.in_(IDS))
+RENEW = RENEW.values(lease_until=bindparam("until"))
 FLAG_CANCEL = update(jobs).where(J.id == JOB).values(cancel_requested=True, body=bindparam("new_body"))
 CANCEL_FLAG = select(J.cancel_requested).where(J.id == JOB)
 STATUS_SHARED = select(J.status).where(J.id == JOB).with_for_update(read=True)
@@ -197,9 +198,11 @@ class SqlJobStore:
             self._log(tx, job.id, "ERROR", error.message)
         return len(late)
 
-    def renew(self, worker_id: str, lease_s: float) -> int:
+    def renew(self, worker_id: str, lease_s: float, job_ids: Sequence[str]) -> int:
         with self._write(durable=False) as tx:
-            return tx.run(RENEW, {"worker": worker_id, "until": time.time() + lease_s}).rowcount
+            return tx.run(
+                RENEW, {"worker": worker_id, "ids": list(job_ids), "until": time.time() + lease_s}
+            ).rowcount
 
     def release(self, worker_id: str, reason: str) -> Requeued:
         with self._write() as tx:

@@ -125,6 +125,7 @@ class Scheduler:
         self._unreleased: str | None = None  # a release that failed (store unwritable): retried first
         self._paused_for: str | None = None
         self._preparing: list[_Batch] = []
+        self._running: _Batch | None = None
         self._live_failing = False  # recording progress failed last time (said once, not per event)
         self._store_down = False
         self._next_expiry = 0.0
@@ -135,6 +136,12 @@ class Scheduler:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def held(self) -> tuple[str, ...]:
+        """The jobs this scheduler claimed and has not let go of (from any thread: the heartbeat renews
+        them; a stale id is harmless, the store renews only what the worker still holds)."""
+        batches = (*self._preparing, self._running)
+        return tuple(job.id for batch in batches if batch is not None for job in batch.jobs)
 
     def _claim(self) -> list[Job]:
         if self._unreleased and not self._release(self._unreleased):
@@ -249,6 +256,13 @@ class Scheduler:
         self._run(self._start(jobs))
 
     def _run(self, batch: _Batch) -> None:
+        self._running = batch
+        try:
+            self._run_held(batch)
+        finally:
+            self._running = None
+
+    def _run_held(self, batch: _Batch) -> None:
         try:
             prepared = [p for p in (f.result() for f in batch.prepared) if p is not None]
         except Exception as exc:  # recording a preparation's failure failed: the store is in trouble
