@@ -38,8 +38,10 @@ def test_sigkill_mid_run_loses_nothing(tmp_path, model_cache, web) -> None:
             now = statuses(client, ids)
             done = [i for i in ids if now[i]["status"] == "COMPLETED"]
             running = [i for i in ids if now[i]["status"] == "IN_PROGRESS"]
-            # A worker holds one of them (a job between its stages is in progress but held by none).
-            held = any(w["jobs"] for w in client.get("/ready").json()["workers"])
+            # A worker holds one of them now, as the store says (a job between its stages is in progress
+            # but held by none; /ready's worker list is as old as the last heartbeat).
+            jobs = client.get("/ops").json()["jobs"]
+            held = any(job["worker_id"] and job["status"] == "running" for job in jobs)
             return (done, running) if len(done) >= 2 and running and held else None
 
         done, running = wait_for(two_done_one_running, 120, "two jobs done and a third part-way", 0.05)
