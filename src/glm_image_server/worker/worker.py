@@ -59,8 +59,8 @@ class Worker:
         parent = os.getppid()
         while not self._stopping.wait(self.settings.heartbeat_s):
             try:
-                held = self.scheduler.held() if self.scheduler is not None else ()
-                self.store.renew(self.id, self.settings.lease_s, held)
+                if held := self.scheduler.held() if self.scheduler is not None else ():
+                    self.store.renew(self.id, self.settings.lease_s, held)  # an idle worker writes no lease
                 self.store.heartbeat(self._info())
             except StoreUnavailable as exc:
                 if self.scheduler is not None:
